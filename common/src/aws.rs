@@ -1,0 +1,36 @@
+//! AWS clients, built from one shared SDK configuration.
+//!
+//! Credentials, region and endpoint all come from the SDK's standard chain, so the same
+//! binary talks to AWS or, with `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_SQS`, `_SNS`,
+//! `_EC2`) set, to a local emulator, with no code path of its own.
+
+use aws_config::{BehaviorVersion, SdkConfig};
+
+/// Loads the SDK configuration from the environment, profile and instance metadata.
+pub async fn load_sdk_config() -> SdkConfig {
+    aws_config::load_defaults(BehaviorVersion::latest()).await
+}
+
+/// The clients a Shoal process uses; cheap to clone (each is an `Arc` inside).
+#[derive(Debug, Clone)]
+pub struct AwsClients {
+    pub sqs: aws_sdk_sqs::Client,
+    pub sns: aws_sdk_sns::Client,
+    #[cfg(feature = "ec2")]
+    pub ec2: aws_sdk_ec2::Client,
+}
+
+impl AwsClients {
+    pub fn new(config: &SdkConfig) -> Self {
+        AwsClients {
+            sqs: aws_sdk_sqs::Client::new(config),
+            sns: aws_sdk_sns::Client::new(config),
+            #[cfg(feature = "ec2")]
+            ec2: aws_sdk_ec2::Client::new(config),
+        }
+    }
+
+    pub async fn from_env() -> Self {
+        Self::new(&load_sdk_config().await)
+    }
+}

@@ -1,0 +1,51 @@
+//! `create-image`: create an AMI from an instance.
+
+use clap::Args;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::tag::{as_map, Tag};
+use super::Validate;
+use crate::validate::{self, Violations};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Args)]
+#[serde(deny_unknown_fields)]
+pub struct CreateImage {
+    /// The instance to image (`i-…`).
+    #[arg(long)]
+    pub instance_id: String,
+    /// The AMI name: 3 to 128 characters, unique in the account and region.
+    #[arg(long)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Image without stopping the instance (the file system may be inconsistent).
+    #[serde(default)]
+    #[arg(long)]
+    pub no_reboot: bool,
+    /// Tags for the image and its snapshots.
+    #[serde(default, with = "as_map", skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "as_map::Schema")]
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<Tag>,
+    /// Finish only once the image is available.
+    #[serde(default)]
+    #[arg(long)]
+    pub wait: bool,
+    /// Check permissions and parameters with EC2's DryRun; nothing is created.
+    #[serde(default)]
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+impl Validate for CreateImage {
+    fn validate(&self, v: &mut Violations) {
+        v.resource_id("instance_id", &self.instance_id, "i-");
+        validate::ami_name(v, "name", &self.name);
+        if let Some(description) = &self.description {
+            v.max_chars("description", description, 255);
+        }
+        v.tags("tags", &self.tags);
+    }
+}

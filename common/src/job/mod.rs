@@ -1,0 +1,389 @@
+//! The job contract: what a service in any language puts on the queue.
+//!
+//! A message body is one JSON object, the [`JobEnvelope`]:
+//!
+//! ```json
+//! {"schema_version": 1, "job_id": "3f0c…", "kind": "canary",
+//!  "submitted_at": "2026-11-24T10:00:00Z", "params": {"sleep_ms": 0}}
+//! ```
+//!
+//! Every kind is declared once, in the [`job_kinds!`] invocation below: its variant, its
+//! parameters type (one file per kind in this module) and its wire name. The macro derives
+//! the [`JobKind`] labels, the [`Job`] enum (which is also the producer CLI's subcommands),
+//! decoding with field paths, validation and the JSON Schema from that one list, so adding a
+//! kind touches this list, its parameters file, and its handler in the worker.
+//!
+//! Unknown fields are refused everywhere: a misspelt `disable_api_termination` must fail
+//! loudly rather than launch unprotected instances.
+
+mod canary;
+mod create_image;
+mod run_instances;
+mod snapshot;
+mod tag;
+mod termination;
+
+use std::fmt;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::validate::{FieldError, Violations};
+
+pub use canary::Canary;
+pub use create_image::CreateImage;
+pub use run_instances::RunInstances;
+pub use snapshot::Snapshot;
+pub use tag::Tag;
+pub use termination::SetTerminationProtection;
+
+/// The envelope version this build writes and reads. A worker refuses other versions rather
+/// than guess at their meaning.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// SQS's limit on one message, body and attributes together. SNS has the same limit, so a
+/// job that fits here also fits in its completion event's echo of the job id and kind.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// Parameters of one job kind: checked by [`Validate`] and tied to its [`Job`] variant.
+pub trait JobParams: Validate + Sized {
+    const KIND: JobKind;
+    fn into_job(self) -> Job;
+    /// The parameters if `job` is of this kind.
+    fn from_job(job: Job) -> Option<Self>;
+}
+
+/// Field rules of a parameters type, beyond what its Rust type already enforces.
+pub trait Validate {
+    fn validate(&self, v: &mut Violations);
+}
+
+macro_rules! job_kinds {
+    ($( $(#[$doc:meta])* $variant:ident($params:ty) = $name:literal, )+) => {
+        /// The kind of a job: its wire name and its metrics label.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+        pub enum JobKind {
+            $( #[serde(rename = $name)] $variant, )+
+        }
+
+        impl JobKind {
+            pub const ALL: &'static [JobKind] = &[$(JobKind::$variant),+];
+
+            pub const fn as_str(self) -> &'static str {
+                match self { $(JobKind::$variant => $name,)+ }
+            }
+
+            pub fn parse(name: &str) -> Option<JobKind> {
+                match name { $($name => Some(JobKind::$variant),)+ _ => None }
+            }
+        }
+
+        /// A job: its kind together with that kind's parameters.
+        #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema, clap::Subcommand)]
+        #[serde(tag = "kind", content = "params")]
+        pub enum Job {
+            $( $(#[$doc])* #[serde(rename = $name)] #[command(name = $name)] $variant($params), )+
+        }
+
+        impl Job {
+            pub fn kind(&self) -> JobKind {
+                match self { $(Job::$variant(_) => JobKind::$variant,)+ }
+            }
+
+            fn validate_params(&self, v: &mut Violations) {
+                match self { $(Job::$variant(p) => p.validate(v),)+ }
+            }
+
+            fn decode(kind: JobKind, params: Value) -> Result<Job, ContractError> {
+                match kind { $(JobKind::$variant => decode_params::<$params>(params).map(Job::$variant),)+ }
+            }
+        }
+
+        $(
+            impl JobParams for $params {
+                const KIND: JobKind = JobKind::$variant;
+                fn into_job(self) -> Job { Job::$variant(self) }
+                fn from_job(job: Job) -> Option<Self> {
+                    match job { Job::$variant(p) => Some(p), _ => None }
+                }
+            }
+        )+
+    };
+}
+
+job_kinds! {
+    /// Launch instances from an AMI.
+    RunInstances(RunInstances) = "run-instances",
+    /// Create an AMI from an instance.
+    CreateImage(CreateImage) = "create-image",
+    /// Snapshot a volume, optionally naming the instance and volume first.
+    Snapshot(Snapshot) = "snapshot",
+    /// Turn termination protection on or off for instances.
+    SetTerminationProtection(SetTerminationProtection) = "set-termination-protection",
+    /// Do no AWS work: an end-to-end probe of the pipeline.
+    Canary(Canary) = "canary",
+}
+
+impl fmt::Display for JobKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The idempotency key of a job: 1 to 128 characters of letters, digits and `-_.:`. A
+/// redelivered message carries the same id, so every side effect is keyed on it, and it is
+/// also the FIFO deduplication id (whose character set this is a subset of).
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(transparent)]
+pub struct JobId(
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9_.:-]+$"))] String,
+);
+
+impl JobId {
+    /// A fresh random id, for callers who do not bring their own.
+    pub fn generate() -> Self {
+        JobId(uuid::Uuid::new_v4().to_string())
+    }
+
+    pub fn parse(id: &str) -> Result<Self, String> {
+        let ok_char = |c: char| c.is_ascii_alphanumeric() || "-_.:".contains(c);
+        if id.is_empty() || id.len() > 128 {
+            Err(format!("is {} characters long; 1 to 128 allowed", id.len()))
+        } else if let Some(bad) = id.chars().find(|c| !ok_char(*c)) {
+            Err(format!(
+                "`{bad}` is not allowed (letters, digits and - _ . : are)"
+            ))
+        } else {
+            Ok(JobId(id.to_owned()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One job as it travels on the queue.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "Shoal job envelope")]
+pub struct JobEnvelope {
+    /// Version of this envelope format; a worker refuses versions it does not know.
+    #[schemars(range(min = 1, max = 1))]
+    pub schema_version: u32,
+    /// Idempotency key: a redelivery or a resubmission with the same id has no second effect.
+    pub job_id: JobId,
+    /// When the job was submitted (RFC 3339).
+    pub submitted_at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub job: Job,
+}
+
+impl JobEnvelope {
+    /// A new envelope for `job` with a generated id, stamped now.
+    pub fn new(job: Job) -> Self {
+        JobEnvelope {
+            schema_version: SCHEMA_VERSION,
+            job_id: JobId::generate(),
+            submitted_at: Utc::now(),
+            job,
+        }
+    }
+
+    pub fn with_job_id(mut self, job_id: JobId) -> Self {
+        self.job_id = job_id;
+        self
+    }
+
+    pub fn kind(&self) -> JobKind {
+        self.job.kind()
+    }
+
+    /// Decodes and validates a message body: the one way a worker reads a job.
+    pub fn from_json(body: &str) -> Result<Self, ContractError> {
+        if body.len() > MAX_MESSAGE_BYTES {
+            return Err(ContractError::TooLarge { bytes: body.len() });
+        }
+        let de = &mut serde_json::Deserializer::from_str(body);
+        let raw: RawEnvelope = serde_path_to_error::deserialize(de).map_err(field_error(""))?;
+        Self::from_raw(raw)
+    }
+
+    /// Decodes and validates an envelope already parsed as JSON.
+    pub fn from_value(value: Value) -> Result<Self, ContractError> {
+        let raw: RawEnvelope = serde_path_to_error::deserialize(value).map_err(field_error(""))?;
+        Self::from_raw(raw)
+    }
+
+    /// Like [`JobEnvelope::from_value`], but fills in what a submitter may leave out: the
+    /// schema version, a generated job id and the submission time. Bulk submission and
+    /// other languages' thin clients write just `{"kind": …, "params": …}`.
+    pub fn from_request(mut value: Value) -> Result<Self, ContractError> {
+        if let Value::Object(map) = &mut value {
+            map.entry("schema_version").or_insert(SCHEMA_VERSION.into());
+            map.entry("job_id")
+                .or_insert_with(|| JobId::generate().0.into());
+            map.entry("submitted_at").or_insert_with(|| {
+                Utc::now()
+                    .to_rfc3339_opts(SecondsFormat::Millis, true)
+                    .into()
+            });
+        }
+        Self::from_value(value)
+    }
+
+    fn from_raw(raw: RawEnvelope) -> Result<Self, ContractError> {
+        if raw.schema_version != SCHEMA_VERSION {
+            return Err(ContractError::UnsupportedSchema {
+                found: raw.schema_version,
+            });
+        }
+        let job_id = JobId::parse(&raw.job_id).map_err(|message| {
+            ContractError::Invalid(vec![FieldError {
+                field: "job_id".into(),
+                message,
+            }])
+        })?;
+        let kind = JobKind::parse(&raw.kind).ok_or_else(|| ContractError::UnknownKind {
+            kind: raw.kind.clone(),
+        })?;
+        let job = Job::decode(
+            kind,
+            raw.params.unwrap_or(Value::Object(Default::default())),
+        )?;
+        let envelope = JobEnvelope {
+            schema_version: raw.schema_version,
+            job_id,
+            submitted_at: raw.submitted_at,
+            job,
+        };
+        envelope.validate()?;
+        Ok(envelope)
+    }
+
+    /// Checks every field rule and the size limit; errors name every violated field.
+    pub fn validate(&self) -> Result<(), ContractError> {
+        let mut v = Violations::under("params");
+        self.job.validate_params(&mut v);
+        if !v.is_empty() {
+            return Err(ContractError::Invalid(v.into_errors()));
+        }
+        let bytes = self.to_json().len();
+        if bytes > MAX_MESSAGE_BYTES {
+            return Err(ContractError::TooLarge { bytes });
+        }
+        Ok(())
+    }
+
+    /// The message body. Serializing these types cannot fail: every map key is a string.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self)
+            .unwrap_or_else(|e| unreachable!("a job envelope always serializes: {e}"))
+    }
+}
+
+/// The envelope as it arrives, before the kind picks the parameters type.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnvelope {
+    schema_version: u32,
+    job_id: String,
+    submitted_at: DateTime<Utc>,
+    kind: String,
+    #[serde(default)]
+    params: Option<Value>,
+}
+
+fn decode_params<P: serde::de::DeserializeOwned>(params: Value) -> Result<P, ContractError> {
+    serde_path_to_error::deserialize(params).map_err(field_error("params"))
+}
+
+fn field_error<E: fmt::Display>(
+    prefix: &'static str,
+) -> impl Fn(serde_path_to_error::Error<E>) -> ContractError {
+    move |e| {
+        let mut segments: Vec<String> = Vec::new();
+        if !prefix.is_empty() {
+            segments.push(prefix.to_owned());
+        }
+        let path = e.path().to_string();
+        // `.` is the root; `?` means the JSON broke before any field was reached.
+        if path != "." && path != "?" {
+            segments.push(path);
+        }
+        let message = e.into_inner().to_string();
+        // serde reports a missing field at its parent; the caller wants the field itself.
+        if let Some(missing) = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+        {
+            segments.push(missing.to_owned());
+        }
+        let field = if segments.is_empty() {
+            "body".to_owned()
+        } else {
+            segments.join(".")
+        };
+        ContractError::Invalid(vec![FieldError { field, message }])
+    }
+}
+
+/// Why a message is not a job this build can run. Always permanent: redelivering the same
+/// bytes cannot fix it, so a worker dead-letters it with this reason.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ContractError {
+    #[error("{}", join_fields(.0))]
+    Invalid(Vec<FieldError>),
+    #[error("kind: unknown job kind `{kind}` (known: {})", known_kinds())]
+    UnknownKind { kind: String },
+    #[error(
+        "schema_version: version {found} is not supported (this build reads {SCHEMA_VERSION})"
+    )]
+    UnsupportedSchema { found: u32 },
+    #[error("message: {bytes} bytes is over the {MAX_MESSAGE_BYTES}-byte SQS limit")]
+    TooLarge { bytes: usize },
+}
+
+impl ContractError {
+    /// The fields at fault, for callers that report them one by one.
+    pub fn fields(&self) -> Vec<String> {
+        match self {
+            ContractError::Invalid(errors) => errors.iter().map(|e| e.field.clone()).collect(),
+            ContractError::UnknownKind { .. } => vec!["kind".into()],
+            ContractError::UnsupportedSchema { .. } => vec!["schema_version".into()],
+            ContractError::TooLarge { .. } => vec!["message".into()],
+        }
+    }
+}
+
+fn join_fields(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn known_kinds() -> String {
+    JobKind::ALL
+        .iter()
+        .map(|k| k.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The JSON Schema of the envelope, generated from these types. The committed copy in
+/// `common/schema/` is what other languages' teams read; a test keeps the two equal.
+pub fn json_schema() -> Value {
+    schemars::schema_for!(JobEnvelope).to_value()
+}

@@ -1,0 +1,115 @@
+//! `run-instances`: launch instances from an AMI, as the article's `run_instances` call does.
+
+use clap::Args;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::tag::{as_map, Tag};
+use super::Validate;
+use crate::validate::{self, Violations};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Args)]
+#[serde(deny_unknown_fields)]
+pub struct RunInstances {
+    /// The AMI to launch (`ami-…`).
+    #[arg(long)]
+    pub image_id: String,
+    /// Launch fails unless at least this many instances can start.
+    #[serde(default = "one")]
+    #[arg(long, default_value_t = 1)]
+    pub min_count: u32,
+    /// Launch up to this many instances, as capacity allows.
+    #[serde(default = "one")]
+    #[arg(long, default_value_t = 1)]
+    pub max_count: u32,
+    /// The key pair to install for SSH access.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
+    pub key_name: Option<String>,
+    /// Instance type, e.g. `t2.micro`.
+    #[arg(long)]
+    pub instance_type: String,
+    /// Availability zone placement, e.g. `us-east-1d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
+    pub availability_zone: Option<String>,
+    /// Termination protection: the instances refuse `TerminateInstances` until it is lifted
+    /// (see `set-termination-protection`).
+    #[serde(default)]
+    #[arg(long)]
+    pub disable_api_termination: bool,
+    /// Tags for the instances and their volumes.
+    #[serde(default, with = "as_map", skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "as_map::Schema")]
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<Tag>,
+    /// Subnet to launch into (`subnet-…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
+    pub subnet_id: Option<String>,
+    /// Security groups by id (`sg-…`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[arg(long = "security-group-id", value_name = "SG_ID")]
+    pub security_group_ids: Vec<String>,
+    /// User data as plain text (Shoal base64-encodes it); at most 16 KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
+    pub user_data: Option<String>,
+    /// Finish only once the instances are running.
+    #[serde(default)]
+    #[arg(long)]
+    pub wait: bool,
+    /// Check permissions and parameters with EC2's DryRun; nothing is launched.
+    #[serde(default)]
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// EC2's limit on user data before base64 encoding.
+const MAX_USER_DATA_BYTES: usize = 16 * 1024;
+
+impl Validate for RunInstances {
+    fn validate(&self, v: &mut Violations) {
+        v.resource_id("image_id", &self.image_id, "ami-");
+        if self.min_count < 1 {
+            v.add("min_count", "must be at least 1");
+        }
+        if self.max_count < self.min_count {
+            v.add(
+                "max_count",
+                format!(
+                    "is {} but must be at least min_count ({})",
+                    self.max_count, self.min_count
+                ),
+            );
+        }
+        if let Some(key) = &self.key_name {
+            if key.is_empty() || key.len() > 255 || !key.is_ascii() {
+                v.add("key_name", "must be 1 to 255 ASCII characters");
+            }
+        }
+        validate::instance_type(v, "instance_type", &self.instance_type);
+        if let Some(az) = &self.availability_zone {
+            validate::availability_zone(v, "availability_zone", az);
+        }
+        v.tags("tags", &self.tags);
+        if let Some(subnet) = &self.subnet_id {
+            v.resource_id("subnet_id", subnet, "subnet-");
+        }
+        for (i, sg) in self.security_group_ids.iter().enumerate() {
+            v.resource_id(&format!("security_group_ids[{i}]"), sg, "sg-");
+        }
+        if let Some(data) = &self.user_data {
+            if data.len() > MAX_USER_DATA_BYTES {
+                v.add(
+                    "user_data",
+                    format!("is {} bytes; EC2 allows {MAX_USER_DATA_BYTES}", data.len()),
+                );
+            }
+        }
+    }
+}

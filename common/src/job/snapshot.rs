@@ -1,0 +1,102 @@
+//! `snapshot`: the article's flow: name an instance and its volume, find the volume, snapshot
+//! it as "<Name> Snap", and wait until the snapshot completes.
+
+use clap::{ArgAction, Args};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::tag::{as_map, Tag};
+use super::Validate;
+use crate::validate::Violations;
+
+/// Exactly one of `volume_id`, `volume_name` and `instance_id` chooses what to snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Args)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    /// Snapshot this volume (`vol-…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
+    pub volume_id: Option<String>,
+    /// Snapshot the volume whose `Name` tag is this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
+    pub volume_name: Option<String>,
+    /// Snapshot every volume attached to this instance (`i-…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
+    pub instance_id: Option<String>,
+    /// First tag the instance and its volume with `Name` = this (with `instance_id` or
+    /// `volume_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Snapshot description; defaults to "<Name> Snap".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Tags for the snapshot.
+    #[serde(default, with = "as_map", skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "as_map::Schema")]
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<Tag>,
+    /// Finish only once the snapshot is `completed` (default). `--no-wait` finishes as soon
+    /// as it is started.
+    #[serde(default = "yes")]
+    #[arg(long = "no-wait", action = ArgAction::SetFalse)]
+    pub wait: bool,
+    /// Check permissions and parameters with EC2's DryRun; nothing is created.
+    #[serde(default)]
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Validate for Snapshot {
+    fn validate(&self, v: &mut Violations) {
+        let chosen = [
+            self.volume_id.is_some(),
+            self.volume_name.is_some(),
+            self.instance_id.is_some(),
+        ]
+        .iter()
+        .filter(|set| **set)
+        .count();
+        if chosen != 1 {
+            v.add(
+                "volume_id",
+                format!("exactly one of volume_id, volume_name and instance_id must be set ({chosen} are)"),
+            );
+        }
+        if let Some(id) = &self.volume_id {
+            v.resource_id("volume_id", id, "vol-");
+        }
+        if let Some(name) = &self.volume_name {
+            if name.is_empty() {
+                v.add("volume_name", "must not be empty");
+            }
+            v.max_chars("volume_name", name, 256);
+        }
+        if let Some(id) = &self.instance_id {
+            v.resource_id("instance_id", id, "i-");
+        }
+        if let Some(name) = &self.name {
+            if self.volume_name.is_some() {
+                v.add(
+                    "name",
+                    "cannot be set with volume_name, which already selects by Name",
+                );
+            }
+            if name.is_empty() {
+                v.add("name", "must not be empty");
+            }
+            v.max_chars("name", name, 256);
+        }
+        if let Some(description) = &self.description {
+            v.max_chars("description", description, 255);
+        }
+        v.tags("tags", &self.tags);
+    }
+}

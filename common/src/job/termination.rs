@@ -1,0 +1,44 @@
+//! `set-termination-protection`: the article's `modify_instance_attribute` on
+//! `DisableApiTermination`, which lifts (or sets) the protection `run-instances` gave.
+
+use clap::{ArgAction, Args};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::Validate;
+use crate::validate::Violations;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Args)]
+#[serde(deny_unknown_fields)]
+pub struct SetTerminationProtection {
+    /// The instances to change (`i-…`).
+    #[arg(long = "instance-id", value_name = "INSTANCE_ID", required = true)]
+    pub instance_ids: Vec<String>,
+    /// `true` protects the instances from termination, `false` lifts the protection. Always
+    /// explicit: there is no safe default for a safety setting.
+    #[arg(long, action = ArgAction::Set, required = true)]
+    pub disable_api_termination: bool,
+}
+
+/// A generous bound that keeps one job's API calls and event small.
+const MAX_INSTANCES: usize = 1000;
+
+impl Validate for SetTerminationProtection {
+    fn validate(&self, v: &mut Violations) {
+        if self.instance_ids.is_empty() {
+            v.add("instance_ids", "must name at least one instance");
+        }
+        if self.instance_ids.len() > MAX_INSTANCES {
+            v.add(
+                "instance_ids",
+                format!(
+                    "names {} instances; at most {MAX_INSTANCES} allowed",
+                    self.instance_ids.len()
+                ),
+            );
+        }
+        for (i, id) in self.instance_ids.iter().enumerate() {
+            v.resource_id(&format!("instance_ids[{i}]"), id, "i-");
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! # shoal-common
+//!
+//! What every Shoal process shares: the published job contract, configuration, AWS clients,
+//! the error taxonomy and the local-stack provisioning.
+//!
+//! - [`job`] owns the contract: the versioned [`job::JobEnvelope`] that services in any
+//!   language write onto the queue, the [`job::Job`] enum that declares every kind in one
+//!   place, and validation whose errors name the offending field.
+//! - [`validate`] holds the field checks the kinds share (ids, tags, shapes).
+//! - [`error`] classifies failures as transient or permanent where they arise, so the worker
+//!   decides retry versus dead-letter from the class alone.
+//! - [`aws`] builds the SQS, SNS (and, with the `ec2` feature, EC2) clients from the standard
+//!   credential chain and the SDK's own endpoint settings.
+//! - [`config`] holds the settings the producer and worker share (which queue).
+//! - [`stack`] creates the queues and topic Shoal runs on, for the local emulator and tests.
+
+pub mod aws;
+pub mod config;
+pub mod error;
+pub mod job;
+pub mod stack;
+pub mod validate;
+
+pub use job::{Job, JobEnvelope, JobId, JobKind};

@@ -1,0 +1,236 @@
+//! Field validation shared by every job kind.
+//!
+//! A job is checked twice, by the producer before anything is sent and by the worker before
+//! anything is done, with the same code. Every violation names the field by its path in the
+//! message (`params.min_count`), so a team writing jobs in another language can find its
+//! mistake without reading Rust.
+
+use std::fmt;
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use crate::job::Tag;
+
+/// One broken rule, with the path of the field that broke it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Dotted path in the JSON message, e.g. `params.tags.Name`.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Collects every violation of a message, so one round trip shows the caller all of them.
+#[derive(Debug, Default)]
+pub struct Violations {
+    prefix: String,
+    errors: Vec<FieldError>,
+}
+
+impl Violations {
+    /// Violations whose field paths start with `prefix` (e.g. `params`).
+    pub fn under(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn add(&mut self, field: &str, message: impl Into<String>) {
+        let field = if self.prefix.is_empty() {
+            field.to_owned()
+        } else {
+            format!("{}.{}", self.prefix, field)
+        };
+        self.errors.push(FieldError {
+            field,
+            message: message.into(),
+        });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    pub fn into_errors(self) -> Vec<FieldError> {
+        self.errors
+    }
+
+    /// Checks `value` is an EC2 resource id: `prefix` then 8 or 17 lowercase hex digits.
+    pub fn resource_id(&mut self, field: &str, value: &str, prefix: &str) {
+        if !is_resource_id(value, prefix) {
+            self.add(
+                field,
+                format!(
+                    "`{value}` is not a valid id: expected `{prefix}` followed by 8 or 17 hex digits"
+                ),
+            );
+        }
+    }
+
+    /// Checks a free-text field against a length limit in characters.
+    pub fn max_chars(&mut self, field: &str, value: &str, max: usize) {
+        let n = value.chars().count();
+        if n > max {
+            self.add(
+                field,
+                format!("is {n} characters long; at most {max} allowed"),
+            );
+        }
+    }
+
+    /// EC2's tag rules, less what Shoal reserves for itself: at most [`MAX_USER_TAGS`] tags,
+    /// keys of 1 to 128 characters not starting with `aws:` or `shoal:`, values of at most 256
+    /// characters, each key once.
+    pub fn tags(&mut self, field: &str, tags: &[Tag]) {
+        if tags.len() > MAX_USER_TAGS {
+            self.add(
+                field,
+                format!(
+                    "has {} tags; at most {MAX_USER_TAGS} allowed (EC2 allows 50 per resource and Shoal adds `{JOB_ID_TAG}`)",
+                    tags.len()
+                ),
+            );
+        }
+        for (i, tag) in tags.iter().enumerate() {
+            let at = format!("{field}.{}", tag.key);
+            let key_len = tag.key.chars().count();
+            if key_len == 0 || key_len > 128 {
+                self.add(
+                    &at,
+                    format!("tag key is {key_len} characters long; 1 to 128 allowed"),
+                );
+            }
+            let lower = tag.key.to_ascii_lowercase();
+            if lower.starts_with("aws:") {
+                self.add(&at, "tag keys starting with `aws:` are reserved by AWS");
+            } else if lower.starts_with("shoal:") {
+                self.add(&at, "tag keys starting with `shoal:` are reserved by Shoal");
+            }
+            self.max_chars(&at, &tag.value, 256);
+            if tags[..i].iter().any(|t| t.key == tag.key) {
+                self.add(&at, "tag key given more than once");
+            }
+        }
+    }
+}
+
+/// EC2 allows 50 tags per resource; Shoal adds its job-id tag to every resource it creates.
+pub const MAX_USER_TAGS: usize = 49;
+
+/// The tag that ties every EC2 resource Shoal creates to the job that created it.
+pub const JOB_ID_TAG: &str = "shoal:job-id";
+
+pub fn is_resource_id(value: &str, prefix: &str) -> bool {
+    value.strip_prefix(prefix).is_some_and(|hex| {
+        (hex.len() == 8 || hex.len() == 17)
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+static INSTANCE_TYPE: LazyLock<Regex> = LazyLock::new(|| {
+    // family[-variant].size: t2.micro, c7i-flex.large, u-6tb1.112xlarge, mac2-m2pro.metal
+    Regex::new(r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$").expect("static pattern")
+});
+static AVAILABILITY_ZONE: LazyLock<Regex> = LazyLock::new(|| {
+    // us-east-1d, us-gov-west-1a, and local zones such as us-west-2-lax-1a
+    Regex::new(r"^[a-z]{2}(-[a-z0-9]+)*-[0-9]+[a-z]$").expect("static pattern")
+});
+static REGION: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z]{2}(-[a-z]+)+-[0-9]+$").expect("static pattern"));
+
+pub fn instance_type(v: &mut Violations, field: &str, value: &str) {
+    if !INSTANCE_TYPE.is_match(value) {
+        v.add(
+            field,
+            format!("`{value}` is not an instance type: expected family.size, e.g. t2.micro"),
+        );
+    }
+}
+
+pub fn availability_zone(v: &mut Violations, field: &str, value: &str) {
+    if REGION.is_match(value) {
+        v.add(
+            field,
+            format!("`{value}` is a region, not an availability zone: add the zone letter, e.g. {value}a"),
+        );
+    } else if !AVAILABILITY_ZONE.is_match(value) {
+        v.add(
+            field,
+            format!("`{value}` is not an availability zone: expected e.g. us-east-1d"),
+        );
+    }
+}
+
+/// AMI names: 3 to 128 characters of letters, digits and `( ) [ ] . / - ' @ _` or space.
+pub fn ami_name(v: &mut Violations, field: &str, value: &str) {
+    let n = value.chars().count();
+    if !(3..=128).contains(&n) {
+        v.add(
+            field,
+            format!("is {n} characters long; an AMI name has 3 to 128"),
+        );
+    }
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "()[] ./-'@_".contains(*c)))
+    {
+        v.add(
+            field,
+            format!("`{bad}` is not allowed in an AMI name (letters, digits, spaces and ( ) [ ] . / - ' @ _ are)"),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_ids_take_short_and_long_hex() {
+        assert!(is_resource_id("ami-12345678", "ami-"));
+        assert!(is_resource_id("i-0123456789abcdef0", "i-"));
+        assert!(!is_resource_id("i-0123456789ABCDEF0", "i-"));
+        assert!(!is_resource_id("vol-123", "vol-"));
+        assert!(!is_resource_id("i-12345678", "vol-"));
+    }
+
+    #[test]
+    fn zones_are_told_from_regions() {
+        let mut v = Violations::under("params");
+        availability_zone(&mut v, "availability_zone", "us-east-1d");
+        availability_zone(&mut v, "availability_zone", "us-west-2-lax-1a");
+        assert!(v.is_empty());
+        availability_zone(&mut v, "availability_zone", "us-east-1");
+        let errors = v.into_errors();
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].message.contains("is a region"), "{}", errors[0]);
+    }
+
+    #[test]
+    fn instance_types_have_family_and_size() {
+        for ok in [
+            "t2.micro",
+            "c7i-flex.large",
+            "u-6tb1.112xlarge",
+            "mac2-m2pro.metal",
+        ] {
+            let mut v = Violations::default();
+            instance_type(&mut v, "t", ok);
+            assert!(v.is_empty(), "{ok}");
+        }
+        for bad in ["t2micro", "T2.micro", "t2.", ".micro"] {
+            let mut v = Violations::default();
+            instance_type(&mut v, "t", bad);
+            assert!(!v.is_empty(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,416 @@
+//! The `shoal-producer` command line: one subcommand per job kind (derived from
+//! [`shoal_common::Job`], so a new kind appears here by itself), bulk `submit` from JSON
+//! Lines, `schema` for other languages' teams, `stack create` for a development stack, and
+//! `peek` to look at what is queued.
+//!
+//! It lives in the library so tests can run it in-process against the emulator; `main.rs`
+//! only parses arguments and loads the AWS configuration.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use aws_sdk_sqs::types::MessageSystemAttributeName;
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use shoal_common::aws::AwsClients;
+use shoal_common::config::QueueArgs;
+use shoal_common::error::classify_sdk_error;
+use shoal_common::stack::{self, StackSpec};
+use shoal_common::{Job, JobEnvelope, JobId};
+
+use crate::{Producer, SendOptions};
+
+/// Enqueue Shoal jobs on SQS.
+#[derive(Debug, Parser)]
+#[command(name = "shoal-producer", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub queue: QueueArgs,
+    #[command(flatten)]
+    pub send: SendArgs,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    #[command(flatten)]
+    Job(Job),
+    /// Enqueue jobs from JSON Lines (a file, or - for standard input), one job a line:
+    /// `{"kind": …, "params": …}`, optionally with `job_id`.
+    Submit(SubmitArgs),
+    /// Print the JSON Schema of the job envelope.
+    Schema,
+    /// Create queues and topic for a development stack, and print their addresses.
+    #[command(subcommand)]
+    Stack(StackCommand),
+    /// Show queued messages without consuming them (each look counts as a receive).
+    Peek(PeekArgs),
+}
+
+/// Options for sending, shared by every enqueueing command.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Sending")]
+pub struct SendArgs {
+    /// Job id (idempotency key); generated when not given. Single-job commands only.
+    #[arg(long, global = true)]
+    pub job_id: Option<String>,
+    /// Delay delivery by this many seconds (0 to 900; standard queues only).
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub delay: Option<u32>,
+    /// FIFO message group id (default: the job's kind).
+    #[arg(long, global = true)]
+    pub group_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// JSON Lines file, or - for standard input.
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StackCommand {
+    /// Create (or find) the job queue, DLQ, completion topic and events queue.
+    Create {
+        /// Prefix of every resource name.
+        #[arg(long, default_value = "shoal")]
+        prefix: String,
+        /// Make the job queue and its DLQ FIFO queues.
+        #[arg(long)]
+        fifo: bool,
+        /// Receives before a message moves to the DLQ.
+        #[arg(long, default_value_t = 5)]
+        max_receive_count: u32,
+        /// The job queue's visibility timeout, in seconds.
+        #[arg(long, default_value_t = 60)]
+        visibility_timeout: u32,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PeekArgs {
+    /// Show at most this many messages.
+    #[arg(long, default_value_t = 10)]
+    pub max: usize,
+}
+
+/// Where the CLI writes: results to `out`, diagnostics and progress to `err`.
+pub struct Io<'a> {
+    pub out: &'a mut (dyn Write + Send),
+    pub err: &'a mut (dyn Write + Send),
+    /// Show a progress bar (standard error is a terminal and output is not JSON).
+    pub progress: bool,
+}
+
+/// Runs the CLI; the return value is the process exit code (0 all sent, 1 anything failed).
+pub async fn run(cli: Cli, sdk: &SdkConfig, io: &mut Io<'_>) -> i32 {
+    match execute(cli, sdk, io).await {
+        Ok(code) => code,
+        Err(message) => {
+            let _ = writeln!(io.err, "error: {message}");
+            1
+        }
+    }
+}
+
+async fn execute(cli: Cli, sdk: &SdkConfig, io: &mut Io<'_>) -> Result<i32, String> {
+    let send = &cli.send;
+    let clients = AwsClients::new(sdk);
+    let options = SendOptions {
+        delay_seconds: send.delay,
+        message_group_id: send.group_id.clone(),
+    };
+    match cli.command {
+        Command::Schema => {
+            let schema = shoal_common::job::json_schema();
+            writeln!(io.out, "{}", pretty(&schema)).map_err(io_error)?;
+            Ok(0)
+        }
+        Command::Stack(StackCommand::Create {
+            prefix,
+            fifo,
+            max_receive_count,
+            visibility_timeout,
+        }) => {
+            let spec = StackSpec {
+                prefix,
+                fifo,
+                max_receive_count,
+                visibility_timeout_secs: visibility_timeout,
+            };
+            let stack = stack::provision(&clients, &spec)
+                .await
+                .map_err(|e| e.to_string())?;
+            if cli.json {
+                writeln!(io.out, "{}", pretty(&stack)).map_err(io_error)?;
+            } else {
+                for (name, value) in stack.env_vars() {
+                    writeln!(io.out, "{name}={value}").map_err(io_error)?;
+                }
+            }
+            Ok(0)
+        }
+        Command::Job(job) => {
+            let producer = connect(&cli.queue, &clients).await?;
+            let mut envelope = JobEnvelope::new(job);
+            if let Some(id) = &send.job_id {
+                let id = JobId::parse(id).map_err(|m| format!("job_id: {m}"))?;
+                envelope = envelope.with_job_id(id);
+            }
+            let enqueued = producer
+                .enqueue(&envelope, &options)
+                .await
+                .map_err(|e| e.to_string())?;
+            if cli.json {
+                writeln!(
+                    io.out,
+                    "{}",
+                    serde_json::json!({
+                        "job_id": enqueued.job_id,
+                        "kind": enqueued.kind,
+                        "message_id": enqueued.message_id,
+                        "queue_url": producer.queue().url,
+                    })
+                )
+                .map_err(io_error)?;
+            } else {
+                writeln!(io.out, "{}", enqueued.job_id).map_err(io_error)?;
+            }
+            Ok(0)
+        }
+        Command::Submit(args) => {
+            if send.job_id.is_some() {
+                return Err(
+                    "job_id: --job-id is for single jobs; give each line its own `job_id`".into(),
+                );
+            }
+            let producer = connect(&cli.queue, &clients).await?;
+            submit(&producer, &args, &options, cli.json, io).await
+        }
+        Command::Peek(args) => peek(&cli.queue, &clients, args.max, cli.json, io).await,
+    }
+}
+
+async fn connect(queue: &QueueArgs, clients: &AwsClients) -> Result<Producer, String> {
+    let target = queue
+        .resolve(&clients.sqs)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Producer::new(clients.sqs.clone(), target))
+}
+
+/// Reads every line first and refuses the whole file if any line is invalid: sending the
+/// good lines and leaving the bad would make a corrected re-run enqueue the good ones twice.
+async fn submit(
+    producer: &Producer,
+    args: &SubmitArgs,
+    options: &SendOptions,
+    json: bool,
+    io: &mut Io<'_>,
+) -> Result<i32, String> {
+    let reader: Box<dyn BufRead> = if args.file.as_os_str() == "-" {
+        Box::new(std::io::BufReader::new(std::io::stdin()))
+    } else {
+        let file = std::fs::File::open(&args.file)
+            .map_err(|e| format!("file: cannot open {}: {e}", args.file.display()))?;
+        Box::new(std::io::BufReader::new(file))
+    };
+    let mut jobs = Vec::new();
+    let mut line_numbers = Vec::new();
+    let mut invalid = Vec::new();
+    for (n, line) in reader.lines().enumerate() {
+        let line_no = n + 1;
+        let line = line.map_err(|e| format!("line {line_no}: cannot read: {e}"))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parsed = serde_json::from_str(&line)
+            .map_err(|e| format!("body: {e}"))
+            .and_then(|v| JobEnvelope::from_request(v).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(job) => {
+                jobs.push(job);
+                line_numbers.push(line_no);
+            }
+            Err(message) => invalid.push((line_no, message)),
+        }
+    }
+    if !invalid.is_empty() {
+        for (line, message) in &invalid {
+            writeln!(io.err, "line {line}: {message}").map_err(io_error)?;
+        }
+        writeln!(
+            io.err,
+            "{} invalid line(s); nothing was sent",
+            invalid.len()
+        )
+        .map_err(io_error)?;
+        return Ok(1);
+    }
+
+    let bar = if io.progress {
+        let bar = ProgressBar::new(jobs.len() as u64);
+        if let Ok(style) =
+            ProgressStyle::with_template("{bar:40} {pos}/{len} jobs  {per_sec}  eta {eta}")
+        {
+            bar.set_style(style);
+        }
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Some(bar)
+    } else {
+        None
+    };
+    let on_sent = |n: usize| {
+        if let Some(bar) = &bar {
+            bar.inc(n as u64);
+        }
+    };
+    let result = producer.enqueue_many(&jobs, options, &on_sent).await;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let report = match result {
+        Ok(report) => report,
+        Err(invalid) => {
+            for (i, e) in invalid {
+                writeln!(io.err, "line {}: {e}", line_numbers[i]).map_err(io_error)?;
+            }
+            writeln!(io.err, "nothing was sent").map_err(io_error)?;
+            return Ok(1);
+        }
+    };
+
+    if json {
+        let summary = serde_json::json!({
+            "sent": report.enqueued.len(),
+            "failed": report.failed.iter().map(|f| serde_json::json!({
+                "line": line_numbers[f.index], "job_id": f.job_id, "code": f.code, "message": f.message,
+            })).collect::<Vec<_>>(),
+            "retried_entries": report.retried_entries,
+            "calls": report.calls,
+            "jobs": report.enqueued.iter().map(|(i, e)| serde_json::json!({
+                "line": line_numbers[*i], "job_id": e.job_id, "kind": e.kind, "message_id": e.message_id,
+            })).collect::<Vec<_>>(),
+        });
+        writeln!(io.out, "{summary}").map_err(io_error)?;
+    } else {
+        for f in &report.failed {
+            writeln!(
+                io.err,
+                "line {}: job {}: {}: {}",
+                line_numbers[f.index], f.job_id, f.code, f.message
+            )
+            .map_err(io_error)?;
+        }
+    }
+    writeln!(
+        io.err,
+        "sent {} of {} jobs in {} batch calls ({} entries retried), {} failed",
+        report.enqueued.len(),
+        jobs.len(),
+        report.calls,
+        report.retried_entries,
+        report.failed.len()
+    )
+    .map_err(io_error)?;
+    Ok(if report.failed.is_empty() { 0 } else { 1 })
+}
+
+async fn peek(
+    queue: &QueueArgs,
+    clients: &AwsClients,
+    max: usize,
+    json: bool,
+    io: &mut Io<'_>,
+) -> Result<i32, String> {
+    let target = queue
+        .resolve(&clients.sqs)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut seen = std::collections::HashSet::new();
+    // SQS samples a subset of its servers per receive, so look a few times.
+    for _ in 0..5 {
+        if seen.len() >= max {
+            break;
+        }
+        let out = clients
+            .sqs
+            .receive_message()
+            .queue_url(&target.url)
+            .max_number_of_messages((max - seen.len()).min(10) as i32)
+            .visibility_timeout(0)
+            .wait_time_seconds(1)
+            .message_attribute_names("All")
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send()
+            .await
+            .map_err(|e| classify_sdk_error("ReceiveMessage", &e).to_string())?;
+        let messages = out.messages.unwrap_or_default();
+        if messages.is_empty() {
+            break;
+        }
+        for msg in messages {
+            let id = msg.message_id.clone().unwrap_or_default();
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            let attr = |name: &str| {
+                msg.message_attributes
+                    .as_ref()
+                    .and_then(|a| a.get(name))
+                    .and_then(|v| v.string_value.clone())
+                    .unwrap_or_default()
+            };
+            let body = msg.body.clone().unwrap_or_default();
+            let receives = msg
+                .attributes
+                .as_ref()
+                .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                .cloned()
+                .unwrap_or_default();
+            if json {
+                let body: serde_json::Value =
+                    serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
+                writeln!(
+                    io.out,
+                    "{}",
+                    serde_json::json!({
+                        "message_id": id, "kind": attr("kind"), "schema": attr("schema"),
+                        "receive_count": receives, "body": body,
+                    })
+                )
+                .map_err(io_error)?;
+            } else {
+                writeln!(
+                    io.out,
+                    "{:<28} schema={} receives={} {}",
+                    attr("kind"),
+                    attr("schema"),
+                    receives,
+                    body
+                )
+                .map_err(io_error)?;
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn pretty<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+fn io_error(e: std::io::Error) -> String {
+    format!("cannot write output: {e}")
+}
+
+/// Whether standard error is a terminal, for the progress bar.
+pub fn stderr_is_terminal() -> bool {
+    std::io::stderr().is_terminal()
+}

@@ -1,0 +1,118 @@
+//! # shoal-producer
+//!
+//! Puts jobs on the queue. [`Producer::enqueue`] sends one job, [`Producer::enqueue_many`]
+//! sends many through `SendMessageBatch`, and [`cli`] is the `shoal-producer` command line
+//! built on both.
+//!
+//! Every job is validated before anything is sent, with the same rules the worker applies
+//! ([`shoal_common::JobEnvelope::validate`]), so a bad job is refused at the caller's desk
+//! rather than dead-lettered later. Every message carries the `kind` and `schema` message
+//! attributes, for routing and filtering without parsing bodies.
+//!
+//! - [`message`] turns an envelope into an SQS message (attributes, FIFO ids, size).
+//! - [`batch`] packs messages into batches and resends the entries SQS reports as failed.
+
+pub mod batch;
+pub mod cli;
+pub mod message;
+
+use aws_sdk_sqs::Client as SqsClient;
+use shoal_common::config::QueueTarget;
+use shoal_common::error::{classify_sdk_error, AwsError};
+use shoal_common::job::ContractError;
+use shoal_common::{JobEnvelope, JobId, JobKind};
+
+pub use batch::{BatchReport, FailedEntry};
+pub use message::{OutgoingMessage, SendOptions};
+
+/// Sends jobs to one queue.
+#[derive(Debug, Clone)]
+pub struct Producer {
+    sqs: SqsClient,
+    queue: QueueTarget,
+    /// Batches in flight at once on a standard queue; FIFO queues send one at a time so that
+    /// a message group keeps its order.
+    batch_concurrency: usize,
+}
+
+/// A job that SQS accepted.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Enqueued {
+    pub job_id: JobId,
+    pub kind: JobKind,
+    pub message_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    #[error(transparent)]
+    Invalid(#[from] ContractError),
+    #[error("{field}: {message}")]
+    Option {
+        field: &'static str,
+        message: String,
+    },
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+}
+
+impl Producer {
+    pub fn new(sqs: SqsClient, queue: QueueTarget) -> Self {
+        Producer {
+            sqs,
+            queue,
+            batch_concurrency: 8,
+        }
+    }
+
+    pub fn queue(&self) -> &QueueTarget {
+        &self.queue
+    }
+
+    /// Validates and sends one job. Nothing is sent if the job or the options are invalid.
+    pub async fn enqueue(
+        &self,
+        job: &JobEnvelope,
+        options: &SendOptions,
+    ) -> Result<Enqueued, EnqueueError> {
+        let msg = OutgoingMessage::build(job, options, self.queue.is_fifo())?;
+        // The SDK's own retry policy already resends throttled and 5xx calls.
+        let out = msg
+            .send_request(&self.sqs, &self.queue.url)
+            .send()
+            .await
+            .map_err(|e| classify_sdk_error("SendMessage", &e))?;
+        Ok(Enqueued {
+            job_id: job.job_id.clone(),
+            kind: job.kind(),
+            message_id: out.message_id.unwrap_or_default(),
+        })
+    }
+
+    /// Validates every job, then sends them all through `SendMessageBatch`. If any job is
+    /// invalid nothing is sent and the errors come back by index. Entries SQS fails for
+    /// reasons of its own are resent with a backoff; those still failing, or failing through
+    /// the sender's fault, are in the report by index. `on_sent` is told how many messages
+    /// each successful call carried, for progress display.
+    pub async fn enqueue_many(
+        &self,
+        jobs: &[JobEnvelope],
+        options: &SendOptions,
+        on_sent: &(dyn Fn(usize) + Sync),
+    ) -> Result<BatchReport, Vec<(usize, EnqueueError)>> {
+        let fifo = self.queue.is_fifo();
+        let mut messages = Vec::with_capacity(jobs.len());
+        let mut invalid = Vec::new();
+        for (i, job) in jobs.iter().enumerate() {
+            match OutgoingMessage::build(job, options, fifo) {
+                Ok(msg) => messages.push(msg),
+                Err(e) => invalid.push((i, e)),
+            }
+        }
+        if !invalid.is_empty() {
+            return Err(invalid);
+        }
+        let concurrency = if fifo { 1 } else { self.batch_concurrency };
+        Ok(batch::send_all(&self.sqs, &self.queue.url, messages, concurrency, on_sent).await)
+    }
+}

@@ -1,0 +1,31 @@
+//! The `shoal-producer` binary: parses arguments and hands over to [`shoal_producer::cli`].
+
+use clap::Parser;
+use shoal_producer::cli::{self, Cli, Io};
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let sdk = shoal_common::aws::load_sdk_config().await;
+    let mut out = std::io::stdout();
+    let mut err = std::io::stderr();
+    let progress = !cli.json && cli::stderr_is_terminal();
+    let code = cli::run(
+        cli,
+        &sdk,
+        &mut Io {
+            out: &mut out,
+            err: &mut err,
+            progress,
+        },
+    )
+    .await;
+    std::process::exit(code);
+}

@@ -1,0 +1,161 @@
+//! One job as an SQS message: body, the `kind` and `schema` attributes, FIFO group and
+//! deduplication ids, delay, and its size as SQS counts it.
+
+use aws_sdk_sqs::operation::send_message::builders::SendMessageFluentBuilder;
+use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::Client as SqsClient;
+use shoal_common::job::{ContractError, MAX_MESSAGE_BYTES};
+use shoal_common::{JobEnvelope, JobId, JobKind};
+
+use crate::EnqueueError;
+
+/// How to send, beyond the job itself.
+#[derive(Debug, Clone, Default)]
+pub struct SendOptions {
+    /// Seconds before the message becomes visible (SQS `DelaySeconds`, 0 to 900). Standard
+    /// queues only: FIFO queues take a delay only as a queue setting.
+    pub delay_seconds: Option<u32>,
+    /// FIFO message group; defaults to the job's kind, so each kind runs in order.
+    pub message_group_id: Option<String>,
+}
+
+/// SQS's longest per-message delay.
+const MAX_DELAY_SECONDS: u32 = 900;
+
+/// A validated message, ready for `SendMessage` or a `SendMessageBatch` entry.
+#[derive(Debug, Clone)]
+pub struct OutgoingMessage {
+    pub job_id: JobId,
+    pub kind: JobKind,
+    pub body: String,
+    pub delay_seconds: Option<u32>,
+    pub group_id: Option<String>,
+    pub deduplication_id: Option<String>,
+}
+
+impl OutgoingMessage {
+    pub fn build(
+        job: &JobEnvelope,
+        options: &SendOptions,
+        fifo: bool,
+    ) -> Result<Self, EnqueueError> {
+        job.validate()?;
+        if let Some(delay) = options.delay_seconds {
+            if fifo {
+                return Err(EnqueueError::Option {
+                    field: "delay",
+                    message: "FIFO queues take no per-message delay; set DelaySeconds on the queue"
+                        .into(),
+                });
+            }
+            if delay > MAX_DELAY_SECONDS {
+                return Err(EnqueueError::Option {
+                    field: "delay",
+                    message: format!(
+                        "{delay} seconds is over SQS's maximum of {MAX_DELAY_SECONDS}"
+                    ),
+                });
+            }
+        }
+        if let Some(group) = &options.message_group_id {
+            check_group_id(group)?;
+        }
+        let group_id = match (&options.message_group_id, fifo) {
+            (Some(group), _) => Some(group.clone()),
+            (None, true) => Some(job.kind().as_str().to_owned()),
+            (None, false) => None,
+        };
+        let msg = OutgoingMessage {
+            job_id: job.job_id.clone(),
+            kind: job.kind(),
+            body: job.to_json(),
+            delay_seconds: options.delay_seconds,
+            group_id,
+            // The job id is the idempotency key, so SQS's five-minute deduplication window
+            // drops a resubmission of the same job outright.
+            deduplication_id: fifo.then(|| job.job_id.to_string()),
+        };
+        let size = msg.size();
+        if size > MAX_MESSAGE_BYTES {
+            return Err(ContractError::TooLarge { bytes: size }.into());
+        }
+        Ok(msg)
+    }
+
+    /// Bytes as SQS counts them against its limits: the body plus each attribute's name,
+    /// data type and value.
+    pub fn size(&self) -> usize {
+        self.body.len()
+            + self
+                .attributes()
+                .iter()
+                .map(|(name, data_type, value)| name.len() + data_type.len() + value.len())
+                .sum::<usize>()
+    }
+
+    fn attributes(&self) -> [(&'static str, &'static str, String); 2] {
+        [
+            ("kind", "String", self.kind.as_str().to_owned()),
+            (
+                "schema",
+                "Number",
+                shoal_common::job::SCHEMA_VERSION.to_string(),
+            ),
+        ]
+    }
+
+    fn attribute_values(&self) -> impl Iterator<Item = (&'static str, MessageAttributeValue)> {
+        self.attributes()
+            .into_iter()
+            .map(|(name, data_type, value)| {
+                let value = MessageAttributeValue::builder()
+                    .data_type(data_type)
+                    .string_value(value)
+                    .build()
+                    .unwrap_or_else(|e| unreachable!("data type is always set: {e}"));
+                (name, value)
+            })
+    }
+
+    pub fn send_request(&self, sqs: &SqsClient, queue_url: &str) -> SendMessageFluentBuilder {
+        let mut req = sqs
+            .send_message()
+            .queue_url(queue_url)
+            .message_body(&self.body)
+            .set_delay_seconds(self.delay_seconds.map(|d| d as i32))
+            .set_message_group_id(self.group_id.clone())
+            .set_message_deduplication_id(self.deduplication_id.clone());
+        for (name, value) in self.attribute_values() {
+            req = req.message_attributes(name, value);
+        }
+        req
+    }
+
+    pub fn batch_entry(&self, id: String) -> SendMessageBatchRequestEntry {
+        let mut entry = SendMessageBatchRequestEntry::builder()
+            .id(id)
+            .message_body(&self.body)
+            .set_delay_seconds(self.delay_seconds.map(|d| d as i32))
+            .set_message_group_id(self.group_id.clone())
+            .set_message_deduplication_id(self.deduplication_id.clone());
+        for (name, value) in self.attribute_values() {
+            entry = entry.message_attributes(name, value);
+        }
+        entry
+            .build()
+            .unwrap_or_else(|e| unreachable!("id and body are always set: {e}"))
+    }
+}
+
+/// SQS's rule for group ids: 1 to 128 characters of letters, digits and punctuation.
+fn check_group_id(group: &str) -> Result<(), EnqueueError> {
+    let ok = !group.is_empty() && group.len() <= 128 && group.chars().all(|c| c.is_ascii_graphic());
+    if ok {
+        Ok(())
+    } else {
+        Err(EnqueueError::Option {
+            field: "group_id",
+            message: format!("`{group}` must be 1 to 128 letters, digits or punctuation"),
+        })
+    }
+}

@@ -1,0 +1,243 @@
+//! The test harness: a local AWS emulator per test binary, SDK clients pointed at it, and
+//! small helpers that read queues the way the assertions need.
+//!
+//! [`moto`] starts moto's server (through `deploy/local/emulator.py`) on a free loopback
+//! port the first time a test asks for it. The server watches its standard input, which
+//! this process holds open, so it exits when the test binary exits, however it exits. No
+//! test depends on a server started by hand.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
+use shoal_common::aws::AwsClients;
+use shoal_common::stack::{self, Stack, StackSpec};
+
+/// A running emulator, reachable at `endpoint`.
+pub struct Emulator {
+    pub endpoint: String,
+    /// Kept open so the emulator lives exactly as long as this process.
+    _stdin: Mutex<ChildStdin>,
+    _child: Mutex<Child>,
+}
+
+/// The path of a file in this repository, from this crate's manifest directory.
+pub fn repo_path(relative: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(relative)
+}
+
+fn start_emulator() -> Emulator {
+    let python = std::env::var("SHOAL_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut child = Command::new(&python)
+        .arg(repo_path("deploy/local/emulator.py"))
+        .arg("--until-stdin-closes")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start the emulator with {python}: {e}"));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("emulator prints its port");
+    let port: u16 = line.trim().parse().unwrap_or_else(|_| {
+        panic!("emulator did not start (printed {line:?}); is moto[server] installed?")
+    });
+    let stdin = child.stdin.take().expect("piped stdin");
+    Emulator {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        _stdin: Mutex::new(stdin),
+        _child: Mutex::new(child),
+    }
+}
+
+/// The moto server of this test binary, started on first use.
+pub fn moto() -> &'static Emulator {
+    static MOTO: OnceLock<Emulator> = OnceLock::new();
+    MOTO.get_or_init(start_emulator)
+}
+
+/// The environment a Shoal binary needs to talk to `endpoint` through the SDK's standard
+/// variables, with dummy credentials.
+pub fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", endpoint.to_owned()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+        ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
+    ]
+}
+
+/// SDK configuration for the emulator, as `aws_env` would give it: the same endpoint
+/// setting the SDK reads from `AWS_ENDPOINT_URL`.
+pub async fn sdk_config(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "testing",
+            "testing",
+            None,
+            None,
+            "shoal-tests",
+        ))
+        .endpoint_url(endpoint)
+        .load()
+        .await
+}
+
+/// A name no other test uses, for resources on the shared emulator.
+pub fn unique(prefix: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{prefix}-{}", &id[..10])
+}
+
+/// A fresh stack (job queue, DLQ, topic, events queue) on the emulator, for one test.
+pub struct TestStack {
+    pub sdk: SdkConfig,
+    pub clients: AwsClients,
+    pub stack: Stack,
+}
+
+impl TestStack {
+    pub async fn new(name: &str) -> Self {
+        Self::with_spec(StackSpec::new(unique(name))).await
+    }
+
+    pub async fn with_spec(spec: StackSpec) -> Self {
+        let sdk = sdk_config(&moto().endpoint).await;
+        let clients = AwsClients::new(&sdk);
+        let stack = stack::provision(&clients, &spec)
+            .await
+            .expect("provision test stack");
+        TestStack {
+            sdk,
+            clients,
+            stack,
+        }
+    }
+
+    /// Receives from `queue_url` until `count` distinct messages have arrived or `timeout`
+    /// passes, hiding each for ten minutes so none is seen twice. Returns them all,
+    /// including any duplicates SQS delivered.
+    pub async fn receive(&self, queue_url: &str, count: usize, timeout: Duration) -> Vec<Message> {
+        let deadline = Instant::now() + timeout;
+        let mut seen = HashMap::new();
+        let mut all = Vec::new();
+        while seen.len() < count && Instant::now() < deadline {
+            let out = self
+                .clients
+                .sqs
+                .receive_message()
+                .queue_url(queue_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .visibility_timeout(600)
+                .message_attribute_names("All")
+                .message_system_attribute_names(MessageSystemAttributeName::All)
+                .send()
+                .await
+                .expect("receive");
+            for msg in out.messages.unwrap_or_default() {
+                seen.insert(msg.message_id.clone().unwrap_or_default(), ());
+                all.push(msg);
+            }
+        }
+        all
+    }
+
+    /// Deletes received messages, e.g. to let a FIFO group deliver its next message.
+    pub async fn delete(&self, queue_url: &str, messages: &[Message]) {
+        for msg in messages {
+            self.clients
+                .sqs
+                .delete_message()
+                .queue_url(queue_url)
+                .receipt_handle(msg.receipt_handle().unwrap_or_default())
+                .send()
+                .await
+                .expect("delete");
+        }
+    }
+
+    /// Visible plus in-flight plus delayed messages on `queue_url`, as SQS reports them.
+    pub async fn depth(&self, queue_url: &str) -> u64 {
+        let out = self
+            .clients
+            .sqs
+            .get_queue_attributes()
+            .queue_url(queue_url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+            .send()
+            .await
+            .expect("queue attributes");
+        out.attributes
+            .unwrap_or_default()
+            .values()
+            .map(|v| v.parse::<u64>().unwrap_or(0))
+            .sum()
+    }
+}
+
+/// A message attribute's string value.
+pub fn attribute(msg: &Message, name: &str) -> Option<String> {
+    msg.message_attributes
+        .as_ref()?
+        .get(name)?
+        .string_value
+        .clone()
+}
+
+/// A system attribute (`MessageGroupId`, `ApproximateReceiveCount`, …).
+pub fn system_attribute(msg: &Message, name: MessageSystemAttributeName) -> Option<String> {
+    msg.attributes.as_ref()?.get(&name).cloned()
+}
+
+/// What one in-process run of the producer CLI did.
+#[derive(Debug)]
+pub struct CliRun {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `shoal-producer` in-process with `args` (without the program name).
+pub async fn producer_cli(sdk: &SdkConfig, args: &[&str]) -> CliRun {
+    use clap::Parser;
+    let argv = std::iter::once("shoal-producer").chain(args.iter().copied());
+    let cli = match shoal_producer::cli::Cli::try_parse_from(argv) {
+        Ok(cli) => cli,
+        Err(e) => {
+            return CliRun {
+                code: 2,
+                stdout: String::new(),
+                stderr: e.to_string(),
+            }
+        }
+    };
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let code = shoal_producer::cli::run(
+        cli,
+        sdk,
+        &mut shoal_producer::cli::Io {
+            out: &mut out,
+            err: &mut err,
+            progress: false,
+        },
+    )
+    .await;
+    CliRun {
+        code,
+        stdout: String::from_utf8_lossy(&out).into_owned(),
+        stderr: String::from_utf8_lossy(&err).into_owned(),
+    }
+}

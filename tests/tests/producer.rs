@@ -1,0 +1,595 @@
+//! The producer against the emulator's SQS: what arrives on the queue for each kind, bulk
+//! submission, FIFO ids, and refusal of invalid input with nothing sent.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::MessageSystemAttributeName;
+use shoal_common::config::QueueTarget;
+use shoal_common::job::{
+    Canary, CreateImage, RunInstances, SetTerminationProtection, Snapshot, Tag,
+};
+use shoal_common::stack::StackSpec;
+use shoal_common::{Job, JobEnvelope, JobId, JobKind};
+use shoal_producer::{Producer, SendOptions};
+use shoal_tests::{attribute, producer_cli, system_attribute, unique, TestStack};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// One CLI invocation per kind, with the article's parameters, and the params it must yield.
+fn cli_cases() -> Vec<(Vec<&'static str>, JobKind, serde_json::Value)> {
+    vec![
+        (
+            vec![
+                "run-instances",
+                "--image-id",
+                "ami-0abcdef1234567890",
+                "--min-count",
+                "2",
+                "--max-count",
+                "5",
+                "--key-name",
+                "ops",
+                "--instance-type",
+                "t2.micro",
+                "--availability-zone",
+                "us-east-1d",
+                "--disable-api-termination",
+                "--tag",
+                "Name=web",
+            ],
+            JobKind::RunInstances,
+            serde_json::json!({
+                "image_id": "ami-0abcdef1234567890", "min_count": 2, "max_count": 5,
+                "key_name": "ops", "instance_type": "t2.micro", "availability_zone": "us-east-1d",
+                "disable_api_termination": true, "tags": {"Name": "web"}, "wait": false, "dry_run": false,
+            }),
+        ),
+        (
+            vec![
+                "create-image",
+                "--instance-id",
+                "i-0123456789abcdef0",
+                "--name",
+                "web (2026-11-24)",
+                "--no-reboot",
+            ],
+            JobKind::CreateImage,
+            serde_json::json!({
+                "instance_id": "i-0123456789abcdef0", "name": "web (2026-11-24)",
+                "no_reboot": true, "wait": false, "dry_run": false,
+            }),
+        ),
+        (
+            vec![
+                "snapshot",
+                "--instance-id",
+                "i-0123456789abcdef0",
+                "--name",
+                "web",
+            ],
+            JobKind::Snapshot,
+            serde_json::json!({
+                "instance_id": "i-0123456789abcdef0", "name": "web", "wait": true, "dry_run": false,
+            }),
+        ),
+        (
+            vec![
+                "set-termination-protection",
+                "--instance-id",
+                "i-0123456789abcdef0",
+                "--instance-id",
+                "i-12345678",
+                "--disable-api-termination",
+                "false",
+            ],
+            JobKind::SetTerminationProtection,
+            serde_json::json!({
+                "instance_ids": ["i-0123456789abcdef0", "i-12345678"], "disable_api_termination": false,
+            }),
+        ),
+        (
+            vec!["canary", "--sleep-ms", "25"],
+            JobKind::Canary,
+            serde_json::json!({"sleep_ms": 25}),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn each_kind_enqueued_by_the_cli_arrives_with_its_attributes() {
+    let t = TestStack::new("cli-kinds").await;
+    for (args, kind, params) in cli_cases() {
+        let mut argv = vec!["--queue-url", t.stack.queue_url.as_str(), "--json"];
+        argv.extend(args);
+        let run = producer_cli(&t.sdk, &argv).await;
+        assert_eq!(run.code, 0, "{kind}: {}", run.stderr);
+        let printed: serde_json::Value =
+            serde_json::from_str(run.stdout.trim()).expect("--json output");
+        assert_eq!(printed["kind"], kind.as_str());
+
+        let msgs = t.receive(&t.stack.queue_url, 1, WAIT).await;
+        assert_eq!(msgs.len(), 1, "{kind}");
+        let msg = &msgs[0];
+        assert_eq!(attribute(msg, "kind").as_deref(), Some(kind.as_str()));
+        assert_eq!(attribute(msg, "schema").as_deref(), Some("1"));
+        let body: serde_json::Value =
+            serde_json::from_str(msg.body().unwrap_or_default()).expect("json body");
+        assert_eq!(body["job_id"], printed["job_id"]);
+        assert_eq!(body["kind"], kind.as_str());
+        assert_eq!(body["schema_version"], 1);
+        assert_eq!(body["params"], params, "{kind}");
+        let envelope = JobEnvelope::from_json(msg.body().unwrap_or_default()).expect("valid job");
+        assert_eq!(envelope.kind(), kind);
+    }
+}
+
+fn one_job_of_each_kind() -> Vec<Job> {
+    vec![
+        Job::RunInstances(RunInstances {
+            image_id: "ami-12345678".into(),
+            min_count: 1,
+            max_count: 3,
+            key_name: Some("ops".into()),
+            instance_type: "m5.large".into(),
+            availability_zone: Some("eu-west-1b".into()),
+            disable_api_termination: true,
+            tags: vec![Tag::new("Name", "db"), Tag::new("team", "core")],
+            subnet_id: Some("subnet-12345678".into()),
+            security_group_ids: vec!["sg-12345678".into()],
+            user_data: Some("#!/bin/sh\necho hi\n".into()),
+            wait: true,
+            dry_run: false,
+        }),
+        Job::CreateImage(CreateImage {
+            instance_id: "i-12345678".into(),
+            name: "db image".into(),
+            description: Some("nightly".into()),
+            no_reboot: false,
+            tags: vec![Tag::new("Name", "db")],
+            wait: false,
+            dry_run: true,
+        }),
+        Job::Snapshot(Snapshot {
+            volume_id: None,
+            volume_name: Some("db".into()),
+            instance_id: None,
+            name: None,
+            description: None,
+            tags: vec![],
+            wait: false,
+            dry_run: false,
+        }),
+        Job::SetTerminationProtection(SetTerminationProtection {
+            instance_ids: vec!["i-12345678".into()],
+            disable_api_termination: true,
+        }),
+        Job::Canary(Canary { sleep_ms: 0 }),
+    ]
+}
+
+#[tokio::test]
+async fn each_kind_enqueued_by_the_library_arrives_intact() {
+    let t = TestStack::new("lib-kinds").await;
+    let producer = Producer::new(t.clients.sqs.clone(), QueueTarget::new(&t.stack.queue_url));
+    for job in one_job_of_each_kind() {
+        let envelope = JobEnvelope::new(job);
+        let enqueued = producer
+            .enqueue(&envelope, &SendOptions::default())
+            .await
+            .expect("enqueue");
+        assert_eq!(enqueued.job_id, envelope.job_id);
+
+        let msgs = t.receive(&t.stack.queue_url, 1, WAIT).await;
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(
+            attribute(&msgs[0], "kind").as_deref(),
+            Some(envelope.kind().as_str())
+        );
+        assert_eq!(attribute(&msgs[0], "schema").as_deref(), Some("1"));
+        assert_eq!(
+            msgs[0].message_id.as_deref(),
+            Some(enqueued.message_id.as_str())
+        );
+        let decoded =
+            JobEnvelope::from_json(msgs[0].body().unwrap_or_default()).expect("valid job");
+        assert_eq!(decoded, envelope, "what arrives is what was sent");
+    }
+}
+
+#[tokio::test]
+async fn bulk_submit_of_1000_jobs_arrives_complete_with_no_duplicates() {
+    let t = TestStack::new("bulk").await;
+    let mut file = tempfile();
+    let kinds = one_job_of_each_kind();
+    let mut expected = HashSet::new();
+    for i in 0..1000 {
+        let job_id = format!("bulk-{i:04}");
+        let job =
+            serde_json::to_value(JobEnvelope::new(kinds[i % kinds.len()].clone())).expect("json");
+        // Lines as another language would write them: kind and params, our own id.
+        let line =
+            serde_json::json!({"job_id": job_id, "kind": job["kind"], "params": job["params"]});
+        writeln!(file.1, "{line}").expect("write");
+        expected.insert(job_id);
+    }
+    let path = file.0.to_string_lossy().into_owned();
+    let run = producer_cli(
+        &t.sdk,
+        &["--queue-url", &t.stack.queue_url, "--json", "submit", &path],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let summary: serde_json::Value = serde_json::from_str(run.stdout.trim()).expect("json summary");
+    assert_eq!(summary["sent"], 1000);
+    assert_eq!(summary["failed"].as_array().map(Vec::len), Some(0));
+    assert!(
+        summary["calls"].as_u64().unwrap_or(0) >= 100,
+        "at most 10 entries a call"
+    );
+    assert!(
+        run.stderr.contains("sent 1000 of 1000 jobs"),
+        "{}",
+        run.stderr
+    );
+
+    let msgs = t
+        .receive(&t.stack.queue_url, 1000, Duration::from_secs(240))
+        .await;
+    let ids: Vec<String> = msgs
+        .iter()
+        .map(|m| {
+            JobEnvelope::from_json(m.body().unwrap_or_default())
+                .expect("valid")
+                .job_id
+                .to_string()
+        })
+        .collect();
+    let distinct: HashSet<String> = ids.iter().cloned().collect();
+    assert_eq!(ids.len(), 1000, "every job arrives once");
+    assert_eq!(
+        distinct, expected,
+        "the jobs that arrive are the jobs submitted"
+    );
+    std::fs::remove_file(&file.0).ok();
+}
+
+/// Invalid inputs: each must be refused with an error naming the field, and send nothing.
+#[tokio::test]
+async fn each_invalid_input_is_refused_naming_the_field_and_nothing_is_sent() {
+    let t = TestStack::new("invalid").await;
+    let long = "x".repeat(300);
+    let long_key = format!("{}=v", "k".repeat(129));
+    let too_many_tags: Vec<String> = (0..50).map(|i| format!("k{i}=v")).collect();
+    let long_tag = format!("Name={long}");
+    let big_user_data = "x".repeat(16 * 1024 + 1);
+    let run_instances = |extra: &[&'static str]| {
+        let mut a = vec![
+            "run-instances",
+            "--image-id",
+            "ami-12345678",
+            "--instance-type",
+            "t2.micro",
+        ];
+        a.extend_from_slice(extra);
+        a
+    };
+    let mut cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "run-instances",
+                "--image-id",
+                "ami-xyz",
+                "--instance-type",
+                "t2.micro",
+            ],
+            "params.image_id",
+        ),
+        (run_instances(&["--min-count", "0"]), "params.min_count"),
+        (
+            run_instances(&["--min-count", "3", "--max-count", "2"]),
+            "params.max_count",
+        ),
+        (
+            vec![
+                "run-instances",
+                "--image-id",
+                "ami-12345678",
+                "--instance-type",
+                "t2micro",
+            ],
+            "params.instance_type",
+        ),
+        (
+            run_instances(&["--availability-zone", "us-east-1"]),
+            "params.availability_zone",
+        ),
+        (
+            run_instances(&["--tag", "aws:owner=me"]),
+            "params.tags.aws:owner",
+        ),
+        (
+            run_instances(&["--tag", "shoal:job-id=x"]),
+            "params.tags.shoal:job-id",
+        ),
+        (
+            run_instances(&["--subnet-id", "subnet-nothex!"]),
+            "params.subnet_id",
+        ),
+        (
+            run_instances(&["--security-group-id", "sg-1"]),
+            "params.security_group_ids[0]",
+        ),
+        (run_instances(&["--key-name", ""]), "params.key_name"),
+        (
+            run_instances(&["--tag", "Name=a", "--tag", "Name=b"]),
+            "params.tags.Name",
+        ),
+        (
+            vec![
+                "create-image",
+                "--instance-id",
+                "i-12345678",
+                "--name",
+                "ab",
+            ],
+            "params.name",
+        ),
+        (
+            vec![
+                "create-image",
+                "--instance-id",
+                "i-12345678",
+                "--name",
+                "bad*name",
+            ],
+            "params.name",
+        ),
+        (
+            vec![
+                "create-image",
+                "--instance-id",
+                "i-zz",
+                "--name",
+                "good name",
+            ],
+            "params.instance_id",
+        ),
+        (vec!["snapshot"], "params.volume_id"),
+        (vec!["snapshot", "--volume-id", "vol-1"], "params.volume_id"),
+        (
+            vec!["snapshot", "--volume-name", "db", "--name", "web"],
+            "params.name",
+        ),
+        (
+            vec![
+                "snapshot",
+                "--volume-id",
+                "vol-12345678",
+                "--instance-id",
+                "i-12345678",
+            ],
+            "params.volume_id",
+        ),
+        (
+            vec![
+                "set-termination-protection",
+                "--instance-id",
+                "web-1",
+                "--disable-api-termination",
+                "false",
+            ],
+            "params.instance_ids[0]",
+        ),
+        (vec!["canary", "--sleep-ms", "43200001"], "params.sleep_ms"),
+        (vec!["--job-id", "has space", "canary"], "job_id"),
+        (vec!["--delay", "901", "canary"], "delay"),
+    ];
+    let mut tags_case = run_instances(&[]);
+    for tag in &too_many_tags {
+        tags_case.extend(["--tag", tag.as_str()]);
+    }
+    cases.push((tags_case, "params.tags"));
+    let mut a = run_instances(&[]);
+    a.extend(["--tag", long_key.as_str()]);
+    cases.push((a, "params.tags.kkkk"));
+    let mut a = run_instances(&[]);
+    a.extend(["--tag", long_tag.as_str()]);
+    cases.push((a, "params.tags.Name"));
+    let mut a = run_instances(&[]);
+    a.extend(["--user-data", big_user_data.as_str()]);
+    cases.push((a, "params.user_data"));
+    assert!(cases.len() >= 15);
+
+    for (args, field) in &cases {
+        let mut argv = vec!["--queue-url", t.stack.queue_url.as_str()];
+        argv.extend(args.iter().copied());
+        let run = producer_cli(&t.sdk, &argv).await;
+        assert_eq!(run.code, 1, "{args:?} must be refused: {}", run.stderr);
+        assert!(
+            run.stdout.is_empty(),
+            "{args:?} printed a job id: {}",
+            run.stdout
+        );
+        assert!(
+            run.stderr.contains(field),
+            "{args:?}: error must name `{field}`: {}",
+            run.stderr
+        );
+    }
+
+    // The same refusals in bulk: one bad line stops the whole file, each reported by line.
+    let mut file = tempfile();
+    let lines = [
+        (r#"{"kind":"canary","params":{}}"#, None),
+        (
+            r#"{"kind":"run-instances","params":{"image_id":"ami-12345678","instance_type":"t2.micro","disable_api_terminaton":true}}"#,
+            Some("line 2: params.disable_api_terminaton"),
+        ),
+        (r#"{"kind":"launch","params":{}}"#, Some("line 3: kind")),
+        (
+            r#"{"schema_version":2,"kind":"canary"}"#,
+            Some("line 4: schema_version"),
+        ),
+        (
+            r#"{"kind":"canary","params":{"sleep_ms":"soon"}}"#,
+            Some("line 5: params.sleep_ms"),
+        ),
+        (r#"{"kind":"canary""#, Some("line 6: body")),
+        (
+            r#"{"kind":"create-image","params":{"instance_id":"i-12345678"}}"#,
+            Some("line 7: params.name"),
+        ),
+        (
+            r#"{"kind":"canary","priority":1}"#,
+            Some("line 8: priority"),
+        ),
+    ];
+    for (line, _) in &lines {
+        writeln!(file.1, "{line}").expect("write");
+    }
+    let path = file.0.to_string_lossy().into_owned();
+    let run = producer_cli(
+        &t.sdk,
+        &["--queue-url", &t.stack.queue_url, "submit", &path],
+    )
+    .await;
+    assert_eq!(run.code, 1);
+    for expected in lines.iter().filter_map(|(_, e)| *e) {
+        assert!(
+            run.stderr.contains(expected),
+            "missing `{expected}` in: {}",
+            run.stderr
+        );
+    }
+    assert!(run.stderr.contains("nothing was sent"), "{}", run.stderr);
+    std::fs::remove_file(&file.0).ok();
+
+    // A message over SQS's size limit is refused by the library before any call.
+    let padded = format!(
+        r#"{{"schema_version":1,"job_id":"big","submitted_at":"2026-11-24T00:00:00Z","kind":"canary","params":{{}}{}}}"#,
+        " ".repeat(256 * 1024)
+    );
+    let err = JobEnvelope::from_json(&padded).expect_err("too large");
+    assert!(err.to_string().starts_with("message:"), "{err}");
+
+    assert_eq!(
+        t.depth(&t.stack.queue_url).await,
+        0,
+        "no invalid input was sent"
+    );
+    assert!(t
+        .receive(&t.stack.queue_url, 1, Duration::from_secs(2))
+        .await
+        .is_empty());
+}
+
+#[tokio::test]
+async fn fifo_jobs_carry_group_and_deduplication_ids() {
+    let mut spec = StackSpec::new(unique("fifo"));
+    spec.fifo = true;
+    let t = TestStack::with_spec(spec).await;
+    assert!(t.stack.queue_url.ends_with(".fifo"));
+    let producer = Producer::new(t.clients.sqs.clone(), QueueTarget::new(&t.stack.queue_url));
+
+    let by_kind = JobEnvelope::new(Job::Canary(Canary::default()));
+    producer
+        .enqueue(&by_kind, &SendOptions::default())
+        .await
+        .expect("enqueue");
+    let grouped = JobEnvelope::new(Job::Canary(Canary::default()))
+        .with_job_id(JobId::parse("tenant-7:job-1").expect("id"));
+    let options = SendOptions {
+        message_group_id: Some("tenant-7".into()),
+        ..SendOptions::default()
+    };
+    producer.enqueue(&grouped, &options).await.expect("enqueue");
+    // The same job id again: SQS's deduplication drops it.
+    producer
+        .enqueue(&grouped, &options)
+        .await
+        .expect("enqueue duplicate");
+
+    let delayed = producer
+        .enqueue(
+            &JobEnvelope::new(Job::Canary(Canary::default())),
+            &SendOptions {
+                delay_seconds: Some(5),
+                ..SendOptions::default()
+            },
+        )
+        .await
+        .expect_err("FIFO refuses a per-message delay");
+    assert!(delayed.to_string().starts_with("delay:"), "{delayed}");
+
+    let msgs = t
+        .receive(&t.stack.queue_url, 3, Duration::from_secs(5))
+        .await;
+    assert_eq!(msgs.len(), 2, "the duplicate was deduplicated");
+    let group = |m| system_attribute(m, MessageSystemAttributeName::MessageGroupId);
+    let dedup = |m| system_attribute(m, MessageSystemAttributeName::MessageDeduplicationId);
+    assert_eq!(
+        group(&msgs[0]).as_deref(),
+        Some("canary"),
+        "default group is the kind"
+    );
+    assert_eq!(dedup(&msgs[0]).as_deref(), Some(by_kind.job_id.as_str()));
+    assert_eq!(group(&msgs[1]).as_deref(), Some("tenant-7"));
+    assert_eq!(dedup(&msgs[1]).as_deref(), Some("tenant-7:job-1"));
+    // A FIFO group delivers its next message only once the one in flight is gone.
+    t.delete(&t.stack.queue_url, &msgs).await;
+
+    // Through the CLI too, with a bulk file: every entry gets its kind as group.
+    let mut file = tempfile();
+    writeln!(file.1, r#"{{"kind":"canary","job_id":"bulk-fifo-1"}}"#).expect("write");
+    let path = file.0.to_string_lossy().into_owned();
+    let run = producer_cli(
+        &t.sdk,
+        &["--queue-url", &t.stack.queue_url, "submit", &path],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let msgs = t
+        .receive(&t.stack.queue_url, 1, Duration::from_secs(5))
+        .await;
+    assert_eq!(group(&msgs[0]).as_deref(), Some("canary"));
+    assert_eq!(dedup(&msgs[0]).as_deref(), Some("bulk-fifo-1"));
+    std::fs::remove_file(&file.0).ok();
+}
+
+#[tokio::test]
+async fn a_queue_can_be_named_instead_of_given_by_url_and_a_delay_holds_the_message() {
+    let t = TestStack::new("by-name").await;
+    let name = t
+        .stack
+        .queue_url
+        .rsplit('/')
+        .next()
+        .expect("queue name")
+        .to_owned();
+    let run = producer_cli(&t.sdk, &["--queue-name", &name, "--delay", "30", "canary"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        JobId::parse(run.stdout.trim()).is_ok(),
+        "prints the job id: {}",
+        run.stdout
+    );
+    assert_eq!(t.depth(&t.stack.queue_url).await, 1);
+    assert!(
+        t.receive(&t.stack.queue_url, 1, Duration::from_secs(2))
+            .await
+            .is_empty(),
+        "a delayed message is not visible yet"
+    );
+
+    let run = producer_cli(&t.sdk, &["--queue-name", "no-such-queue", "canary"]).await;
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("queue_name"), "{}", run.stderr);
+}
+
+fn tempfile() -> (std::path::PathBuf, std::fs::File) {
+    let path = std::env::temp_dir().join(format!("{}.jsonl", unique("shoal-test")));
+    let file = std::fs::File::create(&path).expect("create temp file");
+    (path, file)
+}
