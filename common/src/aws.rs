@@ -6,6 +6,8 @@
 
 use aws_config::{BehaviorVersion, SdkConfig};
 
+use crate::metrics::Metrics;
+
 /// Loads the SDK configuration from the environment, profile and instance metadata.
 pub async fn load_sdk_config() -> SdkConfig {
     aws_config::load_defaults(BehaviorVersion::latest()).await
@@ -32,5 +34,28 @@ impl AwsClients {
 
     pub async fn from_env() -> Self {
         Self::new(&load_sdk_config().await)
+    }
+
+    /// Clients whose every call is counted in `metrics` (`shoal_aws_api_calls_total`).
+    pub fn instrumented(config: &SdkConfig, metrics: &Metrics) -> Self {
+        let counter = metrics.api_call_counter();
+        AwsClients {
+            sqs: aws_sdk_sqs::Client::from_conf(
+                aws_sdk_sqs::config::Builder::from(config)
+                    .interceptor(counter.clone())
+                    .build(),
+            ),
+            sns: aws_sdk_sns::Client::from_conf(
+                aws_sdk_sns::config::Builder::from(config)
+                    .interceptor(counter.clone())
+                    .build(),
+            ),
+            #[cfg(feature = "ec2")]
+            ec2: aws_sdk_ec2::Client::from_conf(
+                aws_sdk_ec2::config::Builder::from(config)
+                    .interceptor(counter)
+                    .build(),
+            ),
+        }
     }
 }

@@ -12,12 +12,16 @@
 //! - [`aws`] builds the SQS, SNS (and, with the `ec2` feature, EC2) clients from the standard
 //!   credential chain and the SDK's own endpoint settings.
 //! - [`config`] holds the settings the producer and worker share (which queue).
+//! - [`event`] is the completion event the worker publishes to SNS.
+//! - [`metrics`] declares every Prometheus metric and counts AWS calls with an interceptor.
 //! - [`stack`] creates the queues and topic Shoal runs on, for the local emulator and tests.
 
 pub mod aws;
 pub mod config;
 pub mod error;
+pub mod event;
 pub mod job;
+pub mod metrics;
 pub mod stack;
 pub mod validate;
 

@@ -1,1 +1,28 @@
-//! placeholder
+//! # shoal-worker
+//!
+//! The process the fleet runs: many copies side by side, sharing nothing but the queue.
+//!
+//! - [`runtime`] is the loop: long-poll, run, announce on SNS, delete; retries through the
+//!   visibility timeout, dead-lettering, FIFO ordering and graceful shutdown.
+//! - [`handler`] defines [`handler::JobHandler`] and the [`handler::Registry`] the runtime
+//!   dispatches through; [`handlers`] holds the built-in handlers, one file per kind.
+//! - [`batch`] batches deletes, visibility changes and event publishes, retrying the
+//!   entries a batch call reports as failed.
+//! - [`heartbeat`] extends the visibility of long-running jobs.
+//! - [`retry`] computes backoff delays from the receive count.
+//! - [`config`] resolves flags against the queue's own settings; [`http`] serves
+//!   `/metrics`, `/healthz` and `/readyz`; [`cli`] is the binary.
+
+pub mod batch;
+pub mod cli;
+pub mod config;
+pub mod handler;
+pub mod handlers;
+pub mod heartbeat;
+pub mod http;
+pub mod retry;
+pub mod runtime;
+
+pub use config::{WorkerArgs, WorkerConfig};
+pub use handler::{JobContext, JobError, JobHandler, Outcome, Registry};
+pub use runtime::Worker;

@@ -1,0 +1,291 @@
+//! Every Prometheus metric Shoal exports, declared in one place, and the SDK interceptor
+//! that counts AWS API calls and errors for all clients at once.
+//!
+//! Names carry the `shoal_` prefix and a `kind` label where one applies. Kinds are known in
+//! advance, so their series start at zero and dashboards see a flat line, not a gap.
+
+use std::sync::Arc;
+
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::job::JobKind;
+
+/// The label for messages whose kind could not be read.
+pub const UNKNOWN_KIND: &str = "unknown";
+
+/// Shoal's metrics. Cloning the handles inside is cheap; share one `Arc<Metrics>`.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub jobs_received: IntCounterVec,
+    pub jobs_succeeded: IntCounterVec,
+    /// Failed attempts, by `class` (transient or permanent).
+    pub jobs_failed: IntCounterVec,
+    pub jobs_retried: IntCounterVec,
+    /// By `reason`: permanent, attempts_exhausted, malformed, no_handler.
+    pub jobs_dead_lettered: IntCounterVec,
+    /// Returned to the queue unstarted because their kind was at its concurrency limit.
+    pub jobs_deferred: IntCounterVec,
+    /// Put back on the queue, still waiting for an EC2 operation to finish.
+    pub jobs_waiting: IntCounterVec,
+    pub job_duration: HistogramVec,
+    /// From `SentTimestamp` to the start of the attempt.
+    pub job_queue_wait: HistogramVec,
+    pub jobs_in_flight: IntGaugeVec,
+    pub api_calls: IntCounterVec,
+    pub api_errors: IntCounterVec,
+    pub visibility_extensions: IntCounter,
+    pub heartbeat_failures: IntCounter,
+    pub empty_receives: IntCounter,
+    pub events_published: IntCounterVec,
+    /// Deletes or visibility changes refused because the receipt handle went stale: the
+    /// message was (or will be) delivered again.
+    pub stale_receipts: IntCounter,
+    pub released_on_shutdown: IntCounter,
+    pub batch_entry_retries: IntCounterVec,
+    pub ready: IntGauge,
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| unreachable!("static metric {name} is well-formed: {e}"));
+    registry
+        .register(Box::new(c.clone()))
+        .unwrap_or_else(|e| unreachable!("metric {name} registered once: {e}"));
+    c
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c =
+        IntCounter::new(name, help).unwrap_or_else(|e| unreachable!("static metric {name}: {e}"));
+    registry
+        .register(Box::new(c.clone()))
+        .unwrap_or_else(|e| unreachable!("metric {name} registered once: {e}"));
+    c
+}
+
+fn histogram_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .unwrap_or_else(|e| unreachable!("static metric {name}: {e}"));
+    registry
+        .register(Box::new(h.clone()))
+        .unwrap_or_else(|e| unreachable!("metric {name} registered once: {e}"));
+    h
+}
+
+/// From a millisecond canary to an hour-long EC2 wait.
+const DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0, 900.0, 3600.0,
+];
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let r = Registry::new();
+        let kind = &["kind"];
+        let m = Metrics {
+            jobs_received: counter_vec(
+                &r,
+                "shoal_jobs_received_total",
+                "Job messages received",
+                kind,
+            ),
+            jobs_succeeded: counter_vec(
+                &r,
+                "shoal_jobs_succeeded_total",
+                "Jobs completed successfully",
+                kind,
+            ),
+            jobs_failed: counter_vec(
+                &r,
+                "shoal_jobs_failed_total",
+                "Failed job attempts by error class",
+                &["kind", "class"],
+            ),
+            jobs_retried: counter_vec(
+                &r,
+                "shoal_jobs_retried_total",
+                "Jobs returned to the queue for another attempt",
+                kind,
+            ),
+            jobs_dead_lettered: counter_vec(
+                &r,
+                "shoal_jobs_dead_lettered_total",
+                "Jobs moved to the dead-letter queue",
+                &["kind", "reason"],
+            ),
+            jobs_deferred: counter_vec(
+                &r,
+                "shoal_jobs_deferred_total",
+                "Jobs returned unstarted because their kind was at its limit",
+                kind,
+            ),
+            jobs_waiting: counter_vec(
+                &r,
+                "shoal_jobs_waiting_total",
+                "Jobs returned to the queue to check an EC2 operation later",
+                kind,
+            ),
+            job_duration: histogram_vec(
+                &r,
+                "shoal_job_duration_seconds",
+                "Time to run one job attempt",
+                &["kind", "status"],
+                DURATION_BUCKETS.to_vec(),
+            ),
+            job_queue_wait: histogram_vec(
+                &r,
+                "shoal_job_queue_wait_seconds",
+                "Time from enqueue (SentTimestamp) to the start of an attempt",
+                kind,
+                DURATION_BUCKETS.to_vec(),
+            ),
+            jobs_in_flight: {
+                let g = IntGaugeVec::new(
+                    Opts::new("shoal_jobs_in_flight", "Jobs held by this worker"),
+                    kind,
+                )
+                .unwrap_or_else(|e| unreachable!("static metric: {e}"));
+                r.register(Box::new(g.clone()))
+                    .unwrap_or_else(|e| unreachable!("registered once: {e}"));
+                g
+            },
+            api_calls: counter_vec(
+                &r,
+                "shoal_aws_api_calls_total",
+                "AWS API calls by service and operation",
+                &["service", "operation"],
+            ),
+            api_errors: counter_vec(
+                &r,
+                "shoal_aws_api_errors_total",
+                "AWS API calls that failed, by service and operation",
+                &["service", "operation"],
+            ),
+            visibility_extensions: counter(
+                &r,
+                "shoal_visibility_extensions_total",
+                "Visibility timeouts extended by the heartbeat",
+            ),
+            heartbeat_failures: counter(
+                &r,
+                "shoal_heartbeat_failures_total",
+                "Visibility extensions that failed",
+            ),
+            empty_receives: counter(
+                &r,
+                "shoal_empty_receives_total",
+                "Receives that returned no message",
+            ),
+            events_published: counter_vec(
+                &r,
+                "shoal_events_published_total",
+                "Completion events published to SNS",
+                &["kind", "status"],
+            ),
+            stale_receipts: counter(
+                &r,
+                "shoal_stale_receipts_total",
+                "Receipt handles found stale (the message is redelivered)",
+            ),
+            released_on_shutdown: counter(
+                &r,
+                "shoal_released_on_shutdown_total",
+                "Unfinished jobs released to other workers at shutdown",
+            ),
+            batch_entry_retries: counter_vec(
+                &r,
+                "shoal_batch_entry_retries_total",
+                "Batch entries resent after the batch call failed them",
+                &["operation"],
+            ),
+            ready: {
+                let g = IntGauge::new(
+                    "shoal_worker_ready",
+                    "1 while the worker can reach its queue and is not shutting down",
+                )
+                .unwrap_or_else(|e| unreachable!("static metric: {e}"));
+                r.register(Box::new(g.clone()))
+                    .unwrap_or_else(|e| unreachable!("registered once: {e}"));
+                g
+            },
+            registry: r,
+        };
+        for kind in JobKind::ALL {
+            let k = kind.as_str();
+            m.jobs_received.with_label_values(&[k]);
+            m.jobs_succeeded.with_label_values(&[k]);
+            m.jobs_retried.with_label_values(&[k]);
+            m.jobs_in_flight.with_label_values(&[k]);
+        }
+        Arc::new(m)
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::warn!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    /// An interceptor to install on every AWS client, counting its calls.
+    pub fn api_call_counter(&self) -> ApiCallCounter {
+        ApiCallCounter {
+            calls: self.api_calls.clone(),
+            errors: self.api_errors.clone(),
+        }
+    }
+
+    pub fn observe_duration(histogram: &Histogram, seconds: f64) {
+        histogram.observe(seconds.max(0.0));
+    }
+}
+
+/// Counts each SDK operation once per execution (retries included in one execution), and
+/// the executions that ended in an error, labelled by service and operation.
+#[derive(Debug, Clone)]
+pub struct ApiCallCounter {
+    calls: IntCounterVec,
+    errors: IntCounterVec,
+}
+
+impl Intercept for ApiCallCounter {
+    fn name(&self) -> &'static str {
+        "ShoalApiCallCounter"
+    }
+
+    fn read_after_execution(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let (service, operation) = cfg
+            .load::<Metadata>()
+            .map(|m| (m.service().to_owned(), m.name().to_owned()))
+            .unwrap_or_else(|| ("unknown".into(), "unknown".into()));
+        let labels = [service.as_str(), operation.as_str()];
+        self.calls.with_label_values(&labels).inc();
+        if matches!(context.output_or_error(), Some(Err(_))) {
+            self.errors.with_label_values(&labels).inc();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,411 @@
+//! Batching of the calls every job makes: `DeleteMessageBatch`, `ChangeMessageVisibilityBatch`
+//! and SNS `PublishBatch`.
+//!
+//! A job hands its entry to a [`Batcher`] and awaits the entry's own result. The batcher
+//! closes a batch at ten entries, at the call's byte limit, or a few milliseconds after its
+//! first entry, and keeps several calls in flight. Batch calls report failures per entry;
+//! entries that failed through no fault of ours are resent with a short backoff (vector's SQS
+//! source ignores these; we do not). The job then learns whether its entry went through, so
+//! "announce, then delete" holds entry by entry.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_sns::types::{MessageAttributeValue as SnsAttribute, PublishBatchRequestEntry};
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
+};
+use shoal_common::error::{classify_sdk_error, AwsError, ErrorClass};
+use shoal_common::metrics::Metrics;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// SQS and SNS take at most ten entries per batch call.
+const MAX_ENTRIES: usize = 10;
+/// SNS's limit on a whole `PublishBatch` request.
+const MAX_PUBLISH_BATCH_BYTES: usize = 256 * 1024;
+/// Calls for one batch before its remaining failures are returned to their jobs.
+const MAX_CALLS: u32 = 4;
+/// Batch calls in flight at once, per batcher.
+const MAX_CALLS_IN_FLIGHT: usize = 16;
+
+/// Why one entry did not go through.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntryError {
+    pub class: ErrorClass,
+    pub code: String,
+    pub message: String,
+}
+
+impl EntryError {
+    /// SQS's word for a receipt handle that no longer names a delivery: the message was
+    /// delivered again (or deleted), and whatever we meant to do to it is moot.
+    pub fn is_stale_receipt(&self) -> bool {
+        self.code.contains("ReceiptHandleIsInvalid")
+            || self.code == "MessageNotInflight"
+            || (self.code == "InvalidParameterValue" && self.message.contains("ReceiptHandle"))
+    }
+}
+
+impl From<AwsError> for EntryError {
+    fn from(e: AwsError) -> Self {
+        EntryError {
+            class: e.class,
+            code: e.code.unwrap_or_else(|| "CallFailed".into()),
+            message: e.message,
+        }
+    }
+}
+
+/// One batch API.
+pub trait BatchOp: Send + Sync + 'static {
+    type Entry: Send + Sync + 'static;
+    const OPERATION: &'static str;
+
+    /// Bytes the entry counts against the call's limit; zero where the call has none.
+    fn entry_bytes(_entry: &Self::Entry) -> usize {
+        0
+    }
+
+    /// Byte limit of one call, if any.
+    const MAX_BYTES: Option<usize> = None;
+
+    /// Makes one call and returns each entry's result, in the order given.
+    fn call(
+        &self,
+        entries: &[&Self::Entry],
+    ) -> impl Future<Output = Vec<Result<(), EntryError>>> + Send;
+}
+
+type Pending<E> = (E, oneshot::Sender<Result<(), EntryError>>);
+
+/// A handle for submitting entries; clone it freely. The batch loop ends, flushing what it
+/// holds, once every handle is dropped.
+pub struct Batcher<O: BatchOp> {
+    tx: mpsc::Sender<Pending<O::Entry>>,
+}
+
+impl<O: BatchOp> Clone for Batcher<O> {
+    fn clone(&self) -> Self {
+        Batcher {
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+impl<O: BatchOp> Batcher<O> {
+    /// Starts the batch loop; the returned task ends after the last handle is dropped and
+    /// every entry submitted has its answer.
+    pub fn spawn(
+        op: O,
+        flush_after: Duration,
+        metrics: Arc<Metrics>,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(1024);
+        let task = tokio::spawn(batch_loop(Arc::new(op), rx, flush_after, metrics));
+        (Batcher { tx }, task)
+    }
+
+    /// Submits one entry and waits for its result.
+    pub async fn submit(&self, entry: O::Entry) -> Result<(), EntryError> {
+        let (done, result) = oneshot::channel();
+        if self.tx.send((entry, done)).await.is_err() {
+            return Err(closed());
+        }
+        result.await.unwrap_or_else(|_| Err(closed()))
+    }
+}
+
+fn closed() -> EntryError {
+    EntryError {
+        class: ErrorClass::Transient,
+        code: "BatcherClosed".into(),
+        message: "the worker is shutting down".into(),
+    }
+}
+
+async fn batch_loop<O: BatchOp>(
+    op: Arc<O>,
+    mut rx: mpsc::Receiver<Pending<O::Entry>>,
+    flush_after: Duration,
+    metrics: Arc<Metrics>,
+) {
+    let in_flight = Arc::new(Semaphore::new(MAX_CALLS_IN_FLIGHT));
+    let mut calls = JoinSet::new();
+    let mut carried: Option<Pending<O::Entry>> = None;
+    loop {
+        let first = match carried.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => break,
+            },
+        };
+        let mut bytes = O::entry_bytes(&first.0);
+        let mut batch = vec![first];
+        let deadline = Instant::now() + flush_after;
+        while batch.len() < MAX_ENTRIES {
+            let next = match rx.try_recv() {
+                Ok(p) => Some(p),
+                Err(_) => match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(p) => p,
+                    Err(_) => None,
+                },
+            };
+            let Some(next) = next else { break };
+            let size = O::entry_bytes(&next.0);
+            if O::MAX_BYTES.is_some_and(|max| bytes + size > max) {
+                carried = Some(next);
+                break;
+            }
+            bytes += size;
+            batch.push(next);
+        }
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
+        let op = op.clone();
+        let metrics = metrics.clone();
+        calls.spawn(async move {
+            send_batch(&*op, batch, &metrics).await;
+            drop(permit);
+        });
+        while calls.try_join_next().is_some() {}
+    }
+    while calls.join_next().await.is_some() {}
+}
+
+async fn send_batch<O: BatchOp>(op: &O, batch: Vec<Pending<O::Entry>>, metrics: &Metrics) {
+    let mut pending: Vec<Pending<O::Entry>> = batch;
+    let mut delay = Duration::from_millis(50);
+    for call in 1..=MAX_CALLS {
+        let entries: Vec<&O::Entry> = pending.iter().map(|(e, _)| e).collect();
+        let results = op.call(&entries).await;
+        let mut retry = Vec::new();
+        for ((entry, done), result) in pending.into_iter().zip(results) {
+            match result {
+                Err(e) if e.class == ErrorClass::Transient && call < MAX_CALLS => {
+                    retry.push((entry, done))
+                }
+                other => {
+                    let _ = done.send(other);
+                }
+            }
+        }
+        if retry.is_empty() {
+            return;
+        }
+        metrics
+            .batch_entry_retries
+            .with_label_values(&[O::OPERATION])
+            .inc_by(retry.len() as u64);
+        pending = retry;
+        tokio::time::sleep(delay).await;
+        delay *= 2;
+    }
+}
+
+/// Maps a batch response's failed entries (by id = index) onto per-entry results.
+fn per_entry(
+    n: usize,
+    failed: impl Iterator<Item = (String, bool, String, Option<String>)>,
+) -> Vec<Result<(), EntryError>> {
+    let mut results: Vec<Result<(), EntryError>> = (0..n).map(|_| Ok(())).collect();
+    for (id, sender_fault, code, message) in failed {
+        if let Some(slot) = id.parse::<usize>().ok().and_then(|i| results.get_mut(i)) {
+            // Entries the service blames on us cannot succeed by resending; the rest can.
+            let class = if sender_fault {
+                ErrorClass::Permanent
+            } else {
+                ErrorClass::Transient
+            };
+            *slot = Err(EntryError {
+                class,
+                code,
+                message: message.unwrap_or_default(),
+            });
+        }
+    }
+    results
+}
+
+fn all_failed(n: usize, e: AwsError) -> Vec<Result<(), EntryError>> {
+    let e = EntryError::from(e);
+    (0..n).map(|_| Err(e.clone())).collect()
+}
+
+/// `DeleteMessageBatch` on the job queue; an entry is a receipt handle.
+pub struct DeleteOp {
+    pub sqs: aws_sdk_sqs::Client,
+    pub queue_url: String,
+}
+
+impl BatchOp for DeleteOp {
+    type Entry = String;
+    const OPERATION: &'static str = "DeleteMessageBatch";
+
+    async fn call(&self, entries: &[&String]) -> Vec<Result<(), EntryError>> {
+        let batch = entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, receipt)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(receipt.as_str())
+                    .build()
+                    .ok()
+            })
+            .collect();
+        match self
+            .sqs
+            .delete_message_batch()
+            .queue_url(&self.queue_url)
+            .set_entries(Some(batch))
+            .send()
+            .await
+        {
+            Ok(out) => per_entry(
+                entries.len(),
+                out.failed().iter().map(|f| {
+                    (
+                        f.id().to_owned(),
+                        f.sender_fault(),
+                        f.code().to_owned(),
+                        f.message().map(str::to_owned),
+                    )
+                }),
+            ),
+            Err(e) => all_failed(entries.len(), classify_sdk_error(Self::OPERATION, &e)),
+        }
+    }
+}
+
+/// A visibility change: receipt handle and new timeout from now.
+pub struct VisibilityChange {
+    pub receipt: String,
+    pub timeout: Duration,
+}
+
+/// `ChangeMessageVisibilityBatch` on the job queue: heartbeats, retry backoffs, releases.
+pub struct VisibilityOp {
+    pub sqs: aws_sdk_sqs::Client,
+    pub queue_url: String,
+}
+
+impl BatchOp for VisibilityOp {
+    type Entry = VisibilityChange;
+    const OPERATION: &'static str = "ChangeMessageVisibilityBatch";
+
+    async fn call(&self, entries: &[&VisibilityChange]) -> Vec<Result<(), EntryError>> {
+        let batch = entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, change)| {
+                ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(change.receipt.as_str())
+                    .visibility_timeout(change.timeout.as_secs().min(i32::MAX as u64) as i32)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        match self
+            .sqs
+            .change_message_visibility_batch()
+            .queue_url(&self.queue_url)
+            .set_entries(Some(batch))
+            .send()
+            .await
+        {
+            Ok(out) => per_entry(
+                entries.len(),
+                out.failed().iter().map(|f| {
+                    (
+                        f.id().to_owned(),
+                        f.sender_fault(),
+                        f.code().to_owned(),
+                        f.message().map(str::to_owned),
+                    )
+                }),
+            ),
+            Err(e) => all_failed(entries.len(), classify_sdk_error(Self::OPERATION, &e)),
+        }
+    }
+}
+
+/// One SNS message with its string attributes.
+pub struct Publication {
+    pub message: String,
+    pub attributes: Vec<(&'static str, String)>,
+}
+
+/// `PublishBatch` to the completion topic.
+pub struct PublishOp {
+    pub sns: aws_sdk_sns::Client,
+    pub topic_arn: String,
+}
+
+impl BatchOp for PublishOp {
+    type Entry = Publication;
+    const OPERATION: &'static str = "PublishBatch";
+    const MAX_BYTES: Option<usize> = Some(MAX_PUBLISH_BATCH_BYTES);
+
+    fn entry_bytes(p: &Publication) -> usize {
+        p.message.len()
+            + p.attributes
+                .iter()
+                .map(|(k, v)| k.len() + "String".len() + v.len())
+                .sum::<usize>()
+    }
+
+    async fn call(&self, entries: &[&Publication]) -> Vec<Result<(), EntryError>> {
+        let batch = entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| {
+                let attributes: HashMap<String, SnsAttribute> = p
+                    .attributes
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        SnsAttribute::builder()
+                            .data_type("String")
+                            .string_value(v)
+                            .build()
+                            .ok()
+                            .map(|a| ((*k).to_owned(), a))
+                    })
+                    .collect();
+                PublishBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message(&p.message)
+                    .set_message_attributes(Some(attributes))
+                    .build()
+                    .ok()
+            })
+            .collect();
+        match self
+            .sns
+            .publish_batch()
+            .topic_arn(&self.topic_arn)
+            .set_publish_batch_request_entries(Some(batch))
+            .send()
+            .await
+        {
+            Ok(out) => per_entry(
+                entries.len(),
+                out.failed().iter().map(|f| {
+                    (
+                        f.id().to_owned(),
+                        f.sender_fault(),
+                        f.code().to_owned(),
+                        f.message().map(str::to_owned),
+                    )
+                }),
+            ),
+            Err(e) => all_failed(entries.len(), classify_sdk_error(Self::OPERATION, &e)),
+        }
+    }
+}

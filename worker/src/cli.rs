@@ -1,0 +1,104 @@
+//! The `shoal-worker` binary: flags, logging, signals, and the runtime.
+//!
+//! The first SIGTERM or SIGINT starts a graceful shutdown; a second one exits at once
+//! (messages in flight then return after their visibility timeout, so nothing is lost).
+
+use clap::Parser;
+use shoal_common::aws::{load_sdk_config, AwsClients};
+use shoal_common::metrics::Metrics;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{LogFormat, WorkerArgs};
+use crate::handlers::default_registry;
+use crate::runtime::Worker;
+
+/// Consume Shoal jobs from SQS, do the EC2 work, announce outcomes on SNS.
+#[derive(Debug, Parser)]
+#[command(name = "shoal-worker", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub args: WorkerArgs,
+}
+
+/// The exit code when a second signal cuts shutdown short.
+const EXIT_INTERRUPTED: i32 = 130;
+
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    init_logging(cli.args.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return 1;
+        }
+    };
+    runtime.block_on(run(cli.args))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn run(args: WorkerArgs) -> i32 {
+    let metrics = Metrics::new();
+    let clients = AwsClients::instrumented(&load_sdk_config().await, &metrics);
+    let config = match args.resolve(&clients).await {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!("configuration: {e}");
+            return 2;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(args.metrics_addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(addr = %args.metrics_addr, error = %e, "cannot listen for metrics");
+            return 2;
+        }
+    };
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+    }
+
+    let shutdown = CancellationToken::new();
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+                tracing::info!(
+                    "signal received: shutting down gracefully (signal again to exit at once)"
+                );
+                shutdown.cancel();
+                tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+                tracing::warn!("second signal: exiting now; messages in flight return after their visibility timeout");
+                std::process::exit(EXIT_INTERRUPTED);
+            });
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = %e, "cannot install signal handlers");
+            return 2;
+        }
+    }
+
+    Worker::new(config, clients, default_registry(), metrics)
+        .run(shutdown, Some(listener))
+        .await;
+    0
+}

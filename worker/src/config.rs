@@ -1,0 +1,262 @@
+//! The worker's settings: flags and `SHOAL_*` environment variables, resolved at start-up
+//! against the queue itself.
+//!
+//! The queue is the source of truth for what it already says: the visibility timeout (unless
+//! overridden), the dead-letter queue (from its redrive policy) and the attempt limit
+//! (`maxReceiveCount`). A `--max-attempts` that disagrees with the redrive policy is refused at
+//! start-up rather than left to surprise someone at the third retry.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use clap::{Args, ValueEnum};
+use shoal_common::aws::AwsClients;
+use shoal_common::config::{QueueArgs, QueueConfigError};
+use shoal_common::error::{classify_sdk_error, AwsError};
+use shoal_common::JobKind;
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub queue: QueueArgs,
+    /// SNS topic for completion events.
+    #[arg(long, env = "SHOAL_TOPIC_ARN")]
+    pub topic_arn: String,
+    /// Dead-letter queue URL (default: the job queue's redrive target).
+    #[arg(long, env = "SHOAL_DLQ_URL")]
+    pub dlq_url: Option<String>,
+    /// Jobs held at once; pollers stop receiving while this many are in flight.
+    #[arg(long, env = "SHOAL_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: usize,
+    /// Concurrent long-polling receivers.
+    #[arg(long, env = "SHOAL_POLLERS", default_value_t = 2)]
+    pub pollers: usize,
+    /// Long-poll wait of each receive, 0 to 20 seconds.
+    #[arg(long, env = "SHOAL_WAIT_TIME_SECONDS", default_value_t = 20)]
+    pub wait_time_seconds: u32,
+    /// Visibility timeout asked for on receive and by each heartbeat (default: the queue's).
+    #[arg(long, env = "SHOAL_VISIBILITY_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub visibility_timeout: Option<Duration>,
+    /// Deliveries before a job is dead-lettered (default and check: the queue's
+    /// `maxReceiveCount`).
+    #[arg(long, env = "SHOAL_MAX_ATTEMPTS")]
+    pub max_attempts: Option<u32>,
+    /// Limit one kind's jobs in flight, e.g. `run-instances=2` (repeatable).
+    #[arg(long = "kind-concurrency", env = "SHOAL_KIND_CONCURRENCY", value_name = "KIND=N", value_delimiter = ',', value_parser = parse_kind_limit)]
+    pub kind_concurrency: Vec<(JobKind, usize)>,
+    /// First retry delay after a transient failure; doubles per attempt, jittered.
+    #[arg(long, env = "SHOAL_RETRY_BASE", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub retry_base: Duration,
+    /// Longest retry delay.
+    #[arg(long, env = "SHOAL_RETRY_MAX", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub retry_max: Duration,
+    /// On SIGTERM, how long jobs in flight may take to finish before they are released.
+    #[arg(long, env = "SHOAL_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+    /// Longest wait for a batch (delete, publish, visibility) to fill before it is sent.
+    #[arg(long, env = "SHOAL_BATCH_FLUSH", default_value = "5ms", value_parser = humantime::parse_duration)]
+    pub batch_flush: Duration,
+    /// Where to serve /metrics, /healthz and /readyz.
+    #[arg(long, env = "SHOAL_METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    pub metrics_addr: SocketAddr,
+    #[arg(long, env = "SHOAL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// This worker's name in events and logs (default: host name and process id).
+    #[arg(long, env = "SHOAL_WORKER_ID")]
+    pub worker_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_kind_limit(s: &str) -> Result<(JobKind, usize), String> {
+    let (kind, n) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: expected KIND=N, e.g. run-instances=2"))?;
+    let kind = JobKind::parse(kind).ok_or_else(|| format!("`{kind}` is not a job kind"))?;
+    let n: usize = n.parse().map_err(|_| format!("`{n}` is not a number"))?;
+    if n == 0 {
+        return Err("a kind's limit must be at least 1".into());
+    }
+    Ok((kind, n))
+}
+
+/// Settings after resolution against the queue: what the runtime runs with.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub queue_url: String,
+    pub fifo: bool,
+    pub dlq_url: String,
+    pub topic_arn: String,
+    pub concurrency: usize,
+    pub pollers: usize,
+    pub wait_time_seconds: u32,
+    pub visibility_timeout: Duration,
+    pub max_attempts: u32,
+    pub kind_limits: HashMap<JobKind, usize>,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    pub shutdown_grace: Duration,
+    pub batch_flush: Duration,
+    pub worker_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Queue(#[from] QueueConfigError),
+    #[error("cannot read the job queue's attributes: {0}")]
+    Attributes(#[source] AwsError),
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        message: message.into(),
+    }
+}
+
+impl WorkerArgs {
+    pub async fn resolve(&self, clients: &AwsClients) -> Result<WorkerConfig, ConfigError> {
+        if self.concurrency == 0 {
+            return Err(invalid("concurrency", "must be at least 1"));
+        }
+        if self.pollers == 0 {
+            return Err(invalid("pollers", "must be at least 1"));
+        }
+        if self.wait_time_seconds > 20 {
+            return Err(invalid(
+                "wait_time_seconds",
+                "SQS long polls for at most 20 seconds",
+            ));
+        }
+        let queue_url = self.queue.resolve(&clients.sqs).await?.url;
+        let attrs = clients
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(QueueAttributeName::All)
+            .send()
+            .await
+            .map_err(|e| ConfigError::Attributes(classify_sdk_error("GetQueueAttributes", &e)))?
+            .attributes
+            .unwrap_or_default();
+
+        let visibility_timeout = match self.visibility_timeout {
+            Some(v) => v,
+            None => Duration::from_secs(
+                attrs
+                    .get(&QueueAttributeName::VisibilityTimeout)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(30),
+            ),
+        };
+        if visibility_timeout < Duration::from_secs(2) || visibility_timeout.subsec_nanos() != 0 {
+            return Err(invalid(
+                "visibility_timeout",
+                "must be whole seconds, at least 2, so the heartbeat can extend it in time",
+            ));
+        }
+
+        let redrive = attrs
+            .get(&QueueAttributeName::RedrivePolicy)
+            .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok());
+        let max_receive_count = redrive.as_ref().and_then(|r| match &r["maxReceiveCount"] {
+            serde_json::Value::Number(n) => n.as_u64().map(|n| n as u32),
+            serde_json::Value::String(s) => s.parse().ok(),
+            _ => None,
+        });
+        let max_attempts = match (self.max_attempts, max_receive_count) {
+            (Some(mine), Some(queue)) if mine != queue => {
+                return Err(invalid(
+                    "max_attempts",
+                    format!("is {mine} but the queue's redrive policy moves messages to the DLQ after {queue} receives; make them equal"),
+                ))
+            }
+            (_, Some(queue)) => queue,
+            (Some(mine), None) => mine,
+            (None, None) => 5,
+        };
+        if max_attempts == 0 {
+            return Err(invalid("max_attempts", "must be at least 1"));
+        }
+
+        let dlq_url = match (&self.dlq_url, redrive.as_ref().and_then(|r| r["deadLetterTargetArn"].as_str())) {
+            (Some(url), _) => url.clone(),
+            (None, Some(arn)) => dlq_url_from_arn(clients, arn).await?,
+            (None, None) => {
+                return Err(invalid(
+                    "dlq_url",
+                    "the job queue has no redrive policy and no --dlq-url was given; Shoal needs a dead-letter queue so no failed job is lost",
+                ))
+            }
+        };
+
+        let worker_id = self.worker_id.clone().unwrap_or_else(default_worker_id);
+        Ok(WorkerConfig {
+            fifo: queue_url.ends_with(".fifo"),
+            queue_url,
+            dlq_url,
+            topic_arn: self.topic_arn.clone(),
+            concurrency: self.concurrency,
+            pollers: self.pollers,
+            wait_time_seconds: self.wait_time_seconds,
+            visibility_timeout,
+            max_attempts,
+            kind_limits: self.kind_concurrency.iter().copied().collect(),
+            retry_base: self.retry_base,
+            retry_max: self.retry_max,
+            shutdown_grace: self.shutdown_grace,
+            batch_flush: self.batch_flush,
+            worker_id,
+        })
+    }
+}
+
+/// `arn:aws:sqs:REGION:ACCOUNT:NAME` to the queue's URL, through `GetQueueUrl`.
+async fn dlq_url_from_arn(clients: &AwsClients, arn: &str) -> Result<String, ConfigError> {
+    let parts: Vec<&str> = arn.split(':').collect();
+    let (Some(account), Some(name)) = (parts.get(4), parts.get(5)) else {
+        return Err(invalid(
+            "dlq_url",
+            format!("cannot read the redrive target ARN `{arn}`"),
+        ));
+    };
+    let out = clients
+        .sqs
+        .get_queue_url()
+        .queue_name(*name)
+        .queue_owner_aws_account_id(*account)
+        .send()
+        .await
+        .map_err(|e| {
+            invalid(
+                "dlq_url",
+                format!(
+                    "cannot find the dead-letter queue `{name}`: {}",
+                    classify_sdk_error("GetQueueUrl", &e)
+                ),
+            )
+        })?;
+    Ok(out.queue_url.unwrap_or_default())
+}
+
+fn default_worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".into());
+    format!("{host}-{}", std::process::id())
+}

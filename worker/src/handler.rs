@@ -1,0 +1,182 @@
+//! What a job handler is, and the registry the runtime dispatches through.
+//!
+//! A handler is typed by its kind's parameters: [`JobHandler::Params`] ties it to one
+//! [`JobKind`], so the registry can hand it exactly its parameters. Tests and users register
+//! their own handlers (for the built-in kinds) in place of the defaults.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use shoal_common::aws::AwsClients;
+use shoal_common::error::{AwsError, ErrorClass};
+use shoal_common::job::JobParams;
+use shoal_common::{Job, JobId, JobKind};
+
+/// What a handler knows about the attempt it runs.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    pub job_id: JobId,
+    pub kind: JobKind,
+    /// This delivery's number (SQS's `ApproximateReceiveCount`), from 1.
+    pub attempt: u32,
+    /// Deliveries before the job is dead-lettered.
+    pub max_attempts: u32,
+    pub worker_id: Arc<str>,
+    pub clients: AwsClients,
+    /// When SQS accepted the message.
+    pub enqueued_at: Option<DateTime<Utc>>,
+    pub started_at: DateTime<Utc>,
+}
+
+/// How an attempt ended, when it did not fail.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Done: this result goes into the completion event.
+    Done(serde_json::Value),
+    /// An EC2 operation is under way: put the message back and check again after this
+    /// long, without holding a worker slot meanwhile.
+    CheckAgainAfter(Duration),
+}
+
+/// A failed attempt, classified where it arose.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct JobError {
+    pub class: ErrorClass,
+    /// The AWS error code or a Shoal code, when there is one.
+    pub code: Option<String>,
+    pub message: String,
+}
+
+impl JobError {
+    pub fn transient(code: impl Into<String>, message: impl Into<String>) -> Self {
+        JobError {
+            class: ErrorClass::Transient,
+            code: Some(code.into()),
+            message: message.into(),
+        }
+    }
+
+    pub fn permanent(code: impl Into<String>, message: impl Into<String>) -> Self {
+        JobError {
+            class: ErrorClass::Permanent,
+            code: Some(code.into()),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<AwsError> for JobError {
+    fn from(e: AwsError) -> Self {
+        JobError {
+            class: e.class,
+            code: e.code,
+            message: format!("{}: {}", e.operation, e.message),
+        }
+    }
+}
+
+/// Runs the jobs of one kind.
+pub trait JobHandler: Send + Sync + 'static {
+    type Params: JobParams + Send + 'static;
+
+    fn run(
+        &self,
+        ctx: JobContext,
+        params: Self::Params,
+    ) -> impl Future<Output = Result<Outcome, JobError>> + Send;
+}
+
+/// A handler made of a closure, for small handlers and tests.
+pub struct FnHandler<P, F> {
+    f: F,
+    _params: std::marker::PhantomData<fn(P)>,
+}
+
+impl<P, F, Fut> JobHandler for FnHandler<P, F>
+where
+    P: JobParams + Send + 'static,
+    F: Fn(JobContext, P) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Outcome, JobError>> + Send + 'static,
+{
+    type Params = P;
+
+    fn run(
+        &self,
+        ctx: JobContext,
+        params: P,
+    ) -> impl Future<Output = Result<Outcome, JobError>> + Send {
+        (self.f)(ctx, params)
+    }
+}
+
+/// The handler with its parameters type erased, as the registry stores it.
+trait ErasedHandler: Send + Sync {
+    fn run(&self, ctx: JobContext, job: Job) -> BoxFuture<'_, Result<Outcome, JobError>>;
+}
+
+impl<H: JobHandler> ErasedHandler for H {
+    fn run(&self, ctx: JobContext, job: Job) -> BoxFuture<'_, Result<Outcome, JobError>> {
+        match H::Params::from_job(job) {
+            Some(params) => Box::pin(JobHandler::run(self, ctx, params)),
+            None => Box::pin(async move {
+                Err(JobError::permanent(
+                    "HandlerMismatch",
+                    format!("the handler for {} was given another kind", H::Params::KIND),
+                ))
+            }),
+        }
+    }
+}
+
+/// Handlers by kind.
+#[derive(Clone, Default)]
+pub struct Registry {
+    handlers: HashMap<JobKind, Arc<dyn ErasedHandler>>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers `handler` for its kind, replacing any handler registered before.
+    pub fn register<H: JobHandler>(&mut self, handler: H) -> &mut Self {
+        self.handlers.insert(H::Params::KIND, Arc::new(handler));
+        self
+    }
+
+    /// Registers a closure as the handler for `P`'s kind.
+    pub fn register_fn<P, F, Fut>(&mut self, f: F) -> &mut Self
+    where
+        P: JobParams + Send + 'static,
+        F: Fn(JobContext, P) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Outcome, JobError>> + Send + 'static,
+    {
+        self.register(FnHandler {
+            f,
+            _params: std::marker::PhantomData,
+        })
+    }
+
+    pub fn kinds(&self) -> impl Iterator<Item = JobKind> + '_ {
+        self.handlers.keys().copied()
+    }
+
+    pub fn contains(&self, kind: JobKind) -> bool {
+        self.handlers.contains_key(&kind)
+    }
+
+    pub(crate) fn run(
+        &self,
+        ctx: JobContext,
+        job: Job,
+    ) -> Option<BoxFuture<'_, Result<Outcome, JobError>>> {
+        let handler = self.handlers.get(&job.kind())?;
+        Some(handler.run(ctx, job))
+    }
+}

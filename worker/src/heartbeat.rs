@@ -1,0 +1,142 @@
+//! The visibility heartbeat: keeps the messages of running jobs invisible to other workers.
+//!
+//! Every job registers its receipt handle while it runs. A few times per visibility timeout
+//! the heartbeat extends every message whose timeout is less than half left, all in
+//! `ChangeMessageVisibilityBatch` calls. A failed extension is logged and counted and stops
+//! nothing else: at worst, another worker also runs the job, and handlers are idempotent.
+//!
+//! The same registry tells shutdown which messages are still held, to release them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::join_all;
+use shoal_common::metrics::Metrics;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::batch::{Batcher, VisibilityChange, VisibilityOp};
+
+#[derive(Debug)]
+struct Held {
+    receipt: String,
+    /// When the message becomes visible again unless extended.
+    visible_at: Instant,
+}
+
+/// Messages this worker holds, with their visibility deadlines.
+#[derive(Debug)]
+pub struct VisibilityHeartbeat {
+    held: Mutex<HashMap<u64, Held>>,
+    next_token: AtomicU64,
+    timeout: Duration,
+}
+
+/// Holding a message: dropping it stops the heartbeat for that message.
+pub struct HeldMessage {
+    heartbeat: Arc<VisibilityHeartbeat>,
+    token: u64,
+}
+
+impl Drop for HeldMessage {
+    fn drop(&mut self) {
+        self.heartbeat.lock().remove(&self.token);
+    }
+}
+
+impl VisibilityHeartbeat {
+    /// `timeout` is the visibility timeout each receive and extension asks for.
+    pub fn new(timeout: Duration) -> Arc<Self> {
+        Arc::new(VisibilityHeartbeat {
+            held: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(0),
+            timeout,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Held>> {
+        // A panic elsewhere while holding the lock leaves the map itself consistent.
+        self.held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts keeping a message received at `received_at` invisible.
+    pub fn hold(self: &Arc<Self>, receipt: &str, received_at: Instant) -> HeldMessage {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(
+            token,
+            Held {
+                receipt: receipt.to_owned(),
+                visible_at: received_at + self.timeout,
+            },
+        );
+        HeldMessage {
+            heartbeat: self.clone(),
+            token,
+        }
+    }
+
+    /// Receipt handles of every message still held, removed from the heartbeat.
+    pub fn take_all(&self) -> Vec<String> {
+        self.lock().drain().map(|(_, held)| held.receipt).collect()
+    }
+
+    pub fn held_count(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Extends, until `stop`, each held message with less than half its timeout left.
+    pub async fn run(
+        self: Arc<Self>,
+        visibility: Batcher<VisibilityOp>,
+        metrics: Arc<Metrics>,
+        stop: CancellationToken,
+    ) {
+        let tick = (self.timeout / 6).max(Duration::from_millis(200));
+        let mut interval = tokio::time::interval(tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = interval.tick() => {}
+            }
+            let now = Instant::now();
+            let due: Vec<(u64, String)> = self
+                .lock()
+                .iter()
+                .filter(|(_, held)| {
+                    held.visible_at.saturating_duration_since(now) < self.timeout / 2
+                })
+                .map(|(token, held)| (*token, held.receipt.clone()))
+                .collect();
+            if due.is_empty() {
+                continue;
+            }
+            let results = join_all(due.iter().map(|(_, receipt)| {
+                visibility.submit(VisibilityChange {
+                    receipt: receipt.clone(),
+                    timeout: self.timeout,
+                })
+            }))
+            .await;
+            let mut held = self.lock();
+            for ((token, _), result) in due.iter().zip(results) {
+                match result {
+                    Ok(()) => {
+                        metrics.visibility_extensions.inc();
+                        if let Some(h) = held.get_mut(token) {
+                            h.visible_at = now + self.timeout;
+                        }
+                    }
+                    Err(e) => {
+                        metrics.heartbeat_failures.inc();
+                        tracing::warn!(code = %e.code, error = %e.message, "cannot extend a job's visibility");
+                    }
+                }
+            }
+        }
+    }
+}
