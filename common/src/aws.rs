@@ -6,7 +6,15 @@
 
 use aws_config::{BehaviorVersion, SdkConfig};
 
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
+
 use crate::metrics::Metrics;
+
+/// Longest single attempt of any AWS call: above SQS's 20-second long poll, far below what
+/// a hung connection would otherwise cost.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Loads the SDK configuration from the environment, profile and instance metadata.
 pub async fn load_sdk_config() -> SdkConfig {
@@ -36,9 +44,16 @@ impl AwsClients {
         Self::new(&load_sdk_config().await)
     }
 
-    /// Clients whose every call is counted in `metrics` (`shoal_aws_api_calls_total`).
+    /// Clients whose every call is counted in `metrics` (`shoal_aws_api_calls_total`), and
+    /// whose every attempt is bounded in time: the SDK sets no read timeout by default, and a
+    /// worker whose call hangs holds its job (and keeps extending it) forever.
     pub fn instrumented(config: &SdkConfig, metrics: &Metrics) -> Self {
         let counter = metrics.api_call_counter();
+        let mut timeouts = TimeoutConfig::builder().operation_attempt_timeout(ATTEMPT_TIMEOUT);
+        if let Some(connect) = config.timeout_config().and_then(|t| t.connect_timeout()) {
+            timeouts = timeouts.connect_timeout(connect);
+        }
+        let config = &config.to_builder().timeout_config(timeouts.build()).build();
         AwsClients {
             sqs: aws_sdk_sqs::Client::from_conf(
                 aws_sdk_sqs::config::Builder::from(config)

@@ -279,7 +279,7 @@ impl Intercept for ApiCallCounter {
     ) -> Result<(), BoxError> {
         let (service, operation) = cfg
             .load::<Metadata>()
-            .map(|m| (m.service().to_owned(), m.name().to_owned()))
+            .map(|m| (m.service().to_ascii_lowercase(), m.name().to_owned()))
             .unwrap_or_else(|| ("unknown".into(), "unknown".into()));
         let labels = [service.as_str(), operation.as_str()];
         self.calls.with_label_values(&labels).inc();

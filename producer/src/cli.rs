@@ -51,6 +51,8 @@ pub enum Command {
     Stack(StackCommand),
     /// Show queued messages without consuming them (each look counts as a receive).
     Peek(PeekArgs),
+    /// Read completion events from the events queue (consuming them) and print them.
+    Events(EventsArgs),
 }
 
 /// Options for sending, shared by every enqueueing command.
@@ -98,6 +100,19 @@ pub struct PeekArgs {
     /// Show at most this many messages.
     #[arg(long, default_value_t = 10)]
     pub max: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// The queue subscribed to the completion topic.
+    #[arg(long, env = "SHOAL_EVENTS_QUEUE_URL")]
+    pub events_queue_url: String,
+    /// Stop after this many events.
+    #[arg(long)]
+    pub count: Option<usize>,
+    /// Stop after this long without a new event.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub idle: Duration,
 }
 
 /// Where the CLI writes: results to `out`, diagnostics and progress to `err`.
@@ -194,6 +209,7 @@ async fn execute(cli: Cli, sdk: &SdkConfig, io: &mut Io<'_>) -> Result<i32, Stri
             submit(&producer, &args, &options, cli.json, io).await
         }
         Command::Peek(args) => peek(&cli.queue, &clients, args.max, cli.json, io).await,
+        Command::Events(args) => events(&clients, &args, cli.json, io).await,
     }
 }
 
@@ -396,6 +412,68 @@ async fn peek(
                     body
                 )
                 .map_err(io_error)?;
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// Receives events until `count` have arrived or none came for `idle`, deleting each once
+/// printed. Events are at-least-once: a repeat of a job id is shown as such.
+async fn events(
+    clients: &AwsClients,
+    args: &EventsArgs,
+    json: bool,
+    io: &mut Io<'_>,
+) -> Result<i32, String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut shown = 0usize;
+    let mut last = std::time::Instant::now();
+    while args.count.is_none_or(|n| shown < n) && last.elapsed() < args.idle {
+        let out = clients
+            .sqs
+            .receive_message()
+            .queue_url(&args.events_queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(args.idle.as_secs().clamp(1, 20) as i32)
+            .send()
+            .await
+            .map_err(|e| classify_sdk_error("ReceiveMessage", &e).to_string())?;
+        for msg in out.messages.unwrap_or_default() {
+            last = std::time::Instant::now();
+            let body = msg.body.clone().unwrap_or_default();
+            let event: serde_json::Value =
+                serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
+            let job_id = event["job_id"].as_str().unwrap_or("-").to_owned();
+            let repeat = !seen.insert(job_id.clone());
+            if json {
+                writeln!(io.out, "{event}").map_err(io_error)?;
+            } else {
+                let detail = match (&event["result"], &event["error"]) {
+                    (serde_json::Value::Null, serde_json::Value::Null) => String::new(),
+                    (result, serde_json::Value::Null) => result.to_string(),
+                    (_, error) => error.to_string(),
+                };
+                writeln!(
+                    io.out,
+                    "{:<10} {:<27} {job_id} attempts={}{} {detail}",
+                    event["status"].as_str().unwrap_or("?"),
+                    event["kind"].as_str().unwrap_or("?"),
+                    event["attempts"],
+                    if repeat { " (repeat)" } else { "" },
+                )
+                .map_err(io_error)?;
+            }
+            shown += 1;
+            if let Some(receipt) = &msg.receipt_handle {
+                clients
+                    .sqs
+                    .delete_message()
+                    .queue_url(&args.events_queue_url)
+                    .receipt_handle(receipt)
+                    .send()
+                    .await
+                    .map_err(|e| classify_sdk_error("DeleteMessage", &e).to_string())?;
             }
         }
     }

@@ -15,7 +15,12 @@ use std::time::{Duration, Instant};
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
 use shoal_common::aws::AwsClients;
+use shoal_common::event::JobEvent;
+use shoal_common::metrics::Metrics;
 use shoal_common::stack::{self, Stack, StackSpec};
+use shoal_worker::{Registry, Worker, WorkerConfig};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 /// A running emulator, reachable at `endpoint`.
 pub struct Emulator {
@@ -32,16 +37,14 @@ pub fn repo_path(relative: &str) -> std::path::PathBuf {
         .join(relative)
 }
 
-fn start_emulator() -> Emulator {
-    let python = std::env::var("SHOAL_PYTHON").unwrap_or_else(|_| "python3".into());
-    let mut child = Command::new(&python)
-        .arg(repo_path("deploy/local/emulator.py"))
-        .arg("--until-stdin-closes")
+/// Starts an emulator launcher that prints its port and exits when its stdin closes.
+fn start_emulator(mut command: Command, what: &str) -> Emulator {
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start the emulator with {python}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
     let stdout = child.stdout.take().expect("piped stdout");
     let mut line = String::new();
     BufReader::new(stdout)
@@ -61,7 +64,31 @@ fn start_emulator() -> Emulator {
 /// The moto server of this test binary, started on first use.
 pub fn moto() -> &'static Emulator {
     static MOTO: OnceLock<Emulator> = OnceLock::new();
-    MOTO.get_or_init(start_emulator)
+    MOTO.get_or_init(|| {
+        let python = std::env::var("SHOAL_PYTHON").unwrap_or_else(|_| "python3".into());
+        let mut command = Command::new(python);
+        command
+            .arg(repo_path("deploy/local/emulator.py"))
+            .arg("--until-stdin-closes");
+        start_emulator(command, "moto (pip install 'moto[server]')")
+    })
+}
+
+/// The fauxqs server of this test binary (fast SQS and SNS, for load), started on first use.
+pub fn fauxqs() -> &'static Emulator {
+    static FAUXQS: OnceLock<Emulator> = OnceLock::new();
+    FAUXQS.get_or_init(|| {
+        let mut command = Command::new("node");
+        command.arg(repo_path("deploy/local/fauxqs.mjs"));
+        if std::env::var_os("SHOAL_FAUXQS_DIR").is_none() {
+            let home = std::env::var("HOME").unwrap_or_default();
+            command.env(
+                "SHOAL_FAUXQS_DIR",
+                format!("{home}/.cache/shoal/fauxqs-1.9.2"),
+            );
+        }
+        start_emulator(command, "fauxqs (npm fauxqs@1)")
+    })
 }
 
 /// The environment a Shoal binary needs to talk to `endpoint` through the SDK's standard
@@ -111,7 +138,12 @@ impl TestStack {
     }
 
     pub async fn with_spec(spec: StackSpec) -> Self {
-        let sdk = sdk_config(&moto().endpoint).await;
+        Self::on(&moto().endpoint, spec).await
+    }
+
+    /// A stack on the emulator at `endpoint`.
+    pub async fn on(endpoint: &str, spec: StackSpec) -> Self {
+        let sdk = sdk_config(endpoint).await;
         let clients = AwsClients::new(&sdk);
         let stack = stack::provision(&clients, &spec)
             .await
@@ -185,6 +217,135 @@ impl TestStack {
             .map(|v| v.parse::<u64>().unwrap_or(0))
             .sum()
     }
+}
+
+impl TestStack {
+    /// Completion events from the events queue, until `count` have arrived or `timeout`.
+    pub async fn events(&self, count: usize, timeout: Duration) -> Vec<JobEvent> {
+        let msgs = self
+            .receive(&self.stack.events_queue_url, count, timeout)
+            .await;
+        self.delete(&self.stack.events_queue_url, &msgs).await;
+        msgs.iter()
+            .map(|m| {
+                serde_json::from_str(m.body().unwrap_or_default()).expect("an event is a JobEvent")
+            })
+            .collect()
+    }
+
+    /// Worker settings for this stack, quick enough for tests: 1 s long polls, 5 s
+    /// visibility, 1 s retries.
+    pub fn worker_config(&self, worker_id: &str) -> WorkerConfig {
+        WorkerConfig {
+            queue_url: self.stack.queue_url.clone(),
+            fifo: self.stack.queue_url.ends_with(".fifo"),
+            dlq_url: self.stack.dlq_url.clone(),
+            topic_arn: self.stack.topic_arn.clone(),
+            concurrency: 8,
+            pollers: 2,
+            wait_time_seconds: 1,
+            visibility_timeout: Duration::from_secs(5),
+            max_attempts: 5,
+            kind_limits: HashMap::new(),
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(5),
+            batch_flush: Duration::from_millis(5),
+            worker_id: worker_id.to_owned(),
+        }
+    }
+
+    /// Starts a worker in this process with `registry`, serving metrics on a free port.
+    pub async fn start_worker(&self, config: WorkerConfig, registry: Registry) -> RunningWorker {
+        let metrics = Metrics::new();
+        let clients = AwsClients::instrumented(&self.sdk, &metrics);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind metrics port");
+        let addr = listener.local_addr().expect("local addr");
+        let shutdown = CancellationToken::new();
+        let worker = Worker::new(config, clients, registry, metrics.clone());
+        let task = tokio::spawn(worker.run(shutdown.clone(), Some(listener)));
+        RunningWorker {
+            shutdown,
+            task,
+            metrics,
+            addr,
+        }
+    }
+}
+
+/// A worker running in this process.
+pub struct RunningWorker {
+    pub shutdown: CancellationToken,
+    pub task: tokio::task::JoinHandle<()>,
+    pub metrics: Arc<Metrics>,
+    pub addr: std::net::SocketAddr,
+}
+
+impl RunningWorker {
+    /// Shuts the worker down as SIGTERM would, and waits for it.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.expect("worker task");
+    }
+
+    /// GETs `path` from the worker's HTTP listener: status code and body.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.addr, path).await
+    }
+}
+
+/// A minimal HTTP/1.1 GET, enough for /metrics, /healthz and /readyz.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("read response");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of one sample in Prometheus text, e.g. `shoal_jobs_succeeded_total{kind="canary"}`.
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(series)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+/// Waits until `check` holds or `timeout` passes; true if it held.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
 }
 
 /// A message attribute's string value.

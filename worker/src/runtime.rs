@@ -207,7 +207,7 @@ impl Worker {
         health.shutting_down.store(true, Ordering::Relaxed);
         metrics.ready.set(0);
         tracing::info!(
-            in_flight = cfg.concurrency - slots.available_permits(),
+            in_flight = shared.heartbeat.held_count(),
             grace_s = cfg.shutdown_grace.as_secs_f64(),
             "shutting down: no more receives"
         );

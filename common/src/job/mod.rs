@@ -214,6 +214,10 @@ impl JobEnvelope {
         if body.len() > MAX_MESSAGE_BYTES {
             return Err(ContractError::TooLarge { bytes: body.len() });
         }
+        // serde would read a JSON array positionally into the envelope's fields.
+        if !body.trim_start().starts_with('{') {
+            return Err(not_an_object());
+        }
         let de = &mut serde_json::Deserializer::from_str(body);
         let raw: RawEnvelope = serde_path_to_error::deserialize(de).map_err(field_error(""))?;
         Self::from_raw(raw)
@@ -221,6 +225,9 @@ impl JobEnvelope {
 
     /// Decodes and validates an envelope already parsed as JSON.
     pub fn from_value(value: Value) -> Result<Self, ContractError> {
+        if !value.is_object() {
+            return Err(not_an_object());
+        }
         let raw: RawEnvelope = serde_path_to_error::deserialize(value).map_err(field_error(""))?;
         Self::from_raw(raw)
     }
@@ -302,6 +309,13 @@ struct RawEnvelope {
     kind: String,
     #[serde(default)]
     params: Option<Value>,
+}
+
+fn not_an_object() -> ContractError {
+    ContractError::Invalid(vec![FieldError {
+        field: "body".into(),
+        message: "a job is a JSON object".into(),
+    }])
 }
 
 fn decode_params<P: serde::de::DeserializeOwned>(params: Value) -> Result<P, ContractError> {

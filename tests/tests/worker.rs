@@ -1,0 +1,516 @@
+//! The worker runtime against the emulator: what happens to a message on success,
+//! transient and permanent failure, malformed input, long jobs, FIFO groups and per-kind
+//! limits, and what the metrics say about it.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use shoal_common::config::QueueTarget;
+use shoal_common::error::ErrorClass;
+use shoal_common::event::JobStatus;
+use shoal_common::job::Canary;
+use shoal_common::stack::StackSpec;
+use shoal_common::{Job, JobEnvelope, JobId};
+use shoal_producer::{Producer, SendOptions};
+use shoal_tests::{attribute, eventually, metric_value, unique, TestStack};
+use shoal_worker::handlers::default_registry;
+use shoal_worker::{JobContext, JobError, Outcome, Registry};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn enqueue_canary(t: &TestStack, job_id: &str) -> JobEnvelope {
+    let envelope = JobEnvelope::new(Job::Canary(Canary::default()))
+        .with_job_id(JobId::parse(job_id).expect("id"));
+    Producer::new(t.clients.sqs.clone(), QueueTarget::new(&t.stack.queue_url))
+        .enqueue(&envelope, &SendOptions::default())
+        .await
+        .expect("enqueue");
+    envelope
+}
+
+/// A registry whose canary handler is `f`.
+fn canary_handler<F, Fut>(f: F) -> Registry
+where
+    F: Fn(JobContext, Canary) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Outcome, JobError>> + Send + 'static,
+{
+    let mut registry = Registry::new();
+    registry.register_fn(f);
+    registry
+}
+
+#[tokio::test]
+async fn a_successful_job_publishes_one_event_and_leaves_the_queue() {
+    let t = TestStack::new("success").await;
+    let job = enqueue_canary(&t, "ok-1").await;
+    let worker = t
+        .start_worker(t.worker_config("w1"), default_registry())
+        .await;
+
+    let events = t.events(1, WAIT).await;
+    assert_eq!(events.len(), 1);
+    let e = &events[0];
+    assert_eq!(e.job_id.as_deref(), Some("ok-1"));
+    assert_eq!(e.kind.as_deref(), Some("canary"));
+    assert_eq!(e.status, JobStatus::Succeeded);
+    assert_eq!(e.attempts, 1);
+    assert_eq!(e.worker_id, "w1");
+    assert_eq!(
+        e.result.as_ref().map(|r| r["worker_id"].clone()),
+        Some(serde_json::json!("w1"))
+    );
+    assert_eq!(e.timings.submitted_at, Some(job.submitted_at));
+    assert!(e.timings.enqueued_at.is_some() && e.timings.queue_ms.is_some());
+    assert!(
+        eventually(WAIT, || async { t.depth(&t.stack.queue_url).await == 0 }).await,
+        "the message was deleted"
+    );
+    worker.stop().await;
+    assert!(
+        t.events(1, Duration::from_secs(2)).await.is_empty(),
+        "exactly one event"
+    );
+    assert_eq!(t.depth(&t.stack.dlq_url).await, 0);
+}
+
+#[tokio::test]
+async fn a_transient_failure_is_redelivered_after_the_backoff_with_the_receive_count_rising() {
+    let t = TestStack::new("transient").await;
+    let seen: Arc<Mutex<Vec<(u32, Instant)>>> = Arc::default();
+    let log = seen.clone();
+    let registry = canary_handler(move |ctx: JobContext, _| {
+        let log = log.clone();
+        async move {
+            log.lock()
+                .expect("lock")
+                .push((ctx.attempt, Instant::now()));
+            if ctx.attempt < 3 {
+                Err(JobError::transient("RequestLimitExceeded", "slow down"))
+            } else {
+                Ok(Outcome::Done(serde_json::json!({"attempt": ctx.attempt})))
+            }
+        }
+    });
+    enqueue_canary(&t, "flaky-1").await;
+    let worker = t.start_worker(t.worker_config("w1"), registry).await;
+
+    let events = t.events(1, WAIT).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].status, JobStatus::Succeeded);
+    assert_eq!(events[0].attempts, 3);
+    let seen = seen.lock().expect("lock").clone();
+    let attempts: Vec<u32> = seen.iter().map(|(a, _)| *a).collect();
+    assert_eq!(
+        attempts,
+        vec![1, 2, 3],
+        "the receive count rises with each delivery"
+    );
+    for pair in seen.windows(2) {
+        // retry_base 1 s, jittered ±50%: never sooner than half a second.
+        assert!(
+            pair[1].1 - pair[0].1 >= Duration::from_millis(500),
+            "redelivered after the backoff"
+        );
+    }
+    let text = worker.get("/metrics").await.1;
+    assert_eq!(
+        metric_value(&text, r#"shoal_jobs_retried_total{kind="canary"}"#),
+        2.0
+    );
+    assert_eq!(
+        metric_value(
+            &text,
+            r#"shoal_jobs_failed_total{class="transient",kind="canary"}"#
+        ),
+        2.0
+    );
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_failing_on_every_attempt_lands_in_the_dead_letter_queue_after_the_last() {
+    let mut spec = StackSpec::new(unique("exhaust"));
+    spec.max_receive_count = 3;
+    let t = TestStack::with_spec(spec).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let registry = canary_handler(move |_, _| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { Err(JobError::transient("InternalError", "try later")) }
+    });
+    enqueue_canary(&t, "doomed-1").await;
+    let mut config = t.worker_config("w1");
+    config.max_attempts = 3;
+    let worker = t.start_worker(config, registry).await;
+
+    let events = t.events(1, WAIT).await;
+    assert_eq!(events.len(), 1);
+    let error = events[0].error.as_ref().expect("error");
+    assert_eq!(events[0].status, JobStatus::Failed);
+    assert_eq!(events[0].attempts, 3);
+    assert_eq!(error.code.as_deref(), Some("AttemptsExhausted"));
+    assert!(error.dead_lettered);
+    assert!(error.message.contains("InternalError"), "{}", error.message);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+    let dead = t.receive(&t.stack.dlq_url, 1, WAIT).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        attribute(&dead[0], "shoal-error-code").as_deref(),
+        Some("AttemptsExhausted")
+    );
+    assert_eq!(attribute(&dead[0], "shoal-attempts").as_deref(), Some("3"));
+    assert_eq!(
+        attribute(&dead[0], "kind").as_deref(),
+        Some("canary"),
+        "the sender's attributes travel along"
+    );
+    assert!(eventually(WAIT, || async { t.depth(&t.stack.queue_url).await == 0 }).await);
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_permanent_failure_lands_in_the_dead_letter_queue_at_once_with_its_reason() {
+    let t = TestStack::new("permanent").await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let registry = canary_handler(move |_, _| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async {
+            Err(JobError::permanent(
+                "InvalidAMIID.NotFound",
+                "The image id '[ami-12345678]' does not exist",
+            ))
+        }
+    });
+    let job = enqueue_canary(&t, "bad-ami-1").await;
+    let worker = t.start_worker(t.worker_config("w1"), registry).await;
+
+    let events = t.events(1, WAIT).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].attempts, 1, "not retried");
+    let error = events[0].error.as_ref().expect("error");
+    assert_eq!(error.class, ErrorClass::Permanent);
+    assert_eq!(error.code.as_deref(), Some("InvalidAMIID.NotFound"));
+    let dead = t.receive(&t.stack.dlq_url, 1, WAIT).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        dead[0].body(),
+        Some(job.to_json().as_str()),
+        "the DLQ holds the job as sent"
+    );
+    assert_eq!(
+        attribute(&dead[0], "shoal-error-class").as_deref(),
+        Some("permanent")
+    );
+    assert_eq!(
+        attribute(&dead[0], "shoal-error-code").as_deref(),
+        Some("InvalidAMIID.NotFound")
+    );
+    assert!(attribute(&dead[0], "shoal-error")
+        .unwrap_or_default()
+        .contains("does not exist"));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let text = worker.get("/metrics").await.1;
+    assert_eq!(
+        metric_value(
+            &text,
+            r#"shoal_jobs_dead_lettered_total{kind="canary",reason="permanent"}"#
+        ),
+        1.0
+    );
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn each_malformed_message_lands_in_the_dead_letter_queue_and_the_worker_goes_on() {
+    let t = TestStack::new("malformed").await;
+    let ok = r#""schema_version":1,"job_id":"m","submitted_at":"2026-11-24T00:00:00Z""#;
+    let cases = [
+        ("not json".to_owned(), "body"),
+        ("{}".to_owned(), "schema_version"),
+        ("[1,2,3]".to_owned(), "body"),
+        (format!(r#"{{{ok},"kind":"launch-rockets","params":{{}}}}"#), "kind"),
+        (format!(r#"{{{ok},"kind":"canary","params":{{"sleep_ms":1,"colour":"red"}}}}"#), "params.colour"),
+        (format!(r#"{{{ok},"kind":"run-instances","params":{{"image_id":"ami-xyz","instance_type":"t2.micro"}}}}"#), "params.image_id"),
+        (r#"{"schema_version":9,"job_id":"m","submitted_at":"2026-11-24T00:00:00Z","kind":"canary"}"#.to_owned(), "schema_version"),
+        (format!(r#"{{{ok},"kind":"canary","params":{{}},"priority":1}}"#), "priority"),
+    ];
+    for (body, _) in &cases {
+        t.clients
+            .sqs
+            .send_message()
+            .queue_url(&t.stack.queue_url)
+            .message_body(body)
+            .send()
+            .await
+            .expect("send raw");
+    }
+    enqueue_canary(&t, "after-the-junk").await;
+    let worker = t
+        .start_worker(t.worker_config("w1"), default_registry())
+        .await;
+
+    let events = t.events(cases.len() + 1, WAIT).await;
+    assert_eq!(events.len(), cases.len() + 1);
+    let succeeded: Vec<_> = events
+        .iter()
+        .filter(|e| e.status == JobStatus::Succeeded)
+        .collect();
+    assert_eq!(succeeded.len(), 1, "the worker went on to the valid job");
+    assert_eq!(succeeded[0].job_id.as_deref(), Some("after-the-junk"));
+
+    let dead = t.receive(&t.stack.dlq_url, cases.len(), WAIT).await;
+    assert_eq!(dead.len(), cases.len());
+    for (body, field) in &cases {
+        let msg = dead
+            .iter()
+            .find(|m| m.body() == Some(body.as_str()))
+            .unwrap_or_else(|| panic!("{body} is in the DLQ"));
+        assert_eq!(
+            attribute(msg, "shoal-error-code").as_deref(),
+            Some("InvalidMessage")
+        );
+        let reason = attribute(msg, "shoal-error").unwrap_or_default();
+        assert!(
+            reason.starts_with(field),
+            "{body}: reason `{reason}` names `{field}`"
+        );
+    }
+    assert!(eventually(WAIT, || async { t.depth(&t.stack.queue_url).await == 0 }).await);
+    let text = worker.get("/metrics").await.1;
+    assert_eq!(
+        metric_value(
+            &text,
+            r#"shoal_jobs_dead_lettered_total{kind="unknown",reason="malformed"}"#
+        ),
+        cases.len() as f64
+    );
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_longer_than_three_visibility_timeouts_runs_once_thanks_to_the_heartbeat() {
+    let t = TestStack::new("long").await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let registry = canary_handler(move |ctx: JobContext, _| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            tokio::time::sleep(Duration::from_secs(7)).await;
+            Ok(Outcome::Done(serde_json::json!({"attempt": ctx.attempt})))
+        }
+    });
+    enqueue_canary(&t, "long-1").await;
+    let mut config = t.worker_config("w1");
+    config.visibility_timeout = Duration::from_secs(2);
+    let first = t.start_worker(config.clone(), registry.clone()).await;
+    // A second worker polls the same queue the whole time and must never see the job.
+    config.worker_id = "w2".into();
+    let second = t.start_worker(config, registry).await;
+
+    let events = t.events(1, WAIT).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].attempts, 1);
+    assert!(events[0].timings.run_ms >= 7000);
+    assert!(t.events(1, Duration::from_secs(3)).await.is_empty());
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "processed once");
+    let extended =
+        first.metrics.visibility_extensions.get() + second.metrics.visibility_extensions.get();
+    assert!(
+        extended >= 3,
+        "the heartbeat extended the message ({extended} times)"
+    );
+    first.stop().await;
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn fifo_messages_of_one_group_run_in_order_one_at_a_time() {
+    let mut spec = StackSpec::new(unique("fifo-order"));
+    spec.fifo = true;
+    let t = TestStack::with_spec(spec).await;
+    let producer = Producer::new(t.clients.sqs.clone(), QueueTarget::new(&t.stack.queue_url));
+    let jobs: Vec<JobEnvelope> = (0..6)
+        .map(|i| {
+            JobEnvelope::new(Job::Canary(Canary { sleep_ms: 50 }))
+                .with_job_id(JobId::parse(&format!("step-{i}")).expect("id"))
+        })
+        .collect();
+    let options = SendOptions {
+        message_group_id: Some("tenant-1".into()),
+        ..SendOptions::default()
+    };
+    for job in &jobs {
+        producer.enqueue(job, &options).await.expect("enqueue");
+    }
+    let order: Arc<Mutex<Vec<String>>> = Arc::default();
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let (o, r, m) = (order.clone(), running.clone(), most.clone());
+    let registry = canary_handler(move |ctx: JobContext, params: Canary| {
+        let (o, r, m) = (o.clone(), r.clone(), m.clone());
+        async move {
+            let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+            m.fetch_max(now, Ordering::SeqCst);
+            o.lock().expect("lock").push(ctx.job_id.to_string());
+            tokio::time::sleep(Duration::from_millis(params.sleep_ms)).await;
+            r.fetch_sub(1, Ordering::SeqCst);
+            Ok(Outcome::Done(serde_json::Value::Null))
+        }
+    });
+    let worker = t.start_worker(t.worker_config("w1"), registry).await;
+    let events = t.events(jobs.len(), WAIT).await;
+    assert_eq!(events.len(), jobs.len());
+    let expected: Vec<String> = jobs.iter().map(|j| j.job_id.to_string()).collect();
+    assert_eq!(*order.lock().expect("lock"), expected, "in the order sent");
+    assert_eq!(most.load(Ordering::SeqCst), 1, "one at a time");
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_kind_limit_bounds_that_kind_and_its_jobs_still_all_complete() {
+    let t = TestStack::new("kind-limit").await;
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let (r, m) = (running.clone(), most.clone());
+    let registry = canary_handler(move |_, _| {
+        let (r, m) = (r.clone(), m.clone());
+        async move {
+            let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+            m.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            r.fetch_sub(1, Ordering::SeqCst);
+            Ok(Outcome::Done(serde_json::Value::Null))
+        }
+    });
+    for i in 0..4 {
+        enqueue_canary(&t, &format!("limited-{i}")).await;
+    }
+    let mut config = t.worker_config("w1");
+    config.kind_limits.insert(shoal_common::JobKind::Canary, 1);
+    config.max_attempts = 50;
+    let worker = t.start_worker(config, registry).await;
+    let events = t.events(4, Duration::from_secs(60)).await;
+    assert_eq!(
+        events.len(),
+        4,
+        "events {events:?}; queue depth {}, DLQ depth {}",
+        t.depth(&t.stack.queue_url).await,
+        t.depth(&t.stack.dlq_url).await
+    );
+    assert!(events.iter().all(|e| e.status == JobStatus::Succeeded));
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        1,
+        "never more than the kind's limit at once"
+    );
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_health_and_readiness_report_what_the_worker_did() {
+    let t = TestStack::new("metrics").await;
+    let registry = canary_handler(|ctx: JobContext, params: Canary| async move {
+        if params.sleep_ms == 1 {
+            return Err(JobError::permanent("InvalidParameterValue", "no"));
+        }
+        tokio::time::sleep(Duration::from_millis(params.sleep_ms)).await;
+        Ok(Outcome::Done(serde_json::json!({"attempt": ctx.attempt})))
+    });
+    let producer = Producer::new(t.clients.sqs.clone(), QueueTarget::new(&t.stack.queue_url));
+    for sleep_ms in [0, 0, 0, 0, 0, 1] {
+        producer
+            .enqueue(
+                &JobEnvelope::new(Job::Canary(Canary { sleep_ms })),
+                &SendOptions::default(),
+            )
+            .await
+            .expect("enqueue");
+    }
+    let mut config = t.worker_config("w1");
+    config.shutdown_grace = Duration::from_secs(20);
+    let worker = t.start_worker(config, registry).await;
+    assert_eq!(worker.get("/healthz").await.0, 200);
+    assert_eq!(worker.get("/readyz").await.0, 200);
+    assert_eq!(t.events(6, WAIT).await.len(), 6);
+
+    let (status, text) = worker.get("/metrics").await;
+    assert_eq!(status, 200);
+    let m = |series: &str| metric_value(&text, series);
+
+    assert_eq!(m(r#"shoal_jobs_received_total{kind="canary"}"#), 6.0);
+    assert_eq!(m(r#"shoal_jobs_succeeded_total{kind="canary"}"#), 5.0);
+    assert_eq!(
+        m(r#"shoal_jobs_failed_total{class="permanent",kind="canary"}"#),
+        1.0
+    );
+    assert_eq!(
+        m(r#"shoal_jobs_dead_lettered_total{kind="canary",reason="permanent"}"#),
+        1.0
+    );
+    assert_eq!(
+        m(r#"shoal_events_published_total{kind="canary",status="succeeded"}"#),
+        5.0
+    );
+    assert_eq!(
+        m(r#"shoal_events_published_total{kind="canary",status="failed"}"#),
+        1.0
+    );
+    assert_eq!(
+        m(r#"shoal_job_duration_seconds_count{kind="canary",status="succeeded"}"#),
+        5.0
+    );
+    assert_eq!(
+        m(r#"shoal_job_queue_wait_seconds_count{kind="canary"}"#),
+        6.0
+    );
+    assert_eq!(m(r#"shoal_jobs_in_flight{kind="canary"}"#), 0.0);
+    assert_eq!(
+        m(r#"shoal_jobs_succeeded_total{kind="run-instances"}"#),
+        0.0,
+        "every kind starts at zero"
+    );
+    assert!(text.contains(r#"shoal_jobs_succeeded_total{kind="run-instances"} 0"#));
+    assert!(m(r#"shoal_aws_api_calls_total{operation="ReceiveMessage",service="sqs"}"#) >= 1.0);
+    assert!(m(r#"shoal_aws_api_calls_total{operation="DeleteMessageBatch",service="sqs"}"#) >= 1.0);
+    assert!(m(r#"shoal_aws_api_calls_total{operation="PublishBatch",service="sns"}"#) >= 1.0);
+    assert!(
+        m(r#"shoal_aws_api_calls_total{operation="SendMessage",service="sqs"}"#) >= 1.0,
+        "the DLQ copy"
+    );
+    assert_eq!(m("shoal_worker_ready"), 1.0);
+
+    // While shutting down with a job still running, the worker is alive but not ready.
+    producer
+        .enqueue(
+            &JobEnvelope::new(Job::Canary(Canary { sleep_ms: 3000 })),
+            &SendOptions::default(),
+        )
+        .await
+        .expect("enqueue");
+    assert!(
+        eventually(WAIT, || async {
+            metric_value(
+                &worker.get("/metrics").await.1,
+                r#"shoal_jobs_in_flight{kind="canary"}"#,
+            ) == 1.0
+        })
+        .await
+    );
+    worker.shutdown.cancel();
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            worker.get("/readyz").await.0 == 503
+        })
+        .await
+    );
+    assert_eq!(worker.get("/healthz").await.0, 200);
+    worker.task.await.expect("worker");
+    assert_eq!(
+        t.events(1, WAIT).await.len(),
+        1,
+        "the job in flight finished within the grace period"
+    );
+}
