@@ -19,7 +19,10 @@ const JOBS: usize = 2000;
 async fn two_workers_complete_2000_jobs_each_exactly_once() {
     let t = TestStack::on(&fauxqs().endpoint, StackSpec::new(unique("load"))).await;
     let jobs: Vec<JobEnvelope> = (0..JOBS)
-        .map(|i| JobEnvelope::new(Job::Canary(Canary::default())).with_job_id(JobId::parse(&format!("load-{i:05}")).expect("id")))
+        .map(|i| {
+            JobEnvelope::new(Job::Canary(Canary::default()))
+                .with_job_id(JobId::parse(&format!("load-{i:05}")).expect("id"))
+        })
         .collect();
     let report = Producer::new(t.clients.sqs.clone(), QueueTarget::new(&t.stack.queue_url))
         .enqueue_many(&jobs, &SendOptions::default(), &|_| {})
@@ -38,18 +41,38 @@ async fn two_workers_complete_2000_jobs_each_exactly_once() {
     let mut per_job: HashMap<String, usize> = HashMap::new();
     for e in &events {
         assert_eq!(e.status, JobStatus::Succeeded);
-        *per_job.entry(e.job_id.clone().unwrap_or_default()).or_default() += 1;
+        *per_job
+            .entry(e.job_id.clone().unwrap_or_default())
+            .or_default() += 1;
     }
     assert_eq!(per_job.len(), JOBS, "every job completed");
     let repeated: Vec<_> = per_job.iter().filter(|(_, n)| **n > 1).collect();
     assert!(repeated.is_empty(), "each job completed once: {repeated:?}");
-    assert!(eventually(Duration::from_secs(30), || async { t.depth(&t.stack.queue_url).await == 0 }).await);
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            t.depth(&t.stack.queue_url).await == 0
+        })
+        .await
+    );
     assert_eq!(t.depth(&t.stack.dlq_url).await, 0);
 
-    let done_a = metric_value(&a.get("/metrics").await.1, r#"shoal_jobs_succeeded_total{kind="canary"}"#);
-    let done_b = metric_value(&b.get("/metrics").await.1, r#"shoal_jobs_succeeded_total{kind="canary"}"#);
-    assert_eq!(done_a + done_b, JOBS as f64, "the workers' counters add up to the jobs");
-    assert!(done_a > 0.0 && done_b > 0.0, "both workers took a share ({done_a} and {done_b})");
+    let done_a = metric_value(
+        &a.get("/metrics").await.1,
+        r#"shoal_jobs_succeeded_total{kind="canary"}"#,
+    );
+    let done_b = metric_value(
+        &b.get("/metrics").await.1,
+        r#"shoal_jobs_succeeded_total{kind="canary"}"#,
+    );
+    assert_eq!(
+        done_a + done_b,
+        JOBS as f64,
+        "the workers' counters add up to the jobs"
+    );
+    assert!(
+        done_a > 0.0 && done_b > 0.0,
+        "both workers took a share ({done_a} and {done_b})"
+    );
     a.stop().await;
     b.stop().await;
 }

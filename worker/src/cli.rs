@@ -10,7 +10,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{LogFormat, WorkerArgs};
-use crate::handlers::default_registry;
+use crate::handlers::registry_with;
 use crate::runtime::Worker;
 
 /// Consume Shoal jobs from SQS, do the EC2 work, announce outcomes on SNS.
@@ -97,7 +97,8 @@ async fn run(args: WorkerArgs) -> i32 {
         }
     }
 
-    Worker::new(config, clients, default_registry(), metrics)
+    let registry = registry_with(args.ec2_settings());
+    Worker::new(config, clients, registry, metrics)
         .run(shutdown, Some(listener))
         .await;
     0

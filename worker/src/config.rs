@@ -17,6 +17,8 @@ use shoal_common::config::{QueueArgs, QueueConfigError};
 use shoal_common::error::{classify_sdk_error, AwsError};
 use shoal_common::JobKind;
 
+use crate::handlers::Ec2Settings;
+
 #[derive(Debug, Clone, Args)]
 pub struct WorkerArgs {
     #[command(flatten)]
@@ -66,6 +68,47 @@ pub struct WorkerArgs {
     /// This worker's name in events and logs (default: host name and process id).
     #[arg(long, env = "SHOAL_WORKER_ID")]
     pub worker_id: Option<String>,
+    /// EC2 calls per second allowed for each operation, in this worker.
+    #[arg(long, env = "SHOAL_EC2_CALLS_PER_SECOND", default_value_t = 10.0)]
+    pub ec2_calls_per_second: f64,
+    /// A different rate for one EC2 operation, e.g. `RunInstances=2` (repeatable).
+    #[arg(long = "ec2-rate", env = "SHOAL_EC2_RATES", value_name = "OPERATION=RATE", value_delimiter = ',', value_parser = parse_rate)]
+    pub ec2_rates: Vec<(String, f64)>,
+    /// Shortest pause between checks of an EC2 operation under way.
+    #[arg(long, env = "SHOAL_WAIT_CHECK_MIN", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub wait_check_min: Duration,
+    /// Longest pause between checks (at most SQS's 12 hours).
+    #[arg(long, env = "SHOAL_WAIT_CHECK_MAX", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub wait_check_max: Duration,
+    /// How long a wait may last before the job fails.
+    #[arg(long, env = "SHOAL_WAIT_DEADLINE", default_value = "6h", value_parser = humantime::parse_duration)]
+    pub wait_deadline: Duration,
+}
+
+fn parse_rate(s: &str) -> Result<(String, f64), String> {
+    let (op, rate) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: expected OPERATION=RATE, e.g. RunInstances=2"))?;
+    let rate: f64 = rate
+        .parse()
+        .map_err(|_| format!("`{rate}` is not a number"))?;
+    if rate.is_nan() || rate <= 0.0 {
+        return Err("a rate must be above zero".into());
+    }
+    Ok((op.to_owned(), rate))
+}
+
+impl WorkerArgs {
+    /// How the EC2 handlers pace calls and waits.
+    pub fn ec2_settings(&self) -> Ec2Settings {
+        Ec2Settings {
+            calls_per_second: self.ec2_calls_per_second,
+            operation_rates: self.ec2_rates.iter().cloned().collect(),
+            wait_check_min: self.wait_check_min,
+            wait_check_max: self.wait_check_max.min(crate::retry::MAX_VISIBILITY),
+            wait_deadline: self.wait_deadline,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -28,7 +28,7 @@ use shoal_common::aws::AwsClients;
 use shoal_common::error::{classify_sdk_error, ErrorClass};
 use shoal_common::event::{EventError, JobEvent, JobStatus, Timings, EVENT_VERSION};
 use shoal_common::metrics::{Metrics, UNKNOWN_KIND};
-use shoal_common::{JobEnvelope, JobKind};
+use shoal_common::{JobEnvelope, JobId, JobKind};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -66,7 +66,53 @@ struct Shared {
     events: Batcher<PublishOp>,
     heartbeat: Arc<VisibilityHeartbeat>,
     kind_slots: HashMap<JobKind, Arc<Semaphore>>,
+    /// One lock per job id in flight: two deliveries of one job never run side by side in a
+    /// worker, so the second finds what the first created instead of racing it (EC2's
+    /// `CreateSnapshot` has no idempotency token to catch the race).
+    job_locks: std::sync::Mutex<HashMap<JobId, Arc<tokio::sync::Mutex<()>>>>,
     worker_id: Arc<str>,
+}
+
+/// Held while a job id runs; the map entry goes when its last holder does.
+struct JobLock<'a> {
+    shared: &'a Shared,
+    id: JobId,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Shared {
+    async fn lock_job(&self, id: &JobId) -> JobLock<'_> {
+        let lock = self
+            .job_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.clone())
+            .or_default()
+            .clone();
+        let guard = lock.clone().lock_owned().await;
+        JobLock {
+            shared: self,
+            id: id.clone(),
+            lock,
+            guard: Some(guard),
+        }
+    }
+}
+
+impl Drop for JobLock<'_> {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut locks = self
+            .shared
+            .job_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Two references: the map's and ours. Any more and another delivery still waits.
+        if Arc::strong_count(&self.lock) == 2 {
+            locks.remove(&self.id);
+        }
+    }
 }
 
 /// A received message with what the runtime reads from it.
@@ -171,6 +217,7 @@ impl Worker {
                 .iter()
                 .map(|(kind, n)| (*kind, Arc::new(Semaphore::new(*n))))
                 .collect(),
+            job_locks: Default::default(),
             worker_id: Arc::from(cfg.worker_id.as_str()),
             config: cfg.clone(),
             clients: self.clients.clone(),
@@ -463,6 +510,7 @@ async fn run_job(
         .await;
     }
 
+    let _same_job = shared.lock_job(&envelope.job_id).await;
     let _kind_slot = match shared.kind_slots.get(&kind) {
         None => None,
         Some(slots) => match slots.clone().try_acquire_owned() {
@@ -540,7 +588,15 @@ async fn run_job(
                 check_in_s = delay.as_secs(),
                 "waiting for EC2; back on the queue"
             );
-            change_visibility(shared, msg, delay).await
+            // Each check is a receive, and SQS dead-letters a message past maxReceiveCount
+            // receives: keep one delivery in hand for a retry, then continue the wait on a
+            // fresh copy. (FIFO queues take no per-message delay, so there the wait stays on
+            // the message; give such queues a generous maxReceiveCount.)
+            if msg.attempt + 1 < cfg.max_attempts || cfg.fifo {
+                change_visibility(shared, msg, delay).await
+            } else {
+                requeue(shared, msg, delay).await
+            }
         }
         Err(error) => {
             metrics
@@ -698,6 +754,35 @@ async fn change_visibility(shared: &Shared, msg: &Received, delay: Duration) -> 
             }
             tracing::warn!(code = %e.code, error = %e.message, "cannot set visibility; the message returns after its timeout");
             Disposition::Left
+        }
+    }
+}
+
+/// SQS's longest per-message delay.
+const MAX_DELAY: Duration = Duration::from_secs(900);
+
+/// Continues a wait on a fresh copy of the message (whose receive count starts again),
+/// delayed up to SQS's 15-minute limit, then deletes the original.
+async fn requeue(shared: &Shared, msg: &Received, delay: Duration) -> Disposition {
+    let cfg = &shared.config;
+    let sent = shared
+        .clients
+        .sqs
+        .send_message()
+        .queue_url(&cfg.queue_url)
+        .message_body(&msg.body)
+        .set_message_attributes(Some(msg.attributes.clone()))
+        .delay_seconds(delay.min(MAX_DELAY).as_secs() as i32)
+        .send()
+        .await;
+    match sent {
+        Ok(_) => match delete(shared, msg).await {
+            Disposition::Deleted => Disposition::Returned,
+            other => other,
+        },
+        Err(e) => {
+            tracing::warn!(error = %classify_sdk_error("SendMessage", &e), "cannot requeue a waiting job; it waits on its message");
+            change_visibility(shared, msg, delay).await
         }
     }
 }

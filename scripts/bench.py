@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""Shoal's worker benchmark: prints a table; never a pass/fail test.
+
+Runs SQS and SNS on fauxqs (fast, flat as queues grow) on loopback, and measures, for the
+release build of shoal-worker:
+  - canary jobs per second and worker CPU seconds per 1,000 jobs, for 1, 2 and 4 workers;
+  - SQS+SNS API calls per job (from the workers' own shoal_aws_api_calls_total);
+  - resident memory idle and with 500 jobs in flight;
+  - enqueue-to-completion latency (send -> completion event received) on an idle queue;
+  - a baseline on the same machine: a plain boto3 receive + batch-delete loop over bare
+    messages (no events), so the figures read as ratios, not machine-dependent absolutes.
+
+Usage: scripts/bench (which builds and sets SHOAL_BIN_DIR), or
+       SHOAL_BIN_DIR=target/release python3 scripts/bench.py [--jobs N]
+"""
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+
+import boto3
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.environ.get("SHOAL_BIN_DIR", os.path.join(ROOT, "target", "release"))
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_fauxqs():
+    proc = subprocess.Popen(["node", os.path.join(ROOT, "deploy/local/fauxqs.mjs")],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    port = int(proc.stdout.readline())
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def metrics(port):
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return {}
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+def metric_sum(values, prefix, contains=()):
+    return sum(v for k, v in values.items() if k.startswith(prefix) and all(c in k for c in contains))
+
+
+class Bench:
+    def __init__(self, endpoint):
+        self.endpoint = endpoint
+        self.env = dict(os.environ, AWS_ENDPOINT_URL=endpoint, AWS_REGION="us-east-1",
+                        AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", RUST_LOG="warn")
+        session = boto3.session.Session(aws_access_key_id="bench", aws_secret_access_key="bench",
+                                        region_name="us-east-1")
+        self.sqs = session.client("sqs", endpoint_url=endpoint)
+        self.workers = []
+
+    def stack(self):
+        out = subprocess.run([os.path.join(BIN, "shoal-producer"), "stack", "create",
+                              "--prefix", f"bench-{uuid.uuid4().hex[:8]}"],
+                             env=self.env, check=True, capture_output=True, text=True).stdout
+        return dict(line.split("=", 1) for line in out.split())
+
+    def enqueue_canaries(self, stack, n, sleep_ms=0):
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        for start in range(0, n, 10):
+            entries = []
+            for i in range(start, min(n, start + 10)):
+                body = {"schema_version": 1, "job_id": f"bench-{uuid.uuid4().hex}", "submitted_at": now,
+                        "kind": "canary", "params": {"sleep_ms": sleep_ms}}
+                entries.append({"Id": str(i), "MessageBody": json.dumps(body),
+                                "MessageAttributes": {"kind": {"DataType": "String", "StringValue": "canary"},
+                                                      "schema": {"DataType": "Number", "StringValue": "1"}}})
+            self.sqs.send_message_batch(QueueUrl=stack["SHOAL_QUEUE_URL"], Entries=entries)
+
+    def start_worker(self, stack, concurrency=64, wait=20):
+        port = free_port()
+        proc = subprocess.Popen([os.path.join(BIN, "shoal-worker"),
+                                 "--queue-url", stack["SHOAL_QUEUE_URL"], "--topic-arn", stack["SHOAL_TOPIC_ARN"],
+                                 "--concurrency", str(concurrency), "--wait-time-seconds", str(wait),
+                                 "--metrics-addr", f"127.0.0.1:{port}"], env=self.env)
+        self.workers.append(proc)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1)
+                return proc, port
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("worker did not become ready")
+
+    def stop_workers(self):
+        for proc in self.workers:
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.workers:
+            proc.wait(timeout=60)
+        self.workers = []
+
+    def startup_cpu(self):
+        """CPU a worker spends starting up on an empty queue, subtracted from each run."""
+        proc, _ = self.start_worker(self.stack())
+        time.sleep(0.5)
+        cpu = cpu_seconds(proc.pid)
+        self.stop_workers()
+        return cpu
+
+    def throughput(self, n_workers, jobs, startup):
+        stack = self.stack()
+        self.enqueue_canaries(stack, jobs)
+        started = time.monotonic()
+        workers = [self.start_worker(stack) for _ in range(n_workers)]
+        while True:
+            snapshot = [metrics(port) for _, port in workers]
+            done = sum(metric_sum(m, "shoal_jobs_succeeded_total") for m in snapshot)
+            if done >= jobs:
+                break
+            time.sleep(0.02)
+        elapsed = time.monotonic() - started
+        cpu = sum(max(cpu_seconds(p.pid) - startup, 0.0) for p, _ in workers)
+        calls = sum(metric_sum(m, "shoal_aws_api_calls_total", ('service="sqs"',)) +
+                    metric_sum(m, "shoal_aws_api_calls_total", ('service="sns"',)) for m in snapshot)
+        self.stop_workers()
+        return jobs / elapsed, cpu / jobs * 1000, calls / jobs
+
+    def memory(self, in_flight):
+        stack = self.stack()
+        proc, port = self.start_worker(stack, concurrency=in_flight)
+        time.sleep(1)
+        idle = rss_mb(proc.pid)
+        self.enqueue_canaries(stack, in_flight, sleep_ms=30_000)
+        deadline = time.time() + 60
+        while metric_sum(metrics(port), "shoal_jobs_in_flight") < in_flight and time.time() < deadline:
+            time.sleep(0.1)
+        held = metric_sum(metrics(port), "shoal_jobs_in_flight")
+        busy = rss_mb(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)  # a second signal exits at once
+        proc.wait(timeout=30)
+        self.workers = []
+        return idle, busy, held
+
+    def latency(self, samples):
+        stack = self.stack()
+        self.start_worker(stack)
+        events = stack["SHOAL_EVENTS_QUEUE_URL"]
+        results = []
+        for _ in range(samples):
+            job_id = f"lat-{uuid.uuid4().hex}"
+            body = json.dumps({"schema_version": 1, "job_id": job_id, "kind": "canary",
+                               "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "params": {}})
+            t0 = time.monotonic()
+            self.sqs.send_message(QueueUrl=stack["SHOAL_QUEUE_URL"], MessageBody=body)
+            while True:
+                out = self.sqs.receive_message(QueueUrl=events, WaitTimeSeconds=5, MaxNumberOfMessages=10)
+                msgs = out.get("Messages", [])
+                if any(json.loads(m["Body"]).get("job_id") == job_id for m in msgs):
+                    results.append((time.monotonic() - t0) * 1000)
+                    for m in msgs:
+                        self.sqs.delete_message(QueueUrl=events, ReceiptHandle=m["ReceiptHandle"])
+                    break
+        self.stop_workers()
+        results.sort()
+        return statistics.median(results), results[min(len(results) - 1, int(len(results) * 0.99))]
+
+    def boto3_baseline(self, messages):
+        """A plain boto3 consumer: receive 10, batch-delete, no events."""
+        url = self.sqs.create_queue(QueueName=f"baseline-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+        for start in range(0, messages, 10):
+            self.sqs.send_message_batch(QueueUrl=url, Entries=[
+                {"Id": str(i), "MessageBody": json.dumps({"n": i})} for i in range(start, min(messages, start + 10))])
+        before = time.process_time()
+        done = 0
+        while done < messages:
+            msgs = self.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+            if msgs:
+                self.sqs.delete_message_batch(QueueUrl=url, Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)])
+                done += len(msgs)
+        return (time.process_time() - before) / messages * 1000
+
+
+def main():
+    parser = argparse.ArgumentParser(description="Shoal worker benchmark")
+    parser.add_argument("--jobs", type=int, default=10_000, help="canary jobs per throughput run")
+    parser.add_argument("--latency-samples", type=int, default=200)
+    args = parser.parse_args()
+
+    fauxqs, endpoint = start_fauxqs()
+    bench = Bench(endpoint)
+    rows = []
+    try:
+        baseline = bench.boto3_baseline(args.jobs)
+        startup = bench.startup_cpu()
+        for n in (1, 2, 4):
+            rate, cpu, calls = bench.throughput(n, args.jobs, startup)
+            rows.append((n, rate, cpu, calls))
+        idle, busy, held = bench.memory(500)
+        p50, p99 = bench.latency(args.latency_samples)
+    finally:
+        for proc in bench.workers:
+            proc.kill()
+        fauxqs.stdin.close()
+        fauxqs.wait(timeout=10)
+
+    print(f"\nShoal worker benchmark: {args.jobs} canary jobs per run, SQS+SNS on fauxqs, release build\n")
+    print("| workers | jobs/s | CPU s per 1,000 jobs (with events) | vs boto3 loop (no events) | SQS+SNS calls per job |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    for n, rate, cpu, calls in rows:
+        print(f"| {n} | {rate:,.0f} | {cpu:.3f} | {cpu / baseline:.2f}x | {calls:.3f} |")
+    print(f"\nboto3 receive + batch-delete loop, same machine: {baseline:.3f} CPU s per 1,000 bare messages")
+    print(f"worker startup CPU (subtracted above): {startup:.3f} s")
+    print("\n| measure | value |")
+    print("| --- | ---: |")
+    print(f"| resident memory, idle | {idle:.1f} MB |")
+    print(f"| resident memory, {held:.0f} jobs in flight | {busy:.1f} MB |")
+    print(f"| enqueue to completion event, p50 (idle queue, {args.latency_samples} jobs) | {p50:.1f} ms |")
+    print(f"| enqueue to completion event, p99 | {p99:.1f} ms |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+//! What the EC2 handlers share: per-operation rate limiting, error classification with the
+//! AWS message kept, the job-id tag, the idempotency token, and the wait schedule.
+//!
+//! Every EC2 effect is keyed on the job id twice over: a `shoal:job-id` tag on everything
+//! created, looked up before creating, and a `ClientToken` where the API takes one. SQS
+//! delivers at least once and workers die mid-job; a redelivered job finds its resources and
+//! creates nothing new.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use aws_sdk_ec2::error::SdkError;
+use aws_sdk_ec2::types::{Filter, ResourceType, Tag as Ec2Tag, TagSpecification};
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use chrono::{DateTime, Utc};
+use shoal_common::error::classify_sdk_error;
+use shoal_common::job::Tag;
+use shoal_common::validate::JOB_ID_TAG;
+use shoal_common::JobId;
+use tokio::time::Instant;
+
+use crate::handler::{JobError, Outcome};
+
+/// How the EC2 handlers pace their calls and their waits.
+#[derive(Debug, Clone)]
+pub struct Ec2Settings {
+    /// Calls per second allowed for each EC2 operation, in this worker.
+    pub calls_per_second: f64,
+    /// Per-operation overrides, e.g. `RunInstances` → 2.
+    pub operation_rates: HashMap<String, f64>,
+    /// Shortest and longest pause between checks of an operation under way.
+    pub wait_check_min: Duration,
+    pub wait_check_max: Duration,
+    /// How long a wait may last, from the resource's start, before the job fails.
+    pub wait_deadline: Duration,
+}
+
+impl Default for Ec2Settings {
+    fn default() -> Self {
+        Ec2Settings {
+            calls_per_second: 10.0,
+            operation_rates: HashMap::new(),
+            wait_check_min: Duration::from_secs(5),
+            wait_check_max: Duration::from_secs(600),
+            wait_deadline: Duration::from_secs(6 * 60 * 60),
+        }
+    }
+}
+
+/// A token bucket per EC2 operation, holding one second's worth of calls, so a burst of
+/// jobs is paced instead of turning into `RequestLimitExceeded` storms.
+#[derive(Debug)]
+pub struct Ec2Limiter {
+    settings: Ec2Settings,
+    buckets: Mutex<HashMap<&'static str, (f64, Instant)>>,
+}
+
+impl Ec2Limiter {
+    pub fn new(settings: Ec2Settings) -> Self {
+        Ec2Limiter {
+            settings,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn settings(&self) -> &Ec2Settings {
+        &self.settings
+    }
+
+    /// Waits until `operation` may be called.
+    pub async fn acquire(&self, operation: &'static str) {
+        let rate = self
+            .settings
+            .operation_rates
+            .get(operation)
+            .copied()
+            .unwrap_or(self.settings.calls_per_second)
+            .max(0.001);
+        let wait = {
+            let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            let (tokens, last) = buckets.entry(operation).or_insert((rate, now));
+            *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(rate.max(1.0));
+            *last = now;
+            *tokens -= 1.0;
+            if *tokens >= 0.0 {
+                Duration::ZERO
+            } else {
+                Duration::from_secs_f64(-*tokens / rate)
+            }
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// An EC2 failure as a job error, classified, with the AWS code and message kept for the
+/// failure event.
+pub fn ec2_error<E>(operation: &'static str, err: SdkError<E>) -> JobError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    JobError::from(classify_sdk_error(operation, &err))
+}
+
+/// The AWS code of an SDK error, if the service answered with one.
+pub fn error_code<E: ProvideErrorMetadata>(err: &SdkError<E>) -> Option<&str> {
+    match err {
+        SdkError::ServiceError(e) => e.err().code(),
+        _ => None,
+    }
+}
+
+/// A dry run's answer: AWS says `DryRunOperation` when the call would have succeeded.
+pub fn dry_run_outcome<T, E>(
+    operation: &'static str,
+    result: Result<T, SdkError<E>>,
+) -> Result<Outcome, JobError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match result {
+        Err(e) if error_code(&e) == Some("DryRunOperation") => {
+            Ok(Outcome::Done(serde_json::json!({
+                "dry_run": true,
+                "operation": operation,
+                "would_succeed": true,
+            })))
+        }
+        Err(e) => Err(ec2_error(operation, e)),
+        Ok(_) => Err(JobError::permanent(
+            "DryRunIgnored",
+            format!("{operation} ran although DryRun was set; nothing else is done"),
+        )),
+    }
+}
+
+/// The user's tags plus the job-id tag.
+pub fn tags_with_job_id(tags: &[Tag], job_id: &JobId) -> Vec<Ec2Tag> {
+    tags.iter()
+        .map(|t| Ec2Tag::builder().key(&t.key).value(&t.value).build())
+        .chain(std::iter::once(
+            Ec2Tag::builder()
+                .key(JOB_ID_TAG)
+                .value(job_id.as_str())
+                .build(),
+        ))
+        .collect()
+}
+
+pub fn tag_spec(resource: ResourceType, tags: &[Ec2Tag]) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(resource)
+        .set_tags(Some(tags.to_vec()))
+        .build()
+}
+
+/// `tag:shoal:job-id = <job id>`: what finds a job's resources on redelivery.
+pub fn job_id_filter(job_id: &JobId) -> Filter {
+    filter(&format!("tag:{JOB_ID_TAG}"), job_id.as_str())
+}
+
+pub fn filter(name: &str, value: &str) -> Filter {
+    Filter::builder().name(name).values(value).build()
+}
+
+pub fn has_job_id(tags: &[Ec2Tag], job_id: &JobId) -> bool {
+    tags.iter()
+        .any(|t| t.key() == Some(JOB_ID_TAG) && t.value() == Some(job_id.as_str()))
+}
+
+/// A `ClientToken` (at most 64 ASCII characters) that is the same for every delivery of a
+/// job: the job id itself when it fits, otherwise a stable hash of it.
+pub fn client_token(job_id: &JobId) -> String {
+    let id = job_id.as_str();
+    if id.len() <= 58 {
+        return format!("shoal-{id}");
+    }
+    // FNV-1a: stable across builds and platforms, unlike std's hasher.
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("shoal-{}-{hash:016x}", &id[..41])
+}
+
+/// When to look again at an operation that started at `started`: a quarter of the time it
+/// has taken so far, within the configured bounds, so short operations are checked often and
+/// long ones rarely, with no state but the resource's own start time. Past the deadline the
+/// job fails.
+pub fn next_check(
+    settings: &Ec2Settings,
+    what: &str,
+    started: Option<DateTime<Utc>>,
+) -> Result<Outcome, JobError> {
+    let elapsed = started
+        .map(|s| (Utc::now() - s).to_std().unwrap_or_default())
+        .unwrap_or_default();
+    if elapsed > settings.wait_deadline {
+        return Err(JobError::permanent(
+            "WaitDeadlineExceeded",
+            format!(
+                "{what} is still not done after {}s, past the {}s wait deadline",
+                elapsed.as_secs(),
+                settings.wait_deadline.as_secs()
+            ),
+        ));
+    }
+    let delay = (elapsed / 4).clamp(settings.wait_check_min, settings.wait_check_max);
+    Ok(Outcome::CheckAgainAfter(delay))
+}
+
+pub fn to_chrono(t: Option<&aws_smithy_types::DateTime>) -> Option<DateTime<Utc>> {
+    t.and_then(|t| DateTime::<Utc>::from_timestamp(t.secs(), t.subsec_nanos()))
+}
+
+pub fn rfc3339(t: Option<&aws_smithy_types::DateTime>) -> Option<String> {
+    to_chrono(t).map(|t| t.to_rfc3339())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_tokens_are_stable_and_fit() {
+        let short = JobId::parse("job-1").expect("id");
+        assert_eq!(client_token(&short), "shoal-job-1");
+        let long = JobId::parse(&"x".repeat(128)).expect("id");
+        let token = client_token(&long);
+        assert!(token.len() <= 64, "{}", token.len());
+        assert_eq!(token, client_token(&long));
+        let other = JobId::parse(&format!("{}y", "x".repeat(127))).expect("id");
+        assert_ne!(token, client_token(&other));
+    }
+
+    #[test]
+    fn checks_grow_with_the_wait_and_stop_at_the_deadline() {
+        let s = Ec2Settings::default();
+        let at =
+            |secs: i64| next_check(&s, "x", Some(Utc::now() - chrono::Duration::seconds(secs)));
+        assert_eq!(at(0), Ok(Outcome::CheckAgainAfter(s.wait_check_min)));
+        assert_eq!(
+            at(400),
+            Ok(Outcome::CheckAgainAfter(Duration::from_secs(100)))
+        );
+        assert_eq!(at(5 * 3600), Ok(Outcome::CheckAgainAfter(s.wait_check_max)));
+        assert!(
+            matches!(at(7 * 3600), Err(e) if e.code.as_deref() == Some("WaitDeadlineExceeded"))
+        );
+    }
+}

@@ -1,0 +1,54 @@
+//! `set-termination-protection`: `ModifyInstanceAttribute` `DisableApiTermination` on each
+//! instance (idempotent by nature), then the setting read back as the result.
+
+use std::sync::Arc;
+
+use aws_sdk_ec2::types::{AttributeBooleanValue, InstanceAttributeName};
+use shoal_common::job::SetTerminationProtection;
+
+use super::ec2::{ec2_error, Ec2Limiter};
+use crate::handler::{JobContext, JobError, JobHandler, Outcome};
+
+pub struct TerminationProtectionHandler {
+    pub limiter: Arc<Ec2Limiter>,
+}
+
+impl JobHandler for TerminationProtectionHandler {
+    type Params = SetTerminationProtection;
+
+    async fn run(&self, ctx: JobContext, p: SetTerminationProtection) -> Result<Outcome, JobError> {
+        let ec2 = &ctx.clients.ec2;
+        let mut results = Vec::with_capacity(p.instance_ids.len());
+        for id in &p.instance_ids {
+            self.limiter.acquire("ModifyInstanceAttribute").await;
+            ec2.modify_instance_attribute()
+                .instance_id(id)
+                .disable_api_termination(
+                    AttributeBooleanValue::builder()
+                        .value(p.disable_api_termination)
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| ec2_error("ModifyInstanceAttribute", e))?;
+            self.limiter.acquire("DescribeInstanceAttribute").await;
+            let now = ec2
+                .describe_instance_attribute()
+                .instance_id(id)
+                .attribute(InstanceAttributeName::DisableApiTermination)
+                .send()
+                .await
+                .map_err(|e| ec2_error("DescribeInstanceAttribute", e))?
+                .disable_api_termination()
+                .and_then(|v| v.value());
+            if now != Some(p.disable_api_termination) {
+                return Err(JobError::transient(
+                    "AttributeNotUpdated",
+                    format!("{id} still reads disable_api_termination = {now:?}"),
+                ));
+            }
+            results.push(serde_json::json!({"instance_id": id, "disable_api_termination": p.disable_api_termination}));
+        }
+        Ok(Outcome::Done(serde_json::json!({ "instances": results })))
+    }
+}
