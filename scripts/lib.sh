@@ -54,7 +54,7 @@ start_emulator() {
   local port
   read -r port <"$SCRATCH_DIR/port"
   export AWS_ENDPOINT_URL="http://127.0.0.1:${port}"
-  export AWS_REGION="${AWS_REGION:-us-east-1}"
+  export AWS_REGION="${AWS_REGION:-us-east-1}" AWS_DEFAULT_REGION="${AWS_REGION:-us-east-1}"
   export AWS_ACCESS_KEY_ID="testing" AWS_SECRET_ACCESS_KEY="testing"
   unset AWS_PROFILE AWS_SESSION_TOKEN
   say "emulator listening on $AWS_ENDPOINT_URL"
