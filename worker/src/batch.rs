@@ -150,10 +150,9 @@ async fn batch_loop<O: BatchOp>(
         while batch.len() < MAX_ENTRIES {
             let next = match rx.try_recv() {
                 Ok(p) => Some(p),
-                Err(_) => match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(p) => p,
-                    Err(_) => None,
-                },
+                Err(_) => tokio::time::timeout_at(deadline, rx.recv())
+                    .await
+                    .unwrap_or_default(),
             };
             let Some(next) = next else { break };
             let size = O::entry_bytes(&next.0);
@@ -208,33 +207,74 @@ async fn send_batch<O: BatchOp>(op: &O, batch: Vec<Pending<O::Entry>>, metrics: 
     }
 }
 
-/// Maps a batch response's failed entries (by id = index) onto per-entry results.
-fn per_entry(
+/// A batch call's output, as the entries it reports failed: id (our index), whether the
+/// sender was at fault, code and message.
+trait FailedEntries {
+    fn failed_entries(&self) -> Vec<(&str, bool, &str, Option<&str>)>;
+}
+
+impl FailedEntries for aws_sdk_sqs::operation::delete_message_batch::DeleteMessageBatchOutput {
+    fn failed_entries(&self) -> Vec<(&str, bool, &str, Option<&str>)> {
+        self.failed()
+            .iter()
+            .map(|f| (f.id(), f.sender_fault(), f.code(), f.message()))
+            .collect()
+    }
+}
+
+impl FailedEntries
+    for aws_sdk_sqs::operation::change_message_visibility_batch::ChangeMessageVisibilityBatchOutput
+{
+    fn failed_entries(&self) -> Vec<(&str, bool, &str, Option<&str>)> {
+        self.failed()
+            .iter()
+            .map(|f| (f.id(), f.sender_fault(), f.code(), f.message()))
+            .collect()
+    }
+}
+
+impl FailedEntries for aws_sdk_sns::operation::publish_batch::PublishBatchOutput {
+    fn failed_entries(&self) -> Vec<(&str, bool, &str, Option<&str>)> {
+        self.failed()
+            .iter()
+            .map(|f| (f.id(), f.sender_fault(), f.code(), f.message()))
+            .collect()
+    }
+}
+
+/// Each entry's result from a batch call's result: a failed call fails every entry with the
+/// call's classified error; entries the service reports failed are permanent when it blames
+/// the sender and worth resending otherwise.
+fn per_entry<O: FailedEntries, E>(
+    operation: &'static str,
     n: usize,
-    failed: impl Iterator<Item = (String, bool, String, Option<String>)>,
-) -> Vec<Result<(), EntryError>> {
+    result: Result<O, aws_sdk_sqs::error::SdkError<E>>,
+) -> Vec<Result<(), EntryError>>
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let out = match result {
+        Ok(out) => out,
+        Err(e) => {
+            let e = EntryError::from(classify_sdk_error(operation, &e));
+            return (0..n).map(|_| Err(e.clone())).collect();
+        }
+    };
     let mut results: Vec<Result<(), EntryError>> = (0..n).map(|_| Ok(())).collect();
-    for (id, sender_fault, code, message) in failed {
+    for (id, sender_fault, code, message) in out.failed_entries() {
         if let Some(slot) = id.parse::<usize>().ok().and_then(|i| results.get_mut(i)) {
-            // Entries the service blames on us cannot succeed by resending; the rest can.
-            let class = if sender_fault {
-                ErrorClass::Permanent
-            } else {
-                ErrorClass::Transient
-            };
             *slot = Err(EntryError {
-                class,
-                code,
-                message: message.unwrap_or_default(),
+                class: if sender_fault {
+                    ErrorClass::Permanent
+                } else {
+                    ErrorClass::Transient
+                },
+                code: code.to_owned(),
+                message: message.unwrap_or_default().to_owned(),
             });
         }
     }
     results
-}
-
-fn all_failed(n: usize, e: AwsError) -> Vec<Result<(), EntryError>> {
-    let e = EntryError::from(e);
-    (0..n).map(|_| Err(e.clone())).collect()
 }
 
 /// `DeleteMessageBatch` on the job queue; an entry is a receipt handle.
@@ -259,27 +299,14 @@ impl BatchOp for DeleteOp {
                     .ok()
             })
             .collect();
-        match self
+        let result = self
             .sqs
             .delete_message_batch()
             .queue_url(&self.queue_url)
             .set_entries(Some(batch))
             .send()
-            .await
-        {
-            Ok(out) => per_entry(
-                entries.len(),
-                out.failed().iter().map(|f| {
-                    (
-                        f.id().to_owned(),
-                        f.sender_fault(),
-                        f.code().to_owned(),
-                        f.message().map(str::to_owned),
-                    )
-                }),
-            ),
-            Err(e) => all_failed(entries.len(), classify_sdk_error(Self::OPERATION, &e)),
-        }
+            .await;
+        per_entry(Self::OPERATION, entries.len(), result)
     }
 }
 
@@ -312,27 +339,14 @@ impl BatchOp for VisibilityOp {
                     .ok()
             })
             .collect();
-        match self
+        let result = self
             .sqs
             .change_message_visibility_batch()
             .queue_url(&self.queue_url)
             .set_entries(Some(batch))
             .send()
-            .await
-        {
-            Ok(out) => per_entry(
-                entries.len(),
-                out.failed().iter().map(|f| {
-                    (
-                        f.id().to_owned(),
-                        f.sender_fault(),
-                        f.code().to_owned(),
-                        f.message().map(str::to_owned),
-                    )
-                }),
-            ),
-            Err(e) => all_failed(entries.len(), classify_sdk_error(Self::OPERATION, &e)),
-        }
+            .await;
+        per_entry(Self::OPERATION, entries.len(), result)
     }
 }
 
@@ -386,26 +400,13 @@ impl BatchOp for PublishOp {
                     .ok()
             })
             .collect();
-        match self
+        let result = self
             .sns
             .publish_batch()
             .topic_arn(&self.topic_arn)
             .set_publish_batch_request_entries(Some(batch))
             .send()
-            .await
-        {
-            Ok(out) => per_entry(
-                entries.len(),
-                out.failed().iter().map(|f| {
-                    (
-                        f.id().to_owned(),
-                        f.sender_fault(),
-                        f.code().to_owned(),
-                        f.message().map(str::to_owned),
-                    )
-                }),
-            ),
-            Err(e) => all_failed(entries.len(), classify_sdk_error(Self::OPERATION, &e)),
-        }
+            .await;
+        per_entry(Self::OPERATION, entries.len(), result)
     }
 }
