@@ -194,8 +194,18 @@ pub fn next_check(
     what: &str,
     started: Option<DateTime<Utc>>,
 ) -> Result<Outcome, JobError> {
+    next_check_at(settings, what, started, Utc::now())
+}
+
+/// [`next_check`] as seen at `now`: the schedule is a pure function of the two instants.
+fn next_check_at(
+    settings: &Ec2Settings,
+    what: &str,
+    started: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<Outcome, JobError> {
     let elapsed = started
-        .map(|s| (Utc::now() - s).to_std().unwrap_or_default())
+        .map(|s| (now - s).to_std().unwrap_or_default())
         .unwrap_or_default();
     if elapsed > settings.wait_deadline {
         return Err(JobError::permanent(
@@ -238,8 +248,10 @@ mod tests {
     #[test]
     fn checks_grow_with_the_wait_and_stop_at_the_deadline() {
         let s = Ec2Settings::default();
-        let at =
-            |secs: i64| next_check(&s, "x", Some(Utc::now() - chrono::Duration::seconds(secs)));
+        let now = Utc::now();
+        let at = |secs: i64| {
+            next_check_at(&s, "x", Some(now - chrono::Duration::seconds(secs)), now)
+        };
         assert_eq!(at(0), Ok(Outcome::CheckAgainAfter(s.wait_check_min)));
         assert_eq!(
             at(400),
