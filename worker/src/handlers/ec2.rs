@@ -249,9 +249,8 @@ mod tests {
     fn checks_grow_with_the_wait_and_stop_at_the_deadline() {
         let s = Ec2Settings::default();
         let now = Utc::now();
-        let at = |secs: i64| {
-            next_check_at(&s, "x", Some(now - chrono::Duration::seconds(secs)), now)
-        };
+        let at =
+            |secs: i64| next_check_at(&s, "x", Some(now - chrono::Duration::seconds(secs)), now);
         assert_eq!(at(0), Ok(Outcome::CheckAgainAfter(s.wait_check_min)));
         assert_eq!(
             at(400),
