@@ -14,6 +14,7 @@
 //! - [`config`] holds the settings the producer and worker share (which queue).
 //! - [`event`] is the completion event the worker publishes to SNS.
 //! - [`metrics`] declares every Prometheus metric and counts AWS calls with an interceptor.
+//! - [`queue`] reads what a queue says of itself: redrive policy and depth.
 //! - [`stack`] creates the queues and topic Shoal runs on, for the local emulator and tests.
 
 pub mod aws;
@@ -22,6 +23,7 @@ pub mod error;
 pub mod event;
 pub mod job;
 pub mod metrics;
+pub mod queue;
 pub mod stack;
 pub mod validate;
 

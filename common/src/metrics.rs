@@ -53,6 +53,11 @@ pub struct Metrics {
     pub released_on_shutdown: IntCounter,
     pub batch_entry_retries: IntCounterVec,
     pub ready: IntGauge,
+    /// Messages on the job queue and its dead-letter queue (`queue`: jobs, dead-letter) by
+    /// `state` (visible, in_flight, delayed), as this worker last sampled them. Every worker
+    /// samples the same queues: aggregate with `max`, not `sum`.
+    pub queue_messages: IntGaugeVec,
+    pub queue_sample_failures: IntCounter,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -224,6 +229,24 @@ impl Metrics {
                     .unwrap_or_else(|e| unreachable!("registered once: {e}"));
                 g
             },
+            queue_messages: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "shoal_queue_messages",
+                        "Messages on the job queue and its dead-letter queue, by state",
+                    ),
+                    &["queue", "state"],
+                )
+                .unwrap_or_else(|e| unreachable!("static metric: {e}"));
+                r.register(Box::new(g.clone()))
+                    .unwrap_or_else(|e| unreachable!("registered once: {e}"));
+                g
+            },
+            queue_sample_failures: counter(
+                &r,
+                "shoal_queue_sample_failures_total",
+                "Samples of the queues' depth that failed",
+            ),
             registry: r,
         };
         for kind in JobKind::ALL {

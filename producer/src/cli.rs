@@ -1,7 +1,7 @@
 //! The `shoal-producer` command line: one subcommand per job kind (derived from
 //! [`shoal_common::Job`], so a new kind appears here by itself), bulk `submit` from JSON
-//! Lines, `schema` for other languages' teams, `stack create` for a development stack, and
-//! `peek` to look at what is queued.
+//! Lines, `schema` for other languages' teams, `stack create` for a development stack,
+//! `peek` to look at what is queued, and the operator's `status` and `dlq list|redrive`.
 //!
 //! It lives in the library so tests can run it in-process against the emulator; `main.rs`
 //! only parses arguments and loads the AWS configuration.
@@ -20,7 +20,7 @@ use shoal_common::error::classify_sdk_error;
 use shoal_common::stack::{self, StackSpec};
 use shoal_common::{Job, JobEnvelope, JobId};
 
-use crate::{Producer, SendOptions};
+use crate::{operate, Producer, SendOptions};
 
 /// Enqueue Shoal jobs on SQS.
 #[derive(Debug, Parser)]
@@ -53,6 +53,69 @@ pub enum Command {
     Peek(PeekArgs),
     /// Read completion events from the events queue (consuming them) and print them.
     Events(EventsArgs),
+    /// Show the job queue and its dead-letter queue: visible, in flight, delayed, and the
+    /// age of the oldest message.
+    Status(StatusArgs),
+    /// Inspect and redrive the dead-letter queue.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Refresh every INTERVAL (e.g. 5s) until interrupted.
+    #[arg(long, value_name = "INTERVAL", value_parser = humantime::parse_duration)]
+    pub watch: Option<Duration>,
+    /// With --watch, stop after this many refreshes.
+    #[arg(long, requires = "watch")]
+    pub count: Option<usize>,
+}
+
+/// Where the dead-letter queue is, for the `dlq` commands.
+#[derive(Debug, Clone, Args)]
+pub struct DlqArgs {
+    /// The dead-letter queue (default: the job queue's redrive target).
+    #[arg(long, env = "SHOAL_DLQ_URL")]
+    pub dlq_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead-lettered jobs with their failure reasons (consumes nothing).
+    List {
+        #[command(flatten)]
+        dlq: DlqArgs,
+        /// Show at most this many.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Move dead-lettered jobs back to the job queue: all of them, or those of the given
+    /// job ids or kinds. Each is sent before it is deleted, so an interruption loses none.
+    Redrive {
+        #[command(flatten)]
+        dlq: DlqArgs,
+        /// Only this job (repeatable).
+        #[arg(long = "job", value_name = "JOB_ID")]
+        jobs: Vec<String>,
+        /// Only jobs of this kind (repeatable).
+        #[arg(long = "kind", value_name = "KIND", value_parser = parse_kind)]
+        kinds: Vec<String>,
+        /// Move at most this many.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+}
+
+fn parse_kind(s: &str) -> Result<String, String> {
+    shoal_common::JobKind::parse(s)
+        .map(|k| k.as_str().to_owned())
+        .ok_or_else(|| {
+            let known: Vec<_> = shoal_common::JobKind::ALL
+                .iter()
+                .map(|k| k.as_str())
+                .collect();
+            format!("`{s}` is not a job kind (known: {})", known.join(", "))
+        })
 }
 
 /// Options for sending, shared by every enqueueing command.
@@ -210,6 +273,8 @@ async fn execute(cli: Cli, sdk: &SdkConfig, io: &mut Io<'_>) -> Result<i32, Stri
         }
         Command::Peek(args) => peek(&cli.queue, &clients, args.max, cli.json, io).await,
         Command::Events(args) => events(&clients, &args, cli.json, io).await,
+        Command::Status(args) => status(&cli.queue, &clients, &args, cli.json, io).await,
+        Command::Dlq(command) => dlq(&cli.queue, &clients, command, cli.json, io).await,
     }
 }
 
@@ -478,6 +543,168 @@ async fn events(
         }
     }
     Ok(0)
+}
+
+async fn status(
+    queue: &QueueArgs,
+    clients: &AwsClients,
+    args: &StatusArgs,
+    json: bool,
+    io: &mut Io<'_>,
+) -> Result<i32, String> {
+    let target = queue
+        .resolve(&clients.sqs)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut shown = 0usize;
+    loop {
+        let status = operate::status(clients, &target.url)
+            .await
+            .map_err(|e| e.to_string())?;
+        if json {
+            writeln!(io.out, "{}", serde_json::json!(status)).map_err(io_error)?;
+        } else {
+            write_status(io.out, &status).map_err(io_error)?;
+        }
+        shown += 1;
+        match args.watch {
+            Some(every) if args.count.is_none_or(|n| shown < n) => {
+                tokio::time::sleep(every).await;
+                if !json {
+                    writeln!(io.out).map_err(io_error)?;
+                }
+            }
+            _ => return Ok(0),
+        }
+    }
+}
+
+fn write_status(out: &mut (dyn Write + Send), status: &operate::Status) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<40} {:>9} {:>9} {:>9} {:>8}",
+        "queue", "visible", "in flight", "delayed", "oldest"
+    )?;
+    for q in std::iter::once(&status.jobs).chain(&status.dead_letter) {
+        let age = q
+            .oldest_message_age_secs
+            .map(|s| humantime::format_duration(Duration::from_secs(s as u64)).to_string())
+            .unwrap_or_else(|| "-".into());
+        writeln!(
+            out,
+            "{:<40} {:>9} {:>9} {:>9} {:>8}",
+            q.name, q.visible, q.in_flight, q.delayed, age
+        )?;
+    }
+    match (&status.dead_letter, status.max_receive_count) {
+        (Some(_), Some(n)) => writeln!(out, "dead-lettered by SQS after {n} receives"),
+        _ => writeln!(out, "no redrive policy: failed jobs have nowhere to go"),
+    }
+}
+
+async fn dlq(
+    queue: &QueueArgs,
+    clients: &AwsClients,
+    command: DlqCommand,
+    json: bool,
+    io: &mut Io<'_>,
+) -> Result<i32, String> {
+    let dlq_url = |args: &DlqArgs| {
+        let given = args.dlq_url.clone();
+        async move {
+            if let Some(url) = given {
+                return Ok(url);
+            }
+            let target = queue
+                .resolve(&clients.sqs)
+                .await
+                .map_err(|e| e.to_string())?;
+            operate::dead_letter_queue_url(&clients.sqs, &target.url)
+                .await
+                .map_err(|e| format!("dlq_url: {e}"))
+        }
+    };
+    match command {
+        DlqCommand::List { dlq, limit } => {
+            let url = dlq_url(&dlq).await?;
+            let letters =
+                operate::list_dead_letters(&clients.sqs, &url, operate::DEFAULT_HOLD, limit)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            for letter in &letters {
+                if json {
+                    writeln!(io.out, "{}", serde_json::json!(letter)).map_err(io_error)?;
+                } else {
+                    writeln!(
+                        io.out,
+                        "{} {:<27} {} attempts={} {}: {}",
+                        letter.sent_at.as_deref().unwrap_or("-"),
+                        letter.kind.as_deref().unwrap_or("?"),
+                        letter.job_id.as_deref().unwrap_or("-"),
+                        letter.attempts.map_or("?".into(), |a| a.to_string()),
+                        letter.error_code.as_deref().unwrap_or("RedrivenBySqs"),
+                        letter.error.as_deref().unwrap_or(
+                            "moved by the queue's redrive policy: no worker finished it"
+                        ),
+                    )
+                    .map_err(io_error)?;
+                }
+            }
+            writeln!(io.err, "{} dead-lettered job(s)", letters.len()).map_err(io_error)?;
+            Ok(0)
+        }
+        DlqCommand::Redrive {
+            dlq,
+            jobs,
+            kinds,
+            limit,
+        } => {
+            let url = dlq_url(&dlq).await?;
+            let target = queue
+                .resolve(&clients.sqs)
+                .await
+                .map_err(|e| e.to_string())?;
+            let filter = operate::RedriveFilter {
+                job_ids: jobs,
+                kinds,
+            };
+            let report = operate::redrive(
+                &clients.sqs,
+                &url,
+                &target.url,
+                &filter,
+                operate::DEFAULT_HOLD,
+                limit,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            if json {
+                writeln!(io.out, "{}", serde_json::json!(report)).map_err(io_error)?;
+            } else {
+                for letter in &report.moved {
+                    writeln!(
+                        io.out,
+                        "{} {}",
+                        letter.kind.as_deref().unwrap_or("?"),
+                        letter.job_id.as_deref().unwrap_or(&letter.message_id)
+                    )
+                    .map_err(io_error)?;
+                }
+                for (id, reason) in &report.failed {
+                    writeln!(io.err, "not moved: message {id}: {reason}").map_err(io_error)?;
+                }
+            }
+            writeln!(
+                io.err,
+                "moved {} job(s) back to the job queue, left {}, {} failed",
+                report.moved.len(),
+                report.skipped,
+                report.failed.len()
+            )
+            .map_err(io_error)?;
+            Ok(if report.failed.is_empty() { 0 } else { 1 })
+        }
+    }
 }
 
 fn pretty<T: serde::Serialize>(value: &T) -> String {

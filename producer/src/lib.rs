@@ -11,10 +11,12 @@
 //!
 //! - [`message`] turns an envelope into an SQS message (attributes, FIFO ids, size).
 //! - [`batch`] packs messages into batches and resends the entries SQS reports as failed.
+//! - [`operate`] is for operators: queue status, the dead-letter queue listed and redriven.
 
 pub mod batch;
 pub mod cli;
 pub mod message;
+pub mod operate;
 
 use aws_sdk_sqs::Client as SqsClient;
 use shoal_common::config::QueueTarget;

@@ -251,6 +251,7 @@ impl TestStack {
             retry_max: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(5),
             batch_flush: Duration::from_millis(5),
+            queue_stats_interval: Some(Duration::from_millis(500)),
             worker_id: worker_id.to_owned(),
         }
     }

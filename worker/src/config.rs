@@ -10,11 +10,11 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::QueueAttributeName;
 use clap::{Args, ValueEnum};
 use shoal_common::aws::AwsClients;
 use shoal_common::config::{QueueArgs, QueueConfigError};
-use shoal_common::error::{classify_sdk_error, AwsError};
+use shoal_common::error::AwsError;
+use shoal_common::queue::{self, QueueAttributes};
 use shoal_common::JobKind;
 
 use crate::handlers::Ec2Settings;
@@ -60,6 +60,9 @@ pub struct WorkerArgs {
     /// Longest wait for a batch (delete, publish, visibility) to fill before it is sent.
     #[arg(long, env = "SHOAL_BATCH_FLUSH", default_value = "5ms", value_parser = humantime::parse_duration)]
     pub batch_flush: Duration,
+    /// How often to sample the job queue's and DLQ's depth for `/metrics` (0 turns it off).
+    #[arg(long, env = "SHOAL_QUEUE_STATS_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub queue_stats_interval: Duration,
     /// Where to serve /metrics, /healthz and /readyz.
     #[arg(long, env = "SHOAL_METRICS_ADDR", default_value = "127.0.0.1:9464")]
     pub metrics_addr: SocketAddr,
@@ -146,6 +149,8 @@ pub struct WorkerConfig {
     pub retry_max: Duration,
     pub shutdown_grace: Duration,
     pub batch_flush: Duration,
+    /// How often to sample the queues' depth into gauges; `None` samples never.
+    pub queue_stats_interval: Option<Duration>,
     pub worker_id: String,
 }
 
@@ -184,25 +189,13 @@ impl WorkerArgs {
             ));
         }
         let queue_url = self.queue.resolve(&clients.sqs).await?.url;
-        let attrs = clients
-            .sqs
-            .get_queue_attributes()
-            .queue_url(&queue_url)
-            .attribute_names(QueueAttributeName::All)
-            .send()
+        let attrs = QueueAttributes::fetch(&clients.sqs, &queue_url)
             .await
-            .map_err(|e| ConfigError::Attributes(classify_sdk_error("GetQueueAttributes", &e)))?
-            .attributes
-            .unwrap_or_default();
+            .map_err(ConfigError::Attributes)?;
 
         let visibility_timeout = match self.visibility_timeout {
             Some(v) => v,
-            None => Duration::from_secs(
-                attrs
-                    .get(&QueueAttributeName::VisibilityTimeout)
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(30),
-            ),
+            None => Duration::from_secs(attrs.visibility_timeout_secs.unwrap_or(30).into()),
         };
         if visibility_timeout < Duration::from_secs(2) || visibility_timeout.subsec_nanos() != 0 {
             return Err(invalid(
@@ -211,14 +204,8 @@ impl WorkerArgs {
             ));
         }
 
-        let redrive = attrs
-            .get(&QueueAttributeName::RedrivePolicy)
-            .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok());
-        let max_receive_count = redrive.as_ref().and_then(|r| match &r["maxReceiveCount"] {
-            serde_json::Value::Number(n) => n.as_u64().map(|n| n as u32),
-            serde_json::Value::String(s) => s.parse().ok(),
-            _ => None,
-        });
+        let redrive = attrs.redrive_policy.as_ref();
+        let max_receive_count = redrive.map(|r| r.max_receive_count);
         let max_attempts = match (self.max_attempts, max_receive_count) {
             (Some(mine), Some(queue)) if mine != queue => {
                 return Err(invalid(
@@ -234,9 +221,11 @@ impl WorkerArgs {
             return Err(invalid("max_attempts", "must be at least 1"));
         }
 
-        let dlq_url = match (&self.dlq_url, redrive.as_ref().and_then(|r| r["deadLetterTargetArn"].as_str())) {
+        let dlq_url = match (&self.dlq_url, redrive) {
             (Some(url), _) => url.clone(),
-            (None, Some(arn)) => dlq_url_from_arn(clients, arn).await?,
+            (None, Some(r)) => queue::url_from_arn(&clients.sqs, &r.dead_letter_target_arn)
+                .await
+                .map_err(|e| invalid("dlq_url", format!("cannot find the dead-letter queue: {e}")))?,
             (None, None) => {
                 return Err(invalid(
                     "dlq_url",
@@ -261,37 +250,10 @@ impl WorkerArgs {
             retry_max: self.retry_max,
             shutdown_grace: self.shutdown_grace,
             batch_flush: self.batch_flush,
+            queue_stats_interval: Some(self.queue_stats_interval).filter(|d| !d.is_zero()),
             worker_id,
         })
     }
-}
-
-/// `arn:aws:sqs:REGION:ACCOUNT:NAME` to the queue's URL, through `GetQueueUrl`.
-async fn dlq_url_from_arn(clients: &AwsClients, arn: &str) -> Result<String, ConfigError> {
-    let parts: Vec<&str> = arn.split(':').collect();
-    let (Some(account), Some(name)) = (parts.get(4), parts.get(5)) else {
-        return Err(invalid(
-            "dlq_url",
-            format!("cannot read the redrive target ARN `{arn}`"),
-        ));
-    };
-    let out = clients
-        .sqs
-        .get_queue_url()
-        .queue_name(*name)
-        .queue_owner_aws_account_id(*account)
-        .send()
-        .await
-        .map_err(|e| {
-            invalid(
-                "dlq_url",
-                format!(
-                    "cannot find the dead-letter queue `{name}`: {}",
-                    classify_sdk_error("GetQueueUrl", &e)
-                ),
-            )
-        })?;
-    Ok(out.queue_url.unwrap_or_default())
 }
 
 fn default_worker_id() -> String {

@@ -9,6 +9,7 @@
 //! - [`batch`] batches deletes, visibility changes and event publishes, retrying the
 //!   entries a batch call reports as failed.
 //! - [`heartbeat`] extends the visibility of long-running jobs.
+//! - [`queue_stats`] samples the job queue's and dead-letter queue's depth into gauges.
 //! - [`retry`] computes backoff delays from the receive count.
 //! - [`config`] resolves flags against the queue's own settings; [`http`] serves
 //!   `/metrics`, `/healthz` and `/readyz`; [`cli`] is the binary.
@@ -20,6 +21,7 @@ pub mod handler;
 pub mod handlers;
 pub mod heartbeat;
 pub mod http;
+pub mod queue_stats;
 pub mod retry;
 pub mod runtime;
 

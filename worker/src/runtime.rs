@@ -28,6 +28,7 @@ use shoal_common::aws::AwsClients;
 use shoal_common::error::{classify_sdk_error, ErrorClass};
 use shoal_common::event::{EventError, JobEvent, JobStatus, Timings, EVENT_VERSION};
 use shoal_common::metrics::{Metrics, UNKNOWN_KIND};
+use shoal_common::queue::dead_letter_attribute as attr;
 use shoal_common::{JobEnvelope, JobId, JobKind};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -40,6 +41,7 @@ use crate::config::WorkerConfig;
 use crate::handler::{JobContext, JobError, Outcome, Registry};
 use crate::heartbeat::VisibilityHeartbeat;
 use crate::http::{self, Health};
+use crate::queue_stats;
 use crate::retry::{retry_delay, MAX_VISIBILITY};
 
 /// SQS returns at most ten messages per receive.
@@ -211,6 +213,19 @@ impl Worker {
             ))
         });
 
+        let sampler_task = cfg.queue_stats_interval.map(|interval| {
+            tokio::spawn(queue_stats::run(
+                self.clients.clone(),
+                metrics.clone(),
+                vec![
+                    (queue_stats::JOBS, cfg.queue_url.clone()),
+                    (queue_stats::DEAD_LETTER, cfg.dlq_url.clone()),
+                ],
+                interval,
+                background.clone(),
+            ))
+        });
+
         let shared = Arc::new(Shared {
             kind_slots: cfg
                 .kind_limits
@@ -276,7 +291,7 @@ impl Worker {
         for task in [delete_task, visibility_task, events_task] {
             let _ = task.await;
         }
-        if let Some(task) = http_task {
+        for task in [http_task, sampler_task].into_iter().flatten() {
             let _ = task.await;
         }
         tracing::info!("worker stopped");
@@ -801,22 +816,22 @@ async fn dead_letter(
     let kind_label = envelope.map(|e| e.kind().as_str()).unwrap_or(UNKNOWN_KIND);
     let reason_text = truncate(&error.message, MAX_REASON_CHARS);
     let ours: Vec<(&str, String)> = vec![
-        ("shoal-error-class", error.class.as_str().to_owned()),
+        (attr::CLASS, error.class.as_str().to_owned()),
         (
-            "shoal-error-code",
+            attr::CODE,
             error.code.clone().unwrap_or_else(|| "none".into()),
         ),
         (
-            "shoal-error",
+            attr::MESSAGE,
             if reason_text.is_empty() {
                 "(no message)".into()
             } else {
                 reason_text.clone()
             },
         ),
-        ("shoal-attempts", msg.attempt.to_string()),
-        ("shoal-failed-at", Utc::now().to_rfc3339()),
-        ("shoal-source-message-id", msg.message_id.clone()),
+        (attr::ATTEMPTS, msg.attempt.to_string()),
+        (attr::FAILED_AT, Utc::now().to_rfc3339()),
+        (attr::SOURCE_MESSAGE_ID, msg.message_id.clone()),
     ];
     // SQS allows ten attributes a message: keep the sender's first, then ours.
     let mut send = shared
@@ -828,7 +843,7 @@ async fn dead_letter(
     for (name, value) in msg
         .attributes
         .iter()
-        .filter(|(n, _)| !n.starts_with("shoal-"))
+        .filter(|(n, _)| !n.starts_with(attr::PREFIX))
         .take(10 - ours.len())
     {
         send = send.message_attributes(name, value.clone());

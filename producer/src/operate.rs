@@ -1,0 +1,497 @@
+//! What an operator asks of a running Shoal: how full are the job queue and its dead-letter
+//! queue ([`status`]), what was dead-lettered and why ([`list_dead_letters`]), and putting
+//! dead-lettered jobs back on the job queue ([`redrive`]).
+//!
+//! Redrive sends each job to the job queue before it deletes it from the dead-letter queue,
+//! so an interrupted redrive loses nothing: at worst a job is on both queues, and because the
+//! job id is the idempotency key, running it again has no second effect. Messages a filter
+//! passes over are held invisible while the redrive pages through the queue (so each is
+//! looked at once) and released when it ends; if it is killed they return by themselves
+//! after the visibility timeout.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
+    MessageAttributeValue, MessageSystemAttributeName, SendMessageBatchRequestEntry,
+};
+use aws_sdk_sqs::Client as SqsClient;
+use serde::Serialize;
+use shoal_common::aws::AwsClients;
+use shoal_common::error::{classify_sdk_error, AwsError, ErrorClass};
+use shoal_common::queue::{self, dead_letter_attribute as attr, QueueAttributes};
+
+/// One queue's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueStatus {
+    pub name: String,
+    pub url: String,
+    pub visible: u64,
+    pub in_flight: u64,
+    pub delayed: u64,
+    /// The oldest of up to ten messages sampled without hiding them: dead-letter queue only
+    /// (see [`status`]); `None` when empty or not sampled.
+    pub oldest_message_age_secs: Option<f64>,
+}
+
+/// The job queue and its dead-letter queue.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub jobs: QueueStatus,
+    /// `None` when the job queue has no redrive policy.
+    pub dead_letter: Option<QueueStatus>,
+    /// Receives before SQS dead-letters a message.
+    pub max_receive_count: Option<u32>,
+}
+
+/// Reads both queues' attributes, and samples the age of the dead-letter queue's oldest
+/// messages.
+///
+/// SQS reports a queue's oldest message only through CloudWatch. Looking at messages is a
+/// receive, and on the job queue every receive counts towards the redrive policy, so a
+/// status that peeked there (every few seconds, in watch mode) would push jobs to the
+/// dead-letter queue. A dead-letter queue with no redrive policy of its own can be looked
+/// at freely; the job queue's waiting time is what the workers' enqueue-to-start histogram
+/// (`shoal_job_queue_wait_seconds`) measures.
+pub async fn status(clients: &AwsClients, queue_url: &str) -> Result<Status, AwsError> {
+    let (jobs, attrs) = queue_status(&clients.sqs, queue_url).await?;
+    let redrive = attrs.redrive_policy;
+    let dead_letter = match &redrive {
+        Some(policy) => {
+            let url = queue::url_from_arn(&clients.sqs, &policy.dead_letter_target_arn).await?;
+            let (mut status, dlq_attrs) = queue_status(&clients.sqs, &url).await?;
+            if dlq_attrs.redrive_policy.is_none() && status.visible > 0 {
+                status.oldest_message_age_secs = sample_oldest_age(&clients.sqs, &url).await?;
+            }
+            Some(status)
+        }
+        None => None,
+    };
+    Ok(Status {
+        jobs,
+        dead_letter,
+        max_receive_count: redrive.map(|r| r.max_receive_count),
+    })
+}
+
+async fn queue_status(
+    sqs: &SqsClient,
+    url: &str,
+) -> Result<(QueueStatus, QueueAttributes), AwsError> {
+    let attrs = QueueAttributes::fetch(sqs, url).await?;
+    Ok((
+        QueueStatus {
+            name: queue::name_from_url(url).to_owned(),
+            url: url.to_owned(),
+            visible: attrs.visible,
+            in_flight: attrs.in_flight,
+            delayed: attrs.delayed,
+            oldest_message_age_secs: None,
+        },
+        attrs,
+    ))
+}
+
+/// The oldest `SentTimestamp` among up to ten messages, received with a visibility timeout
+/// of 0 so that nothing is hidden from anyone.
+async fn sample_oldest_age(sqs: &SqsClient, url: &str) -> Result<Option<f64>, AwsError> {
+    let out = sqs
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .visibility_timeout(0)
+        .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+        .send()
+        .await
+        .map_err(|e| classify_sdk_error("ReceiveMessage", &e))?;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    Ok(out
+        .messages()
+        .iter()
+        .filter_map(|m| {
+            m.attributes()?
+                .get(&MessageSystemAttributeName::SentTimestamp)
+        })
+        .filter_map(|ms| ms.parse::<i64>().ok())
+        .min()
+        .map(|oldest| (now_ms - oldest).max(0) as f64 / 1000.0))
+}
+
+/// The dead-letter queue of the job queue at `queue_url`, from its redrive policy.
+pub async fn dead_letter_queue_url(sqs: &SqsClient, queue_url: &str) -> Result<String, AwsError> {
+    let attrs = QueueAttributes::fetch(sqs, queue_url).await?;
+    let policy = attrs.redrive_policy.ok_or_else(|| AwsError {
+        operation: "GetQueueAttributes",
+        class: ErrorClass::Permanent,
+        code: None,
+        message: format!("{queue_url} has no redrive policy, so no dead-letter queue"),
+    })?;
+    queue::url_from_arn(sqs, &policy.dead_letter_target_arn).await
+}
+
+/// A dead-lettered job and why it is there.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    pub message_id: String,
+    /// From the body, when it is a JSON object with one.
+    pub job_id: Option<String>,
+    pub kind: Option<String>,
+    /// `transient` or `permanent`; `None` when SQS's redrive policy moved it (a worker died
+    /// or never finished it) rather than a worker.
+    pub error_class: Option<String>,
+    pub error_code: Option<String>,
+    pub error: Option<String>,
+    pub attempts: Option<u32>,
+    pub failed_at: Option<String>,
+    /// When it was put on the dead-letter queue (RFC 3339).
+    pub sent_at: Option<String>,
+    pub body: String,
+}
+
+impl DeadLetter {
+    fn from_message(msg: &Message) -> Self {
+        let attribute = |name: &str| {
+            msg.message_attributes()
+                .and_then(|a| a.get(name))
+                .and_then(|v| v.string_value())
+                .map(str::to_owned)
+        };
+        let body = msg.body().unwrap_or_default().to_owned();
+        let json: Option<serde_json::Value> = serde_json::from_str(&body).ok();
+        let field = |name: &str| {
+            json.as_ref()
+                .and_then(|j| j.get(name))
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        };
+        let sent_at = msg
+            .attributes()
+            .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
+            .and_then(|ms| ms.parse::<i64>().ok())
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|t| t.to_rfc3339());
+        DeadLetter {
+            message_id: msg.message_id().unwrap_or_default().to_owned(),
+            job_id: field("job_id"),
+            kind: field("kind").or_else(|| attribute("kind")),
+            error_class: attribute(attr::CLASS),
+            error_code: attribute(attr::CODE),
+            error: attribute(attr::MESSAGE),
+            attempts: attribute(attr::ATTEMPTS).and_then(|a| a.parse().ok()),
+            failed_at: attribute(attr::FAILED_AT),
+            sent_at,
+            body,
+        }
+    }
+}
+
+/// Which dead-lettered jobs a redrive moves: all when both lists are empty, otherwise
+/// those whose job id or kind is listed.
+#[derive(Debug, Clone, Default)]
+pub struct RedriveFilter {
+    pub job_ids: Vec<String>,
+    pub kinds: Vec<String>,
+}
+
+impl RedriveFilter {
+    fn matches(&self, letter: &DeadLetter) -> bool {
+        (self.job_ids.is_empty() && self.kinds.is_empty())
+            || letter
+                .job_id
+                .as_ref()
+                .is_some_and(|id| self.job_ids.contains(id))
+            || letter.kind.as_ref().is_some_and(|k| self.kinds.contains(k))
+    }
+}
+
+/// What a redrive did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RedriveReport {
+    /// Moved to the job queue and deleted from the dead-letter queue.
+    pub moved: Vec<DeadLetter>,
+    /// Left where they were, by the filter.
+    pub skipped: usize,
+    /// Could not be sent; still on the dead-letter queue. (message id, reason)
+    pub failed: Vec<(String, String)>,
+}
+
+/// How long the pages of a listing or redrive stay hidden from other readers by default:
+/// long enough to page through the queue, short enough that an interrupted run's messages
+/// come back soon.
+pub const DEFAULT_HOLD: Duration = Duration::from_secs(60);
+
+/// Reads a queue page by page, each message once, hiding each page for `hold` so the next
+/// receive gets other messages.
+struct Pager<'a> {
+    sqs: &'a SqsClient,
+    url: &'a str,
+    hold: Duration,
+    limit: Option<usize>,
+    seen: HashSet<String>,
+    taken: usize,
+    empty_in_a_row: u32,
+}
+
+impl<'a> Pager<'a> {
+    fn new(sqs: &'a SqsClient, url: &'a str, hold: Duration, limit: Option<usize>) -> Self {
+        Pager {
+            sqs,
+            url,
+            hold,
+            limit,
+            seen: HashSet::new(),
+            taken: 0,
+            empty_in_a_row: 0,
+        }
+    }
+
+    /// The next page of messages not seen before; `None` at the end.
+    async fn next_page(&mut self) -> Result<Option<Vec<Message>>, AwsError> {
+        // SQS answers a receive from a sample of its servers: an empty answer is only
+        // believed twice in a row.
+        while self.empty_in_a_row < 2 && self.limit.is_none_or(|l| self.taken < l) {
+            let want = self.limit.map_or(10, |l| (l - self.taken).min(10));
+            let out = self
+                .sqs
+                .receive_message()
+                .queue_url(self.url)
+                .max_number_of_messages(want as i32)
+                .visibility_timeout(self.hold.as_secs().max(1) as i32)
+                .wait_time_seconds(1)
+                .message_attribute_names("All")
+                .message_system_attribute_names(MessageSystemAttributeName::All)
+                .send()
+                .await
+                .map_err(|e| classify_sdk_error("ReceiveMessage", &e))?;
+            let seen = &mut self.seen;
+            let fresh: Vec<Message> = out
+                .messages
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|m| seen.insert(m.message_id().unwrap_or_default().to_owned()))
+                .collect();
+            if fresh.is_empty() {
+                self.empty_in_a_row += 1;
+                continue;
+            }
+            self.empty_in_a_row = 0;
+            self.taken += fresh.len();
+            return Ok(Some(fresh));
+        }
+        Ok(None)
+    }
+}
+
+fn receipt(msg: &Message) -> String {
+    msg.receipt_handle().unwrap_or_default().to_owned()
+}
+
+/// Makes `receipts` visible again at once.
+async fn release(sqs: &SqsClient, url: &str, receipts: &[String]) -> Result<(), AwsError> {
+    for chunk in receipts.chunks(10) {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(r)
+                    .visibility_timeout(0)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        sqs.change_message_visibility_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| classify_sdk_error("ChangeMessageVisibilityBatch", &e))?;
+    }
+    Ok(())
+}
+
+/// Every dead-lettered job (up to `limit`), oldest first. Nothing is consumed: the messages
+/// are hidden while the listing pages through them and released at the end.
+pub async fn list_dead_letters(
+    sqs: &SqsClient,
+    dlq_url: &str,
+    hold: Duration,
+    limit: Option<usize>,
+) -> Result<Vec<DeadLetter>, AwsError> {
+    let mut letters = Vec::new();
+    let mut held = Vec::new();
+    let mut pager = Pager::new(sqs, dlq_url, hold, limit);
+    let listed = async {
+        while let Some(page) = pager.next_page().await? {
+            held.extend(page.iter().map(receipt));
+            letters.extend(page.iter().map(DeadLetter::from_message));
+        }
+        Ok::<_, AwsError>(())
+    }
+    .await;
+    release(sqs, dlq_url, &held).await?;
+    listed?;
+    letters.sort_by(|a, b| a.sent_at.cmp(&b.sent_at));
+    Ok(letters)
+}
+
+/// Moves the dead-lettered jobs `filter` selects (up to `limit`) back to the job queue,
+/// with their body and the sender's attributes, without the failure attributes.
+pub async fn redrive(
+    sqs: &SqsClient,
+    dlq_url: &str,
+    queue_url: &str,
+    filter: &RedriveFilter,
+    hold: Duration,
+    limit: Option<usize>,
+) -> Result<RedriveReport, AwsError> {
+    let fifo = queue_url.ends_with(".fifo");
+    let mut report = RedriveReport::default();
+    let mut held = Vec::new();
+    let mut pager = Pager::new(sqs, dlq_url, hold, None);
+    let moved = async {
+        while let Some(page) = pager.next_page().await? {
+            let mut chosen = Vec::new();
+            for msg in page {
+                let letter = DeadLetter::from_message(&msg);
+                let room = limit.is_none_or(|l| report.moved.len() + chosen.len() < l);
+                if room && filter.matches(&letter) {
+                    chosen.push((msg, letter));
+                } else {
+                    report.skipped += 1;
+                    held.push(receipt(&msg));
+                }
+            }
+            if !chosen.is_empty() {
+                held.extend(move_batch(sqs, dlq_url, queue_url, fifo, chosen, &mut report).await?);
+            }
+            if limit.is_some_and(|l| report.moved.len() >= l) {
+                break;
+            }
+        }
+        Ok::<_, AwsError>(())
+    }
+    .await;
+    // Released whatever happened above, so skipped jobs do not sit hidden for a minute.
+    release(sqs, dlq_url, &held).await?;
+    moved?;
+    Ok(report)
+}
+
+/// Sends one page of chosen messages to the job queue and deletes from the dead-letter
+/// queue those that arrived. Returns the receipts of those that did not, to release.
+async fn move_batch(
+    sqs: &SqsClient,
+    dlq_url: &str,
+    queue_url: &str,
+    fifo: bool,
+    chosen: Vec<(Message, DeadLetter)>,
+    report: &mut RedriveReport,
+) -> Result<Vec<String>, AwsError> {
+    let entries = chosen
+        .iter()
+        .enumerate()
+        .map(|(i, (msg, _))| redrive_entry(i, msg, fifo))
+        .collect::<Result<Vec<_>, _>>()?;
+    let out = sqs
+        .send_message_batch()
+        .queue_url(queue_url)
+        .set_entries(Some(entries))
+        .send()
+        .await
+        .map_err(|e| classify_sdk_error("SendMessageBatch", &e))?;
+    let failed: HashMap<usize, String> = out
+        .failed()
+        .iter()
+        .filter_map(|f| {
+            let reason = format!("{}: {}", f.code(), f.message().unwrap_or_default());
+            f.id().parse().ok().map(|i| (i, reason))
+        })
+        .collect();
+    let mut deletes = Vec::new();
+    let mut not_moved = Vec::new();
+    for (i, (msg, letter)) in chosen.into_iter().enumerate() {
+        match failed.get(&i) {
+            Some(reason) => {
+                report
+                    .failed
+                    .push((letter.message_id.clone(), reason.clone()));
+                not_moved.push(receipt(&msg));
+            }
+            None => {
+                deletes.push(
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(receipt(&msg))
+                        .build()
+                        .map_err(|e| permanent("DeleteMessageBatch", e.to_string()))?,
+                );
+                report.moved.push(letter);
+            }
+        }
+    }
+    if !deletes.is_empty() {
+        // A delete that fails leaves the job on both queues; the job id makes the second
+        // run a no-op, and the next redrive finds it again, so report rather than abort.
+        let out = sqs
+            .delete_message_batch()
+            .queue_url(dlq_url)
+            .set_entries(Some(deletes))
+            .send()
+            .await
+            .map_err(|e| classify_sdk_error("DeleteMessageBatch", &e))?;
+        for f in out.failed() {
+            tracing::warn!(
+                entry = f.id(),
+                code = f.code(),
+                "moved, but not deleted from the dead-letter queue"
+            );
+        }
+    }
+    Ok(not_moved)
+}
+
+fn redrive_entry(
+    index: usize,
+    msg: &Message,
+    fifo: bool,
+) -> Result<SendMessageBatchRequestEntry, AwsError> {
+    let attributes: HashMap<String, MessageAttributeValue> = msg
+        .message_attributes()
+        .into_iter()
+        .flatten()
+        .filter(|(name, _)| !name.starts_with(attr::PREFIX))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    let mut entry = SendMessageBatchRequestEntry::builder()
+        .id(index.to_string())
+        .message_body(msg.body().unwrap_or_default())
+        .set_message_attributes(Some(attributes));
+    if fifo {
+        let group = msg
+            .attributes()
+            .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
+            .cloned()
+            .unwrap_or_else(|| "redrive".into());
+        // Not the job id: SQS would drop the redriven copy as a duplicate of the original
+        // if it was sent within the last five minutes.
+        let dedup = format!("redrive-{}", msg.message_id().unwrap_or_default());
+        entry = entry
+            .message_group_id(group)
+            .message_deduplication_id(dedup);
+    }
+    entry
+        .build()
+        .map_err(|e| permanent("SendMessageBatch", e.to_string()))
+}
+
+fn permanent(operation: &'static str, message: String) -> AwsError {
+    AwsError {
+        operation,
+        class: ErrorClass::Permanent,
+        code: None,
+        message,
+    }
+}
