@@ -102,6 +102,42 @@ pub fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// A loopback port free at the time of asking.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The `shoal-worker` binary at `binary` (a test's `CARGO_BIN_EXE_…`), configured for the
+/// job queue and topic given, on the emulator at `endpoint`, with 1-second long polls, JSON
+/// logs and its HTTP listener on `metrics`. The process is killed if the handle is dropped.
+pub fn worker_command(
+    binary: &str,
+    endpoint: &str,
+    queue_url: &str,
+    topic_arn: &str,
+    worker_id: &str,
+    metrics: std::net::SocketAddr,
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(binary);
+    command
+        .args(["--queue-url", queue_url, "--topic-arn", topic_arn])
+        .args(["--worker-id", worker_id, "--wait-time-seconds", "1"])
+        .args([
+            "--log-format",
+            "json",
+            "--metrics-addr",
+            &metrics.to_string(),
+        ])
+        .envs(aws_env(endpoint))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
 /// SDK configuration for the emulator, as `aws_env` would give it: the same endpoint
 /// setting the SDK reads from `AWS_ENDPOINT_URL`.
 pub async fn sdk_config(endpoint: &str) -> SdkConfig {

@@ -1,7 +1,6 @@
 //! The worker as a process: signals, graceful shutdown and crashes. Each test runs the real
 //! binary against the emulator through the SDK's standard environment variables.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use shoal_common::config::QueueTarget;
@@ -10,7 +9,9 @@ use shoal_common::job::Canary;
 use shoal_common::stack::StackSpec;
 use shoal_common::{Job, JobEnvelope, JobId};
 use shoal_producer::{Producer, SendOptions};
-use shoal_tests::{aws_env, eventually, http_get, metric_value, moto, unique, TestStack};
+use shoal_tests::{
+    eventually, free_port, http_get, metric_value, moto, unique, worker_command, TestStack,
+};
 use tokio::process::{Child, Command};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_shoal-worker-for-tests");
@@ -20,38 +21,19 @@ struct WorkerProcess {
     metrics: std::net::SocketAddr,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 fn spawn_worker(t: &TestStack, id: &str, extra: &[&str]) -> WorkerProcess {
     let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let child = Command::new(WORKER)
-        .args([
-            "--queue-url",
-            &t.stack.queue_url,
-            "--topic-arn",
-            &t.stack.topic_arn,
-        ])
-        .args([
-            "--worker-id",
-            id,
-            "--wait-time-seconds",
-            "1",
-            "--log-format",
-            "json",
-        ])
-        .args(["--metrics-addr", &metrics.to_string()])
-        .args(extra)
-        .envs(aws_env(&moto().endpoint))
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the worker binary");
+    let child = worker_command(
+        WORKER,
+        &moto().endpoint,
+        &t.stack.queue_url,
+        &t.stack.topic_arn,
+        id,
+        metrics,
+    )
+    .args(extra)
+    .spawn()
+    .expect("start the worker binary");
     WorkerProcess { child, metrics }
 }
 
@@ -219,4 +201,32 @@ async fn a_worker_refuses_to_start_when_its_attempt_limit_contradicts_the_redriv
     let worker = spawn_worker(&t, "confused", &["--max-attempts", "9"]);
     let output = worker.child.wait_with_output().await.expect("wait");
     assert_eq!(output.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn the_healthcheck_subcommand_passes_a_live_worker_and_fails_a_dead_one() {
+    let t = stack("healthcheck", 30).await;
+    let worker = spawn_worker(&t, "hc", &[]);
+    let up = eventually(Duration::from_secs(30), || async {
+        std::net::TcpStream::connect(worker.metrics).is_ok()
+    })
+    .await;
+    assert!(up, "the worker's listener came up");
+    let probe = |addr: String, path: &'static str| async move {
+        Command::new(WORKER)
+            .args(["healthcheck", "--addr", &addr, "--path", path])
+            .env_remove("SHOAL_METRICS_ADDR")
+            .status()
+            .await
+            .expect("run healthcheck")
+            .code()
+    };
+    // An unspecified address, as in the container, is probed on loopback.
+    let unspecified = format!("0.0.0.0:{}", worker.metrics.port());
+    assert_eq!(probe(unspecified, "/healthz").await, Some(0));
+    assert_eq!(probe(worker.metrics.to_string(), "/readyz").await, Some(0));
+    assert_eq!(probe(worker.metrics.to_string(), "/nowhere").await, Some(1));
+    drop(worker);
+    let nobody = format!("127.0.0.1:{}", free_port());
+    assert_eq!(probe(nobody, "/healthz").await, Some(1));
 }

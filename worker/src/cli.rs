@@ -1,4 +1,5 @@
-//! The `shoal-worker` binary: flags, logging, signals, and the runtime.
+//! The `shoal-worker` binary: flags, logging, signals, and the runtime; and
+//! `shoal-worker healthcheck`, the container's health probe.
 //!
 //! The first SIGTERM or SIGINT starts a graceful shutdown; a second one exits at once
 //! (messages in flight then return after their visibility timeout, so nothing is lost).
@@ -25,6 +26,10 @@ pub struct Cli {
 const EXIT_INTERRUPTED: i32 = 130;
 
 pub fn main() -> i32 {
+    let mut argv = std::env::args().skip(1).peekable();
+    if argv.peek().map(String::as_str) == Some("healthcheck") {
+        return crate::healthcheck::main(argv.skip(1));
+    }
     let cli = Cli::parse();
     init_logging(cli.args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -12,13 +12,15 @@
 //! - [`queue_stats`] samples the job queue's and dead-letter queue's depth into gauges.
 //! - [`retry`] computes backoff delays from the receive count.
 //! - [`config`] resolves flags against the queue's own settings; [`http`] serves
-//!   `/metrics`, `/healthz` and `/readyz`; [`cli`] is the binary.
+//!   `/metrics`, `/healthz` and `/readyz`; [`cli`] is the binary, and [`healthcheck`] its
+//!   probe of a running worker.
 
 pub mod batch;
 pub mod cli;
 pub mod config;
 pub mod handler;
 pub mod handlers;
+pub mod healthcheck;
 pub mod heartbeat;
 pub mod http;
 pub mod queue_stats;

@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Deploy deploy/aws/shoal.yaml as a CloudFormation stack and print its outputs.
+
+Creates the stack, or updates it if it exists (no change is not an error), waits until
+CloudFormation is done, and prints the addresses Shoal's binaries read as environment
+variables (SHOAL_QUEUE_URL=…, SHOAL_DLQ_URL=…, SHOAL_TOPIC_ARN=…, SHOAL_EVENTS_QUEUE_URL=…)
+followed by every other output, or all outputs as JSON with --json.
+
+AWS access and region come from boto3's standard chain; AWS_ENDPOINT_URL points it at an
+emulator. The equivalent with the AWS CLI:
+    aws cloudformation deploy --template-file deploy/aws/shoal.yaml --stack-name shoal \
+        --capabilities CAPABILITY_NAMED_IAM --parameter-overrides Prefix=shoal
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import boto3
+from botocore.exceptions import ClientError, WaiterError
+
+TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shoal.yaml")
+
+# Outputs under the names shoal-producer and shoal-worker read from the environment.
+ENV_NAMES = {
+    "JobQueueUrl": "SHOAL_QUEUE_URL",
+    "DeadLetterQueueUrl": "SHOAL_DLQ_URL",
+    "TopicArn": "SHOAL_TOPIC_ARN",
+    "EventsQueueUrl": "SHOAL_EVENTS_QUEUE_URL",
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stack-name", default="shoal")
+    parser.add_argument("--parameter", "-p", action="append", default=[], metavar="KEY=VALUE",
+                        help="template parameter, e.g. Prefix=shoal (repeatable)")
+    parser.add_argument("--json", action="store_true", help="print the outputs as JSON")
+    args = parser.parse_args()
+
+    params = []
+    for item in args.parameter:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"--parameter: `{item}` is not KEY=VALUE", file=sys.stderr)
+            return 2
+        params.append({"ParameterKey": key, "ParameterValue": value})
+
+    cfn = boto3.client("cloudformation")
+    with open(TEMPLATE, encoding="utf-8") as f:
+        body = f.read()
+    request = dict(StackName=args.stack_name, TemplateBody=body, Parameters=params,
+                   Capabilities=["CAPABILITY_NAMED_IAM"])
+    try:
+        cfn.describe_stacks(StackName=args.stack_name)
+        exists = True
+    except ClientError:
+        exists = False
+    try:
+        if exists:
+            cfn.update_stack(**request)
+            waiter = cfn.get_waiter("stack_update_complete")
+        else:
+            cfn.create_stack(**request)
+            waiter = cfn.get_waiter("stack_create_complete")
+        waiter.wait(StackName=args.stack_name, WaiterConfig={"Delay": 2, "MaxAttempts": 450})
+    except ClientError as e:
+        if "No updates are to be performed" not in str(e):
+            print(f"deploy failed: {e}", file=sys.stderr)
+            return 1
+    except WaiterError as e:
+        print(f"the stack did not settle: {e}", file=sys.stderr)
+        return 1
+
+    stack = cfn.describe_stacks(StackName=args.stack_name)["Stacks"][0]
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    if args.json:
+        print(json.dumps(outputs, indent=2, sort_keys=True))
+        return 0
+    for key, env in ENV_NAMES.items():
+        if key in outputs:
+            print(f"{env}={outputs[key]}")
+    for key in sorted(outputs):
+        if key not in ENV_NAMES:
+            print(f"{key}={outputs[key]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

