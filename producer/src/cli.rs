@@ -15,7 +15,7 @@ use aws_sdk_sqs::types::MessageSystemAttributeName;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use shoal_common::aws::AwsClients;
-use shoal_common::config::QueueArgs;
+use shoal_common::config::{QueueArgs, QueueTarget};
 use shoal_common::error::classify_sdk_error;
 use shoal_common::stack::{self, StackSpec};
 use shoal_common::{Job, JobEnvelope, JobId};
@@ -278,11 +278,13 @@ async fn execute(cli: Cli, sdk: &SdkConfig, io: &mut Io<'_>) -> Result<i32, Stri
     }
 }
 
+/// The job queue's URL, from `--queue-url` or by name.
+async fn resolve(queue: &QueueArgs, clients: &AwsClients) -> Result<QueueTarget, String> {
+    queue.resolve(&clients.sqs).await.map_err(|e| e.to_string())
+}
+
 async fn connect(queue: &QueueArgs, clients: &AwsClients) -> Result<Producer, String> {
-    let target = queue
-        .resolve(&clients.sqs)
-        .await
-        .map_err(|e| e.to_string())?;
+    let target = resolve(queue, clients).await?;
     Ok(Producer::new(clients.sqs.clone(), target))
 }
 
@@ -410,10 +412,7 @@ async fn peek(
     json: bool,
     io: &mut Io<'_>,
 ) -> Result<i32, String> {
-    let target = queue
-        .resolve(&clients.sqs)
-        .await
-        .map_err(|e| e.to_string())?;
+    let target = resolve(queue, clients).await?;
     let mut seen = std::collections::HashSet::new();
     // SQS samples a subset of its servers per receive, so look a few times.
     for _ in 0..5 {
@@ -552,10 +551,7 @@ async fn status(
     json: bool,
     io: &mut Io<'_>,
 ) -> Result<i32, String> {
-    let target = queue
-        .resolve(&clients.sqs)
-        .await
-        .map_err(|e| e.to_string())?;
+    let target = resolve(queue, clients).await?;
     let mut shown = 0usize;
     loop {
         let status = operate::status(clients, &target.url)
@@ -615,10 +611,7 @@ async fn dlq(
             if let Some(url) = given {
                 return Ok(url);
             }
-            let target = queue
-                .resolve(&clients.sqs)
-                .await
-                .map_err(|e| e.to_string())?;
+            let target = resolve(queue, clients).await?;
             operate::dead_letter_queue_url(&clients.sqs, &target.url)
                 .await
                 .map_err(|e| format!("dlq_url: {e}"))
@@ -660,10 +653,7 @@ async fn dlq(
             limit,
         } => {
             let url = dlq_url(&dlq).await?;
-            let target = queue
-                .resolve(&clients.sqs)
-                .await
-                .map_err(|e| e.to_string())?;
+            let target = resolve(queue, clients).await?;
             let filter = operate::RedriveFilter {
                 job_ids: jobs,
                 kinds,

@@ -291,7 +291,12 @@ fn the_kubernetes_base_renders_validates_and_hangs_together() {
     std::fs::write(&file, &rendered).expect("write rendered manifests");
     let validated = output_of(
         "kubernetes-validate",
-        &["--strict", "-k", "1.30.0", file.to_str().expect("utf-8 path")],
+        &[
+            "--strict",
+            "-k",
+            "1.30.0",
+            file.to_str().expect("utf-8 path"),
+        ],
         None,
         "pip install kubernetes-validate; scripts/test installs it",
     );
@@ -350,8 +355,7 @@ fn the_kubernetes_base_renders_validates_and_hangs_together() {
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert!(container["resources"]["limits"]["memory"].is_string());
     assert!(
-        find("ServiceAccount")["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
-            .is_string()
+        find("ServiceAccount")["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].is_string()
     );
     let pod_labels = &pod["metadata"]["labels"];
     let selects_pods = |selector: &serde_json::Value| {
@@ -359,7 +363,9 @@ fn the_kubernetes_base_renders_validates_and_hangs_together() {
             .as_object()
             .is_some_and(|m| !m.is_empty() && m.iter().all(|(k, v)| &pod_labels[k] == v))
     };
-    assert!(selects_pods(&find("PodDisruptionBudget")["spec"]["selector"]));
+    assert!(selects_pods(
+        &find("PodDisruptionBudget")["spec"]["selector"]
+    ));
     let monitor = find("PodMonitor");
     assert!(selects_pods(&monitor["spec"]["selector"]));
     assert_eq!(
