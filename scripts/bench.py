@@ -166,7 +166,10 @@ class Bench:
         held = metric_sum(metrics(port), "shoal_jobs_in_flight")
         busy = rss_mb(proc.pid)
         proc.send_signal(signal.SIGINT)
-        proc.send_signal(signal.SIGINT)  # a second signal exits at once
+        # Signals sent back to back can coalesce into one; the second must come after the
+        # worker has seen the first, to make it exit at once rather than wait out its grace.
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
         self.workers = []
         return idle, busy, held
