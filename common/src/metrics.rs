@@ -69,6 +69,15 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> 
     c
 }
 
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| unreachable!("static metric {name} is well-formed: {e}"));
+    registry
+        .register(Box::new(g.clone()))
+        .unwrap_or_else(|e| unreachable!("metric {name} registered once: {e}"));
+    g
+}
+
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     let c =
         IntCounter::new(name, help).unwrap_or_else(|e| unreachable!("static metric {name}: {e}"));
@@ -160,16 +169,7 @@ impl Metrics {
                 kind,
                 DURATION_BUCKETS.to_vec(),
             ),
-            jobs_in_flight: {
-                let g = IntGaugeVec::new(
-                    Opts::new("shoal_jobs_in_flight", "Jobs held by this worker"),
-                    kind,
-                )
-                .unwrap_or_else(|e| unreachable!("static metric: {e}"));
-                r.register(Box::new(g.clone()))
-                    .unwrap_or_else(|e| unreachable!("registered once: {e}"));
-                g
-            },
+            jobs_in_flight: gauge_vec(&r, "shoal_jobs_in_flight", "Jobs held by this worker", kind),
             api_calls: counter_vec(
                 &r,
                 "shoal_aws_api_calls_total",
@@ -229,19 +229,12 @@ impl Metrics {
                     .unwrap_or_else(|e| unreachable!("registered once: {e}"));
                 g
             },
-            queue_messages: {
-                let g = IntGaugeVec::new(
-                    Opts::new(
-                        "shoal_queue_messages",
-                        "Messages on the job queue and its dead-letter queue, by state",
-                    ),
-                    &["queue", "state"],
-                )
-                .unwrap_or_else(|e| unreachable!("static metric: {e}"));
-                r.register(Box::new(g.clone()))
-                    .unwrap_or_else(|e| unreachable!("registered once: {e}"));
-                g
-            },
+            queue_messages: gauge_vec(
+                &r,
+                "shoal_queue_messages",
+                "Messages on the job queue and its dead-letter queue, by state",
+                &["queue", "state"],
+            ),
             queue_sample_failures: counter(
                 &r,
                 "shoal_queue_sample_failures_total",
