@@ -74,3 +74,118 @@ pub struct EventError {
     /// Whether the job's message was moved to the dead-letter queue.
     pub dead_lettered: bool,
 }
+
+/// What the worker knows of a message and its attempt when it builds the event.
+#[derive(Debug, Clone)]
+pub struct EventSource {
+    pub job_id: Option<String>,
+    pub kind: Option<String>,
+    pub attempts: u32,
+    pub message_id: String,
+    pub worker_id: String,
+    pub submitted_at: Option<DateTime<Utc>>,
+    pub enqueued_at: Option<DateTime<Utc>>,
+    pub started_at: DateTime<Utc>,
+}
+
+impl EventSource {
+    /// For a message that is not a valid job: whatever `job_id` and `kind` its body names,
+    /// so subscribers can still correlate it.
+    pub fn loose_identity(body: &str) -> (Option<String>, Option<String>) {
+        let loose: Option<serde_json::Value> = serde_json::from_str(body).ok();
+        let field = |name: &str| {
+            loose
+                .as_ref()
+                .and_then(|v| v.get(name))
+                .and_then(|v| v.as_str())
+                .map(|s| truncate(s, 128))
+        };
+        (field("job_id"), field("kind"))
+    }
+}
+
+/// `s` cut to at most `max` characters, marked with an ellipsis when cut.
+pub fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+impl JobEvent {
+    /// The event of an attempt that ended now.
+    pub fn new(
+        source: EventSource,
+        status: JobStatus,
+        result: Option<serde_json::Value>,
+        error: Option<EventError>,
+    ) -> JobEvent {
+        let finished_at = Utc::now();
+        let started_at = source.started_at;
+        JobEvent {
+            event_version: EVENT_VERSION,
+            job_id: source.job_id,
+            kind: source.kind,
+            status,
+            attempts: source.attempts,
+            message_id: source.message_id,
+            worker_id: source.worker_id,
+            timings: Timings {
+                submitted_at: source.submitted_at,
+                enqueued_at: source.enqueued_at,
+                started_at,
+                finished_at,
+                queue_ms: source
+                    .enqueued_at
+                    .map(|at| (started_at - at).num_milliseconds().max(0) as u64),
+                run_ms: (finished_at - started_at).num_milliseconds().max(0) as u64,
+            },
+            result,
+            error,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_malformed_body_still_names_its_job_when_it_can() {
+        assert_eq!(
+            EventSource::loose_identity(r#"{"job_id": "j-1", "kind": "nope"}"#),
+            (Some("j-1".into()), Some("nope".into()))
+        );
+        assert_eq!(EventSource::loose_identity("not json"), (None, None));
+        let (id, _) =
+            EventSource::loose_identity(&format!(r#"{{"job_id": "{}"}}"#, "x".repeat(300)));
+        assert_eq!(
+            id.map(|s| s.chars().count()),
+            Some(129),
+            "cut at 128 plus the ellipsis"
+        );
+    }
+
+    #[test]
+    fn timings_follow_from_the_source() {
+        let started_at = Utc::now();
+        let event = JobEvent::new(
+            EventSource {
+                job_id: Some("j".into()),
+                kind: Some("canary".into()),
+                attempts: 2,
+                message_id: "m".into(),
+                worker_id: "w".into(),
+                submitted_at: None,
+                enqueued_at: Some(started_at - chrono::Duration::milliseconds(250)),
+                started_at,
+            },
+            JobStatus::Succeeded,
+            Some(serde_json::json!({})),
+            None,
+        );
+        assert_eq!(event.timings.queue_ms, Some(250));
+        assert!(event.timings.finished_at >= started_at);
+        assert_eq!(event.attempts, 2);
+    }
+}

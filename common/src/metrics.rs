@@ -58,6 +58,13 @@ pub struct Metrics {
     /// samples the same queues: aggregate with `max`, not `sum`.
     pub queue_messages: IntGaugeVec,
     pub queue_sample_failures: IntCounter,
+    /// Handlers that panicked; each is also a failed attempt.
+    pub handler_panics: IntCounterVec,
+    /// Outcomes that could not be announced while one delivery held the message, and went
+    /// forward on a fresh copy that only announces.
+    pub announcements_carried: IntCounterVec,
+    /// Every HTTP attempt of an AWS call, the SDK's own retries included.
+    pub api_attempts: IntCounterVec,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -240,6 +247,24 @@ impl Metrics {
                 "shoal_queue_sample_failures_total",
                 "Samples of the queues' depth that failed",
             ),
+            handler_panics: counter_vec(
+                &r,
+                "shoal_handler_panics_total",
+                "Handler runs that panicked",
+                kind,
+            ),
+            announcements_carried: counter_vec(
+                &r,
+                "shoal_announcements_carried_total",
+                "Outcomes carried forward on a fresh copy because SNS could not take them",
+                kind,
+            ),
+            api_attempts: counter_vec(
+                &r,
+                "shoal_aws_api_attempts_total",
+                "AWS API call attempts, the SDK's own retries included",
+                &["service", "operation"],
+            ),
             registry: r,
         };
         for kind in JobKind::ALL {
@@ -266,6 +291,7 @@ impl Metrics {
         ApiCallCounter {
             calls: self.api_calls.clone(),
             errors: self.api_errors.clone(),
+            attempts: self.api_attempts.clone(),
         }
     }
 
@@ -280,6 +306,13 @@ impl Metrics {
 pub struct ApiCallCounter {
     calls: IntCounterVec,
     errors: IntCounterVec,
+    attempts: IntCounterVec,
+}
+
+fn operation_labels(cfg: &ConfigBag) -> (String, String) {
+    cfg.load::<Metadata>()
+        .map(|m| (m.service().to_ascii_lowercase(), m.name().to_owned()))
+        .unwrap_or_else(|| ("unknown".into(), "unknown".into()))
 }
 
 impl Intercept for ApiCallCounter {
@@ -293,15 +326,25 @@ impl Intercept for ApiCallCounter {
         _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let (service, operation) = cfg
-            .load::<Metadata>()
-            .map(|m| (m.service().to_ascii_lowercase(), m.name().to_owned()))
-            .unwrap_or_else(|| ("unknown".into(), "unknown".into()));
+        let (service, operation) = operation_labels(cfg);
         let labels = [service.as_str(), operation.as_str()];
         self.calls.with_label_values(&labels).inc();
         if matches!(context.output_or_error(), Some(Err(_))) {
             self.errors.with_label_values(&labels).inc();
         }
+        Ok(())
+    }
+
+    fn read_after_attempt(
+        &self,
+        _context: &FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let (service, operation) = operation_labels(cfg);
+        self.attempts
+            .with_label_values(&[service.as_str(), operation.as_str()])
+            .inc();
         Ok(())
     }
 }

@@ -28,6 +28,11 @@ pub mod dead_letter_attribute {
     pub const SOURCE_MESSAGE_ID: &str = "shoal-source-message-id";
 }
 
+/// The message attribute in which a worker's re-sent copy of a job carries its state to the
+/// next delivery (failed runs so far, the handler's progress, an outcome to announce). It
+/// starts with `shoal-` like the dead-letter attributes, so dead-lettering and redrive drop it.
+pub const CARRIED_STATE: &str = "shoal-state";
+
 /// A queue's redrive policy: where SQS moves a message after too many receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedrivePolicy {

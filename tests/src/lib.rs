@@ -6,6 +6,8 @@
 //! this process holds open, so it exits when the test binary exits, however it exits. No
 //! test depends on a server started by hand.
 
+pub mod fault_proxy;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -289,6 +291,8 @@ impl TestStack {
             batch_flush: Duration::from_millis(5),
             queue_stats_interval: Some(Duration::from_millis(500)),
             worker_id: worker_id.to_owned(),
+            announce_hold: Duration::from_secs(3),
+            on_panic: shoal_common::error::ErrorClass::Permanent,
         }
     }
 

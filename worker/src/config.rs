@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use shoal_common::aws::AwsClients;
 use shoal_common::config::{QueueArgs, QueueConfigError};
-use shoal_common::error::AwsError;
+use shoal_common::error::{AwsError, ErrorClass};
 use shoal_common::queue::{self, QueueAttributes};
 use shoal_common::JobKind;
 
@@ -86,6 +86,34 @@ pub struct WorkerArgs {
     /// How long a wait may last before the job fails.
     #[arg(long, env = "SHOAL_WAIT_DEADLINE", default_value = "6h", value_parser = humantime::parse_duration)]
     pub wait_deadline: Duration,
+    /// How long EC2 may take to show what a job created; until then a lookup that finds
+    /// nothing is no proof that an earlier run created nothing.
+    #[arg(long, env = "SHOAL_EC2_CONSISTENCY_WINDOW", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub ec2_consistency_window: Duration,
+    /// How long one delivery keeps retrying an announcement (or a delete) while holding the
+    /// message, before carrying the outcome forward on a fresh copy.
+    #[arg(long, env = "SHOAL_ANNOUNCE_HOLD", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub announce_hold: Duration,
+    /// What a panicking handler counts as: `dead-letter` (a permanent failure, the default:
+    /// a bug rarely heals itself) or `retry` (a transient one).
+    #[arg(long, env = "SHOAL_ON_PANIC", value_enum, default_value_t = OnPanic::DeadLetter)]
+    pub on_panic: OnPanic,
+}
+
+/// What a panicking handler counts as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnPanic {
+    DeadLetter,
+    Retry,
+}
+
+impl OnPanic {
+    pub fn class(self) -> ErrorClass {
+        match self {
+            OnPanic::DeadLetter => ErrorClass::Permanent,
+            OnPanic::Retry => ErrorClass::Transient,
+        }
+    }
 }
 
 fn parse_rate(s: &str) -> Result<(String, f64), String> {
@@ -110,6 +138,7 @@ impl WorkerArgs {
             wait_check_min: self.wait_check_min,
             wait_check_max: self.wait_check_max.min(crate::retry::MAX_VISIBILITY),
             wait_deadline: self.wait_deadline,
+            consistency_window: self.ec2_consistency_window,
         }
     }
 }
@@ -152,6 +181,11 @@ pub struct WorkerConfig {
     /// How often to sample the queues' depth into gauges; `None` samples never.
     pub queue_stats_interval: Option<Duration>,
     pub worker_id: String,
+    /// How long one delivery retries an announcement, a delete, or a copy while holding the
+    /// message.
+    pub announce_hold: Duration,
+    /// The class of a panicking handler's failure.
+    pub on_panic: ErrorClass,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -182,6 +216,7 @@ impl WorkerArgs {
         if self.pollers == 0 {
             return Err(invalid("pollers", "must be at least 1"));
         }
+        self.check_consistent()?;
         if self.wait_time_seconds > 20 {
             return Err(invalid(
                 "wait_time_seconds",
@@ -252,7 +287,50 @@ impl WorkerArgs {
             batch_flush: self.batch_flush,
             queue_stats_interval: Some(self.queue_stats_interval).filter(|d| !d.is_zero()),
             worker_id,
+            announce_hold: self.announce_hold,
+            on_panic: self.on_panic.class(),
         })
+    }
+
+    /// Refuses settings that contradict each other, before anything runs: each would
+    /// otherwise surface later as a panic or a silent surprise.
+    pub fn check_consistent(&self) -> Result<(), ConfigError> {
+        if self.wait_check_min > self.wait_check_max {
+            return Err(invalid(
+                "wait_check_min",
+                format!(
+                    "is {} but wait_check_max is {}; the shortest pause between checks cannot exceed the longest",
+                    humantime::format_duration(self.wait_check_min),
+                    humantime::format_duration(self.wait_check_max)
+                ),
+            ));
+        }
+        if self.wait_check_min.is_zero() {
+            return Err(invalid("wait_check_min", "must be above zero"));
+        }
+        if self.retry_base > self.retry_max {
+            return Err(invalid(
+                "retry_base",
+                format!(
+                    "is {} but retry_max is {}; the first retry delay cannot exceed the longest",
+                    humantime::format_duration(self.retry_base),
+                    humantime::format_duration(self.retry_max)
+                ),
+            ));
+        }
+        if self.retry_base.is_zero() {
+            return Err(invalid("retry_base", "must be above zero"));
+        }
+        if !self.ec2_calls_per_second.is_finite() || self.ec2_calls_per_second <= 0.0 {
+            return Err(invalid(
+                "ec2_calls_per_second",
+                "must be a number above zero",
+            ));
+        }
+        if self.announce_hold.is_zero() {
+            return Err(invalid("announce_hold", "must be above zero"));
+        }
+        Ok(())
     }
 }
 

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
+
+pub use crate::heartbeat::Lease;
 use shoal_common::aws::AwsClients;
 use shoal_common::error::{AwsError, ErrorClass};
 use shoal_common::job::JobParams;
@@ -21,15 +23,70 @@ use shoal_common::{Job, JobId, JobKind};
 pub struct JobContext {
     pub job_id: JobId,
     pub kind: JobKind,
-    /// This delivery's number (SQS's `ApproximateReceiveCount`), from 1.
+    /// This attempt's number, from 1: the job's failed runs before it, plus one. Waiting for
+    /// EC2 and being deferred are not attempts.
     pub attempt: u32,
-    /// Deliveries before the job is dead-lettered.
+    /// Attempts before the job is dead-lettered.
     pub max_attempts: u32,
+    /// Whether an earlier delivery of this job may have run its handler (and so made calls
+    /// whose effects EC2 may not show yet).
+    pub earlier_runs: bool,
+    /// When this delivery was received: an earlier delivery's last call happened before it.
+    pub received_at: tokio::time::Instant,
+    /// The message's hold, to check before a call that must not happen twice.
+    pub lease: Lease,
+    /// What earlier runs recorded, and where this run records what the next must know.
+    pub progress: Progress,
     pub worker_id: Arc<str>,
     pub clients: AwsClients,
     /// When SQS accepted the message.
     pub enqueued_at: Option<DateTime<Utc>>,
     pub started_at: DateTime<Utc>,
+}
+
+/// A handler's notes for its job's next run, carried on the message between deliveries.
+/// EC2 is eventually consistent: what a run created may not be listed yet when the next run
+/// looks, so a handler records the ids it created here rather than trusting a lookup.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    inner: Arc<std::sync::Mutex<(serde_json::Map<String, serde_json::Value>, bool)>>,
+}
+
+impl Progress {
+    /// Progress carried in from an earlier run.
+    pub fn from_map(map: serde_json::Map<String, serde_json::Value>) -> Self {
+        Progress {
+            inner: Arc::new(std::sync::Mutex::new((map, false))),
+        }
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, (serde_json::Map<String, serde_json::Value>, bool)> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn get(&self, key: &str) -> Option<serde_json::Value> {
+        self.lock().0.get(key).cloned()
+    }
+
+    /// Records `value` under `key` for the next run.
+    pub fn set(&self, key: &str, value: serde_json::Value) {
+        let mut guard = self.lock();
+        if guard.0.get(key) != Some(&value) {
+            guard.0.insert(key.to_owned(), value);
+            guard.1 = true;
+        }
+    }
+
+    /// Whether this run recorded anything the message does not carry yet.
+    pub fn changed(&self) -> bool {
+        self.lock().1
+    }
+
+    pub fn to_map(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.lock().0.clone()
+    }
 }
 
 /// How an attempt ended, when it did not fail.

@@ -40,6 +40,41 @@ pub struct HeldMessage {
     token: u64,
 }
 
+impl HeldMessage {
+    /// The lease this hold gives: how long the message stays this worker's.
+    pub fn lease(&self) -> Lease {
+        Lease {
+            heartbeat: Some(self.heartbeat.clone()),
+            token: self.token,
+        }
+    }
+}
+
+/// A job's hold on its message, as its handler sees it. When the heartbeat cannot extend the
+/// message (SQS unreachable), the lease runs out and another worker may receive the job: a
+/// handler checks its lease before any call that must not happen twice.
+#[derive(Debug, Clone, Default)]
+pub struct Lease {
+    heartbeat: Option<Arc<VisibilityHeartbeat>>,
+    token: u64,
+}
+
+impl Lease {
+    /// How long the message stays invisible to other workers unless extended; a lease of
+    /// a message no longer held has none left. A lease made without a heartbeat (a handler
+    /// called outside the runtime) never runs out.
+    pub fn remaining(&self) -> Duration {
+        match &self.heartbeat {
+            None => Duration::MAX,
+            Some(heartbeat) => heartbeat
+                .lock()
+                .get(&self.token)
+                .map(|held| held.visible_at.saturating_duration_since(Instant::now()))
+                .unwrap_or_default(),
+        }
+    }
+}
+
 impl Drop for HeldMessage {
     fn drop(&mut self) {
         self.heartbeat.lock().remove(&self.token);

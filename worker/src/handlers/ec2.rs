@@ -34,6 +34,10 @@ pub struct Ec2Settings {
     pub wait_check_max: Duration,
     /// How long a wait may last, from the resource's start, before the job fails.
     pub wait_deadline: Duration,
+    /// How long EC2 may take to show what was just created: until then, a lookup that finds
+    /// nothing is no proof that an earlier run created nothing, and `…NotFound` for an id
+    /// Shoal itself created is "not yet", not "gone".
+    pub consistency_window: Duration,
 }
 
 impl Default for Ec2Settings {
@@ -44,6 +48,7 @@ impl Default for Ec2Settings {
             wait_check_min: Duration::from_secs(5),
             wait_check_max: Duration::from_secs(600),
             wait_deadline: Duration::from_secs(6 * 60 * 60),
+            consistency_window: Duration::from_secs(60),
         }
     }
 }

@@ -1,0 +1,837 @@
+//! A fault-injecting AWS for the tests: an HTTP proxy between Shoal's SDK clients and the
+//! emulators, reached through the SDK's standard `AWS_ENDPOINT_URL*` settings, so the
+//! product runs no test-only code path.
+//!
+//! The emulators are perfect: instantly consistent, never throttled, never down. This proxy
+//! makes them behave like AWS on a bad day. Each call's service comes from the SigV4
+//! credential scope in its `Authorization` header, and its operation from `X-Amz-Target`
+//! (SQS, JSON protocol) or the form field `Action` (SNS and EC2, query protocol). A test
+//! programs [`Rule`]s that answer with AWS errors in each protocol's own shape, delay,
+//! reset the connection, truncate the answer after the call went through, or fail some
+//! entries of a batch call; and it can make EC2 eventually consistent, hiding what was just
+//! created from later calls for a window, the way AWS documents it. Every call is counted
+//! per operation, and the bodies of EC2 create calls that went through are kept, so a test
+//! can count the effects one job had.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+/// The AWS service a call is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Service {
+    Sqs,
+    Sns,
+    Ec2,
+    Other,
+}
+
+/// An AWS error answer, in the shape and with the code the service really uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AwsFault {
+    /// SQS `ThrottlingException`, SNS `Throttling`, EC2 `RequestLimitExceeded`.
+    Throttling,
+    /// `InternalError` (SQS: `InternalFailure`), HTTP 500.
+    InternalError,
+    /// `ServiceUnavailable` (EC2: `Unavailable`), HTTP 503.
+    ServiceUnavailable,
+    /// A bare HTTP 500 with no AWS error body, as a load balancer in front would answer.
+    Http500,
+    /// A bare HTTP 503.
+    Http503,
+}
+
+/// What the proxy does to a call a rule matches.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// Answer with this error; the call does not reach the emulator.
+    Error(AwsFault),
+    /// Answer with one of these errors, chosen at random.
+    AnyError(Vec<AwsFault>),
+    /// Wait this long, then pass the call on.
+    Delay(Duration),
+    /// Close the connection without an answer; the call does not reach the emulator.
+    Reset,
+    /// Pass the call on (it takes effect), then cut the answer off halfway.
+    Truncate,
+    /// For batch calls: pass on only the even-numbered entries and report the others failed
+    /// through no fault of the sender (`InternalError`, `SenderFault` false).
+    FailOddEntries,
+}
+
+/// When a rule fires.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Trigger {
+    Always,
+    /// Each matching call, with this probability.
+    Probability(f64),
+    /// The next N matching calls.
+    Next(u32),
+    /// Every matching call until this instant: an outage.
+    Until(Instant),
+}
+
+/// One programmed fault: which calls, what, and when.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub service: Option<Service>,
+    /// Operation names (`PublishBatch`, `RunInstances`); empty means every operation.
+    pub operations: Vec<String>,
+    pub fault: Fault,
+    pub trigger: Trigger,
+}
+
+impl Rule {
+    pub fn new(
+        service: Option<Service>,
+        operations: &[&str],
+        fault: Fault,
+        trigger: Trigger,
+    ) -> Self {
+        Rule {
+            service,
+            operations: operations.iter().map(|s| (*s).to_owned()).collect(),
+            fault,
+            trigger,
+        }
+    }
+
+    /// `service`'s `operations` fail with `fault` for `duration` from now.
+    pub fn outage(
+        service: Service,
+        operations: &[&str],
+        fault: AwsFault,
+        duration: Duration,
+    ) -> Self {
+        Rule::new(
+            Some(service),
+            operations,
+            Fault::Error(fault),
+            Trigger::Until(Instant::now() + duration),
+        )
+    }
+
+    fn matches(&self, service: Service, operation: &str) -> bool {
+        self.service.map_or(true, |s| s == service)
+            && (self.operations.is_empty() || self.operations.iter().any(|o| o == operation))
+    }
+}
+
+/// Calls of one operation: how many arrived, and how many reached the emulator.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallCount {
+    pub arrived: u64,
+    pub forwarded: u64,
+    pub faulted: u64,
+}
+
+#[derive(Default)]
+struct State {
+    rules: Vec<Rule>,
+    counts: HashMap<(Service, String), CallCount>,
+    /// Bodies of EC2 create calls that reached the emulator, by operation.
+    creates: Vec<(String, String)>,
+    /// EC2 eventual consistency: how long a new resource stays hidden, and how long a new
+    /// tag stays invisible to `tag:` filters.
+    hide_new_resources: Duration,
+    hide_new_tags: Duration,
+    /// Resource id → until when it is hidden.
+    hidden: HashMap<String, Instant>,
+    /// Resource id → until when its newest tags are invisible to `tag:` filters.
+    tag_lag: HashMap<String, Instant>,
+    rng: u64,
+}
+
+impl State {
+    fn chance(&mut self, p: f64) -> bool {
+        // xorshift64*: enough randomness for fault injection, no dependency.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let x = self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        ((x >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+}
+
+/// A running fault proxy. Dropping it stops it.
+pub struct FaultProxy {
+    /// Where to point the SDK (`AWS_ENDPOINT_URL`).
+    pub endpoint: String,
+    state: Arc<Mutex<State>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type ProxyBody = BoxBody<Bytes, std::io::Error>;
+
+struct Upstreams {
+    default: String,
+    by_service: HashMap<Service, String>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl FaultProxy {
+    /// A proxy on a free loopback port passing every call to `upstream`.
+    pub async fn start(upstream: &str) -> FaultProxy {
+        Self::start_with(upstream, HashMap::new()).await
+    }
+
+    /// A proxy passing each service's calls to its own emulator (e.g. SQS and SNS to
+    /// fauxqs, EC2 to moto), the rest to `default`.
+    pub async fn start_with(default: &str, by_service: HashMap<Service, String>) -> FaultProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the fault proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+            | 1;
+        let state = Arc::new(Mutex::new(State {
+            rng: seed,
+            ..State::default()
+        }));
+        let upstreams = Arc::new(Upstreams {
+            default: default.trim_end_matches('/').to_owned(),
+            by_service: by_service
+                .into_iter()
+                .map(|(s, u)| (s, u.trim_end_matches('/').to_owned()))
+                .collect(),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        });
+        let task = tokio::spawn(serve(listener, state.clone(), upstreams));
+        FaultProxy {
+            endpoint: format!("http://{addr}"),
+            state,
+            task,
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a rule; rules are tried in the order added, and the first that fires applies.
+    pub fn add(&self, rule: Rule) {
+        self.state().rules.push(rule);
+    }
+
+    /// Removes every rule: AWS is healthy again.
+    pub fn heal(&self) {
+        self.state().rules.clear();
+    }
+
+    /// Makes EC2 eventually consistent: what `RunInstances`, `CreateImage`,
+    /// `CreateSnapshot` and `CreateVolume` create stays invisible for `window` (`Describe*`
+    /// lists leave it out, a call naming it answers `…NotFound`), and tags set by
+    /// `CreateTags` or a create's tag specification are invisible to `tag:` filters for
+    /// `tags_window`.
+    pub fn eventual_consistency(&self, window: Duration, tags_window: Duration) {
+        let mut s = self.state();
+        s.hide_new_resources = window;
+        s.hide_new_tags = tags_window;
+    }
+
+    pub fn count(&self, service: Service, operation: &str) -> CallCount {
+        self.state()
+            .counts
+            .get(&(service, operation.to_owned()))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// How many calls of EC2 `operation` that reached the emulator contained `needle` in
+    /// their body (e.g. a job id in a tag specification).
+    pub fn creates_with(&self, operation: &str, needle: &str) -> usize {
+        let encoded: String = form_urlencoded::byte_serialize(needle.as_bytes()).collect();
+        self.state()
+            .creates
+            .iter()
+            .filter(|(op, body)| {
+                op == operation && (body.contains(needle) || body.contains(&encoded))
+            })
+            .count()
+    }
+
+    /// Calls that got an injected fault, over all operations.
+    pub fn faults_injected(&self) -> u64 {
+        self.state().counts.values().map(|c| c.faulted).sum()
+    }
+}
+
+async fn serve(listener: tokio::net::TcpListener, state: Arc<Mutex<State>>, up: Arc<Upstreams>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let state = state.clone();
+        let up = up.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                let up = up.clone();
+                async move { handle(req, &state, &up).await }
+            });
+            // A reset fault ends the connection with an error; nothing to report.
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// A call as the proxy reads it.
+struct Call {
+    service: Service,
+    operation: String,
+    /// The query protocol's form fields (SNS, EC2); empty for JSON.
+    form: Vec<(String, String)>,
+}
+
+fn read_call(req: &hyper::http::request::Parts, body: &[u8]) -> Call {
+    let header = |name: &str| {
+        req.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let scope_service = header("authorization")
+        .split("Credential=")
+        .nth(1)
+        .and_then(|c| c.split('/').nth(3))
+        .unwrap_or_default()
+        .to_owned();
+    let service = match scope_service.as_str() {
+        "sqs" => Service::Sqs,
+        "sns" => Service::Sns,
+        "ec2" => Service::Ec2,
+        _ => Service::Other,
+    };
+    let target = header("x-amz-target");
+    let form: Vec<(String, String)> = if target.is_empty() {
+        form_urlencoded::parse(body).into_owned().collect()
+    } else {
+        Vec::new()
+    };
+    let operation = match target.rsplit_once('.') {
+        Some((_, op)) => op.to_owned(),
+        None => form
+            .iter()
+            .find(|(k, _)| k == "Action")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default(),
+    };
+    Call {
+        service,
+        operation,
+        form,
+    }
+}
+
+fn full(body: impl Into<Bytes>) -> ProxyBody {
+    Full::new(body.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    state: &Mutex<State>,
+    up: &Upstreams,
+) -> Result<Response<ProxyBody>, std::io::Error> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
+    let call = read_call(&parts, &body);
+    let fault = {
+        let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+        s.counts
+            .entry((call.service, call.operation.clone()))
+            .or_default()
+            .arrived += 1;
+        choose_fault(&mut s, &call)
+    };
+    let fault = match fault {
+        Some(Fault::AnyError(choices)) if !choices.is_empty() => {
+            let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+            let i = (0..choices.len())
+                .find(|_| s.chance(1.0 / choices.len() as f64))
+                .unwrap_or(choices.len() - 1);
+            Some(Fault::Error(choices[i]))
+        }
+        other => other,
+    };
+    if fault.is_some() && !matches!(fault, Some(Fault::Delay(_))) {
+        let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+        s.counts
+            .entry((call.service, call.operation.clone()))
+            .or_default()
+            .faulted += 1;
+    }
+    match &fault {
+        Some(Fault::Error(e)) => return Ok(error_response(call.service, *e, &call.operation)),
+        Some(Fault::Reset) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "injected reset",
+            ))
+        }
+        Some(Fault::Delay(d)) => tokio::time::sleep(*d).await,
+        _ => {}
+    }
+    if call.service == Service::Ec2 {
+        if let Some(answer) = hidden_by_consistency(state, &call) {
+            return Ok(answer);
+        }
+    }
+
+    let (body, failed_entries) = match fault {
+        Some(Fault::FailOddEntries) => split_batch(&call, &body),
+        _ => (body, Vec::new()),
+    };
+    let upstream = up
+        .by_service
+        .get(&call.service)
+        .unwrap_or(&up.default)
+        .clone();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let mut forward = Request::builder()
+        .method(parts.method.clone())
+        .uri(format!("{upstream}{path}"));
+    for (name, value) in &parts.headers {
+        if name != "content-length" {
+            forward = forward.header(name, value);
+        }
+    }
+    let forward = forward
+        .body(Full::new(body.clone()))
+        .map_err(std::io::Error::other)?;
+    let response = up
+        .client
+        .request(forward)
+        .await
+        .map_err(std::io::Error::other)?;
+    let (mut rparts, rbody) = response.into_parts();
+    let rbody = rbody
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
+    {
+        let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+        s.counts
+            .entry((call.service, call.operation.clone()))
+            .or_default()
+            .forwarded += 1;
+        if call.service == Service::Ec2 && rparts.status.is_success() {
+            record_ec2_effects(&mut s, &call, &body, &rbody);
+        }
+    }
+    rparts.headers.remove("content-length");
+    rparts.headers.remove("transfer-encoding");
+    let rbody = if call.service == Service::Ec2 {
+        filter_hidden(state, &call, rbody)
+    } else {
+        rbody
+    };
+    let rbody = if failed_entries.is_empty() {
+        rbody
+    } else {
+        report_failed_entries(&call, &rbody, &failed_entries)
+    };
+    if fault == Some(Fault::Truncate) {
+        // The call took effect; the caller never learns how it ended.
+        let half = rbody.slice(..rbody.len() / 2);
+        rparts.headers.insert(
+            "content-length",
+            rbody
+                .len()
+                .to_string()
+                .parse()
+                .map_err(std::io::Error::other)?,
+        );
+        let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
+            Ok(Frame::data(half)),
+            Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "injected truncation",
+            )),
+        ];
+        let stream = StreamBody::new(futures::stream::iter(frames));
+        return Ok(Response::from_parts(rparts, BodyExt::boxed(stream)));
+    }
+    Ok(Response::from_parts(rparts, full(rbody)))
+}
+
+fn choose_fault(s: &mut State, call: &Call) -> Option<Fault> {
+    let now = Instant::now();
+    for i in 0..s.rules.len() {
+        if !s.rules[i].matches(call.service, &call.operation) {
+            continue;
+        }
+        let fire = match s.rules[i].trigger.clone() {
+            Trigger::Always => true,
+            Trigger::Probability(p) => s.chance(p),
+            Trigger::Next(0) => false,
+            Trigger::Next(n) => {
+                s.rules[i].trigger = Trigger::Next(n - 1);
+                true
+            }
+            Trigger::Until(t) => now < t,
+        };
+        if fire {
+            return Some(s.rules[i].fault.clone());
+        }
+    }
+    None
+}
+
+/// An AWS error as `service` writes it.
+fn error_response(service: Service, fault: AwsFault, operation: &str) -> Response<ProxyBody> {
+    let (status, code) = match (service, fault) {
+        (_, AwsFault::Http500) => return bare(500),
+        (_, AwsFault::Http503) => return bare(503),
+        (Service::Sqs, AwsFault::Throttling) => (400, "ThrottlingException"),
+        (Service::Sns, AwsFault::Throttling) => (400, "Throttling"),
+        (_, AwsFault::Throttling) => (503, "RequestLimitExceeded"),
+        (Service::Sqs, AwsFault::InternalError) => (500, "InternalFailure"),
+        (_, AwsFault::InternalError) => (500, "InternalError"),
+        (Service::Ec2, AwsFault::ServiceUnavailable) => (503, "Unavailable"),
+        (_, AwsFault::ServiceUnavailable) => (503, "ServiceUnavailable"),
+    };
+    let message = format!("injected {code} for {operation}");
+    aws_error(service, status, code, &message)
+}
+
+fn aws_error(service: Service, status: u16, code: &str, message: &str) -> Response<ProxyBody> {
+    let request_id = "00000000-0000-0000-0000-000000000000";
+    let builder = Response::builder().status(status);
+    let response = match service {
+        Service::Sqs => builder
+            .header("content-type", "application/x-amz-json-1.0")
+            .header("x-amzn-requestid", request_id)
+            .header("x-amzn-query-error", format!("{code};Sender"))
+            .body(full(
+                serde_json::json!({"__type": format!("com.amazonaws.sqs#{code}"), "message": message})
+                    .to_string(),
+            )),
+        Service::Ec2 => builder.header("content-type", "text/xml").body(full(format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>{request_id}</RequestID></Response>"
+        ))),
+        _ => builder.header("content-type", "text/xml").body(full(format!(
+            "<ErrorResponse xmlns=\"http://sns.amazonaws.com/doc/2010-03-31/\"><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>"
+        ))),
+    };
+    response.unwrap_or_else(|_| bare(500))
+}
+
+fn bare(status: u16) -> Response<ProxyBody> {
+    let mut response = Response::new(full(Bytes::new()));
+    *response.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    response
+}
+
+// ---- Partial batch failures -------------------------------------------------------------
+
+/// The batch body with only its even-numbered entries, and the ids of the entries left out.
+fn split_batch(call: &Call, body: &Bytes) -> (Bytes, Vec<String>) {
+    match call.service {
+        Service::Sqs => {
+            let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(body) else {
+                return (body.clone(), Vec::new());
+            };
+            let Some(entries) = v.get_mut("Entries").and_then(|e| e.as_array_mut()) else {
+                return (body.clone(), Vec::new());
+            };
+            if entries.len() < 2 {
+                return (body.clone(), Vec::new());
+            }
+            let mut kept = Vec::new();
+            let mut failed = Vec::new();
+            for (i, entry) in entries.drain(..).enumerate() {
+                if i % 2 == 0 {
+                    kept.push(entry);
+                } else {
+                    failed.push(entry["Id"].as_str().unwrap_or_default().to_owned());
+                }
+            }
+            *entries = kept;
+            (Bytes::from(v.to_string()), failed)
+        }
+        Service::Sns if call.operation == "PublishBatch" => {
+            // PublishBatchRequestEntries.member.N.<field>: keep odd N (1-based: the even
+            // 0-based positions), renumbered.
+            let prefix = "PublishBatchRequestEntries.member.";
+            let count = call
+                .form
+                .iter()
+                .filter(|(k, _)| k.starts_with(prefix) && k.ends_with(".Id"))
+                .count();
+            if count < 2 {
+                return (body.clone(), Vec::new());
+            }
+            let mut out = form_urlencoded::Serializer::new(String::new());
+            let mut failed = Vec::new();
+            for (k, v) in &call.form {
+                let Some(rest) = k.strip_prefix(prefix) else {
+                    out.append_pair(k, v);
+                    continue;
+                };
+                let (n, field) = rest.split_once('.').unwrap_or((rest, ""));
+                let n: usize = n.parse().unwrap_or(1);
+                if n % 2 == 1 {
+                    out.append_pair(&format!("{prefix}{}.{field}", n.div_ceil(2)), v);
+                } else if field == "Id" {
+                    failed.push(v.clone());
+                }
+            }
+            (Bytes::from(out.finish()), failed)
+        }
+        _ => (body.clone(), Vec::new()),
+    }
+}
+
+fn report_failed_entries(call: &Call, body: &Bytes, failed: &[String]) -> Bytes {
+    match call.service {
+        Service::Sqs => {
+            let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(body) else {
+                return body.clone();
+            };
+            let list: Vec<serde_json::Value> = failed
+                .iter()
+                .map(|id| serde_json::json!({"Id": id, "SenderFault": false, "Code": "InternalError", "Message": "injected entry failure"}))
+                .collect();
+            match v.get_mut("Failed").and_then(|f| f.as_array_mut()) {
+                Some(existing) => existing.extend(list),
+                None => v["Failed"] = serde_json::Value::Array(list),
+            }
+            Bytes::from(v.to_string())
+        }
+        _ => {
+            let members: String = failed
+                .iter()
+                .map(|id| format!("<member><Id>{id}</Id><Code>InternalError</Code><Message>injected entry failure</Message><SenderFault>false</SenderFault></member>"))
+                .collect();
+            let text = String::from_utf8_lossy(body);
+            let text = if text.contains("<Failed/>") {
+                text.replacen("<Failed/>", &format!("<Failed>{members}</Failed>"), 1)
+            } else if text.contains("<Failed>") {
+                text.replacen("<Failed>", &format!("<Failed>{members}"), 1)
+            } else {
+                text.replacen(
+                    "</PublishBatchResult>",
+                    &format!("<Failed>{members}</Failed></PublishBatchResult>"),
+                    1,
+                )
+            };
+            Bytes::from(text)
+        }
+    }
+}
+
+// ---- EC2 eventual consistency -----------------------------------------------------------
+
+const ID_PREFIXES: &[&str] = &["i-", "ami-", "snap-", "vol-"];
+
+/// Resource ids (`i-…`, `ami-…`, `snap-…`, `vol-…`) that appear in `text` between tags.
+fn ids_in(text: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    for piece in text.split(['<', '>', '"', '&', '=']) {
+        let piece = piece.trim();
+        if ID_PREFIXES.iter().any(|p| {
+            piece
+                .strip_prefix(p)
+                .is_some_and(|hex| hex.len() >= 8 && hex.chars().all(|c| c.is_ascii_hexdigit()))
+        }) {
+            ids.push(piece.to_owned());
+        }
+    }
+    ids
+}
+
+fn record_ec2_effects(s: &mut State, call: &Call, request: &Bytes, response: &Bytes) {
+    let op = call.operation.as_str();
+    if op.starts_with("Create") || op == "RunInstances" {
+        s.creates.push((
+            call.operation.clone(),
+            String::from_utf8_lossy(request).into_owned(),
+        ));
+    }
+    let now = Instant::now();
+    let text = String::from_utf8_lossy(response);
+    let created: Vec<String> = match op {
+        "RunInstances" | "CreateImage" | "CreateSnapshot" | "CreateVolume" => ids_in(&text),
+        _ => Vec::new(),
+    };
+    if !s.hide_new_resources.is_zero() {
+        let until = now + s.hide_new_resources;
+        for id in &created {
+            s.hidden.insert(id.clone(), until);
+        }
+    }
+    if !s.hide_new_tags.is_zero() {
+        let until = now + s.hide_new_tags;
+        for id in &created {
+            s.tag_lag.insert(id.clone(), until);
+        }
+        if op == "CreateTags" {
+            for (k, v) in &call.form {
+                if k.starts_with("ResourceId.") {
+                    s.tag_lag.insert(v.clone(), until);
+                }
+            }
+        }
+    }
+}
+
+/// The answer AWS could give while `call` cannot yet see what was just created: an error
+/// naming a hidden id the call names, or `None` to pass the call on (whose answer is then
+/// filtered by [`filter_hidden`] through the caller).
+fn hidden_by_consistency(state: &Mutex<State>, call: &Call) -> Option<Response<ProxyBody>> {
+    let s = state.lock().unwrap_or_else(|p| p.into_inner());
+    if s.hidden.is_empty() && s.tag_lag.is_empty() {
+        return None;
+    }
+    let now = Instant::now();
+    let op = call.operation.as_str();
+    for (k, v) in &call.form {
+        let names_id = k == "InstanceId"
+            || k == "VolumeId"
+            || k == "ImageId" && op != "RunInstances"
+            || k.starts_with("InstanceId.")
+            || k.starts_with("ImageId.")
+            || k.starts_with("SnapshotId.")
+            || k.starts_with("VolumeId.")
+            || k.starts_with("ResourceId.");
+        if names_id && s.hidden.get(v).is_some_and(|until| now < *until) {
+            let code = match v.split('-').next().unwrap_or_default() {
+                "i" => "InvalidInstanceID.NotFound",
+                "ami" => "InvalidAMIID.NotFound",
+                "snap" => "InvalidSnapshot.NotFound",
+                _ => "InvalidVolume.NotFound",
+            };
+            let message = format!("The ID '{v}' does not exist");
+            return Some(aws_error(Service::Ec2, 400, code, &message));
+        }
+    }
+    None
+}
+
+/// Drops from a `Describe*` answer the items that name a resource still hidden (or, for a
+/// `tag:` filtered call, one whose tags are still invisible).
+fn filter_hidden(state: &Mutex<State>, call: &Call, body: Bytes) -> Bytes {
+    let s = state.lock().unwrap_or_else(|p| p.into_inner());
+    let now = Instant::now();
+    let tag_filtered = call
+        .form
+        .iter()
+        .any(|(k, v)| k.starts_with("Filter.") && k.ends_with(".Name") && v.starts_with("tag:"));
+    let invisible = |id: &str| {
+        s.hidden.get(id).is_some_and(|u| now < *u)
+            || (tag_filtered && s.tag_lag.get(id).is_some_and(|u| now < *u))
+    };
+    let text = String::from_utf8_lossy(&body);
+    if !ids_in(&text).iter().any(|id| invisible(id)) {
+        return body;
+    }
+    let set = match call.operation.as_str() {
+        "DescribeInstances" => "reservationSet",
+        "DescribeImages" => "imagesSet",
+        "DescribeSnapshots" => "snapshotSet",
+        "DescribeVolumes" => "volumeSet",
+        _ => return body,
+    };
+    Bytes::from(drop_items(&text, set, |item| {
+        ids_in(item).iter().any(|id| invisible(id))
+    }))
+}
+
+/// Removes the top-level `<item>`s of `<set>` for which `hide` holds.
+fn drop_items(text: &str, set: &str, hide: impl Fn(&str) -> bool) -> String {
+    let open = format!("<{set}>");
+    let close = format!("</{set}>");
+    let (Some(start), Some(end)) = (text.find(&open), text.rfind(&close)) else {
+        return text.to_owned();
+    };
+    let inner_start = start + open.len();
+    let inner = &text[inner_start..end];
+    let mut kept = String::new();
+    let mut depth = 0usize;
+    let mut item_start = None;
+    let mut i = 0;
+    let mut last = 0;
+    while i < inner.len() {
+        let rest = &inner[i..];
+        if rest.starts_with("<item>") {
+            if depth == 0 {
+                kept.push_str(&inner[last..i]);
+                item_start = Some(i);
+            }
+            depth += 1;
+            i += "<item>".len();
+        } else if rest.starts_with("</item>") {
+            depth = depth.saturating_sub(1);
+            i += "</item>".len();
+            if depth == 0 {
+                if let Some(s) = item_start.take() {
+                    let item = &inner[s..i];
+                    if !hide(item) {
+                        kept.push_str(item);
+                    }
+                }
+                last = i;
+            }
+        } else {
+            i += rest.chars().next().map(char::len_utf8).unwrap_or(1);
+        }
+    }
+    kept.push_str(&inner[last..]);
+    format!("{}{}{}", &text[..inner_start], kept, &text[end..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_items_removes_only_top_level_items_that_match() {
+        let xml = "<r><reservationSet><item><id>a</id><instancesSet><item>i-00000001</item></instancesSet></item><item><id>b</id><instancesSet><item>i-00000002</item></instancesSet></item></reservationSet></r>";
+        let out = drop_items(xml, "reservationSet", |item| item.contains("i-00000001"));
+        assert_eq!(
+            out,
+            "<r><reservationSet><item><id>b</id><instancesSet><item>i-00000002</item></instancesSet></item></reservationSet></r>"
+        );
+    }
+
+    #[test]
+    fn ids_are_found_between_tags() {
+        assert_eq!(
+            ids_in("<instanceId>i-0123456789abcdef0</instanceId><x>i-zz</x><imageId>ami-12345678</imageId>"),
+            vec!["i-0123456789abcdef0", "ami-12345678"]
+        );
+    }
+}

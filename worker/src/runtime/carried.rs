@@ -1,0 +1,94 @@
+//! What a fresh copy of a message carries to its next delivery, in one message attribute
+//! (`shoal-state`, JSON): the job's failed runs so far, the handler's recorded progress, and
+//! an outcome still to be announced.
+//!
+//! A copy is how the worker returns a job to the queue without spending its receives (see
+//! [`super::settle`]); this record is how the copy remembers what the receive count no longer
+//! can. It is Shoal's own: `shoal-` attributes are dropped when a job is dead-lettered or
+//! redriven, and a record that cannot be read is ignored with a warning, never a failure.
+
+use aws_sdk_sqs::types::MessageAttributeValue;
+use serde::{Deserialize, Serialize};
+use shoal_common::event::JobEvent;
+use shoal_common::queue::CARRIED_STATE;
+
+/// The record on a copy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Carried {
+    /// Failed runs of the job on earlier copies.
+    #[serde(default)]
+    pub failures: u32,
+    /// Copies made of this job so far.
+    #[serde(default)]
+    pub copies: u32,
+    /// What the handler recorded (e.g. the snapshots it created), for its next run.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub progress: serde_json::Map<String, serde_json::Value>,
+    /// An outcome whose announcement failed: the next delivery only announces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<JobEvent>,
+}
+
+impl Carried {
+    /// The record in a message's attributes; `Err` with the reason when one is there but
+    /// unreadable.
+    pub fn read(
+        attributes: &std::collections::HashMap<String, MessageAttributeValue>,
+    ) -> Result<Option<Carried>, String> {
+        let Some(value) = attributes.get(CARRIED_STATE) else {
+            return Ok(None);
+        };
+        let text = value.string_value().unwrap_or_default();
+        serde_json::from_str(text)
+            .map(Some)
+            .map_err(|e| format!("{CARRIED_STATE}: {e}"))
+    }
+
+    /// The record as a message attribute.
+    pub fn to_attribute(&self) -> Option<MessageAttributeValue> {
+        let text = serde_json::to_string(self).ok()?;
+        MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(text)
+            .build()
+            .ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_survives_the_attribute_round_trip() {
+        let mut carried = Carried {
+            failures: 2,
+            copies: 3,
+            ..Carried::default()
+        };
+        carried
+            .progress
+            .insert("snapshots".into(), serde_json::json!({"vol-1": "snap-1"}));
+        let mut attributes = std::collections::HashMap::new();
+        attributes.insert(
+            CARRIED_STATE.to_owned(),
+            carried.to_attribute().expect("attribute"),
+        );
+        assert_eq!(Carried::read(&attributes), Ok(Some(carried)));
+    }
+
+    #[test]
+    fn no_record_and_a_bad_record_are_told_apart() {
+        let mut attributes = std::collections::HashMap::new();
+        assert_eq!(Carried::read(&attributes), Ok(None));
+        attributes.insert(
+            CARRIED_STATE.to_owned(),
+            MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value("{not json")
+                .build()
+                .expect("attribute"),
+        );
+        assert!(Carried::read(&attributes).is_err());
+    }
+}

@@ -1,0 +1,223 @@
+//! The runtime: poll, run, settle. Each file does one of its jobs:
+//!
+//! - [`poll`]: long-polls for as many messages as there are free slots (a `Semaphore` of
+//!   `concurrency` permits, each living exactly as long as its job) and starts them; on a
+//!   FIFO queue, one task per message group, its messages held from the start.
+//! - [`job_lock`]: two deliveries of one job id never run side by side in one worker.
+//! - [`run`]: one delivery: decode, announce a carried outcome, or run the handler (a panic
+//!   is a failure like any other) and ask [`settle`] what follows.
+//! - [`settle`]: what happens to a message after an attempt, as one pure function.
+//! - [`carry_out`]: does what was decided: announce then delete, retry, re-send a fresh copy
+//!   carrying the job's state ([`carried`]), release.
+//! - [`dead_letter`]: copies a job to the dead-letter queue with its reason.
+//!
+//! This file sets the worker up and shuts it down: stop receiving, give jobs in flight the
+//! grace period, release the ones still running so another worker takes them at once, flush
+//! the batchers.
+
+mod carried;
+mod carry_out;
+mod dead_letter;
+mod job_lock;
+mod poll;
+mod run;
+pub mod settle;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use shoal_common::aws::AwsClients;
+use shoal_common::metrics::Metrics;
+use shoal_common::JobKind;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::batch::{Batcher, DeleteOp, PublishOp, VisibilityOp};
+use crate::config::WorkerConfig;
+use crate::handler::Registry;
+use crate::heartbeat::VisibilityHeartbeat;
+use crate::http::{self, Health};
+use crate::queue_stats;
+
+/// A worker: the configuration, clients and handlers it runs with.
+pub struct Worker {
+    config: Arc<WorkerConfig>,
+    clients: AwsClients,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+}
+
+/// The parts every job task shares.
+struct Shared {
+    config: Arc<WorkerConfig>,
+    clients: AwsClients,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    deletes: Batcher<DeleteOp>,
+    visibility: Batcher<VisibilityOp>,
+    events: Batcher<PublishOp>,
+    heartbeat: Arc<VisibilityHeartbeat>,
+    kind_slots: HashMap<JobKind, Arc<Semaphore>>,
+    job_locks: job_lock::JobLocks,
+    worker_id: Arc<str>,
+}
+
+impl Worker {
+    pub fn new(
+        config: WorkerConfig,
+        clients: AwsClients,
+        registry: Registry,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Worker {
+            config: Arc::new(config),
+            clients,
+            registry: Arc::new(registry),
+            metrics,
+        }
+    }
+
+    pub fn config(&self) -> &WorkerConfig {
+        &self.config
+    }
+
+    /// Runs until `shutdown` is cancelled, then shuts down gracefully. `metrics_listener`,
+    /// when given, serves `/metrics`, `/healthz` and `/readyz`.
+    pub async fn run(
+        self,
+        shutdown: CancellationToken,
+        metrics_listener: Option<tokio::net::TcpListener>,
+    ) {
+        let cfg = self.config.clone();
+        let metrics = self.metrics.clone();
+        let sqs = &self.clients.sqs;
+        let (deletes, delete_task) = Batcher::spawn(
+            DeleteOp {
+                sqs: sqs.clone(),
+                queue_url: cfg.queue_url.clone(),
+            },
+            cfg.batch_flush,
+            metrics.clone(),
+        );
+        let (visibility, visibility_task) = Batcher::spawn(
+            VisibilityOp {
+                sqs: sqs.clone(),
+                queue_url: cfg.queue_url.clone(),
+            },
+            cfg.batch_flush,
+            metrics.clone(),
+        );
+        let (events, events_task) = Batcher::spawn(
+            PublishOp {
+                sns: self.clients.sns.clone(),
+                topic_arn: cfg.topic_arn.clone(),
+            },
+            cfg.batch_flush,
+            metrics.clone(),
+        );
+        let heartbeat = VisibilityHeartbeat::new(cfg.visibility_timeout);
+        let background = CancellationToken::new();
+        let heartbeat_task = tokio::spawn(heartbeat.clone().run(
+            visibility.clone(),
+            metrics.clone(),
+            background.clone(),
+        ));
+
+        let health = Arc::new(Health::default());
+        health.queue_reachable.store(true, Ordering::Relaxed);
+        metrics.ready.set(1);
+        let http_task = metrics_listener.map(|listener| {
+            tokio::spawn(http::serve(
+                listener,
+                metrics.clone(),
+                health.clone(),
+                background.clone(),
+            ))
+        });
+
+        let sampler_task = cfg.queue_stats_interval.map(|interval| {
+            tokio::spawn(queue_stats::run(
+                self.clients.clone(),
+                metrics.clone(),
+                vec![
+                    (queue_stats::JOBS, cfg.queue_url.clone()),
+                    (queue_stats::DEAD_LETTER, cfg.dlq_url.clone()),
+                ],
+                interval,
+                background.clone(),
+            ))
+        });
+
+        let shared = Arc::new(Shared {
+            kind_slots: cfg
+                .kind_limits
+                .iter()
+                .map(|(kind, n)| (*kind, Arc::new(Semaphore::new(*n))))
+                .collect(),
+            job_locks: Default::default(),
+            worker_id: Arc::from(cfg.worker_id.as_str()),
+            config: cfg.clone(),
+            clients: self.clients.clone(),
+            registry: self.registry.clone(),
+            metrics: metrics.clone(),
+            deletes,
+            visibility,
+            events,
+            heartbeat,
+        });
+
+        let slots = Arc::new(Semaphore::new(cfg.concurrency));
+        let jobs = TaskTracker::new();
+        let abort_jobs = CancellationToken::new();
+        tracing::info!(
+            queue = %cfg.queue_url, concurrency = cfg.concurrency, pollers = cfg.pollers,
+            visibility_timeout_s = cfg.visibility_timeout.as_secs(), max_attempts = cfg.max_attempts,
+            worker_id = %cfg.worker_id, "worker started"
+        );
+        let pollers: Vec<_> = (0..cfg.pollers)
+            .map(|_| {
+                tokio::spawn(poll::poll(
+                    shared.clone(),
+                    slots.clone(),
+                    jobs.clone(),
+                    abort_jobs.clone(),
+                    health.clone(),
+                    shutdown.clone(),
+                ))
+            })
+            .collect();
+
+        shutdown.cancelled().await;
+        health.shutting_down.store(true, Ordering::Relaxed);
+        metrics.ready.set(0);
+        tracing::info!(
+            in_flight = shared.heartbeat.held_count(),
+            grace_s = cfg.shutdown_grace.as_secs_f64(),
+            "shutting down: no more receives"
+        );
+        for poller in pollers {
+            let _ = poller.await;
+        }
+        jobs.close();
+        if tokio::time::timeout(cfg.shutdown_grace, jobs.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("grace period over: releasing unfinished jobs to other workers");
+            abort_jobs.cancel();
+            jobs.wait().await;
+        }
+        background.cancel();
+        let _ = heartbeat_task.await;
+        drop(shared);
+        for task in [delete_task, visibility_task, events_task] {
+            let _ = task.await;
+        }
+        for task in [http_task, sampler_task].into_iter().flatten() {
+            let _ = task.await;
+        }
+        tracing::info!("worker stopped");
+    }
+}

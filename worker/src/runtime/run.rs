@@ -1,0 +1,286 @@
+//! One delivery: decode it, announce an outcome it carries, or run its kind's handler and ask
+//! [`settle`](super::settle) what follows.
+//!
+//! A panicking handler is a failure like any other: the panic is caught, its message goes
+//! into the failure event, and every gauge it raised comes down (a guard does that, so an
+//! abort at shutdown lowers them too).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::FutureExt;
+use prometheus::IntGauge;
+use shoal_common::event::EventSource;
+use shoal_common::metrics::UNKNOWN_KIND;
+use shoal_common::JobEnvelope;
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
+
+use super::carry_out::{self, Disposition};
+use super::poll::Delivery;
+use super::settle::{settle, AttemptOutcome, DeadLetterReason, Policy, Settle, Situation};
+use super::Shared;
+use crate::handler::{JobContext, JobError, Lease, Outcome};
+
+/// What the runtime knows of the attempt when it carries out a decision.
+pub(super) struct Attempt<'a> {
+    pub envelope: Option<&'a JobEnvelope>,
+    /// This run's number; for a delivery that never ran the handler, the one it would have.
+    pub number: u32,
+    pub started_at: DateTime<Utc>,
+}
+
+impl Attempt<'_> {
+    /// The event's identity and timings for this attempt of `msg`.
+    pub fn event_source(&self, shared: &Shared, msg: &Delivery) -> EventSource {
+        let (job_id, kind) = match self.envelope {
+            Some(e) => (
+                Some(e.job_id.to_string()),
+                Some(e.kind().as_str().to_owned()),
+            ),
+            None => EventSource::loose_identity(&msg.body),
+        };
+        EventSource {
+            job_id,
+            kind,
+            attempts: self.number,
+            message_id: msg.message_id.clone(),
+            worker_id: shared.worker_id.to_string(),
+            submitted_at: self.envelope.map(|e| e.submitted_at),
+            enqueued_at: msg.enqueued_at,
+            started_at: self.started_at,
+        }
+    }
+}
+
+pub(super) async fn process(
+    shared: &Shared,
+    msg: &Delivery,
+    lease: Lease,
+    permit: &mut Option<OwnedSemaphorePermit>,
+) -> Disposition {
+    if let Some(event) = msg.carried.outcome.clone() {
+        return carry_out::announce_carried(shared, msg, event).await;
+    }
+    let started_at = Utc::now();
+    let envelope = match JobEnvelope::from_json(&msg.body) {
+        Ok(envelope) => envelope,
+        Err(e) => {
+            shared
+                .metrics
+                .jobs_received
+                .with_label_values(&[UNKNOWN_KIND])
+                .inc();
+            let error = JobError::permanent("InvalidMessage", e.to_string());
+            tracing::warn!(message_id = %msg.message_id, error = %error, "not a valid job: dead-lettering");
+            let attempt = Attempt {
+                envelope: None,
+                number: msg.attempt(),
+                started_at,
+            };
+            return super::dead_letter::dead_letter(
+                shared,
+                msg,
+                &attempt,
+                error,
+                DeadLetterReason::Malformed,
+            )
+            .await;
+        }
+    };
+    let span = tracing::info_span!("job", job_id = %envelope.job_id, kind = %envelope.kind(), attempt = msg.attempt());
+    run_job(shared, msg, &envelope, lease, permit)
+        .instrument(span)
+        .await
+}
+
+/// Lowers a gauge when dropped, however the attempt ends.
+struct InFlight(IntGauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+async fn run_job(
+    shared: &Shared,
+    msg: &Delivery,
+    envelope: &JobEnvelope,
+    lease: Lease,
+    permit: &mut Option<OwnedSemaphorePermit>,
+) -> Disposition {
+    let kind = envelope.kind();
+    let k = kind.as_str();
+    let metrics = &shared.metrics;
+    let cfg = &shared.config;
+    let policy = Policy {
+        retry_base: cfg.retry_base,
+        retry_max: cfg.retry_max,
+    };
+    metrics.jobs_received.with_label_values(&[k]).inc();
+    let mut attempt = Attempt {
+        envelope: Some(envelope),
+        number: msg.attempt(),
+        started_at: Utc::now(),
+    };
+    if !shared.registry.contains(kind) {
+        let error = JobError::permanent(
+            "NoHandler",
+            format!("this worker has no handler for `{kind}` jobs"),
+        );
+        return super::dead_letter::dead_letter(
+            shared,
+            msg,
+            &attempt,
+            error,
+            DeadLetterReason::NoHandler,
+        )
+        .await;
+    }
+
+    let _same_job = shared.job_locks.lock(&envelope.job_id).await;
+    let _kind_slot = match shared.kind_slots.get(&kind) {
+        None => None,
+        Some(slots) => match slots.clone().try_acquire_owned() {
+            Ok(slot) => Some(slot),
+            Err(_) => {
+                // Holding the message while its kind is saturated would starve other kinds.
+                let situation = situation(shared, msg, &attempt, AttemptOutcome::KindBusy);
+                match settle(situation, policy) {
+                    Settle::HoldForSlot => slots.clone().acquire_owned().await.ok(),
+                    decision => {
+                        return carry_out::apply(shared, msg, &attempt, decision, None, None).await
+                    }
+                }
+            }
+        },
+    };
+
+    loop {
+        attempt.started_at = Utc::now();
+        if let Some(enqueued_at) = msg.enqueued_at {
+            let wait = (attempt.started_at - enqueued_at).num_milliseconds().max(0) as f64 / 1000.0;
+            metrics.job_queue_wait.with_label_values(&[k]).observe(wait);
+        }
+        let ctx = JobContext {
+            job_id: envelope.job_id.clone(),
+            kind,
+            attempt: attempt.number,
+            max_attempts: cfg.max_attempts,
+            earlier_runs: attempt.number > 1 || msg.carried != Default::default(),
+            received_at: msg.received_at,
+            lease: lease.clone(),
+            progress: msg.progress.clone(),
+            worker_id: shared.worker_id.clone(),
+            clients: shared.clients.clone(),
+            enqueued_at: msg.enqueued_at,
+            started_at: attempt.started_at,
+        };
+        let result = run_handler(shared, ctx, envelope).await;
+        let (outcome, value, error) = match result {
+            Ok(Outcome::Done(value)) => (AttemptOutcome::Done, Some(value), None),
+            Ok(Outcome::CheckAgainAfter(delay)) => (AttemptOutcome::CheckAgain(delay), None, None),
+            Err(error) => (AttemptOutcome::Failed(error.class), None, Some(error)),
+        };
+        let decision = settle(situation(shared, msg, &attempt, outcome), policy);
+        if let Some(error) = &error {
+            metrics
+                .jobs_failed
+                .with_label_values(&[k, error.class.as_str()])
+                .inc();
+            tracing::info!(error = %error, code = ?error.code, decision = ?decision, "attempt failed");
+        }
+        match decision {
+            Settle::HoldAndRunAgain(delay) => {
+                if error.is_some() {
+                    attempt.number += 1;
+                    metrics.jobs_retried.with_label_values(&[k]).inc();
+                } else {
+                    metrics.jobs_waiting.with_label_values(&[k]).inc();
+                }
+                hold_without_slot(permit, delay).await;
+            }
+            decision => {
+                return carry_out::apply(shared, msg, &attempt, decision, value, error).await
+            }
+        }
+    }
+}
+
+fn situation(
+    shared: &Shared,
+    msg: &Delivery,
+    attempt: &Attempt<'_>,
+    outcome: AttemptOutcome,
+) -> Situation {
+    Situation {
+        outcome,
+        attempt: attempt.number,
+        max_attempts: shared.config.max_attempts,
+        fifo: shared.config.fifo,
+        new_progress: msg.progress.changed(),
+        copies: msg.carried.copies,
+    }
+}
+
+/// Waits `delay` while still holding the message but not a worker slot, then takes a slot
+/// again: a FIFO job waiting for EC2 blocks its group, not the worker.
+async fn hold_without_slot(permit: &mut Option<OwnedSemaphorePermit>, delay: Duration) {
+    let semaphore = permit.as_ref().map(|p| p.semaphore().clone());
+    permit.take();
+    tokio::time::sleep(delay).await;
+    if let Some(semaphore) = semaphore {
+        *permit = semaphore.acquire_owned().await.ok();
+    }
+}
+
+/// Runs the kind's handler, with its metrics, turning a panic into a failure.
+async fn run_handler(
+    shared: &Shared,
+    ctx: JobContext,
+    envelope: &JobEnvelope,
+) -> Result<Outcome, JobError> {
+    let k = ctx.kind.as_str();
+    let metrics = &shared.metrics;
+    let in_flight = metrics.jobs_in_flight.with_label_values(&[k]);
+    in_flight.inc();
+    let _in_flight = InFlight(in_flight);
+    let clock = std::time::Instant::now();
+    let run = match shared.registry.run(ctx, envelope.job.clone()) {
+        Some(run) => run,
+        None => {
+            return Err(JobError::permanent(
+                "NoHandler",
+                format!("no handler for `{k}`"),
+            ))
+        }
+    };
+    let result = match std::panic::AssertUnwindSafe(run).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => {
+            metrics.handler_panics.with_label_values(&[k]).inc();
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            tracing::error!(panic = %message, "the handler panicked");
+            Err(JobError {
+                class: shared.config.on_panic,
+                code: Some("HandlerPanicked".into()),
+                message: format!("the handler panicked: {message}"),
+            })
+        }
+    };
+    let status = match &result {
+        Ok(Outcome::Done(_)) => "succeeded",
+        Ok(Outcome::CheckAgainAfter(_)) => "waiting",
+        Err(_) => "failed",
+    };
+    metrics
+        .job_duration
+        .with_label_values(&[k, status])
+        .observe(clock.elapsed().as_secs_f64());
+    result
+}
