@@ -63,6 +63,9 @@ pub enum Fault {
     Reset,
     /// Pass the call on (it takes effect), then cut the answer off halfway.
     Truncate,
+    /// Pass the call on (it takes effect), then hold the answer back this long: a caller
+    /// that stops waiting meanwhile never learns how it ended.
+    DelayAnswer(Duration),
     /// For batch calls: pass on only the even-numbered entries and report the others failed
     /// through no fault of the sender (`InternalError`, `SenderFault` false).
     FailOddEntries,
@@ -78,6 +81,11 @@ pub enum Trigger {
     Next(u32),
     /// Every matching call until this instant: an outage.
     Until(Instant),
+    /// Let `skip` matching calls through, then fire on the next `count`.
+    After {
+        skip: u32,
+        count: u32,
+    },
 }
 
 /// One programmed fault: which calls, what, and when.
@@ -144,6 +152,10 @@ struct State {
     /// tag stays invisible to `tag:` filters.
     hide_new_resources: Duration,
     hide_new_tags: Duration,
+    /// How long a new snapshot reads `pending` before `completed`.
+    snapshot_duration: Duration,
+    /// Snapshot id → when it was created.
+    snapshots_created: HashMap<String, Instant>,
     /// Resource id → until when it is hidden.
     hidden: HashMap<String, Instant>,
     /// Resource id → until when its newest tags are invisible to `tag:` filters.
@@ -247,6 +259,12 @@ impl FaultProxy {
         s.hide_new_tags = tags_window;
     }
 
+    /// Makes new snapshots take `duration` to complete, as on AWS (the emulator completes
+    /// them at once): until then every answer shows them `pending`.
+    pub fn slow_snapshots(&self, duration: Duration) {
+        self.state().snapshot_duration = duration;
+    }
+
     pub fn count(&self, service: Service, operation: &str) -> CallCount {
         self.state()
             .counts
@@ -295,10 +313,16 @@ async fn serve(listener: tokio::net::TcpListener, state: Arc<Mutex<State>>, up: 
     }
 }
 
+/// The access key a test signs its own calls with: the proxy passes them on untouched and
+/// uncounted, so a test can watch the truth while the worker lives through the faults.
+pub const OBSERVER_KEY: &str = "observer";
+
 /// A call as the proxy reads it.
 struct Call {
     service: Service,
     operation: String,
+    /// Signed with [`OBSERVER_KEY`].
+    observer: bool,
     /// The query protocol's form fields (SNS, EC2); empty for JSON.
     form: Vec<(String, String)>,
 }
@@ -311,12 +335,13 @@ fn read_call(req: &hyper::http::request::Parts, body: &[u8]) -> Call {
             .unwrap_or_default()
             .to_owned()
     };
-    let scope_service = header("authorization")
+    let authorization = header("authorization");
+    let credential = authorization
         .split("Credential=")
         .nth(1)
-        .and_then(|c| c.split('/').nth(3))
-        .unwrap_or_default()
-        .to_owned();
+        .unwrap_or_default();
+    let observer = credential.split('/').next() == Some(OBSERVER_KEY);
+    let scope_service = credential.split('/').nth(3).unwrap_or_default().to_owned();
     let service = match scope_service.as_str() {
         "sqs" => Service::Sqs,
         "sns" => Service::Sns,
@@ -340,6 +365,7 @@ fn read_call(req: &hyper::http::request::Parts, body: &[u8]) -> Call {
     Call {
         service,
         operation,
+        observer,
         form,
     }
 }
@@ -362,7 +388,9 @@ async fn handle(
         .map_err(std::io::Error::other)?
         .to_bytes();
     let call = read_call(&parts, &body);
-    let fault = {
+    let fault = if call.observer {
+        None
+    } else {
         let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
         s.counts
             .entry((call.service, call.operation.clone()))
@@ -398,7 +426,7 @@ async fn handle(
         Some(Fault::Delay(d)) => tokio::time::sleep(*d).await,
         _ => {}
     }
-    if call.service == Service::Ec2 {
+    if call.service == Service::Ec2 && !call.observer {
         if let Some(answer) = hidden_by_consistency(state, &call) {
             return Ok(answer);
         }
@@ -440,7 +468,7 @@ async fn handle(
         .await
         .map_err(std::io::Error::other)?
         .to_bytes();
-    {
+    if !call.observer {
         let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
         s.counts
             .entry((call.service, call.operation.clone()))
@@ -452,7 +480,7 @@ async fn handle(
     }
     rparts.headers.remove("content-length");
     rparts.headers.remove("transfer-encoding");
-    let rbody = if call.service == Service::Ec2 {
+    let rbody = if call.service == Service::Ec2 && !call.observer {
         filter_hidden(state, &call, rbody)
     } else {
         rbody
@@ -462,6 +490,9 @@ async fn handle(
     } else {
         report_failed_entries(&call, &rbody, &failed_entries)
     };
+    if let Some(Fault::DelayAnswer(d)) = fault {
+        tokio::time::sleep(d).await;
+    }
     if fault == Some(Fault::Truncate) {
         // The call took effect; the caller never learns how it ended.
         let half = rbody.slice(..rbody.len() / 2);
@@ -501,6 +532,21 @@ fn choose_fault(s: &mut State, call: &Call) -> Option<Fault> {
                 true
             }
             Trigger::Until(t) => now < t,
+            Trigger::After { skip: 0, count: 0 } => false,
+            Trigger::After { skip: 0, count } => {
+                s.rules[i].trigger = Trigger::After {
+                    skip: 0,
+                    count: count - 1,
+                };
+                true
+            }
+            Trigger::After { skip, count } => {
+                s.rules[i].trigger = Trigger::After {
+                    skip: skip - 1,
+                    count,
+                };
+                false
+            }
         };
         if fire {
             return Some(s.rules[i].fault.clone());
@@ -687,6 +733,11 @@ fn record_ec2_effects(s: &mut State, call: &Call, request: &Bytes, response: &By
         "RunInstances" | "CreateImage" | "CreateSnapshot" | "CreateVolume" => ids_in(&text),
         _ => Vec::new(),
     };
+    if op == "CreateSnapshot" {
+        for id in &created {
+            s.snapshots_created.insert(id.clone(), now);
+        }
+    }
     if !s.hide_new_resources.is_zero() {
         let until = now + s.hide_new_resources;
         for id in &created {
@@ -713,7 +764,11 @@ fn record_ec2_effects(s: &mut State, call: &Call, request: &Bytes, response: &By
 /// filtered by [`filter_hidden`] through the caller).
 fn hidden_by_consistency(state: &Mutex<State>, call: &Call) -> Option<Response<ProxyBody>> {
     let s = state.lock().unwrap_or_else(|p| p.into_inner());
-    if s.hidden.is_empty() && s.tag_lag.is_empty() {
+    if s.hidden
+        .values()
+        .chain(s.tag_lag.values())
+        .all(|until| Instant::now() >= *until)
+    {
         return None;
     }
     let now = Instant::now();
@@ -754,20 +809,56 @@ fn filter_hidden(state: &Mutex<State>, call: &Call, body: Bytes) -> Bytes {
         s.hidden.get(id).is_some_and(|u| now < *u)
             || (tag_filtered && s.tag_lag.get(id).is_some_and(|u| now < *u))
     };
-    let text = String::from_utf8_lossy(&body);
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let text = if s.snapshot_duration.is_zero() {
+        text
+    } else {
+        pending_snapshots(&text, |id| {
+            s.snapshots_created
+                .get(id)
+                .is_some_and(|at| now < *at + s.snapshot_duration)
+        })
+    };
     if !ids_in(&text).iter().any(|id| invisible(id)) {
-        return body;
+        return Bytes::from(text);
     }
     let set = match call.operation.as_str() {
         "DescribeInstances" => "reservationSet",
         "DescribeImages" => "imagesSet",
         "DescribeSnapshots" => "snapshotSet",
         "DescribeVolumes" => "volumeSet",
-        _ => return body,
+        _ => return Bytes::from(text),
     };
     Bytes::from(drop_items(&text, set, |item| {
         ids_in(item).iter().any(|id| invisible(id))
     }))
+}
+
+/// Shows as `pending` (with progress 50%) every snapshot for which `young` holds.
+fn pending_snapshots(text: &str, young: impl Fn(&str) -> bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    // In a CreateSnapshot answer the fields stand at the top; in DescribeSnapshots, in items.
+    while let Some(at) = rest.find("<snapshotId>") {
+        let (head, tail) = rest.split_at(at);
+        out.push_str(head);
+        let end = tail.find("</snapshotId>").unwrap_or(tail.len());
+        let id = &tail["<snapshotId>".len()..end];
+        let next = tail[1..]
+            .find("<snapshotId>")
+            .map(|i| i + 1)
+            .unwrap_or(tail.len());
+        let mut piece = tail[..next].to_owned();
+        if young(id) {
+            piece = piece
+                .replace("<status>completed</status>", "<status>pending</status>")
+                .replace("<progress>100%</progress>", "<progress>50%</progress>");
+        }
+        out.push_str(&piece);
+        rest = &tail[next..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Removes the top-level `<item>`s of `<set>` for which `hide` holds.

@@ -143,10 +143,16 @@ pub fn worker_command(
 /// SDK configuration for the emulator, as `aws_env` would give it: the same endpoint
 /// setting the SDK reads from `AWS_ENDPOINT_URL`.
 pub async fn sdk_config(endpoint: &str) -> SdkConfig {
+    sdk_config_as(endpoint, "testing").await
+}
+
+/// SDK configuration for `endpoint`, signing with the access key `key` (the fault proxy
+/// leaves calls signed with [`fault_proxy::OBSERVER_KEY`] alone).
+pub async fn sdk_config_as(endpoint: &str, key: &str) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-            "testing",
+            key,
             "testing",
             None,
             None,
@@ -181,7 +187,20 @@ impl TestStack {
 
     /// A stack on the emulator at `endpoint`.
     pub async fn on(endpoint: &str, spec: StackSpec) -> Self {
-        let sdk = sdk_config(endpoint).await;
+        Self::with_sdk(sdk_config(endpoint).await, spec).await
+    }
+
+    /// A stack behind the fault proxy at `endpoint`, provisioned and watched by the test as
+    /// an observer, so the faults the proxy injects reach only the workers.
+    pub async fn observing(endpoint: &str, spec: StackSpec) -> Self {
+        Self::with_sdk(
+            sdk_config_as(endpoint, fault_proxy::OBSERVER_KEY).await,
+            spec,
+        )
+        .await
+    }
+
+    async fn with_sdk(sdk: SdkConfig, spec: StackSpec) -> Self {
         let clients = AwsClients::new(&sdk);
         let stack = stack::provision(&clients, &spec)
             .await
@@ -298,8 +317,18 @@ impl TestStack {
 
     /// Starts a worker in this process with `registry`, serving metrics on a free port.
     pub async fn start_worker(&self, config: WorkerConfig, registry: Registry) -> RunningWorker {
+        let sdk = self.sdk.clone();
+        Self::start_worker_with(&sdk, config, registry).await
+    }
+
+    /// Starts a worker whose AWS calls go through `sdk` (e.g. a fault proxy's endpoint).
+    pub async fn start_worker_with(
+        sdk: &SdkConfig,
+        config: WorkerConfig,
+        registry: Registry,
+    ) -> RunningWorker {
         let metrics = Metrics::new();
-        let clients = AwsClients::instrumented(&self.sdk, &metrics);
+        let clients = AwsClients::instrumented(sdk, &metrics);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind metrics port");

@@ -1,23 +1,35 @@
-//! `create-image`: an AMI from an instance, tagged with the job id, found again by that tag
-//! on redelivery; optionally wait until it is available.
+//! `create-image`: an AMI from an instance, tagged with the job id, found again on
+//! redelivery; optionally wait until it is available.
+//!
+//! `CreateImage` takes no client token, but AMI names are unique per account: a repeat
+//! (a redelivery, or the SDK retrying a call whose answer was lost) meets
+//! `InvalidAMIName.Duplicate`, and the image of that name is this job's if it carries the
+//! job's id. EC2 may not list a new image for a while, so the id a run created is recorded
+//! in the job's progress and asked for directly, and neither a missing image nor a
+//! duplicate name that cannot be looked up yet is ever reported as a failure while EC2 may
+//! still be catching up.
 //!
 //! Only the image is tagged: the image tag is what makes the job idempotent, and the
 //! emulator cannot tag an image's snapshots at creation (AWS can).
 
 use std::sync::Arc;
 
-use aws_sdk_ec2::types::{Image, ImageState, ResourceType};
+use aws_sdk_ec2::types::{Filter, Image, ImageState, ResourceType};
 use shoal_common::job::CreateImage;
+use tokio::time::Instant;
 
 use super::ec2::{
-    dry_run_outcome, ec2_error, error_code, filter, has_job_id, job_id_filter, next_check,
-    tag_spec, tags_with_job_id, Ec2Limiter,
+    dry_run_outcome, ec2_error, ensure_lease, error_code, filter, has_job_id, job_id_filter,
+    look_until_settled, next_check, on_own_resource, tag_spec, tags_with_job_id, Ec2Limiter,
 };
 use crate::handler::{JobContext, JobError, JobHandler, Outcome};
 
 pub struct CreateImageHandler {
     pub limiter: Arc<Ec2Limiter>,
 }
+
+/// The progress key under which a run records the image it created.
+const IMAGE_ID: &str = "image_id";
 
 impl JobHandler for CreateImageHandler {
     type Params = CreateImage;
@@ -34,43 +46,33 @@ impl JobHandler for CreateImageHandler {
                 .tag_specifications(tag_spec(ResourceType::Image, &tags))
         };
         if p.dry_run {
-            self.limiter.acquire("CreateImage").await;
-            return dry_run_outcome("CreateImage", request().dry_run(true).send().await);
+            let result = self
+                .limiter
+                .paced("CreateImage", request().dry_run(true).send())
+                .await;
+            return dry_run_outcome("CreateImage", result);
         }
 
-        let image = match self.find(&ctx, job_id_filter(&ctx.job_id)).await? {
+        let image = match self.existing(&ctx).await? {
             Some(image) => image,
             None => {
-                self.limiter.acquire("CreateImage").await;
-                match request().send().await {
+                ensure_lease(&ctx)?;
+                match self.limiter.paced("CreateImage", request().send()).await {
                     Ok(out) => {
                         let id = out.image_id.unwrap_or_default();
-                        self.find(&ctx, filter("image-id", &id))
-                            .await?
-                            .ok_or_else(|| {
-                                JobError::transient(
-                                    "ImageNotVisibleYet",
-                                    format!("{id} is not listed yet"),
-                                )
-                            })?
-                    }
-                    // A redelivery after a crash between create and tag lookup, or a name
-                    // someone else holds: only an image carrying this job's id is ours.
-                    Err(e) if error_code(&e) == Some("InvalidAMIName.Duplicate") => {
-                        match self.find(&ctx, filter("name", &p.name)).await? {
-                            Some(image) if has_job_id(image.tags(), &ctx.job_id) => image,
-                            Some(image) => {
-                                return Err(JobError::permanent(
-                                    "InvalidAMIName.Duplicate",
-                                    format!(
-                                        "the AMI name `{}` is taken by {}, which this job did not create",
-                                        p.name,
-                                        image.image_id().unwrap_or("another image")
-                                    ),
-                                ))
-                            }
-                            None => return Err(ec2_error("CreateImage", e)),
+                        ctx.progress.set(IMAGE_ID, serde_json::json!(id));
+                        // Listed or not yet, the image exists: report what is known.
+                        match self.find(&ctx, filter("image-id", &id)).await? {
+                            Some(image) => image,
+                            None => Image::builder()
+                                .image_id(id)
+                                .name(&p.name)
+                                .state(ImageState::Pending)
+                                .build(),
                         }
+                    }
+                    Err(e) if error_code(&e) == Some("InvalidAMIName.Duplicate") => {
+                        self.owner_of_name(&ctx, &p.name).await?
                     }
                     Err(e) => return Err(ec2_error("CreateImage", e)),
                 }
@@ -115,21 +117,85 @@ impl JobHandler for CreateImageHandler {
 }
 
 impl CreateImageHandler {
-    async fn find(
-        &self,
-        ctx: &JobContext,
-        by: aws_sdk_ec2::types::Filter,
-    ) -> Result<Option<Image>, JobError> {
-        self.limiter.acquire("DescribeImages").await;
-        let out = ctx
-            .clients
-            .ec2
-            .describe_images()
-            .owners("self")
-            .filters(by)
-            .send()
-            .await
-            .map_err(|e| ec2_error("DescribeImages", e))?;
+    /// The image this job already created: the one its progress names (asked for by id,
+    /// waiting out EC2's lag), else the one carrying its tag.
+    async fn existing(&self, ctx: &JobContext) -> Result<Option<Image>, JobError> {
+        if let Some(id) = ctx
+            .progress
+            .get(IMAGE_ID)
+            .and_then(|v| v.as_str().map(str::to_owned))
+        {
+            let image = on_own_resource(self.limiter.settings(), ctx.received_at, || async {
+                let out = self
+                    .limiter
+                    .call(
+                        "DescribeImages",
+                        ctx.clients.ec2.describe_images().image_ids(&id).send(),
+                    )
+                    .await?;
+                out.images
+                    .unwrap_or_default()
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| {
+                        JobError::transient("InvalidAMIID.NotFound", format!("{id} is not listed"))
+                    })
+            })
+            .await?;
+            return Ok(Some(image));
+        }
+        look_until_settled(ctx, self.limiter.settings(), Option::is_some, || {
+            self.find(ctx, job_id_filter(&ctx.job_id))
+        })
+        .await
+    }
+
+    /// The image holding `name`, which EC2 just said exists: this job's if it carries the
+    /// job's id (a repeat of its own create), a permanent clash otherwise. EC2 may not list
+    /// it yet, so look until it does, for a consistency window from now.
+    async fn owner_of_name(&self, ctx: &JobContext, name: &str) -> Result<Image, JobError> {
+        let settled_at = Instant::now() + self.limiter.settings().consistency_window;
+        loop {
+            match self.find(ctx, filter("name", name)).await? {
+                Some(image) if has_job_id(image.tags(), &ctx.job_id) => {
+                    if let Some(id) = image.image_id() {
+                        ctx.progress.set(IMAGE_ID, serde_json::json!(id));
+                    }
+                    return Ok(image);
+                }
+                Some(image) => {
+                    return Err(JobError::permanent(
+                        "InvalidAMIName.Duplicate",
+                        format!(
+                            "the AMI name `{name}` is taken by {}, which this job did not create",
+                            image.image_id().unwrap_or("another image")
+                        ),
+                    ))
+                }
+                None if Instant::now() >= settled_at => return Err(JobError::transient(
+                    "InvalidAMIName.Duplicate",
+                    format!(
+                        "the AMI name `{name}` is taken, but no image of that name is listed yet"
+                    ),
+                )),
+                None => tokio::time::sleep(std::time::Duration::from_secs(1)).await,
+            }
+        }
+    }
+
+    async fn find(&self, ctx: &JobContext, by: Filter) -> Result<Option<Image>, JobError> {
+        let out = self
+            .limiter
+            .call(
+                "DescribeImages",
+                ctx.clients
+                    .ec2
+                    .describe_images()
+                    .owners("self")
+                    .filters(by)
+                    .send(),
+            )
+            .await?;
         Ok(out.images.unwrap_or_default().into_iter().next())
     }
 }

@@ -1,10 +1,26 @@
-//! What the EC2 handlers share: per-operation rate limiting, error classification with the
-//! AWS message kept, the job-id tag, the idempotency token, and the wait schedule.
+//! What the EC2 handlers share: one way to call EC2 (paced, sent, classified), the job-id
+//! tag, the idempotency token, the wait schedule, and the rules for an eventually
+//! consistent API.
 //!
 //! Every EC2 effect is keyed on the job id twice over: a `shoal:job-id` tag on everything
 //! created, looked up before creating, and a `ClientToken` where the API takes one. SQS
 //! delivers at least once and workers die mid-job; a redelivered job finds its resources and
 //! creates nothing new.
+//!
+//! EC2 is eventually consistent: for a while after a create, `Describe*` may not list the
+//! new resource and calls naming it may answer `…NotFound`. So no create is repeated unless
+//! a client token makes it idempotent or Shoal has proof that the first did not happen:
+//! - a handler records the ids it creates in the job's [`Progress`], which travels with the
+//!   message, and the next run asks for those ids directly; `…NotFound` for an id Shoal
+//!   created is "not yet" for [`Ec2Settings::consistency_window`] ([`on_own_resource`]);
+//! - a lookup by tag that finds nothing proves nothing while an earlier run of the job may
+//!   have created something less than a window ago ([`look_until_settled`]): every earlier
+//!   run's calls happened before this delivery was received, so a window after that, an
+//!   empty answer is proof;
+//! - a handler checks its lease before a create ([`ensure_lease`]): a worker that lost its
+//!   message to another creates nothing more.
+//!
+//! [`Progress`]: crate::handler::Progress
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -20,7 +36,7 @@ use shoal_common::validate::JOB_ID_TAG;
 use shoal_common::JobId;
 use tokio::time::Instant;
 
-use crate::handler::{JobError, Outcome};
+use crate::handler::{JobContext, JobError, Outcome};
 
 /// How the EC2 handlers pace their calls and their waits.
 #[derive(Debug, Clone)]
@@ -99,6 +115,115 @@ impl Ec2Limiter {
             tokio::time::sleep(wait).await;
         }
     }
+}
+
+impl Ec2Limiter {
+    /// One EC2 call: paced, sent, and its error classified with the AWS code and message
+    /// kept. `operation` names it for the pacing and the error.
+    pub async fn call<T, E, Fut>(&self, operation: &'static str, send: Fut) -> Result<T, JobError>
+    where
+        Fut: std::future::Future<Output = Result<T, SdkError<E>>>,
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        self.paced(operation, send)
+            .await
+            .map_err(|e| ec2_error(operation, e))
+    }
+
+    /// A paced call whose raw SDK error the caller inspects itself (dry runs, duplicates).
+    pub async fn paced<T, E, Fut>(
+        &self,
+        operation: &'static str,
+        send: Fut,
+    ) -> Result<T, SdkError<E>>
+    where
+        Fut: std::future::Future<Output = Result<T, SdkError<E>>>,
+    {
+        self.acquire(operation).await;
+        send.await
+    }
+}
+
+/// How often to look again while waiting for EC2 to show what was created.
+const SETTLE_POLL: Duration = Duration::from_secs(1);
+
+/// Whether an error says a named resource does not exist (`InvalidInstanceID.NotFound`,
+/// `InvalidAMIID.NotFound`, `InvalidSnapshot.NotFound`, `InvalidVolume.NotFound`, …).
+pub fn is_not_found(e: &JobError) -> bool {
+    e.code
+        .as_deref()
+        .is_some_and(|c| c.ends_with(".NotFound") || c.ends_with(".NotFoundException"))
+}
+
+/// Runs `call`, which names a resource Shoal created at or after `since`. While EC2 may not
+/// show it yet, a `…NotFound` answer means "not yet": the call is tried again until the
+/// window has passed, and then, the resource still missing, fails transiently (the next
+/// delivery looks again; it was Shoal's own, so it is not "gone" on EC2's word alone).
+pub async fn on_own_resource<T, F, Fut>(
+    settings: &Ec2Settings,
+    since: Instant,
+    mut call: F,
+) -> Result<T, JobError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, JobError>>,
+{
+    let settled_at = since + settings.consistency_window;
+    loop {
+        match call().await {
+            Err(e) if is_not_found(&e) && Instant::now() < settled_at => {
+                tracing::debug!(code = ?e.code, "a resource this job created is not visible yet");
+                tokio::time::sleep(SETTLE_POLL.min(settled_at - Instant::now())).await;
+            }
+            Err(e) if is_not_found(&e) => {
+                return Err(JobError::transient(
+                    "NotVisibleYet",
+                    format!(
+                        "{e} (created by this job; still not visible after the consistency window)"
+                    ),
+                ))
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Looks up a job's resources with `lookup` until `complete` holds of what it found, or
+/// until an incomplete answer is proof: at once on a job's first run, and otherwise a
+/// consistency window after this delivery was received (every earlier run's calls came
+/// before it).
+pub async fn look_until_settled<T, F, Fut>(
+    ctx: &JobContext,
+    settings: &Ec2Settings,
+    complete: impl Fn(&T) -> bool,
+    mut lookup: F,
+) -> Result<T, JobError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, JobError>>,
+{
+    let settled_at = ctx.received_at + settings.consistency_window;
+    loop {
+        let found = lookup().await?;
+        if complete(&found) || !ctx.earlier_runs || Instant::now() >= settled_at {
+            return Ok(found);
+        }
+        tracing::debug!("an earlier run may have created what is missing; looking again");
+        tokio::time::sleep(SETTLE_POLL.min(settled_at - Instant::now())).await;
+    }
+}
+
+/// Refuses to create anything once the message may belong to another worker: its
+/// visibility lapsed (the heartbeat could not extend it), so another delivery may be running
+/// the same job.
+pub fn ensure_lease(ctx: &JobContext) -> Result<(), JobError> {
+    if ctx.lease.remaining() < Duration::from_secs(1) {
+        return Err(JobError::transient(
+            "LeaseLost",
+            "the message's visibility lapsed; creating nothing that another delivery may also create",
+        ));
+    }
+    Ok(())
 }
 
 /// An EC2 failure as a job error, classified, with the AWS code and message kept for the

@@ -1,9 +1,13 @@
 //! `run-instances`: launch from an AMI with the job id as `ClientToken` and as a tag on every
 //! instance and volume; verify termination protection took; optionally wait until running.
 //!
-//! A redelivered job first looks for instances tagged with its id (in any state: an
-//! instance someone already terminated was still this job's launch) and launches nothing
-//! new if it finds them. The lookup also covers the emulator, which ignores `ClientToken`.
+//! A redelivered job first looks for its launch: by the instance ids an earlier run recorded
+//! in the job's progress, else by the job-id tag (in any state: an instance someone already
+//! terminated was still this job's launch), and launches nothing new if it finds one. The
+//! ids are asked for directly because EC2 may not list a new instance for a while; a lookup
+//! by tag that finds nothing is trusted only once that window has passed. A repeated
+//! `RunInstances` would anyway return the first reservation (same `ClientToken`), but the
+//! emulator ignores the token, and the lookup keeps tests exact.
 
 use std::sync::Arc;
 
@@ -12,16 +16,20 @@ use aws_sdk_ec2::types::{
     Placement, ResourceType,
 };
 use shoal_common::job::RunInstances;
+use tokio::time::Instant;
 
 use super::ec2::{
-    client_token, dry_run_outcome, ec2_error, job_id_filter, next_check, rfc3339, tag_spec,
-    tags_with_job_id, to_chrono, Ec2Limiter,
+    client_token, dry_run_outcome, ensure_lease, job_id_filter, look_until_settled, next_check,
+    on_own_resource, rfc3339, tag_spec, tags_with_job_id, to_chrono, Ec2Limiter,
 };
 use crate::handler::{JobContext, JobError, JobHandler, Outcome};
 
 pub struct RunInstancesHandler {
     pub limiter: Arc<Ec2Limiter>,
 }
+
+/// The progress key under which a run records its launch: reservation and instance ids.
+const LAUNCH: &str = "launch";
 
 impl JobHandler for RunInstancesHandler {
     type Params = RunInstances;
@@ -56,57 +64,61 @@ impl JobHandler for RunInstancesHandler {
                 .client_token(client_token(&ctx.job_id))
         };
         if p.dry_run {
-            self.limiter.acquire("RunInstances").await;
-            return dry_run_outcome("RunInstances", request().dry_run(true).send().await);
+            let result = self
+                .limiter
+                .paced("RunInstances", request().dry_run(true).send())
+                .await;
+            return dry_run_outcome("RunInstances", result);
         }
 
+        // Since when EC2 may still be catching up with this launch.
+        let mut since = ctx.received_at;
         let (reservation_id, mut instances, reused) = match self.find(&ctx).await? {
             Some((reservation, instances)) => (reservation, instances, true),
             None => {
-                self.limiter.acquire("RunInstances").await;
-                let out = request()
-                    .send()
-                    .await
-                    .map_err(|e| ec2_error("RunInstances", e))?;
-                (
-                    out.reservation_id.unwrap_or_default(),
-                    out.instances.unwrap_or_default(),
-                    false,
-                )
+                ensure_lease(&ctx)?;
+                let out = self.limiter.call("RunInstances", request().send()).await?;
+                since = Instant::now();
+                let reservation = out.reservation_id.unwrap_or_default();
+                let instances = out.instances.unwrap_or_default();
+                ctx.progress.set(
+                    LAUNCH,
+                    serde_json::json!({
+                        "reservation_id": reservation,
+                        "instance_ids": instances.iter().filter_map(|i| i.instance_id()).collect::<Vec<_>>(),
+                    }),
+                );
+                (reservation, instances, false)
             }
         };
         if p.disable_api_termination {
-            self.ensure_protected(&ctx, &instances).await?;
+            self.ensure_protected(&ctx, &instances, since).await?;
         }
         if p.wait {
+            let started = instances
+                .iter()
+                .filter_map(|i| to_chrono(i.launch_time()))
+                .min();
             if !reused {
                 // Freshly launched instances are pending: look again later rather than here.
-                let started = instances
-                    .iter()
-                    .filter_map(|i| to_chrono(i.launch_time()))
-                    .min();
                 return next_check(self.limiter.settings(), "the launch", started);
             }
-            let pending = instances
+            let state = |i: &Instance| i.state().and_then(|s| s.name()).cloned();
+            if instances.iter().any(|i| {
+                matches!(
+                    state(i),
+                    Some(InstanceStateName::Terminated | InstanceStateName::ShuttingDown)
+                )
+            }) {
+                return Err(JobError::permanent(
+                    "InstanceTerminated",
+                    "an instance of this launch terminated before it was running",
+                ));
+            }
+            if instances
                 .iter()
-                .any(|i| i.state().and_then(|s| s.name()) != Some(&InstanceStateName::Running));
-            if pending {
-                let gone = instances.iter().any(|i| {
-                    matches!(
-                        i.state().and_then(|s| s.name()),
-                        Some(InstanceStateName::Terminated | InstanceStateName::ShuttingDown)
-                    )
-                });
-                if gone {
-                    return Err(JobError::permanent(
-                        "InstanceTerminated",
-                        "an instance of this launch terminated before it was running",
-                    ));
-                }
-                let started = instances
-                    .iter()
-                    .filter_map(|i| to_chrono(i.launch_time()))
-                    .min();
+                .any(|i| state(i) != Some(InstanceStateName::Running))
+            {
                 return next_check(self.limiter.settings(), "the launch", started);
             }
         }
@@ -123,17 +135,48 @@ impl JobHandler for RunInstancesHandler {
 impl RunInstancesHandler {
     /// The reservation this job already launched, if any.
     async fn find(&self, ctx: &JobContext) -> Result<Option<(String, Vec<Instance>)>, JobError> {
-        self.limiter.acquire("DescribeInstances").await;
-        let out = ctx
-            .clients
-            .ec2
-            .describe_instances()
-            .filters(job_id_filter(&ctx.job_id))
-            .send()
-            .await
-            .map_err(|e| ec2_error("DescribeInstances", e))?;
-        let mut reservations = out.reservations.unwrap_or_default();
-        reservations.retain(|r| !r.instances().is_empty());
+        let ec2 = &ctx.clients.ec2;
+        let recorded: Vec<String> = ctx
+            .progress
+            .get(LAUNCH)
+            .and_then(|l| serde_json::from_value(l["instance_ids"].clone()).ok())
+            .unwrap_or_default();
+        let reservations = if recorded.is_empty() {
+            look_until_settled(
+                ctx,
+                self.limiter.settings(),
+                |reservations: &Vec<aws_sdk_ec2::types::Reservation>| !reservations.is_empty(),
+                || async {
+                    let out = self
+                        .limiter
+                        .call(
+                            "DescribeInstances",
+                            ec2.describe_instances()
+                                .filters(job_id_filter(&ctx.job_id))
+                                .send(),
+                        )
+                        .await?;
+                    let mut reservations = out.reservations.unwrap_or_default();
+                    reservations.retain(|r| !r.instances().is_empty());
+                    Ok(reservations)
+                },
+            )
+            .await?
+        } else {
+            on_own_resource(self.limiter.settings(), ctx.received_at, || async {
+                self.limiter
+                    .call(
+                        "DescribeInstances",
+                        ec2.describe_instances()
+                            .set_instance_ids(Some(recorded.clone()))
+                            .send(),
+                    )
+                    .await
+            })
+            .await?
+            .reservations
+            .unwrap_or_default()
+        };
         if reservations.len() > 1 {
             tracing::warn!(
                 count = reservations.len(),
@@ -149,37 +192,51 @@ impl RunInstancesHandler {
     }
 
     /// Termination protection is a safety setting: read it back and set it where the
-    /// launch parameter did not take.
+    /// launch parameter did not take. The instances are this job's own, created at or after
+    /// `since`, so `InvalidInstanceID.NotFound` means EC2 has not caught up yet.
     async fn ensure_protected(
         &self,
         ctx: &JobContext,
         instances: &[Instance],
+        since: Instant,
     ) -> Result<(), JobError> {
         let ec2 = &ctx.clients.ec2;
+        let settings = self.limiter.settings();
         for id in instances.iter().filter_map(|i| i.instance_id()) {
-            self.limiter.acquire("DescribeInstanceAttribute").await;
-            let protected = ec2
-                .describe_instance_attribute()
-                .instance_id(id)
-                .attribute(InstanceAttributeName::DisableApiTermination)
-                .send()
-                .await
-                .map_err(|e| ec2_error("DescribeInstanceAttribute", e))?
-                .disable_api_termination()
-                .and_then(|v| v.value())
-                .unwrap_or(false);
+            let protected = on_own_resource(settings, since, || async {
+                self.limiter
+                    .call(
+                        "DescribeInstanceAttribute",
+                        ec2.describe_instance_attribute()
+                            .instance_id(id)
+                            .attribute(InstanceAttributeName::DisableApiTermination)
+                            .send(),
+                    )
+                    .await
+            })
+            .await?
+            .disable_api_termination()
+            .and_then(|v| v.value())
+            .unwrap_or(false);
             if !protected {
                 tracing::warn!(
                     instance_id = id,
                     "termination protection did not take at launch; setting it"
                 );
-                self.limiter.acquire("ModifyInstanceAttribute").await;
-                ec2.modify_instance_attribute()
-                    .instance_id(id)
-                    .disable_api_termination(AttributeBooleanValue::builder().value(true).build())
-                    .send()
-                    .await
-                    .map_err(|e| ec2_error("ModifyInstanceAttribute", e))?;
+                on_own_resource(settings, since, || async {
+                    self.limiter
+                        .call(
+                            "ModifyInstanceAttribute",
+                            ec2.modify_instance_attribute()
+                                .instance_id(id)
+                                .disable_api_termination(
+                                    AttributeBooleanValue::builder().value(true).build(),
+                                )
+                                .send(),
+                        )
+                        .await
+                })
+                .await?;
             }
         }
         Ok(())

@@ -3,8 +3,12 @@
 //! "<Name> Snap" tagged with the job id, and by default wait until every snapshot is
 //! `completed`, without holding a worker meanwhile.
 //!
-//! A redelivered job finds the snapshots tagged with its id and creates only those still
-//! missing, so a crash between two volumes' snapshots leaves no duplicate.
+//! `CreateSnapshot` has no client token, so exactly-once rests on Shoal: each snapshot id is
+//! recorded in the job's progress as soon as it is created, and a later run asks for those
+//! ids directly and then looks for snapshots tagged with the job's id, creating only those
+//! still missing. EC2 may not list a new snapshot for a while, so when an earlier run may
+//! have created one that neither lookup shows (it died mid-call, or its answer was lost),
+//! the run looks again until the consistency window has passed before it creates.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,8 +19,8 @@ use aws_sdk_ec2::types::{
 use shoal_common::job::Snapshot;
 
 use super::ec2::{
-    dry_run_outcome, ec2_error, filter, job_id_filter, next_check, rfc3339, tag_spec,
-    tags_with_job_id, to_chrono, Ec2Limiter,
+    dry_run_outcome, ensure_lease, filter, job_id_filter, look_until_settled, next_check,
+    on_own_resource, rfc3339, tag_spec, tags_with_job_id, to_chrono, Ec2Limiter,
 };
 use crate::handler::{JobContext, JobError, JobHandler, Outcome};
 
@@ -52,15 +56,13 @@ impl JobHandler for SnapshotHandler {
             })
         };
         if p.dry_run {
-            self.limiter.acquire("CreateSnapshot").await;
-            let result = ec2
+            let request = ec2
                 .create_snapshot()
                 .volume_id(volumes[0].volume_id().unwrap_or_default())
                 .description(description(&volumes[0]))
                 .tag_specifications(tag_spec(ResourceType::Snapshot, &tags))
-                .dry_run(true)
-                .send()
-                .await;
+                .dry_run(true);
+            let result = self.limiter.paced("CreateSnapshot", request.send()).await;
             return dry_run_outcome("CreateSnapshot", result);
         }
 
@@ -75,30 +77,28 @@ impl JobHandler for SnapshotHandler {
                         .filter_map(|v| v.volume_id().map(str::to_owned)),
                 )
                 .collect();
-            self.limiter.acquire("CreateTags").await;
-            ec2.create_tags()
+            let request = ec2
+                .create_tags()
                 .set_resources(Some(resources))
-                .tags(Ec2Tag::builder().key("Name").value(name).build())
-                .send()
-                .await
-                .map_err(|e| ec2_error("CreateTags", e))?;
+                .tags(Ec2Tag::builder().key("Name").value(name).build());
+            self.limiter.call("CreateTags", request.send()).await?;
         }
 
-        let mut snapshots = self.existing(&ctx).await?;
+        let mut snapshots = self.existing(&ctx, &volumes).await?;
         for volume in &volumes {
             let volume_id = volume.volume_id().unwrap_or_default();
             if snapshots.contains_key(volume_id) {
                 continue;
             }
-            self.limiter.acquire("CreateSnapshot").await;
-            let out = ec2
-                .create_snapshot()
-                .volume_id(volume_id)
-                .description(description(volume))
-                .tag_specifications(tag_spec(ResourceType::Snapshot, &tags))
-                .send()
-                .await
-                .map_err(|e| ec2_error("CreateSnapshot", e))?;
+            ensure_lease(&ctx)?;
+            let out = self
+                .create_once(
+                    ec2.create_snapshot()
+                        .volume_id(volume_id)
+                        .description(description(volume))
+                        .tag_specifications(tag_spec(ResourceType::Snapshot, &tags)),
+                )
+                .await?;
             let snapshot = Ec2Snapshot::builder()
                 .set_snapshot_id(out.snapshot_id)
                 .set_volume_id(out.volume_id)
@@ -109,6 +109,7 @@ impl JobHandler for SnapshotHandler {
                 .set_description(out.description)
                 .build();
             snapshots.insert(volume_id.to_owned(), snapshot);
+            record(&ctx, &snapshots);
         }
 
         let mut snapshots: Vec<Ec2Snapshot> = snapshots.into_values().collect();
@@ -167,33 +168,140 @@ impl SnapshotHandler {
                 ))
             }
         };
-        self.limiter.acquire("DescribeVolumes").await;
-        let out = request
-            .send()
-            .await
-            .map_err(|e| ec2_error("DescribeVolumes", e))?;
+        let out = self.limiter.call("DescribeVolumes", request.send()).await?;
         Ok(out.volumes.unwrap_or_default())
     }
 
-    /// This job's snapshots already taken, by volume.
-    async fn existing(&self, ctx: &JobContext) -> Result<HashMap<String, Ec2Snapshot>, JobError> {
-        self.limiter.acquire("DescribeSnapshots").await;
-        let out = ctx
-            .clients
-            .ec2
-            .describe_snapshots()
-            .owner_ids("self")
-            .filters(job_id_filter(&ctx.job_id))
-            .send()
-            .await
-            .map_err(|e| ec2_error("DescribeSnapshots", e))?;
-        Ok(out
-            .snapshots
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|s| s.volume_id().map(str::to_owned).map(|v| (v, s)))
-            .collect())
+    /// This job's snapshots already taken, by volume: those its progress names, asked for
+    /// by id (EC2 may not list them yet), and those carrying its tag. When a run before this
+    /// one may have snapshotted a volume that neither shows, look again until the
+    /// consistency window has passed: only then is "no snapshot" proof.
+    async fn existing(
+        &self,
+        ctx: &JobContext,
+        volumes: &[Volume],
+    ) -> Result<HashMap<String, Ec2Snapshot>, JobError> {
+        let ec2 = &ctx.clients.ec2;
+        let recorded: HashMap<String, String> = ctx
+            .progress
+            .get(SNAPSHOTS)
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default();
+        let mut found = HashMap::new();
+        if !recorded.is_empty() {
+            let ids: Vec<String> = recorded.values().cloned().collect();
+            let out = on_own_resource(self.limiter.settings(), ctx.received_at, || async {
+                self.limiter
+                    .call(
+                        "DescribeSnapshots",
+                        ec2.describe_snapshots()
+                            .owner_ids("self")
+                            .set_snapshot_ids(Some(ids.clone()))
+                            .send(),
+                    )
+                    .await
+            })
+            .await?;
+            found.extend(by_volume(out.snapshots.unwrap_or_default()));
+        }
+        let wanted: Vec<&str> = volumes.iter().filter_map(|v| v.volume_id()).collect();
+        let tagged = look_until_settled(
+            ctx,
+            self.limiter.settings(),
+            |tagged: &HashMap<String, Ec2Snapshot>| {
+                wanted
+                    .iter()
+                    .all(|v| found.contains_key(*v) || tagged.contains_key(*v))
+            },
+            || async {
+                let out = self
+                    .limiter
+                    .call(
+                        "DescribeSnapshots",
+                        ec2.describe_snapshots()
+                            .owner_ids("self")
+                            .filters(job_id_filter(&ctx.job_id))
+                            .send(),
+                    )
+                    .await?;
+                Ok(by_volume(out.snapshots.unwrap_or_default()))
+            },
+        )
+        .await?;
+        for (volume, snapshot) in tagged {
+            found.entry(volume).or_insert(snapshot);
+        }
+        record(ctx, &found);
+        Ok(found)
     }
+
+    /// `CreateSnapshot` takes no client token, so it is sent exactly once per try: the
+    /// SDK's own retry is off for it (a retry after a lost answer would make a second
+    /// snapshot). A throttling answer is AWS's word that nothing happened, so that alone is
+    /// tried again here; any other failure ends the attempt, and the next one looks before
+    /// it creates.
+    async fn create_once(
+        &self,
+        request: aws_sdk_ec2::operation::create_snapshot::builders::CreateSnapshotFluentBuilder,
+    ) -> Result<aws_sdk_ec2::operation::create_snapshot::CreateSnapshotOutput, JobError> {
+        let mut pause = std::time::Duration::from_millis(500);
+        for _ in 0..4 {
+            let result = self
+                .limiter
+                .call(
+                    "CreateSnapshot",
+                    request
+                        .clone()
+                        .customize()
+                        .config_override(
+                            aws_sdk_ec2::config::Builder::default()
+                                .retry_config(aws_sdk_ec2::config::retry::RetryConfig::disabled()),
+                        )
+                        .send(),
+                )
+                .await;
+            match result {
+                Err(e) if e.code.as_deref().is_some_and(is_throttling) => {
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                other => return other,
+            }
+        }
+        Err(JobError::transient(
+            "RequestLimitExceeded",
+            "CreateSnapshot: throttled on every try",
+        ))
+    }
+}
+
+/// The progress key under which a run records its snapshots, by volume.
+const SNAPSHOTS: &str = "snapshots";
+
+/// Records the snapshots taken so far, volume → snapshot id, in the job's progress.
+fn record(ctx: &JobContext, snapshots: &HashMap<String, Ec2Snapshot>) {
+    let ids: serde_json::Map<String, serde_json::Value> = snapshots
+        .iter()
+        .filter_map(|(volume, s)| Some((volume.clone(), serde_json::json!(s.snapshot_id()?))))
+        .collect();
+    if !ids.is_empty() {
+        ctx.progress.set(SNAPSHOTS, serde_json::Value::Object(ids));
+    }
+}
+
+fn by_volume(snapshots: Vec<Ec2Snapshot>) -> HashMap<String, Ec2Snapshot> {
+    snapshots
+        .into_iter()
+        .filter_map(|s| s.volume_id().map(str::to_owned).map(|v| (v, s)))
+        .collect()
+}
+
+/// EC2's codes for a call refused for its rate, with nothing done.
+fn is_throttling(code: &str) -> bool {
+    matches!(
+        code,
+        "RequestLimitExceeded" | "Throttling" | "ThrottlingException"
+    )
 }
 
 fn name_tag(tags: &[Ec2Tag]) -> Option<String> {

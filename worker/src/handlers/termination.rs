@@ -6,7 +6,7 @@ use std::sync::Arc;
 use aws_sdk_ec2::types::{AttributeBooleanValue, InstanceAttributeName};
 use shoal_common::job::SetTerminationProtection;
 
-use super::ec2::{ec2_error, Ec2Limiter};
+use super::ec2::Ec2Limiter;
 use crate::handler::{JobContext, JobError, JobHandler, Outcome};
 
 pub struct TerminationProtectionHandler {
@@ -20,25 +20,25 @@ impl JobHandler for TerminationProtectionHandler {
         let ec2 = &ctx.clients.ec2;
         let mut results = Vec::with_capacity(p.instance_ids.len());
         for id in &p.instance_ids {
-            self.limiter.acquire("ModifyInstanceAttribute").await;
-            ec2.modify_instance_attribute()
+            let modify = ec2
+                .modify_instance_attribute()
                 .instance_id(id)
                 .disable_api_termination(
                     AttributeBooleanValue::builder()
                         .value(p.disable_api_termination)
                         .build(),
-                )
-                .send()
-                .await
-                .map_err(|e| ec2_error("ModifyInstanceAttribute", e))?;
-            self.limiter.acquire("DescribeInstanceAttribute").await;
-            let now = ec2
+                );
+            self.limiter
+                .call("ModifyInstanceAttribute", modify.send())
+                .await?;
+            let read_back = ec2
                 .describe_instance_attribute()
                 .instance_id(id)
-                .attribute(InstanceAttributeName::DisableApiTermination)
-                .send()
-                .await
-                .map_err(|e| ec2_error("DescribeInstanceAttribute", e))?
+                .attribute(InstanceAttributeName::DisableApiTermination);
+            let now = self
+                .limiter
+                .call("DescribeInstanceAttribute", read_back.send())
+                .await?
                 .disable_api_termination()
                 .and_then(|v| v.value());
             if now != Some(p.disable_api_termination) {
