@@ -1,9 +1,9 @@
 //! `create-image`: an AMI from an instance, tagged with the job id, found again on
 //! redelivery; optionally wait until it is available.
 //!
-//! `CreateImage` takes no client token, but AMI names are unique per account: a repeat
-//! (a redelivery, or the SDK retrying a call whose answer was lost) meets
-//! `InvalidAMIName.Duplicate`, and the image of that name is this job's if it carries the
+//! `CreateImage` takes no client token, so it is sent once per try (the SDK's own retry off)
+//! and a later run looks before it creates. AMI names are unique per account: a repeat that
+//! meets `InvalidAMIName.Duplicate` accepts the image of that name only if it carries the
 //! job's id. EC2 may not list a new image for a while, so the id a run created is recorded
 //! in the job's progress and asked for directly, and neither a missing image nor a
 //! duplicate name that cannot be looked up yet is ever reported as a failure while EC2 may
@@ -19,8 +19,8 @@ use shoal_common::job::CreateImage;
 use tokio::time::Instant;
 
 use super::ec2::{
-    dry_run_outcome, ec2_error, ensure_lease, error_code, filter, has_job_id, job_id_filter,
-    look_until_settled, next_check, on_own_resource, tag_spec, tags_with_job_id, Ec2Limiter,
+    dry_run_outcome, ensure_lease, filter, has_job_id, job_id_filter, look_until_settled,
+    next_check, no_sdk_retry, on_own_resource, tag_spec, tags_with_job_id, Ec2Limiter,
 };
 use crate::handler::{JobContext, JobError, JobHandler, Outcome};
 
@@ -57,7 +57,15 @@ impl JobHandler for CreateImageHandler {
             Some(image) => image,
             None => {
                 ensure_lease(&ctx)?;
-                match self.limiter.paced("CreateImage", request().send()).await {
+                // No SDK retry: on AWS a repeat would meet `InvalidAMIName.Duplicate` (handled
+                // below), but a name is no token, and an emulator may take the repeat.
+                let sent = self
+                    .limiter
+                    .create_once("CreateImage", || {
+                        request().customize().config_override(no_sdk_retry()).send()
+                    })
+                    .await;
+                match sent {
                     Ok(out) => {
                         let id = out.image_id.unwrap_or_default();
                         ctx.progress.set(IMAGE_ID, serde_json::json!(id));
@@ -71,10 +79,10 @@ impl JobHandler for CreateImageHandler {
                                 .build(),
                         }
                     }
-                    Err(e) if error_code(&e) == Some("InvalidAMIName.Duplicate") => {
+                    Err(e) if e.code.as_deref() == Some("InvalidAMIName.Duplicate") => {
                         self.owner_of_name(&ctx, &p.name).await?
                     }
-                    Err(e) => return Err(ec2_error("CreateImage", e)),
+                    Err(e) => return Err(e),
                 }
             }
         };
@@ -172,12 +180,14 @@ impl CreateImageHandler {
                         ),
                     ))
                 }
-                None if Instant::now() >= settled_at => return Err(JobError::transient(
-                    "InvalidAMIName.Duplicate",
-                    format!(
+                None if Instant::now() >= settled_at => {
+                    return Err(JobError::transient(
+                        "InvalidAMIName.Duplicate",
+                        format!(
                         "the AMI name `{name}` is taken, but no image of that name is listed yet"
                     ),
-                )),
+                    ))
+                }
                 None => tokio::time::sleep(std::time::Duration::from_secs(1)).await,
             }
         }

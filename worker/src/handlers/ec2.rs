@@ -144,6 +144,53 @@ impl Ec2Limiter {
     }
 }
 
+impl Ec2Limiter {
+    /// A create call without a client token, sent exactly once per try: `send` must turn
+    /// the SDK's own retry off ([`no_sdk_retry`]), since a retry after a lost answer would
+    /// create a second resource. A throttling answer is AWS's word that nothing happened,
+    /// so that alone is tried again here; any other failure ends the attempt, and the next
+    /// run looks (until the consistency window has passed) before it creates.
+    pub async fn create_once<T, E, F, Fut>(
+        &self,
+        operation: &'static str,
+        mut send: F,
+    ) -> Result<T, JobError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, SdkError<E>>>,
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let mut pause = Duration::from_millis(500);
+        for _ in 0..4 {
+            match self.call(operation, send()).await {
+                Err(e) if e.code.as_deref().is_some_and(is_throttling) => {
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                other => return other,
+            }
+        }
+        Err(JobError::transient(
+            "RequestLimitExceeded",
+            format!("{operation}: throttled on every try"),
+        ))
+    }
+}
+
+/// The configuration override that turns the SDK's own retry off for one call.
+pub fn no_sdk_retry() -> aws_sdk_ec2::config::Builder {
+    aws_sdk_ec2::config::Builder::default()
+        .retry_config(aws_sdk_ec2::config::retry::RetryConfig::disabled())
+}
+
+/// EC2's codes for a call refused for its rate, with nothing done.
+fn is_throttling(code: &str) -> bool {
+    matches!(
+        code,
+        "RequestLimitExceeded" | "Throttling" | "ThrottlingException"
+    )
+}
+
 /// How often to look again while waiting for EC2 to show what was created.
 const SETTLE_POLL: Duration = Duration::from_secs(1);
 

@@ -20,7 +20,7 @@ use shoal_common::job::Snapshot;
 
 use super::ec2::{
     dry_run_outcome, ensure_lease, filter, job_id_filter, look_until_settled, next_check,
-    on_own_resource, rfc3339, tag_spec, tags_with_job_id, to_chrono, Ec2Limiter,
+    no_sdk_retry, on_own_resource, rfc3339, tag_spec, tags_with_job_id, to_chrono, Ec2Limiter,
 };
 use crate::handler::{JobContext, JobError, JobHandler, Outcome};
 
@@ -91,13 +91,20 @@ impl JobHandler for SnapshotHandler {
                 continue;
             }
             ensure_lease(&ctx)?;
+            let request = ec2
+                .create_snapshot()
+                .volume_id(volume_id)
+                .description(description(volume))
+                .tag_specifications(tag_spec(ResourceType::Snapshot, &tags));
             let out = self
-                .create_once(
-                    ec2.create_snapshot()
-                        .volume_id(volume_id)
-                        .description(description(volume))
-                        .tag_specifications(tag_spec(ResourceType::Snapshot, &tags)),
-                )
+                .limiter
+                .create_once("CreateSnapshot", || {
+                    request
+                        .clone()
+                        .customize()
+                        .config_override(no_sdk_retry())
+                        .send()
+                })
                 .await?;
             let snapshot = Ec2Snapshot::builder()
                 .set_snapshot_id(out.snapshot_id)
@@ -234,45 +241,6 @@ impl SnapshotHandler {
         record(ctx, &found);
         Ok(found)
     }
-
-    /// `CreateSnapshot` takes no client token, so it is sent exactly once per try: the
-    /// SDK's own retry is off for it (a retry after a lost answer would make a second
-    /// snapshot). A throttling answer is AWS's word that nothing happened, so that alone is
-    /// tried again here; any other failure ends the attempt, and the next one looks before
-    /// it creates.
-    async fn create_once(
-        &self,
-        request: aws_sdk_ec2::operation::create_snapshot::builders::CreateSnapshotFluentBuilder,
-    ) -> Result<aws_sdk_ec2::operation::create_snapshot::CreateSnapshotOutput, JobError> {
-        let mut pause = std::time::Duration::from_millis(500);
-        for _ in 0..4 {
-            let result = self
-                .limiter
-                .call(
-                    "CreateSnapshot",
-                    request
-                        .clone()
-                        .customize()
-                        .config_override(
-                            aws_sdk_ec2::config::Builder::default()
-                                .retry_config(aws_sdk_ec2::config::retry::RetryConfig::disabled()),
-                        )
-                        .send(),
-                )
-                .await;
-            match result {
-                Err(e) if e.code.as_deref().is_some_and(is_throttling) => {
-                    tokio::time::sleep(pause).await;
-                    pause *= 2;
-                }
-                other => return other,
-            }
-        }
-        Err(JobError::transient(
-            "RequestLimitExceeded",
-            "CreateSnapshot: throttled on every try",
-        ))
-    }
 }
 
 /// The progress key under which a run records its snapshots, by volume.
@@ -294,14 +262,6 @@ fn by_volume(snapshots: Vec<Ec2Snapshot>) -> HashMap<String, Ec2Snapshot> {
         .into_iter()
         .filter_map(|s| s.volume_id().map(str::to_owned).map(|v| (v, s)))
         .collect()
-}
-
-/// EC2's codes for a call refused for its rate, with nothing done.
-fn is_throttling(code: &str) -> bool {
-    matches!(
-        code,
-        "RequestLimitExceeded" | "Throttling" | "ThrottlingException"
-    )
 }
 
 fn name_tag(tags: &[Ec2Tag]) -> Option<String> {

@@ -1,0 +1,773 @@
+//! Shoal on AWS's bad days. Every test runs the worker through the fault proxy
+//! (`shoal_tests::fault_proxy`), which makes the emulator throttle, fail, go down, lag behind
+//! its own creates, or lose answers, while the test watches the truth as an observer. Each
+//! asserts what must hold on real AWS too: no outcome lost or mislabelled, no EC2 effect
+//! twice, no job dead-lettered because of a wait.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::types::{Filter, InstanceAttributeName};
+use shoal_common::config::QueueTarget;
+use shoal_common::error::ErrorClass;
+use shoal_common::event::{JobEvent, JobStatus};
+use shoal_common::job::{Canary, CreateImage, RunInstances, Snapshot, Tag};
+use shoal_common::stack::StackSpec;
+use shoal_common::{Job, JobEnvelope, JobId};
+use shoal_producer::{Producer, SendOptions};
+use shoal_tests::fault_proxy::{AwsFault, Fault, FaultProxy, Rule, Service, Trigger};
+use shoal_tests::{
+    attribute, eventually, metric_value, moto, sdk_config, unique, RunningWorker, TestStack,
+};
+use shoal_worker::handlers::{registry_with, Ec2Settings};
+use shoal_worker::{JobContext, JobError, Outcome, Registry, WorkerConfig};
+
+/// A stack on the emulator behind a fresh fault proxy.
+async fn behind_proxy(spec: StackSpec) -> (FaultProxy, TestStack) {
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    let t = TestStack::observing(&proxy.endpoint, spec).await;
+    (proxy, t)
+}
+
+async fn start(proxy: &FaultProxy, config: WorkerConfig, registry: Registry) -> RunningWorker {
+    let sdk = sdk_config(&proxy.endpoint).await;
+    TestStack::start_worker_with(&sdk, config, registry).await
+}
+
+async fn enqueue(t: &TestStack, job: Job, job_id: &str, options: &SendOptions) {
+    let envelope = JobEnvelope::new(job).with_job_id(JobId::parse(job_id).expect("id"));
+    Producer::new(t.clients.sqs.clone(), QueueTarget::new(&t.stack.queue_url))
+        .enqueue(&envelope, options)
+        .await
+        .expect("enqueue");
+}
+
+/// Handler runs by job id, for asserting that none ran twice.
+#[derive(Clone, Default)]
+struct Runs(Arc<Mutex<HashMap<String, usize>>>);
+
+impl Runs {
+    fn record(&self, job_id: &JobId) {
+        *self
+            .0
+            .lock()
+            .expect("lock")
+            .entry(job_id.to_string())
+            .or_default() += 1;
+    }
+
+    fn of(&self, job_id: &str) -> usize {
+        self.0
+            .lock()
+            .expect("lock")
+            .get(job_id)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+fn by_job(events: &[JobEvent]) -> HashMap<String, Vec<&JobEvent>> {
+    let mut map: HashMap<String, Vec<&JobEvent>> = HashMap::new();
+    for e in events {
+        map.entry(e.job_id.clone().unwrap_or_default())
+            .or_default()
+            .push(e);
+    }
+    map
+}
+
+/// The length of the SNS outage: five minutes, as an operator's bad afternoon would have it.
+/// `SHOAL_SNS_OUTAGE_SECS` shortens it for a quick local run.
+fn sns_outage() -> Duration {
+    let secs = std::env::var("SHOAL_SNS_OUTAGE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    Duration::from_secs(secs)
+}
+
+#[tokio::test]
+async fn an_sns_outage_longer_than_a_delivery_loses_no_outcome_and_reruns_no_handler() {
+    let mut spec = StackSpec::new(unique("sns-outage"));
+    spec.max_receive_count = 3;
+    spec.visibility_timeout_secs = 5;
+    let (proxy, t) = behind_proxy(spec).await;
+    let outage = sns_outage();
+    proxy.add(Rule::outage(
+        Service::Sns,
+        &["Publish", "PublishBatch"],
+        AwsFault::ServiceUnavailable,
+        outage,
+    ));
+    let outage_ends = Instant::now() + outage;
+
+    let runs = Runs::default();
+    let log = runs.clone();
+    let mut registry = Registry::new();
+    registry.register_fn(move |ctx: JobContext, p: Canary| {
+        log.record(&ctx.job_id);
+        async move {
+            if p.sleep_ms == 1 {
+                Err(JobError::permanent(
+                    "InvalidParameterValue",
+                    "this job cannot succeed",
+                ))
+            } else {
+                Ok(Outcome::Done(serde_json::json!({"attempt": ctx.attempt})))
+            }
+        }
+    });
+    let ok: Vec<String> = (0..4).map(|i| format!("outage-ok-{i}")).collect();
+    for id in &ok {
+        enqueue(
+            &t,
+            Job::Canary(Canary::default()),
+            id,
+            &SendOptions::default(),
+        )
+        .await;
+    }
+    enqueue(
+        &t,
+        Job::Canary(Canary { sleep_ms: 1 }),
+        "outage-doomed",
+        &SendOptions::default(),
+    )
+    .await;
+    let mut config = t.worker_config("w");
+    config.max_attempts = 3;
+    config.retry_max = Duration::from_secs(20);
+    let worker = start(&proxy, config, registry).await;
+
+    // Nothing can be announced until the outage ends; then every outcome is.
+    let during = t
+        .events(1, outage.saturating_sub(Duration::from_secs(5)))
+        .await;
+    assert!(
+        during.is_empty(),
+        "no event can get out during the outage: {during:?}"
+    );
+    let events = t.events(5, Duration::from_secs(90)).await;
+    assert!(Instant::now() >= outage_ends);
+    let events = by_job(&events);
+    for id in &ok {
+        let e = events
+            .get(id)
+            .unwrap_or_else(|| panic!("{id}: no event arrived after the outage"));
+        assert!(
+            e.iter().all(|e| e.status == JobStatus::Succeeded),
+            "{id}: {e:?}"
+        );
+        assert_eq!(runs.of(id), 1, "{id}: the handler ran once");
+    }
+    let doomed = events
+        .get("outage-doomed")
+        .expect("the failure is announced");
+    assert!(doomed.iter().all(|e| e.status == JobStatus::Failed
+        && e.error.as_ref().is_some_and(
+            |err| err.dead_lettered && err.code.as_deref() == Some("InvalidParameterValue")
+        )));
+    assert_eq!(runs.of("outage-doomed"), 1, "the failing handler ran once");
+
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            t.depth(&t.stack.queue_url).await == 0
+        })
+        .await,
+        "every job left the queue"
+    );
+    let dead = t.receive(&t.stack.dlq_url, 2, Duration::from_secs(3)).await;
+    assert_eq!(dead.len(), 1, "only the failing job is dead-lettered, once");
+    assert_eq!(
+        attribute(&dead[0], "shoal-error-code").as_deref(),
+        Some("InvalidParameterValue"),
+        "with its reason"
+    );
+    let text = worker.get("/metrics").await.1;
+    assert!(
+        metric_value(&text, r#"shoal_announcements_carried_total{kind="canary"}"#) >= 5.0,
+        "the outcomes went forward on copies"
+    );
+    worker.stop().await;
+}
+
+// ---- EC2 eventual consistency -------------------------------------------------------------
+
+/// How long the proxy hides what was just created, and the worker's window: wider.
+const HIDDEN: Duration = Duration::from_secs(15);
+
+fn ec2_settings() -> Ec2Settings {
+    Ec2Settings {
+        wait_check_min: Duration::from_secs(1),
+        consistency_window: Duration::from_secs(20),
+        ..Ec2Settings::default()
+    }
+}
+
+async fn stock_ami(t: &TestStack) -> String {
+    t.clients
+        .ec2
+        .describe_images()
+        .send()
+        .await
+        .expect("images")
+        .images()
+        .iter()
+        .find_map(|i| {
+            i.image_id()
+                .filter(|id| id.starts_with("ami-"))
+                .map(str::to_owned)
+        })
+        .expect("a stock AMI")
+}
+
+fn job_filter(job_id: &str) -> Filter {
+    Filter::builder()
+        .name("tag:shoal:job-id")
+        .values(job_id)
+        .build()
+}
+
+/// An instance with two attached volumes, launched by the observer (so visible at once).
+async fn instance_with_two_volumes(t: &TestStack) -> String {
+    let ami = stock_ami(t).await;
+    let out = t
+        .clients
+        .ec2
+        .run_instances()
+        .image_id(&ami)
+        .min_count(1)
+        .max_count(1)
+        .placement(
+            aws_sdk_ec2::types::Placement::builder()
+                .availability_zone("us-east-1a")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("launch");
+    let instance = out.instances()[0].instance_id().expect("id").to_owned();
+    let volume = t
+        .clients
+        .ec2
+        .create_volume()
+        .availability_zone("us-east-1a")
+        .size(8)
+        .send()
+        .await
+        .expect("volume");
+    t.clients
+        .ec2
+        .attach_volume()
+        .instance_id(&instance)
+        .volume_id(volume.volume_id().expect("volume id"))
+        .device("/dev/sdf")
+        .send()
+        .await
+        .expect("attach");
+    instance
+}
+
+async fn snapshots_by_volume(t: &TestStack, job_id: &str) -> HashMap<String, usize> {
+    let out = t
+        .clients
+        .ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .filters(job_filter(job_id))
+        .send()
+        .await
+        .expect("snapshots");
+    let mut by_volume = HashMap::new();
+    for s in out.snapshots() {
+        *by_volume
+            .entry(s.volume_id().unwrap_or_default().to_owned())
+            .or_default() += 1;
+    }
+    by_volume
+}
+
+fn launch(image_id: &str) -> RunInstances {
+    RunInstances {
+        image_id: image_id.to_owned(),
+        min_count: 1,
+        max_count: 2,
+        key_name: None,
+        instance_type: "t2.micro".into(),
+        availability_zone: Some("us-east-1a".into()),
+        disable_api_termination: true,
+        tags: vec![Tag::new("Name", "lagging")],
+        subnet_id: None,
+        security_group_ids: vec![],
+        user_data: None,
+        wait: false,
+        dry_run: false,
+    }
+}
+
+#[tokio::test]
+async fn a_protected_launch_is_verified_while_ec2_still_hides_it() {
+    let (proxy, t) = behind_proxy(StackSpec::new(unique("ec-launch"))).await;
+    proxy.eventual_consistency(HIDDEN, HIDDEN);
+    let ami = stock_ami(&t).await;
+    enqueue(
+        &t,
+        Job::RunInstances(launch(&ami)),
+        "lag-launch",
+        &SendOptions::default(),
+    )
+    .await;
+    let worker = start(&proxy, t.worker_config("w"), registry_with(ec2_settings())).await;
+
+    let events = t.events(1, Duration::from_secs(60)).await;
+    assert_eq!(events.len(), 1, "one event for the launch");
+    let e = &events[0];
+    assert_eq!(e.status, JobStatus::Succeeded, "{:?}", e.error);
+    assert_eq!(
+        proxy.creates_with("RunInstances", "lag-launch"),
+        1,
+        "launched once"
+    );
+    let instances = e.result.as_ref().expect("result")["instances"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(!instances.is_empty());
+    for i in &instances {
+        let id = i["instance_id"].as_str().expect("instance id");
+        let protected = t
+            .clients
+            .ec2
+            .describe_instance_attribute()
+            .instance_id(id)
+            .attribute(InstanceAttributeName::DisableApiTermination)
+            .send()
+            .await
+            .expect("attribute")
+            .disable_api_termination()
+            .and_then(|v| v.value());
+        assert_eq!(protected, Some(true), "{id} is protected");
+    }
+    assert_eq!(t.depth(&t.stack.dlq_url).await, 0, "nothing dead-lettered");
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_create_image_whose_answer_was_lost_reports_success_with_one_image() {
+    let (proxy, t) = behind_proxy(StackSpec::new(unique("ec-image"))).await;
+    proxy.eventual_consistency(HIDDEN, HIDDEN);
+    // The first CreateImage goes through, and its answer is cut off.
+    proxy.add(Rule::new(
+        Some(Service::Ec2),
+        &["CreateImage"],
+        Fault::Truncate,
+        Trigger::Next(1),
+    ));
+    let ami = stock_ami(&t).await;
+    let source = t
+        .clients
+        .ec2
+        .run_instances()
+        .image_id(&ami)
+        .min_count(1)
+        .max_count(1)
+        .send()
+        .await
+        .expect("launch a source")
+        .instances()[0]
+        .instance_id()
+        .expect("id")
+        .to_owned();
+    let name = unique("lost answer");
+    let job = Job::CreateImage(CreateImage {
+        instance_id: source,
+        name: name.clone(),
+        description: None,
+        no_reboot: true,
+        tags: vec![],
+        wait: false,
+        dry_run: false,
+    });
+    enqueue(&t, job, "lag-image", &SendOptions::default()).await;
+    let worker = start(&proxy, t.worker_config("w"), registry_with(ec2_settings())).await;
+
+    let events = t.events(1, Duration::from_secs(90)).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        events[0].status,
+        JobStatus::Succeeded,
+        "{:?}",
+        events[0].error
+    );
+    let images = t
+        .clients
+        .ec2
+        .describe_images()
+        .owners("self")
+        .filters(Filter::builder().name("name").values(&name).build())
+        .send()
+        .await
+        .expect("images");
+    assert_eq!(images.images().len(), 1, "one image");
+    assert_eq!(
+        events[0].result.as_ref().expect("result")["image_id"].as_str(),
+        images.images()[0].image_id()
+    );
+    assert_eq!(t.depth(&t.stack.dlq_url).await, 0);
+    worker.stop().await;
+}
+
+fn snapshot_of(instance: &str, wait: bool) -> Job {
+    Job::Snapshot(Snapshot {
+        volume_id: None,
+        volume_name: None,
+        instance_id: Some(instance.to_owned()),
+        name: None,
+        description: None,
+        tags: vec![],
+        wait,
+        dry_run: false,
+    })
+}
+
+#[tokio::test]
+async fn a_snapshot_failing_mid_loop_and_waiting_makes_one_snapshot_per_volume() {
+    let (proxy, t) = behind_proxy(StackSpec::new(unique("ec-snap"))).await;
+    proxy.eventual_consistency(HIDDEN, HIDDEN);
+    proxy.slow_snapshots(Duration::from_secs(8));
+    // The second volume's CreateSnapshot fails: the first snapshot exists, hidden.
+    proxy.add(Rule::new(
+        Some(Service::Ec2),
+        &["CreateSnapshot"],
+        Fault::Error(AwsFault::InternalError),
+        Trigger::After { skip: 1, count: 1 },
+    ));
+    let instance = instance_with_two_volumes(&t).await;
+    enqueue(
+        &t,
+        snapshot_of(&instance, true),
+        "lag-snap",
+        &SendOptions::default(),
+    )
+    .await;
+    let worker = start(&proxy, t.worker_config("w"), registry_with(ec2_settings())).await;
+
+    let events = t.events(1, Duration::from_secs(120)).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        events[0].status,
+        JobStatus::Succeeded,
+        "{:?}",
+        events[0].error
+    );
+    let snapshots = events[0].result.as_ref().expect("result")["snapshots"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(snapshots.len(), 2);
+    assert!(
+        snapshots.iter().all(|s| s["state"] == "completed"),
+        "{snapshots:?}"
+    );
+    let per_volume = snapshots_by_volume(&t, "lag-snap").await;
+    assert_eq!(per_volume.len(), 2, "{per_volume:?}");
+    assert!(
+        per_volume.values().all(|n| *n == 1),
+        "one per volume: {per_volume:?}"
+    );
+    let text = worker.get("/metrics").await.1;
+    assert!(metric_value(&text, r#"shoal_jobs_waiting_total{kind="snapshot"}"#) >= 1.0);
+    assert!(metric_value(&text, r#"shoal_jobs_retried_total{kind="snapshot"}"#) >= 1.0);
+    assert_eq!(t.depth(&t.stack.dlq_url).await, 0);
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_worker_stopped_during_create_snapshot_leaves_no_second_snapshot() {
+    let (proxy, t) = behind_proxy(StackSpec::new(unique("ec-stop"))).await;
+    proxy.eventual_consistency(HIDDEN, HIDDEN);
+    // The first CreateSnapshot takes effect, but its answer comes too late for the worker.
+    proxy.add(Rule::new(
+        Some(Service::Ec2),
+        &["CreateSnapshot"],
+        Fault::DelayAnswer(Duration::from_secs(10)),
+        Trigger::Next(1),
+    ));
+    let instance = instance_with_two_volumes(&t).await;
+    enqueue(
+        &t,
+        snapshot_of(&instance, false),
+        "stop-snap",
+        &SendOptions::default(),
+    )
+    .await;
+    let mut config = t.worker_config("first");
+    config.shutdown_grace = Duration::from_secs(1);
+    let first = start(&proxy, config.clone(), registry_with(ec2_settings())).await;
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            proxy.count(Service::Ec2, "CreateSnapshot").forwarded >= 1
+        })
+        .await,
+        "the first worker sent CreateSnapshot"
+    );
+    let metrics = first.metrics.clone();
+    first.stop().await;
+    assert_eq!(metrics.released_on_shutdown.get(), 1);
+
+    config.worker_id = "second".into();
+    let second = start(&proxy, config, registry_with(ec2_settings())).await;
+    let events = t.events(1, Duration::from_secs(90)).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        events[0].status,
+        JobStatus::Succeeded,
+        "{:?}",
+        events[0].error
+    );
+    let per_volume = snapshots_by_volume(&t, "stop-snap").await;
+    assert_eq!(per_volume.len(), 2, "{per_volume:?}");
+    assert!(
+        per_volume.values().all(|n| *n == 1),
+        "one per volume: {per_volume:?}"
+    );
+    second.stop().await;
+}
+
+// ---- Waits and deferrals spend no attempts ------------------------------------------------
+
+#[tokio::test]
+async fn deferred_jobs_never_spend_their_attempts() {
+    let mut spec = StackSpec::new(unique("defer"));
+    spec.max_receive_count = 2;
+    let (proxy, t) = behind_proxy(spec).await;
+    let mut registry = Registry::new();
+    registry.register_fn(|_, _: Canary| async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        Ok(Outcome::Done(serde_json::Value::Null))
+    });
+    for i in 0..6 {
+        enqueue(
+            &t,
+            Job::Canary(Canary::default()),
+            &format!("defer-{i}"),
+            &SendOptions::default(),
+        )
+        .await;
+    }
+    let mut config = t.worker_config("w");
+    config.max_attempts = 2;
+    config.kind_limits.insert(shoal_common::JobKind::Canary, 1);
+    config.retry_base = Duration::from_millis(300);
+    let worker = start(&proxy, config, registry).await;
+    let events = t.events(6, Duration::from_secs(90)).await;
+    assert_eq!(
+        events.len(),
+        6,
+        "DLQ depth {}",
+        t.depth(&t.stack.dlq_url).await
+    );
+    assert!(events
+        .iter()
+        .all(|e| e.status == JobStatus::Succeeded && e.attempts == 1));
+    assert!(
+        worker
+            .metrics
+            .jobs_deferred
+            .with_label_values(&["canary"])
+            .get()
+            >= 4,
+        "jobs were deferred (more often than their two receives would allow)"
+    );
+    assert_eq!(t.depth(&t.stack.dlq_url).await, 0);
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_long_fifo_wait_spends_no_receives() {
+    let mut spec = StackSpec::new(unique("fifo-wait"));
+    spec.fifo = true;
+    spec.max_receive_count = 2;
+    spec.visibility_timeout_secs = 2;
+    let (proxy, t) = behind_proxy(spec).await;
+    let checks = Arc::new(AtomicUsize::new(0));
+    let counter = checks.clone();
+    let mut registry = Registry::new();
+    registry.register_fn(move |ctx: JobContext, _: Canary| {
+        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        async move {
+            if n < 12 {
+                Ok(Outcome::CheckAgainAfter(Duration::from_millis(500)))
+            } else {
+                Ok(Outcome::Done(serde_json::json!({"attempt": ctx.attempt})))
+            }
+        }
+    });
+    enqueue(
+        &t,
+        Job::Canary(Canary::default()),
+        "fifo-wait-1",
+        &SendOptions::default(),
+    )
+    .await;
+    let mut config = t.worker_config("w");
+    config.max_attempts = 2;
+    config.visibility_timeout = Duration::from_secs(2);
+    let worker = start(&proxy, config, registry).await;
+    let events = t.events(1, Duration::from_secs(60)).await;
+    assert_eq!(
+        events.len(),
+        1,
+        "DLQ depth {}",
+        t.depth(&t.stack.dlq_url).await
+    );
+    assert_eq!(events[0].status, JobStatus::Succeeded);
+    assert_eq!(events[0].attempts, 1, "twelve checks, one attempt");
+    assert_eq!(checks.load(Ordering::SeqCst), 12);
+    assert_eq!(t.depth(&t.stack.dlq_url).await, 0);
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn fifo_order_holds_behind_a_job_longer_than_the_visibility_timeout() {
+    let mut spec = StackSpec::new(unique("fifo-long"));
+    spec.fifo = true;
+    spec.visibility_timeout_secs = 4;
+    let (proxy, t) = behind_proxy(spec).await;
+    let options = SendOptions {
+        message_group_id: Some("tenant".into()),
+        ..SendOptions::default()
+    };
+    for (i, sleep_ms) in [10_000, 0, 0].into_iter().enumerate() {
+        enqueue(
+            &t,
+            Job::Canary(Canary { sleep_ms }),
+            &format!("long-{i}"),
+            &options,
+        )
+        .await;
+    }
+    type Span = (String, Instant, Instant);
+    let spans: Arc<Mutex<Vec<Span>>> = Arc::default();
+    let registry = |spans: Arc<Mutex<Vec<Span>>>| {
+        let mut registry = Registry::new();
+        registry.register_fn(move |ctx: JobContext, p: Canary| {
+            let spans = spans.clone();
+            async move {
+                let start = Instant::now();
+                tokio::time::sleep(Duration::from_millis(p.sleep_ms)).await;
+                spans
+                    .lock()
+                    .expect("lock")
+                    .push((ctx.job_id.to_string(), start, Instant::now()));
+                Ok(Outcome::Done(serde_json::Value::Null))
+            }
+        });
+        registry
+    };
+    let mut config = t.worker_config("a");
+    config.visibility_timeout = Duration::from_secs(4);
+    let a = start(&proxy, config.clone(), registry(spans.clone())).await;
+    config.worker_id = "b".into();
+    let b = start(&proxy, config, registry(spans.clone())).await;
+
+    let events = t.events(3, Duration::from_secs(60)).await;
+    assert_eq!(events.len(), 3);
+    let spans = spans.lock().expect("lock").clone();
+    let order: Vec<&str> = spans.iter().map(|(id, _, _)| id.as_str()).collect();
+    assert_eq!(order, ["long-0", "long-1", "long-2"], "each once, in order");
+    for pair in spans.windows(2) {
+        assert!(
+            pair[1].1 >= pair[0].2,
+            "{} started before {} ended",
+            pair[1].0,
+            pair[0].0
+        );
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+// ---- A panicking handler -----------------------------------------------------------------
+
+#[tokio::test]
+async fn a_panicking_handler_fails_its_job_with_the_panic_message() {
+    let (proxy, t) = behind_proxy(StackSpec::new(unique("panic"))).await;
+    let mut registry = Registry::new();
+    registry.register_fn(|_, p: Canary| async move {
+        if p.sleep_ms == 7 {
+            panic!("the handler hit a bug");
+        }
+        Ok(Outcome::Done(serde_json::Value::Null))
+    });
+    enqueue(
+        &t,
+        Job::Canary(Canary { sleep_ms: 7 }),
+        "panics",
+        &SendOptions::default(),
+    )
+    .await;
+    enqueue(
+        &t,
+        Job::Canary(Canary::default()),
+        "after-panic",
+        &SendOptions::default(),
+    )
+    .await;
+    let worker = start(&proxy, t.worker_config("w"), registry).await;
+    let events = by_job(&t.events(2, Duration::from_secs(30)).await)
+        .into_iter()
+        .map(|(id, e)| (id, e[0].clone()))
+        .collect::<HashMap<_, _>>();
+    let failed = events.get("panics").expect("a failure event");
+    assert_eq!(failed.status, JobStatus::Failed);
+    let error = failed.error.as_ref().expect("error");
+    assert_eq!(error.code.as_deref(), Some("HandlerPanicked"));
+    assert_eq!(error.class, ErrorClass::Permanent);
+    assert!(
+        error.message.contains("the handler hit a bug"),
+        "{}",
+        error.message
+    );
+    assert!(error.dead_lettered);
+    assert_eq!(
+        events.get("after-panic").map(|e| e.status),
+        Some(JobStatus::Succeeded),
+        "the worker goes on"
+    );
+    let dead = t.receive(&t.stack.dlq_url, 1, Duration::from_secs(5)).await;
+    assert_eq!(
+        attribute(&dead[0], "shoal-error-code").as_deref(),
+        Some("HandlerPanicked")
+    );
+    let text = worker.get("/metrics").await.1;
+    assert_eq!(
+        metric_value(&text, r#"shoal_handler_panics_total{kind="canary"}"#),
+        1.0
+    );
+    assert_eq!(
+        metric_value(&text, r#"shoal_jobs_in_flight{kind="canary"}"#),
+        0.0
+    );
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn contradictory_settings_stop_the_worker_at_start_up_with_the_reason() {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_shoal-worker-for-tests"))
+        .args(["--queue-url", "http://127.0.0.1:9/000000000000/none"])
+        .args(["--topic-arn", "arn:aws:sns:us-east-1:000000000000:none"])
+        .args(["--wait-check-min", "10m", "--wait-check-max", "5m"])
+        .envs(shoal_tests::aws_env("http://127.0.0.1:9"))
+        .output()
+        .await
+        .expect("run the worker");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("wait_check_min") && stderr.contains("wait_check_max"),
+        "{stderr}"
+    );
+}
