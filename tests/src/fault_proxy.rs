@@ -273,15 +273,14 @@ impl FaultProxy {
             .unwrap_or_default()
     }
 
-    /// How many calls of EC2 `operation` that reached the emulator contained `needle` in
-    /// their body (e.g. a job id in a tag specification).
-    pub fn creates_with(&self, operation: &str, needle: &str) -> usize {
-        let encoded: String = form_urlencoded::byte_serialize(needle.as_bytes()).collect();
+    /// How many calls of EC2 `operation` that reached the emulator had a parameter equal to
+    /// `value` (e.g. a job id in a tag specification).
+    pub fn creates_with(&self, operation: &str, value: &str) -> usize {
         self.state()
             .creates
             .iter()
             .filter(|(op, body)| {
-                op == operation && (body.contains(needle) || body.contains(&encoded))
+                op == operation && form_urlencoded::parse(body.as_bytes()).any(|(_, v)| v == value)
             })
             .count()
     }
