@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use crate::error::{classify_sdk_error, AwsError};
+use crate::error::{classify_sdk_error, Error};
 
 /// The job queue, by URL or by name (looked up with `GetQueueUrl`).
 #[derive(Debug, Clone, Default, Args)]
@@ -48,7 +48,7 @@ pub enum QueueConfigError {
     Lookup {
         name: String,
         #[source]
-        source: AwsError,
+        source: Error,
     },
 }
 

@@ -38,16 +38,165 @@ impl fmt::Display for ErrorClass {
     }
 }
 
-/// A failed AWS call, classified.
+/// Shoal's own error codes, for failures no AWS service named. AWS's codes travel as the
+/// service wrote them; these are written by Shoal, and each carries its class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ShoalCode {
+    /// The message is not a valid job.
+    InvalidMessage,
+    /// No handler for the job's kind in this worker.
+    NoHandler,
+    /// A handler was given parameters of another kind.
+    HandlerMismatch,
+    /// The last attempt failed too.
+    AttemptsExhausted,
+    /// The handler panicked (its class is the worker's `--on-panic`).
+    HandlerPanicked,
+    /// An EC2 operation did not finish within the wait deadline.
+    WaitDeadlineExceeded,
+    /// The message's visibility lapsed: another worker may hold the job now.
+    LeaseLost,
+    /// A resource the job created is still not listed after the consistency window.
+    NotVisibleYet,
+    /// An EC2 call ran although `DryRun` was set.
+    DryRunIgnored,
+    /// An instance of the launch terminated before it was running.
+    InstanceTerminated,
+    /// The AMI ended failed, invalid or deregistered.
+    ImageFailed,
+    /// A snapshot ended in `error`.
+    SnapshotFailed,
+    /// An attribute set on an instance does not read back yet.
+    AttributeNotUpdated,
+    /// A receipt handle no longer names a delivery: the message was delivered again, or
+    /// deleted, and whatever was meant for it is moot.
+    StaleReceipt,
+    /// The worker is shutting down and its batchers take no more entries.
+    BatcherClosed,
+    /// A batch call failed as a whole, with no code of its own.
+    CallFailed,
+    /// The queue has no redrive policy where one is needed.
+    NoRedrivePolicy,
+    /// A job SQS's redrive policy moved to the DLQ: its worker died on every delivery.
+    RedrivenBySqs,
+}
+
+impl ShoalCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShoalCode::InvalidMessage => "InvalidMessage",
+            ShoalCode::NoHandler => "NoHandler",
+            ShoalCode::HandlerMismatch => "HandlerMismatch",
+            ShoalCode::AttemptsExhausted => "AttemptsExhausted",
+            ShoalCode::HandlerPanicked => "HandlerPanicked",
+            ShoalCode::WaitDeadlineExceeded => "WaitDeadlineExceeded",
+            ShoalCode::LeaseLost => "LeaseLost",
+            ShoalCode::NotVisibleYet => "NotVisibleYet",
+            ShoalCode::DryRunIgnored => "DryRunIgnored",
+            ShoalCode::InstanceTerminated => "InstanceTerminated",
+            ShoalCode::ImageFailed => "ImageFailed",
+            ShoalCode::SnapshotFailed => "SnapshotFailed",
+            ShoalCode::AttributeNotUpdated => "AttributeNotUpdated",
+            ShoalCode::StaleReceipt => "StaleReceipt",
+            ShoalCode::BatcherClosed => "BatcherClosed",
+            ShoalCode::CallFailed => "CallFailed",
+            ShoalCode::NoRedrivePolicy => "NoRedrivePolicy",
+            ShoalCode::RedrivenBySqs => "RedrivenBySqs",
+        }
+    }
+
+    /// Whether trying again may help, for this code.
+    pub fn class(self) -> ErrorClass {
+        match self {
+            ShoalCode::AttemptsExhausted
+            | ShoalCode::LeaseLost
+            | ShoalCode::NotVisibleYet
+            | ShoalCode::AttributeNotUpdated
+            | ShoalCode::BatcherClosed
+            | ShoalCode::CallFailed
+            | ShoalCode::RedrivenBySqs => ErrorClass::Transient,
+            ShoalCode::InvalidMessage
+            | ShoalCode::NoHandler
+            | ShoalCode::HandlerMismatch
+            | ShoalCode::HandlerPanicked
+            | ShoalCode::WaitDeadlineExceeded
+            | ShoalCode::DryRunIgnored
+            | ShoalCode::InstanceTerminated
+            | ShoalCode::ImageFailed
+            | ShoalCode::SnapshotFailed
+            | ShoalCode::StaleReceipt
+            | ShoalCode::NoRedrivePolicy => ErrorClass::Permanent,
+        }
+    }
+}
+
+impl fmt::Display for ShoalCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failure, classified where it arose: Shoal's one error type. An AWS call's failure, a
+/// handler's, a batch entry's and a job's are all this, so the runtime decides retry or
+/// dead-letter from [`Error::class`] alone.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{operation} failed ({class}{}): {message}", .code.as_deref().map(|c| format!(", {c}")).unwrap_or_default())]
-pub struct AwsError {
-    /// The API operation, e.g. `SendMessageBatch`.
-    pub operation: &'static str,
+#[error("{}{message}", .operation.map(|o| format!("{o}: ")).unwrap_or_default())]
+pub struct Error {
     pub class: ErrorClass,
-    /// The AWS error code (`RequestLimitExceeded`), when the service answered with one.
+    /// The AWS error code (`RequestLimitExceeded`) or Shoal's own ([`ShoalCode`]), when
+    /// there is one.
     pub code: Option<String>,
+    /// The AWS operation that failed, e.g. `SendMessageBatch`, when one did.
+    pub operation: Option<&'static str>,
     pub message: String,
+}
+
+impl Error {
+    /// A failure worth retrying, under an AWS-style `code`.
+    pub fn transient(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Error {
+            class: ErrorClass::Transient,
+            code: Some(code.into()),
+            operation: None,
+            message: message.into(),
+        }
+    }
+
+    /// A failure that retrying repeats, under an AWS-style `code`.
+    pub fn permanent(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Error {
+            class: ErrorClass::Permanent,
+            code: Some(code.into()),
+            operation: None,
+            message: message.into(),
+        }
+    }
+
+    /// A failure under one of Shoal's own codes, with that code's class.
+    pub fn shoal(code: ShoalCode, message: impl Into<String>) -> Self {
+        Error {
+            class: code.class(),
+            code: Some(code.as_str().to_owned()),
+            operation: None,
+            message: message.into(),
+        }
+    }
+
+    /// The same failure, as the failure of `operation`.
+    pub fn in_operation(mut self, operation: &'static str) -> Self {
+        self.operation = Some(operation);
+        self
+    }
+
+    /// Whether this is Shoal's `code`.
+    pub fn is(&self, code: ShoalCode) -> bool {
+        self.code.as_deref() == Some(code.as_str())
+    }
+
+    /// The code for logs: the error's, or `none`.
+    pub fn code_or_none(&self) -> &str {
+        self.code.as_deref().unwrap_or("none")
+    }
 }
 
 /// Error codes that mean "not now" across SQS, SNS and EC2.
@@ -94,20 +243,21 @@ pub fn classify_code(code: Option<&str>, status: Option<u16>) -> ErrorClass {
 /// Classifies any AWS SDK error: a call that never got an answer (timeout, connection
 /// failure, an answer that could not be read) is transient; an answer is classified by its
 /// code and status; a request the SDK could not even build is permanent.
-pub fn classify_sdk_error<E>(operation: &'static str, err: &SdkError<E, HttpResponse>) -> AwsError
+pub fn classify_sdk_error<E>(operation: &'static str, err: &SdkError<E, HttpResponse>) -> Error
 where
     E: ProvideErrorMetadata + StdError + 'static,
 {
     let message = aws_smithy_types::error::display::DisplayErrorContext(err).to_string();
+    let operation = Some(operation);
     match err {
-        SdkError::ConstructionFailure(_) => AwsError {
+        SdkError::ConstructionFailure(_) => Error {
             operation,
             class: ErrorClass::Permanent,
             code: None,
             message,
         },
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            AwsError {
+            Error {
                 operation,
                 class: ErrorClass::Transient,
                 code: None,
@@ -117,7 +267,7 @@ where
         SdkError::ServiceError(service) => {
             let code = service.err().code().map(str::to_owned);
             let status = service.raw().status().as_u16();
-            AwsError {
+            Error {
                 operation,
                 class: classify_code(code.as_deref(), Some(status)),
                 message: service
@@ -128,7 +278,7 @@ where
                 code,
             }
         }
-        _ => AwsError {
+        _ => Error {
             operation,
             class: ErrorClass::Transient,
             code: err.code().map(str::to_owned),
@@ -140,6 +290,27 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shoal_codes_carry_their_class_and_name() {
+        let e = Error::shoal(ShoalCode::LeaseLost, "lapsed");
+        assert_eq!(e.class, ErrorClass::Transient);
+        assert!(e.is(ShoalCode::LeaseLost));
+        assert!(!e.is(ShoalCode::StaleReceipt));
+        assert_eq!(e.code.as_deref(), Some("LeaseLost"));
+        assert_eq!(
+            Error::shoal(ShoalCode::NoHandler, "x").class,
+            ErrorClass::Permanent
+        );
+    }
+
+    #[test]
+    fn an_operations_failure_names_it() {
+        let e =
+            Error::permanent("InvalidAMIID.NotFound", "no such image").in_operation("RunInstances");
+        assert_eq!(e.to_string(), "RunInstances: no such image");
+        assert_eq!(Error::transient("X", "plain").to_string(), "plain");
+    }
 
     #[test]
     fn throttling_capacity_and_5xx_are_transient() {

@@ -8,7 +8,7 @@
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde::Serialize;
 
-use crate::error::{classify_sdk_error, AwsError, ErrorClass};
+use crate::error::{classify_sdk_error, Error, ErrorClass};
 
 /// Message attributes a worker adds to a job it moves to the dead-letter queue: the
 /// contract between the worker that writes them and the operator commands that read them.
@@ -84,10 +84,10 @@ impl<'a> QueueArn<'a> {
 
 /// A queue's URL from its ARN, through `GetQueueUrl` (the URL's host is the SDK's business;
 /// building it by hand would break on emulators and in other partitions).
-pub async fn url_from_arn(sqs: &aws_sdk_sqs::Client, arn: &str) -> Result<String, AwsError> {
+pub async fn url_from_arn(sqs: &aws_sdk_sqs::Client, arn: &str) -> Result<String, Error> {
     let Some(parsed) = QueueArn::parse(arn) else {
-        return Err(AwsError {
-            operation: "GetQueueUrl",
+        return Err(Error {
+            operation: Some("GetQueueUrl"),
             class: ErrorClass::Permanent,
             code: None,
             message: format!("`{arn}` is not an SQS queue ARN"),
@@ -124,7 +124,7 @@ pub struct QueueAttributes {
 }
 
 impl QueueAttributes {
-    pub async fn fetch(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<Self, AwsError> {
+    pub async fn fetch(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<Self, Error> {
         let attrs = sqs
             .get_queue_attributes()
             .queue_url(url)

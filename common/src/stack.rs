@@ -14,7 +14,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use serde::Serialize;
 
 use crate::aws::AwsClients;
-use crate::error::{classify_sdk_error, AwsError};
+use crate::error::{classify_sdk_error, Error};
 
 /// What to create.
 #[derive(Debug, Clone)]
@@ -67,7 +67,7 @@ impl Stack {
 /// SQS's longest retention: a dead-lettered job should wait as long as possible for a human.
 const DLQ_RETENTION_SECS: u32 = 14 * 24 * 60 * 60;
 
-pub async fn provision(clients: &AwsClients, spec: &StackSpec) -> Result<Stack, AwsError> {
+pub async fn provision(clients: &AwsClients, spec: &StackSpec) -> Result<Stack, Error> {
     let suffix = if spec.fifo { ".fifo" } else { "" };
     let fifo_attrs = |attrs: &mut HashMap<QueueAttributeName, String>| {
         if spec.fifo {
@@ -175,7 +175,7 @@ async fn create_queue(
     clients: &AwsClients,
     name: &str,
     attributes: HashMap<QueueAttributeName, String>,
-) -> Result<String, AwsError> {
+) -> Result<String, Error> {
     let out = clients
         .sqs
         .create_queue()
@@ -187,7 +187,7 @@ async fn create_queue(
     Ok(out.queue_url.unwrap_or_default())
 }
 
-async fn get_queue_arn(clients: &AwsClients, url: &str) -> Result<String, AwsError> {
+async fn get_queue_arn(clients: &AwsClients, url: &str) -> Result<String, Error> {
     let out = clients
         .sqs
         .get_queue_attributes()

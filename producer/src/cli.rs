@@ -16,7 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use shoal_common::aws::AwsClients;
 use shoal_common::config::{QueueArgs, QueueTarget};
-use shoal_common::error::classify_sdk_error;
+use shoal_common::error::{classify_sdk_error, ShoalCode};
 use shoal_common::stack::{self, StackSpec};
 use shoal_common::{Job, JobEnvelope, JobId};
 
@@ -635,7 +635,10 @@ async fn dlq(
                         letter.kind.as_deref().unwrap_or("?"),
                         letter.job_id.as_deref().unwrap_or("-"),
                         letter.attempts.map_or("?".into(), |a| a.to_string()),
-                        letter.error_code.as_deref().unwrap_or("RedrivenBySqs"),
+                        letter
+                            .error_code
+                            .as_deref()
+                            .unwrap_or(ShoalCode::RedrivenBySqs.as_str()),
                         letter.error.as_deref().unwrap_or(
                             "moved by the queue's redrive policy: no worker finished it"
                         ),

@@ -20,7 +20,7 @@ pub mod operate;
 
 use aws_sdk_sqs::Client as SqsClient;
 use shoal_common::config::QueueTarget;
-use shoal_common::error::{classify_sdk_error, AwsError};
+use shoal_common::error::{classify_sdk_error, Error};
 use shoal_common::job::ContractError;
 use shoal_common::{JobEnvelope, JobId, JobKind};
 
@@ -55,7 +55,7 @@ pub enum EnqueueError {
         message: String,
     },
     #[error(transparent)]
-    Aws(#[from] AwsError),
+    Aws(#[from] Error),
 }
 
 impl Producer {

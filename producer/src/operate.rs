@@ -19,7 +19,7 @@ use aws_sdk_sqs::types::{
 use aws_sdk_sqs::Client as SqsClient;
 use serde::Serialize;
 use shoal_common::aws::AwsClients;
-use shoal_common::error::{classify_sdk_error, AwsError, ErrorClass};
+use shoal_common::error::{classify_sdk_error, Error, ErrorClass, ShoalCode};
 use shoal_common::queue::{self, dead_letter_attribute as attr, QueueAttributes};
 
 /// One queue's figures.
@@ -54,7 +54,7 @@ pub struct Status {
 /// dead-letter queue. A dead-letter queue with no redrive policy of its own can be looked
 /// at freely; the job queue's waiting time is what the workers' enqueue-to-start histogram
 /// (`shoal_job_queue_wait_seconds`) measures.
-pub async fn status(clients: &AwsClients, queue_url: &str) -> Result<Status, AwsError> {
+pub async fn status(clients: &AwsClients, queue_url: &str) -> Result<Status, Error> {
     let (jobs, attrs) = queue_status(&clients.sqs, queue_url).await?;
     let redrive = attrs.redrive_policy;
     let dead_letter = match &redrive {
@@ -75,10 +75,7 @@ pub async fn status(clients: &AwsClients, queue_url: &str) -> Result<Status, Aws
     })
 }
 
-async fn queue_status(
-    sqs: &SqsClient,
-    url: &str,
-) -> Result<(QueueStatus, QueueAttributes), AwsError> {
+async fn queue_status(sqs: &SqsClient, url: &str) -> Result<(QueueStatus, QueueAttributes), Error> {
     let attrs = QueueAttributes::fetch(sqs, url).await?;
     Ok((
         QueueStatus {
@@ -95,7 +92,7 @@ async fn queue_status(
 
 /// The oldest `SentTimestamp` among up to ten messages, received with a visibility timeout
 /// of 0 so that nothing is hidden from anyone.
-async fn sample_oldest_age(sqs: &SqsClient, url: &str) -> Result<Option<f64>, AwsError> {
+async fn sample_oldest_age(sqs: &SqsClient, url: &str) -> Result<Option<f64>, Error> {
     let out = sqs
         .receive_message()
         .queue_url(url)
@@ -119,13 +116,14 @@ async fn sample_oldest_age(sqs: &SqsClient, url: &str) -> Result<Option<f64>, Aw
 }
 
 /// The dead-letter queue of the job queue at `queue_url`, from its redrive policy.
-pub async fn dead_letter_queue_url(sqs: &SqsClient, queue_url: &str) -> Result<String, AwsError> {
+pub async fn dead_letter_queue_url(sqs: &SqsClient, queue_url: &str) -> Result<String, Error> {
     let attrs = QueueAttributes::fetch(sqs, queue_url).await?;
-    let policy = attrs.redrive_policy.ok_or_else(|| AwsError {
-        operation: "GetQueueAttributes",
-        class: ErrorClass::Permanent,
-        code: None,
-        message: format!("{queue_url} has no redrive policy, so no dead-letter queue"),
+    let policy = attrs.redrive_policy.ok_or_else(|| {
+        Error::shoal(
+            ShoalCode::NoRedrivePolicy,
+            format!("{queue_url} has no redrive policy, so no dead-letter queue"),
+        )
+        .in_operation("GetQueueAttributes")
     })?;
     queue::url_from_arn(sqs, &policy.dead_letter_target_arn).await
 }
@@ -247,7 +245,7 @@ impl<'a> Pager<'a> {
     }
 
     /// The next page of messages not seen before; `None` at the end.
-    async fn next_page(&mut self) -> Result<Option<Vec<Message>>, AwsError> {
+    async fn next_page(&mut self) -> Result<Option<Vec<Message>>, Error> {
         // SQS answers a receive from a sample of its servers: an empty answer is only
         // believed twice in a row.
         while self.empty_in_a_row < 2 && self.limit.is_none_or(|l| self.taken < l) {
@@ -288,7 +286,7 @@ fn receipt(msg: &Message) -> String {
 }
 
 /// Makes `receipts` visible again at once.
-async fn release(sqs: &SqsClient, url: &str, receipts: &[String]) -> Result<(), AwsError> {
+async fn release(sqs: &SqsClient, url: &str, receipts: &[String]) -> Result<(), Error> {
     for chunk in receipts.chunks(10) {
         let entries = chunk
             .iter()
@@ -319,7 +317,7 @@ pub async fn list_dead_letters(
     dlq_url: &str,
     hold: Duration,
     limit: Option<usize>,
-) -> Result<Vec<DeadLetter>, AwsError> {
+) -> Result<Vec<DeadLetter>, Error> {
     let mut letters = Vec::new();
     let mut held = Vec::new();
     let mut pager = Pager::new(sqs, dlq_url, hold, limit);
@@ -328,7 +326,7 @@ pub async fn list_dead_letters(
             held.extend(page.iter().map(receipt));
             letters.extend(page.iter().map(DeadLetter::from_message));
         }
-        Ok::<_, AwsError>(())
+        Ok::<_, Error>(())
     }
     .await;
     release(sqs, dlq_url, &held).await?;
@@ -346,7 +344,7 @@ pub async fn redrive(
     filter: &RedriveFilter,
     hold: Duration,
     limit: Option<usize>,
-) -> Result<RedriveReport, AwsError> {
+) -> Result<RedriveReport, Error> {
     let fifo = queue_url.ends_with(".fifo");
     let mut report = RedriveReport::default();
     let mut held = Vec::new();
@@ -371,7 +369,7 @@ pub async fn redrive(
                 break;
             }
         }
-        Ok::<_, AwsError>(())
+        Ok::<_, Error>(())
     }
     .await;
     // Released whatever happened above, so skipped jobs do not sit hidden for a minute.
@@ -389,7 +387,7 @@ async fn move_batch(
     fifo: bool,
     chosen: Vec<(Message, DeadLetter)>,
     report: &mut RedriveReport,
-) -> Result<Vec<String>, AwsError> {
+) -> Result<Vec<String>, Error> {
     let entries = chosen
         .iter()
         .enumerate()
@@ -457,7 +455,7 @@ fn redrive_entry(
     index: usize,
     msg: &Message,
     fifo: bool,
-) -> Result<SendMessageBatchRequestEntry, AwsError> {
+) -> Result<SendMessageBatchRequestEntry, Error> {
     let attributes: HashMap<String, MessageAttributeValue> = msg
         .message_attributes()
         .into_iter()
@@ -487,9 +485,9 @@ fn redrive_entry(
         .map_err(|e| permanent("SendMessageBatch", e.to_string()))
 }
 
-fn permanent(operation: &'static str, message: String) -> AwsError {
-    AwsError {
-        operation,
+fn permanent(operation: &'static str, message: String) -> Error {
+    Error {
+        operation: Some(operation),
         class: ErrorClass::Permanent,
         code: None,
         message,

@@ -129,7 +129,7 @@ impl Rule {
     }
 
     fn matches(&self, service: Service, operation: &str) -> bool {
-        self.service.map_or(true, |s| s == service)
+        self.service.is_none_or(|s| s == service)
             && (self.operations.is_empty() || self.operations.iter().any(|o| o == operation))
     }
 }

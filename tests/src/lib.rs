@@ -472,3 +472,56 @@ pub async fn producer_cli(sdk: &SdkConfig, args: &[&str]) -> CliRun {
         stderr: String::from_utf8_lossy(&err).into_owned(),
     }
 }
+
+/// A valid job of `kind`, with parameters that exercise most of its fields. The match is
+/// exhaustive, so a new kind does not compile until it has an example, and every test that
+/// claims "each kind" iterates [`shoal_common::JobKind::ALL`] through this.
+pub fn example_job(kind: shoal_common::JobKind) -> shoal_common::Job {
+    use shoal_common::job::{
+        Canary, CreateImage, RunInstances, SetTerminationProtection, Snapshot, Tag,
+    };
+    use shoal_common::{Job, JobKind};
+    match kind {
+        JobKind::RunInstances => Job::RunInstances(RunInstances {
+            image_id: "ami-12345678".into(),
+            min_count: 1,
+            max_count: 3,
+            key_name: Some("ops".into()),
+            instance_type: "m5.large".into(),
+            availability_zone: Some("eu-west-1b".into()),
+            disable_api_termination: true,
+            tags: vec![Tag::new("Name", "db"), Tag::new("team", "core")],
+            subnet_id: Some("subnet-12345678".into()),
+            security_group_ids: vec!["sg-12345678".into()],
+            user_data: Some("#!/bin/sh\necho hi\n".into()),
+            wait: true,
+            dry_run: false,
+        }),
+        JobKind::CreateImage => Job::CreateImage(CreateImage {
+            instance_id: "i-12345678".into(),
+            name: "db image".into(),
+            description: Some("nightly".into()),
+            no_reboot: false,
+            tags: vec![Tag::new("Name", "db")],
+            wait: false,
+            dry_run: true,
+        }),
+        JobKind::Snapshot => Job::Snapshot(Snapshot {
+            volume_id: None,
+            volume_name: Some("db".into()),
+            instance_id: None,
+            name: None,
+            description: None,
+            tags: vec![],
+            wait: false,
+            dry_run: false,
+        }),
+        JobKind::SetTerminationProtection => {
+            Job::SetTerminationProtection(SetTerminationProtection {
+                instance_ids: vec!["i-12345678".into()],
+                disable_api_termination: true,
+            })
+        }
+        JobKind::Canary => Job::Canary(Canary { sleep_ms: 0 }),
+    }
+}

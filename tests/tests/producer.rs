@@ -7,20 +7,19 @@ use std::time::Duration;
 
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use shoal_common::config::QueueTarget;
-use shoal_common::job::{
-    Canary, CreateImage, RunInstances, SetTerminationProtection, Snapshot, Tag,
-};
+use shoal_common::job::Canary;
 use shoal_common::stack::StackSpec;
 use shoal_common::{Job, JobEnvelope, JobId, JobKind};
 use shoal_producer::{Producer, SendOptions};
-use shoal_tests::{attribute, producer_cli, system_attribute, unique, TestStack};
+use shoal_tests::{attribute, example_job, producer_cli, system_attribute, unique, TestStack};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// One CLI invocation per kind, with the article's parameters, and the params it must yield.
-fn cli_cases() -> Vec<(Vec<&'static str>, JobKind, serde_json::Value)> {
-    vec![
-        (
+/// The CLI invocation for `kind`, with the article's parameters, and the params it must
+/// yield. The match is exhaustive: a new kind does not compile until it has its case.
+fn cli_case(kind: JobKind) -> (Vec<&'static str>, serde_json::Value) {
+    match kind {
+        JobKind::RunInstances => (
             vec![
                 "run-instances",
                 "--image-id",
@@ -39,14 +38,13 @@ fn cli_cases() -> Vec<(Vec<&'static str>, JobKind, serde_json::Value)> {
                 "--tag",
                 "Name=web",
             ],
-            JobKind::RunInstances,
             serde_json::json!({
                 "image_id": "ami-0abcdef1234567890", "min_count": 2, "max_count": 5,
                 "key_name": "ops", "instance_type": "t2.micro", "availability_zone": "us-east-1d",
                 "disable_api_termination": true, "tags": {"Name": "web"}, "wait": false, "dry_run": false,
             }),
         ),
-        (
+        JobKind::CreateImage => (
             vec![
                 "create-image",
                 "--instance-id",
@@ -55,13 +53,12 @@ fn cli_cases() -> Vec<(Vec<&'static str>, JobKind, serde_json::Value)> {
                 "web (2026-11-24)",
                 "--no-reboot",
             ],
-            JobKind::CreateImage,
             serde_json::json!({
                 "instance_id": "i-0123456789abcdef0", "name": "web (2026-11-24)",
                 "no_reboot": true, "wait": false, "dry_run": false,
             }),
         ),
-        (
+        JobKind::Snapshot => (
             vec![
                 "snapshot",
                 "--instance-id",
@@ -69,12 +66,11 @@ fn cli_cases() -> Vec<(Vec<&'static str>, JobKind, serde_json::Value)> {
                 "--name",
                 "web",
             ],
-            JobKind::Snapshot,
             serde_json::json!({
                 "instance_id": "i-0123456789abcdef0", "name": "web", "wait": true, "dry_run": false,
             }),
         ),
-        (
+        JobKind::SetTerminationProtection => (
             vec![
                 "set-termination-protection",
                 "--instance-id",
@@ -84,23 +80,22 @@ fn cli_cases() -> Vec<(Vec<&'static str>, JobKind, serde_json::Value)> {
                 "--disable-api-termination",
                 "false",
             ],
-            JobKind::SetTerminationProtection,
             serde_json::json!({
                 "instance_ids": ["i-0123456789abcdef0", "i-12345678"], "disable_api_termination": false,
             }),
         ),
-        (
+        JobKind::Canary => (
             vec!["canary", "--sleep-ms", "25"],
-            JobKind::Canary,
             serde_json::json!({"sleep_ms": 25}),
         ),
-    ]
+    }
 }
 
 #[tokio::test]
 async fn each_kind_enqueued_by_the_cli_arrives_with_its_attributes() {
     let t = TestStack::new("cli-kinds").await;
-    for (args, kind, params) in cli_cases() {
+    for &kind in JobKind::ALL {
+        let (args, params) = cli_case(kind);
         let mut argv = vec!["--queue-url", t.stack.queue_url.as_str(), "--json"];
         argv.extend(args);
         let run = producer_cli(&t.sdk, &argv).await;
@@ -125,56 +120,12 @@ async fn each_kind_enqueued_by_the_cli_arrives_with_its_attributes() {
     }
 }
 
-fn one_job_of_each_kind() -> Vec<Job> {
-    vec![
-        Job::RunInstances(RunInstances {
-            image_id: "ami-12345678".into(),
-            min_count: 1,
-            max_count: 3,
-            key_name: Some("ops".into()),
-            instance_type: "m5.large".into(),
-            availability_zone: Some("eu-west-1b".into()),
-            disable_api_termination: true,
-            tags: vec![Tag::new("Name", "db"), Tag::new("team", "core")],
-            subnet_id: Some("subnet-12345678".into()),
-            security_group_ids: vec!["sg-12345678".into()],
-            user_data: Some("#!/bin/sh\necho hi\n".into()),
-            wait: true,
-            dry_run: false,
-        }),
-        Job::CreateImage(CreateImage {
-            instance_id: "i-12345678".into(),
-            name: "db image".into(),
-            description: Some("nightly".into()),
-            no_reboot: false,
-            tags: vec![Tag::new("Name", "db")],
-            wait: false,
-            dry_run: true,
-        }),
-        Job::Snapshot(Snapshot {
-            volume_id: None,
-            volume_name: Some("db".into()),
-            instance_id: None,
-            name: None,
-            description: None,
-            tags: vec![],
-            wait: false,
-            dry_run: false,
-        }),
-        Job::SetTerminationProtection(SetTerminationProtection {
-            instance_ids: vec!["i-12345678".into()],
-            disable_api_termination: true,
-        }),
-        Job::Canary(Canary { sleep_ms: 0 }),
-    ]
-}
-
 #[tokio::test]
 async fn each_kind_enqueued_by_the_library_arrives_intact() {
     let t = TestStack::new("lib-kinds").await;
     let producer = Producer::new(t.clients.sqs.clone(), QueueTarget::new(&t.stack.queue_url));
-    for job in one_job_of_each_kind() {
-        let envelope = JobEnvelope::new(job);
+    for &kind in JobKind::ALL {
+        let envelope = JobEnvelope::new(example_job(kind));
         let enqueued = producer
             .enqueue(&envelope, &SendOptions::default())
             .await
@@ -202,7 +153,7 @@ async fn each_kind_enqueued_by_the_library_arrives_intact() {
 async fn bulk_submit_of_1000_jobs_arrives_complete_with_no_duplicates() {
     let t = TestStack::new("bulk").await;
     let mut file = tempfile();
-    let kinds = one_job_of_each_kind();
+    let kinds: Vec<Job> = JobKind::ALL.iter().map(|k| example_job(*k)).collect();
     let mut expected = HashSet::new();
     for i in 0..1000 {
         let job_id = format!("bulk-{i:04}");

@@ -17,7 +17,7 @@ use aws_sdk_sns::types::{MessageAttributeValue as SnsAttribute, PublishBatchRequ
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
 };
-use shoal_common::error::{classify_sdk_error, AwsError, ErrorClass};
+use shoal_common::error::{classify_sdk_error, ErrorClass, ShoalCode};
 use shoal_common::metrics::Metrics;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinSet;
@@ -32,33 +32,20 @@ const MAX_CALLS: u32 = 4;
 /// Batch calls in flight at once, per batcher.
 const MAX_CALLS_IN_FLIGHT: usize = 16;
 
-/// Why one entry did not go through.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EntryError {
-    pub class: ErrorClass,
-    pub code: String,
-    pub message: String,
-}
+/// Why one entry did not go through: Shoal's one error type, classified here.
+pub type EntryError = shoal_common::error::Error;
 
-impl EntryError {
-    /// SQS's word for a receipt handle that no longer names a delivery: the message was
-    /// delivered again (or deleted), and whatever we meant to do to it is moot.
-    pub fn is_stale_receipt(&self) -> bool {
-        self.code.contains("ReceiptHandleIsInvalid")
-            || self.code == "MessageNotInflight"
-            || (self.code == "InvalidParameterValue" && self.message.contains("ReceiptHandle"))
-    }
-}
-
-impl From<AwsError> for EntryError {
-    fn from(e: AwsError) -> Self {
-        EntryError {
-            class: e.class,
-            code: e.code.unwrap_or_else(|| "CallFailed".into()),
-            message: e.message,
-        }
-    }
-}
+/// SQS's codes for a receipt handle that no longer names a delivery: the message was
+/// delivered again (or deleted). In a batch of receipt handles whose other parameters Shoal
+/// sets itself, `InvalidParameterValue` can only be about the handle, and SQS uses it for a
+/// message no longer in flight.
+const STALE_RECEIPT_CODES: &[&str] = &[
+    "ReceiptHandleIsInvalid",
+    "AWS.SimpleQueueService.ReceiptHandleIsInvalid",
+    "MessageNotInflight",
+    "AWS.SimpleQueueService.MessageNotInflight",
+    "InvalidParameterValue",
+];
 
 /// One batch API.
 pub trait BatchOp: Send + Sync + 'static {
@@ -72,6 +59,9 @@ pub trait BatchOp: Send + Sync + 'static {
 
     /// Byte limit of one call, if any.
     const MAX_BYTES: Option<usize> = None;
+
+    /// Whether the entries are receipt handles, whose failure may mean the handle is stale.
+    const RECEIPTS: bool = false;
 
     /// Makes one call and returns each entry's result, in the order given.
     fn call(
@@ -120,11 +110,7 @@ impl<O: BatchOp> Batcher<O> {
 }
 
 fn closed() -> EntryError {
-    EntryError {
-        class: ErrorClass::Transient,
-        code: "BatcherClosed".into(),
-        message: "the worker is shutting down".into(),
-    }
+    EntryError::shoal(ShoalCode::BatcherClosed, "the worker is shutting down")
 }
 
 async fn batch_loop<O: BatchOp>(
@@ -247,6 +233,7 @@ impl FailedEntries for aws_sdk_sns::operation::publish_batch::PublishBatchOutput
 /// the sender and worth resending otherwise.
 fn per_entry<O: FailedEntries, E>(
     operation: &'static str,
+    receipts: bool,
     n: usize,
     result: Result<O, aws_sdk_sqs::error::SdkError<E>>,
 ) -> Vec<Result<(), EntryError>>
@@ -256,22 +243,22 @@ where
     let out = match result {
         Ok(out) => out,
         Err(e) => {
-            let e = EntryError::from(classify_sdk_error(operation, &e));
+            let e = classify_sdk_error(operation, &e);
             return (0..n).map(|_| Err(e.clone())).collect();
         }
     };
     let mut results: Vec<Result<(), EntryError>> = (0..n).map(|_| Ok(())).collect();
     for (id, sender_fault, code, message) in out.failed_entries() {
         if let Some(slot) = id.parse::<usize>().ok().and_then(|i| results.get_mut(i)) {
-            *slot = Err(EntryError {
-                class: if sender_fault {
-                    ErrorClass::Permanent
-                } else {
-                    ErrorClass::Transient
-                },
-                code: code.to_owned(),
-                message: message.unwrap_or_default().to_owned(),
-            });
+            let message = message.unwrap_or_default();
+            *slot = Err(if receipts && STALE_RECEIPT_CODES.contains(&code) {
+                EntryError::shoal(ShoalCode::StaleReceipt, format!("{code}: {message}"))
+            } else if sender_fault {
+                EntryError::permanent(code, message)
+            } else {
+                EntryError::transient(code, message)
+            }
+            .in_operation(operation));
         }
     }
     results
@@ -286,6 +273,7 @@ pub struct DeleteOp {
 impl BatchOp for DeleteOp {
     type Entry = String;
     const OPERATION: &'static str = "DeleteMessageBatch";
+    const RECEIPTS: bool = true;
 
     async fn call(&self, entries: &[&String]) -> Vec<Result<(), EntryError>> {
         let batch = entries
@@ -306,7 +294,7 @@ impl BatchOp for DeleteOp {
             .set_entries(Some(batch))
             .send()
             .await;
-        per_entry(Self::OPERATION, entries.len(), result)
+        per_entry(Self::OPERATION, Self::RECEIPTS, entries.len(), result)
     }
 }
 
@@ -325,6 +313,7 @@ pub struct VisibilityOp {
 impl BatchOp for VisibilityOp {
     type Entry = VisibilityChange;
     const OPERATION: &'static str = "ChangeMessageVisibilityBatch";
+    const RECEIPTS: bool = true;
 
     async fn call(&self, entries: &[&VisibilityChange]) -> Vec<Result<(), EntryError>> {
         let batch = entries
@@ -346,7 +335,7 @@ impl BatchOp for VisibilityOp {
             .set_entries(Some(batch))
             .send()
             .await;
-        per_entry(Self::OPERATION, entries.len(), result)
+        per_entry(Self::OPERATION, Self::RECEIPTS, entries.len(), result)
     }
 }
 
@@ -407,6 +396,6 @@ impl BatchOp for PublishOp {
             .set_publish_batch_request_entries(Some(batch))
             .send()
             .await;
-        per_entry(Self::OPERATION, entries.len(), result)
+        per_entry(Self::OPERATION, Self::RECEIPTS, entries.len(), result)
     }
 }

@@ -103,6 +103,11 @@ async fn run(args: WorkerArgs) -> i32 {
     }
 
     let registry = registry_with(args.ec2_settings());
+    let missing = registry.missing();
+    if !missing.is_empty() {
+        tracing::error!(?missing, "no handler for these kinds; refusing to start");
+        return 2;
+    }
     Worker::new(config, clients, registry, metrics)
         .run(shutdown, Some(listener))
         .await;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use shoal_common::aws::AwsClients;
 use shoal_common::config::{QueueArgs, QueueConfigError};
-use shoal_common::error::{AwsError, ErrorClass};
+use shoal_common::error::{Error, ErrorClass};
 use shoal_common::queue::{self, QueueAttributes};
 use shoal_common::JobKind;
 
@@ -193,7 +193,7 @@ pub enum ConfigError {
     #[error(transparent)]
     Queue(#[from] QueueConfigError),
     #[error("cannot read the job queue's attributes: {0}")]
-    Attributes(#[source] AwsError),
+    Attributes(#[source] Error),
     #[error("{field}: {message}")]
     Invalid {
         field: &'static str,

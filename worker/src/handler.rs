@@ -14,7 +14,7 @@ use futures::future::BoxFuture;
 
 pub use crate::heartbeat::Lease;
 use shoal_common::aws::AwsClients;
-use shoal_common::error::{AwsError, ErrorClass};
+use shoal_common::error::ShoalCode;
 use shoal_common::job::JobParams;
 use shoal_common::{Job, JobId, JobKind};
 
@@ -99,43 +99,9 @@ pub enum Outcome {
     CheckAgainAfter(Duration),
 }
 
-/// A failed attempt, classified where it arose.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{message}")]
-pub struct JobError {
-    pub class: ErrorClass,
-    /// The AWS error code or a Shoal code, when there is one.
-    pub code: Option<String>,
-    pub message: String,
-}
-
-impl JobError {
-    pub fn transient(code: impl Into<String>, message: impl Into<String>) -> Self {
-        JobError {
-            class: ErrorClass::Transient,
-            code: Some(code.into()),
-            message: message.into(),
-        }
-    }
-
-    pub fn permanent(code: impl Into<String>, message: impl Into<String>) -> Self {
-        JobError {
-            class: ErrorClass::Permanent,
-            code: Some(code.into()),
-            message: message.into(),
-        }
-    }
-}
-
-impl From<AwsError> for JobError {
-    fn from(e: AwsError) -> Self {
-        JobError {
-            class: e.class,
-            code: e.code,
-            message: format!("{}: {}", e.operation, e.message),
-        }
-    }
-}
+/// A failed attempt, classified where it arose: Shoal's one error type
+/// ([`shoal_common::error::Error`]), named for what handlers return.
+pub type JobError = shoal_common::error::Error;
 
 /// Runs the jobs of one kind.
 pub trait JobHandler: Send + Sync + 'static {
@@ -181,8 +147,8 @@ impl<H: JobHandler> ErasedHandler for H {
         match H::Params::from_job(job) {
             Some(params) => Box::pin(JobHandler::run(self, ctx, params)),
             None => Box::pin(async move {
-                Err(JobError::permanent(
-                    "HandlerMismatch",
+                Err(JobError::shoal(
+                    ShoalCode::HandlerMismatch,
                     format!("the handler for {} was given another kind", H::Params::KIND),
                 ))
             }),
@@ -226,6 +192,16 @@ impl Registry {
 
     pub fn contains(&self, kind: JobKind) -> bool {
         self.handlers.contains_key(&kind)
+    }
+
+    /// The kinds this registry has no handler for; their jobs would be dead-lettered as
+    /// `NoHandler`. The `shoal-worker` binary refuses to start with any.
+    pub fn missing(&self) -> Vec<JobKind> {
+        JobKind::ALL
+            .iter()
+            .copied()
+            .filter(|k| !self.contains(*k))
+            .collect()
     }
 
     pub(crate) fn run(

@@ -168,7 +168,7 @@ impl VisibilityHeartbeat {
                     }
                     Err(e) => {
                         metrics.heartbeat_failures.inc();
-                        tracing::warn!(code = %e.code, error = %e.message, "cannot extend a job's visibility");
+                        tracing::warn!(code = e.code_or_none(), error = %e.message, "cannot extend a job's visibility");
                     }
                 }
             }

@@ -22,6 +22,8 @@ use super::ec2::{
     dry_run_outcome, ensure_lease, filter, has_job_id, job_id_filter, look_until_settled,
     next_check, no_sdk_retry, on_own_resource, tag_spec, tags_with_job_id, Ec2Limiter,
 };
+use shoal_common::error::ShoalCode;
+
 use crate::handler::{JobContext, JobError, JobHandler, Outcome};
 
 pub struct CreateImageHandler {
@@ -93,8 +95,8 @@ impl JobHandler for CreateImageHandler {
                 | ImageState::Invalid
                 | ImageState::Deregistered,
             ) => {
-                return Err(JobError::permanent(
-                    "ImageFailed",
+                return Err(JobError::shoal(
+                    ShoalCode::ImageFailed,
                     format!(
                         "image {} is {}: {}",
                         image.image_id().unwrap_or_default(),

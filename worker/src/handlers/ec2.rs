@@ -36,6 +36,8 @@ use shoal_common::validate::JOB_ID_TAG;
 use shoal_common::JobId;
 use tokio::time::Instant;
 
+use shoal_common::error::ShoalCode;
+
 use crate::handler::{JobContext, JobError, Outcome};
 
 /// How the EC2 handlers pace their calls and their waits.
@@ -223,8 +225,8 @@ where
                 tokio::time::sleep(SETTLE_POLL.min(settled_at - Instant::now())).await;
             }
             Err(e) if is_not_found(&e) => {
-                return Err(JobError::transient(
-                    "NotVisibleYet",
+                return Err(JobError::shoal(
+                    ShoalCode::NotVisibleYet,
                     format!(
                         "{e} (created by this job; still not visible after the consistency window)"
                     ),
@@ -265,9 +267,9 @@ where
 /// the same job.
 pub fn ensure_lease(ctx: &JobContext) -> Result<(), JobError> {
     if ctx.lease.remaining() < Duration::from_secs(1) {
-        return Err(JobError::transient(
-            "LeaseLost",
-            "the message's visibility lapsed; creating nothing that another delivery may also create",
+        return Err(JobError::shoal(
+            ShoalCode::LeaseLost,
+            "the message's visibility lapsed: creating nothing another delivery may create too",
         ));
     }
     Ok(())
@@ -307,8 +309,8 @@ where
             })))
         }
         Err(e) => Err(ec2_error(operation, e)),
-        Ok(_) => Err(JobError::permanent(
-            "DryRunIgnored",
+        Ok(_) => Err(JobError::shoal(
+            ShoalCode::DryRunIgnored,
             format!("{operation} ran although DryRun was set; nothing else is done"),
         )),
     }
@@ -385,8 +387,8 @@ fn next_check_at(
         .map(|s| (now - s).to_std().unwrap_or_default())
         .unwrap_or_default();
     if elapsed > settings.wait_deadline {
-        return Err(JobError::permanent(
-            "WaitDeadlineExceeded",
+        return Err(JobError::shoal(
+            ShoalCode::WaitDeadlineExceeded,
             format!(
                 "{what} is still not done after {}s, past the {}s wait deadline",
                 elapsed.as_secs(),

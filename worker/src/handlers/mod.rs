@@ -1,4 +1,5 @@
-//! The built-in handlers, one file per kind, and the registry of them all.
+//! The built-in handlers, one file per kind, and the registry of them all: an exhaustive
+//! `match` over the kinds, so a kind without a handler does not compile.
 
 mod canary;
 mod create_image;
@@ -16,6 +17,8 @@ pub use run_instances::RunInstancesHandler;
 pub use snapshot::SnapshotHandler;
 pub use termination::TerminationProtectionHandler;
 
+use shoal_common::JobKind;
+
 use crate::handler::Registry;
 
 /// A registry with every built-in handler, pacing EC2 calls with default settings.
@@ -27,17 +30,33 @@ pub fn default_registry() -> Registry {
 pub fn registry_with(settings: Ec2Settings) -> Registry {
     let limiter = Arc::new(Ec2Limiter::new(settings));
     let mut registry = Registry::new();
+    for kind in JobKind::ALL {
+        // Exhaustive: a kind without a built-in handler does not compile.
+        match kind {
+            JobKind::Canary => registry.register(CanaryHandler),
+            JobKind::RunInstances => registry.register(RunInstancesHandler {
+                limiter: limiter.clone(),
+            }),
+            JobKind::CreateImage => registry.register(CreateImageHandler {
+                limiter: limiter.clone(),
+            }),
+            JobKind::Snapshot => registry.register(SnapshotHandler {
+                limiter: limiter.clone(),
+            }),
+            JobKind::SetTerminationProtection => registry.register(TerminationProtectionHandler {
+                limiter: limiter.clone(),
+            }),
+        };
+    }
     registry
-        .register(CanaryHandler)
-        .register(RunInstancesHandler {
-            limiter: limiter.clone(),
-        })
-        .register(CreateImageHandler {
-            limiter: limiter.clone(),
-        })
-        .register(SnapshotHandler {
-            limiter: limiter.clone(),
-        })
-        .register(TerminationProtectionHandler { limiter });
-    registry
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_registry_handles_every_kind() {
+        assert_eq!(default_registry().missing(), Vec::<JobKind>::new());
+    }
 }

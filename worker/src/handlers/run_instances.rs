@@ -22,6 +22,8 @@ use super::ec2::{
     client_token, dry_run_outcome, ensure_lease, job_id_filter, look_until_settled, next_check,
     on_own_resource, rfc3339, tag_spec, tags_with_job_id, to_chrono, Ec2Limiter,
 };
+use shoal_common::error::ShoalCode;
+
 use crate::handler::{JobContext, JobError, JobHandler, Outcome};
 
 pub struct RunInstancesHandler {
@@ -110,8 +112,8 @@ impl JobHandler for RunInstancesHandler {
                     Some(InstanceStateName::Terminated | InstanceStateName::ShuttingDown)
                 )
             }) {
-                return Err(JobError::permanent(
-                    "InstanceTerminated",
+                return Err(JobError::shoal(
+                    ShoalCode::InstanceTerminated,
                     "an instance of this launch terminated before it was running",
                 ));
             }

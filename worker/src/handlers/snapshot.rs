@@ -22,6 +22,8 @@ use super::ec2::{
     dry_run_outcome, ensure_lease, filter, job_id_filter, look_until_settled, next_check,
     no_sdk_retry, on_own_resource, rfc3339, tag_spec, tags_with_job_id, to_chrono, Ec2Limiter,
 };
+use shoal_common::error::ShoalCode;
+
 use crate::handler::{JobContext, JobError, JobHandler, Outcome};
 
 pub struct SnapshotHandler {
@@ -125,8 +127,8 @@ impl JobHandler for SnapshotHandler {
             .iter()
             .find(|s| s.state() == Some(&SnapshotState::Error))
         {
-            return Err(JobError::permanent(
-                "SnapshotFailed",
+            return Err(JobError::shoal(
+                ShoalCode::SnapshotFailed,
                 format!(
                     "snapshot {} of {} failed: {}",
                     failed.snapshot_id().unwrap_or_default(),

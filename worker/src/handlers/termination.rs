@@ -7,6 +7,8 @@ use aws_sdk_ec2::types::{AttributeBooleanValue, InstanceAttributeName};
 use shoal_common::job::SetTerminationProtection;
 
 use super::ec2::Ec2Limiter;
+use shoal_common::error::ShoalCode;
+
 use crate::handler::{JobContext, JobError, JobHandler, Outcome};
 
 pub struct TerminationProtectionHandler {
@@ -42,8 +44,8 @@ impl JobHandler for TerminationProtectionHandler {
                 .disable_api_termination()
                 .and_then(|v| v.value());
             if now != Some(p.disable_api_termination) {
-                return Err(JobError::transient(
-                    "AttributeNotUpdated",
+                return Err(JobError::shoal(
+                    ShoalCode::AttributeNotUpdated,
                     format!("{id} still reads disable_api_termination = {now:?}"),
                 ));
             }

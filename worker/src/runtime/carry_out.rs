@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use aws_sdk_sqs::types::MessageAttributeValue;
-use shoal_common::error::{classify_sdk_error, ErrorClass};
+use shoal_common::error::{classify_sdk_error, ErrorClass, ShoalCode};
 use shoal_common::event::{JobEvent, JobStatus};
 use shoal_common::metrics::UNKNOWN_KIND;
 use shoal_common::queue::{dead_letter_attribute, CARRIED_STATE};
@@ -41,14 +41,22 @@ pub(super) enum Disposition {
 /// SQS allows ten message attributes.
 const MAX_ATTRIBUTES: usize = 10;
 
-/// Carries out `decision` for `msg` after `attempt`, whose handler gave `value` or `error`.
+/// What the handler gave, when it ran.
+pub(super) enum Ran {
+    /// Finished with this result.
+    Done(serde_json::Value),
+    /// Did not run, or ran and is waiting for EC2.
+    NoResult,
+    Failed(JobError),
+}
+
+/// Carries out `decision` for `msg` after `attempt`, whose handler gave `ran`.
 pub(super) async fn apply(
     shared: &Shared,
     msg: &Delivery,
     attempt: &Attempt<'_>,
     decision: Settle,
-    value: Option<serde_json::Value>,
-    error: Option<JobError>,
+    ran: Ran,
 ) -> Disposition {
     let k = attempt
         .envelope
@@ -58,6 +66,10 @@ pub(super) async fn apply(
     match decision {
         Settle::AnnounceAndDelete => {
             metrics.jobs_succeeded.with_label_values(&[k]).inc();
+            let value = match ran {
+                Ran::Done(value) => Some(value),
+                _ => None,
+            };
             let event = JobEvent::new(
                 attempt.event_source(shared, msg),
                 JobStatus::Succeeded,
@@ -99,23 +111,19 @@ pub(super) async fn apply(
         Settle::HoldAndRunAgain(delay) => change_visibility(shared, msg, delay).await,
         Settle::HoldForSlot => change_visibility(shared, msg, Duration::ZERO).await,
         Settle::DeadLetter(reason) => {
-            let error = error.unwrap_or_else(|| {
-                JobError::permanent(
-                    "NoResult",
-                    "the attempt ended with neither result nor error",
-                )
-            });
+            let Ran::Failed(error) = ran else {
+                // settle() dead-letters only failed runs; anything else comes back at once.
+                return change_visibility(shared, msg, Duration::ZERO).await;
+            };
             let error = match reason {
-                DeadLetterReason::AttemptsExhausted => JobError {
-                    class: ErrorClass::Transient,
-                    code: Some("AttemptsExhausted".into()),
-                    message: format!(
-                        "failed on all {} attempts; last error ({}): {}",
+                DeadLetterReason::AttemptsExhausted => JobError::shoal(
+                    ShoalCode::AttemptsExhausted,
+                    format!(
+                        "failed on all {} attempts; last error ({}): {error}",
                         shared.config.max_attempts,
                         error.code.as_deref().unwrap_or("no code"),
-                        error.message
                     ),
-                },
+                ),
                 _ => error,
             };
             super::dead_letter::dead_letter(shared, msg, attempt, error, reason).await
@@ -165,7 +173,7 @@ pub(super) async fn announce_then_delete(
                 .announcements_carried
                 .with_label_values(&[&kind])
                 .inc();
-            tracing::warn!(code = %e.code, error = %e.message, carry_in_s = delay.as_secs(), "cannot announce the outcome; carrying it forward on a copy");
+            tracing::warn!(code = e.code_or_none(), error = %e.message, carry_in_s = delay.as_secs(), "cannot announce the outcome; carrying it forward on a copy");
             let carried = Carried {
                 failures: msg.carried.failures,
                 copies: msg.carried.copies + 1,
@@ -218,7 +226,10 @@ async fn announce(shared: &Shared, event: &JobEvent) -> Result<(), EntryError> {
                 return Err(e)
             }
             Err(e) => {
-                tracing::info!(code = %e.code, "cannot publish the event yet; retrying while the message is held");
+                tracing::info!(
+                    code = e.code_or_none(),
+                    "cannot publish the event yet; retrying while the message is held"
+                );
                 tokio::time::sleep(hold_pause(tries).min(give_up_at - Instant::now())).await;
                 tries += 1;
             }
@@ -234,17 +245,23 @@ pub(super) async fn delete(shared: &Shared, msg: &Delivery) -> Disposition {
     loop {
         match shared.deletes.submit(msg.receipt.clone()).await {
             Ok(()) => return Disposition::Deleted,
-            Err(e) if e.is_stale_receipt() => {
+            Err(e) if e.is(ShoalCode::StaleReceipt) => {
                 shared.metrics.stale_receipts.inc();
-                tracing::info!(code = %e.code, "receipt handle stale at delete: the message will be delivered again");
+                tracing::info!(
+                    code = e.code_or_none(),
+                    "receipt handle stale at delete: the message will be delivered again"
+                );
                 return Disposition::Left;
             }
             Err(e) if e.class == ErrorClass::Permanent || Instant::now() >= give_up_at => {
-                tracing::warn!(code = %e.code, error = %e.message, "cannot delete a finished job; it will be delivered again");
+                tracing::warn!(code = e.code_or_none(), error = %e.message, "cannot delete a finished job; it will be delivered again");
                 return Disposition::Left;
             }
             Err(e) => {
-                tracing::info!(code = %e.code, "cannot delete yet; retrying while the message is held");
+                tracing::info!(
+                    code = e.code_or_none(),
+                    "cannot delete yet; retrying while the message is held"
+                );
                 tokio::time::sleep(hold_pause(tries).min(give_up_at - Instant::now())).await;
                 tries += 1;
             }
@@ -264,10 +281,10 @@ pub(super) async fn change_visibility(
     match shared.visibility.submit(change).await {
         Ok(()) => Disposition::Returned,
         Err(e) => {
-            if e.is_stale_receipt() {
+            if e.is(ShoalCode::StaleReceipt) {
                 shared.metrics.stale_receipts.inc();
             }
-            tracing::warn!(code = %e.code, error = %e.message, "cannot set visibility; the message returns after its timeout");
+            tracing::warn!(code = e.code_or_none(), error = %e.message, "cannot set visibility; the message returns after its timeout");
             Disposition::Left
         }
     }
@@ -341,7 +358,7 @@ pub(super) async fn release<'a>(shared: &Shared, messages: impl Iterator<Item = 
     });
     for result in futures::future::join_all(changes).await {
         if let Err(e) = result {
-            tracing::warn!(code = %e.code, error = %e.message, "cannot release a message; it returns after its visibility timeout");
+            tracing::warn!(code = e.code_or_none(), error = %e.message, "cannot release a message; it returns after its visibility timeout");
         }
     }
 }
@@ -364,9 +381,10 @@ pub(super) async fn release_aborted(shared: &Shared, msg: &Delivery) {
     }
 }
 
-/// Turns a failed job error into the text Shoal stores and announces.
+/// Turns a failed job error into the text Shoal stores and announces: the operation that
+/// failed, if one did, and the message.
 pub(super) fn failure_text(error: &JobError) -> String {
-    shoal_common::event::truncate(&error.message, MAX_REASON_CHARS)
+    shoal_common::event::truncate(&error.to_string(), MAX_REASON_CHARS)
 }
 
 /// Longest error text copied into a DLQ attribute or event.

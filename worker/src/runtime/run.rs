@@ -10,13 +10,14 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use prometheus::IntGauge;
+use shoal_common::error::ShoalCode;
 use shoal_common::event::EventSource;
 use shoal_common::metrics::UNKNOWN_KIND;
 use shoal_common::JobEnvelope;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
-use super::carry_out::{self, Disposition};
+use super::carry_out::{self, Disposition, Ran};
 use super::poll::Delivery;
 use super::settle::{settle, AttemptOutcome, DeadLetterReason, Policy, Settle, Situation};
 use super::Shared;
@@ -71,7 +72,7 @@ pub(super) async fn process(
                 .jobs_received
                 .with_label_values(&[UNKNOWN_KIND])
                 .inc();
-            let error = JobError::permanent("InvalidMessage", e.to_string());
+            let error = JobError::shoal(ShoalCode::InvalidMessage, e.to_string());
             tracing::warn!(message_id = %msg.message_id, error = %error, "not a valid job: dead-lettering");
             let attempt = Attempt {
                 envelope: None,
@@ -125,8 +126,8 @@ async fn run_job(
         started_at: Utc::now(),
     };
     if !shared.registry.contains(kind) {
-        let error = JobError::permanent(
-            "NoHandler",
+        let error = JobError::shoal(
+            ShoalCode::NoHandler,
             format!("this worker has no handler for `{kind}` jobs"),
         );
         return super::dead_letter::dead_letter(
@@ -150,7 +151,8 @@ async fn run_job(
                 match settle(situation, policy) {
                     Settle::HoldForSlot => slots.clone().acquire_owned().await.ok(),
                     decision => {
-                        return carry_out::apply(shared, msg, &attempt, decision, None, None).await
+                        return carry_out::apply(shared, msg, &attempt, decision, Ran::NoResult)
+                            .await
                     }
                 }
             }
@@ -178,13 +180,15 @@ async fn run_job(
             started_at: attempt.started_at,
         };
         let result = run_handler(shared, ctx, envelope).await;
-        let (outcome, value, error) = match result {
-            Ok(Outcome::Done(value)) => (AttemptOutcome::Done, Some(value), None),
-            Ok(Outcome::CheckAgainAfter(delay)) => (AttemptOutcome::CheckAgain(delay), None, None),
-            Err(error) => (AttemptOutcome::Failed(error.class), None, Some(error)),
+        let (outcome, ran) = match result {
+            Ok(Outcome::Done(value)) => (AttemptOutcome::Done, Ran::Done(value)),
+            Ok(Outcome::CheckAgainAfter(delay)) => {
+                (AttemptOutcome::CheckAgain(delay), Ran::NoResult)
+            }
+            Err(error) => (AttemptOutcome::Failed(error.class), Ran::Failed(error)),
         };
         let decision = settle(situation(shared, msg, &attempt, outcome), policy);
-        if let Some(error) = &error {
+        if let Ran::Failed(error) = &ran {
             metrics
                 .jobs_failed
                 .with_label_values(&[k, error.class.as_str()])
@@ -193,7 +197,7 @@ async fn run_job(
         }
         match decision {
             Settle::HoldAndRunAgain(delay) => {
-                if error.is_some() {
+                if matches!(ran, Ran::Failed(_)) {
                     attempt.number += 1;
                     metrics.jobs_retried.with_label_values(&[k]).inc();
                 } else {
@@ -201,9 +205,7 @@ async fn run_job(
                 }
                 hold_without_slot(permit, delay).await;
             }
-            decision => {
-                return carry_out::apply(shared, msg, &attempt, decision, value, error).await
-            }
+            decision => return carry_out::apply(shared, msg, &attempt, decision, ran).await,
         }
     }
 }
@@ -250,8 +252,8 @@ async fn run_handler(
     let run = match shared.registry.run(ctx, envelope.job.clone()) {
         Some(run) => run,
         None => {
-            return Err(JobError::permanent(
-                "NoHandler",
+            return Err(JobError::shoal(
+                ShoalCode::NoHandler,
                 format!("no handler for `{k}`"),
             ))
         }
@@ -268,8 +270,10 @@ async fn run_handler(
             tracing::error!(panic = %message, "the handler panicked");
             Err(JobError {
                 class: shared.config.on_panic,
-                code: Some("HandlerPanicked".into()),
-                message: format!("the handler panicked: {message}"),
+                ..JobError::shoal(
+                    ShoalCode::HandlerPanicked,
+                    format!("the handler panicked: {message}"),
+                )
             })
         }
     };
