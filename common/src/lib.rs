@@ -9,6 +9,7 @@
 //! - [`validate`] holds the field checks the kinds share (ids, tags, shapes).
 //! - [`error`] classifies failures as transient or permanent where they arise, so the worker
 //!   decides retry versus dead-letter from the class alone.
+//! - [`batch`] resends the entries a batch call failed through no fault of the sender.
 //! - [`aws`] builds the SQS, SNS (and, with the `ec2` feature, EC2) clients from the standard
 //!   credential chain and the SDK's own endpoint settings.
 //! - [`config`] holds the settings the producer and worker share (which queue).
@@ -18,6 +19,7 @@
 //! - [`stack`] creates the queues and topic Shoal runs on, for the local emulator and tests.
 
 pub mod aws;
+pub mod batch;
 pub mod config;
 pub mod error;
 pub mod event;

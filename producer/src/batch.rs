@@ -2,17 +2,16 @@
 //!
 //! Messages are packed in order into batches of at most 10 entries and at most SQS's byte
 //! limit for a whole batch. A batch call can succeed while failing some entries; those that
-//! failed through no fault of the sender (throttling, internal errors) are resent with a
-//! jittered exponential backoff, a few times, and only then reported, by index, with the
-//! code SQS gave. Entries that were the sender's fault are reported at once.
+//! failed through no fault of the sender (throttling, internal errors) are resent
+//! ([`shoal_common::batch::send_with_resends`], the worker's batchers use the same), and only
+//! then reported, by index, with the code SQS gave. Entries that were the sender's fault are
+//! reported at once.
 
-use std::time::Duration;
-
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use aws_sdk_sqs::Client as SqsClient;
-use backoff::backoff::Backoff;
-use backoff::ExponentialBackoffBuilder;
 use futures::stream::{self, StreamExt};
-use shoal_common::error::{classify_sdk_error, ErrorClass};
+use shoal_common::batch::{send_with_resends, BatchCall};
+use shoal_common::error::{classify_sdk_error, Error, ShoalCode};
 use shoal_common::job::MAX_MESSAGE_BYTES;
 use shoal_common::JobId;
 
@@ -21,9 +20,6 @@ use crate::Enqueued;
 
 /// SQS's limit on entries per batch call.
 pub const MAX_BATCH_ENTRIES: usize = 10;
-
-/// Calls made for one batch before its remaining failures are reported.
-const MAX_ATTEMPTS: u32 = 5;
 
 /// What a bulk send did, by index into the caller's list.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -93,107 +89,95 @@ pub(crate) async fn send_all(
     total
 }
 
-async fn send_batch(
-    sqs: &SqsClient,
-    queue_url: &str,
-    messages: &[OutgoingMessage],
-    mut pending: Vec<usize>,
-    on_sent: &(dyn Fn(usize) + Sync),
-) -> BatchReport {
-    let mut report = BatchReport::default();
-    let mut backoff = ExponentialBackoffBuilder::new()
-        .with_initial_interval(Duration::from_millis(100))
-        .with_max_interval(Duration::from_secs(5))
-        .with_max_elapsed_time(None)
-        .build();
-    // The last failure of each still-pending entry, reported if attempts run out.
-    let mut last_error: Vec<(usize, String, String)> = Vec::new();
-    for attempt in 1..=MAX_ATTEMPTS {
-        if attempt > 1 {
-            report.retried_entries += pending.len();
-            if let Some(delay) = backoff.next_backoff() {
-                tokio::time::sleep(delay).await;
-            }
-        }
-        report.calls += 1;
-        let entries = pending
-            .iter()
-            .map(|&i| messages[i].batch_entry(i.to_string()))
-            .collect();
-        let result = sqs
+/// `SendMessageBatch` on the job queue; each entry's id is its index in the caller's list.
+struct SendBatch<'a> {
+    sqs: &'a SqsClient,
+    queue_url: &'a str,
+}
+
+impl BatchCall for SendBatch<'_> {
+    type Entry = SendMessageBatchRequestEntry;
+    /// The message id SQS gave.
+    type Ok = String;
+
+    async fn call(&self, entries: &[&SendMessageBatchRequestEntry]) -> Vec<Result<String, Error>> {
+        let result = self
+            .sqs
             .send_message_batch()
-            .queue_url(queue_url)
-            .set_entries(Some(entries))
+            .queue_url(self.queue_url)
+            .set_entries(Some(entries.iter().map(|e| (*e).clone()).collect()))
             .send()
             .await;
         let out = match result {
             Ok(out) => out,
-            Err(e) => {
-                let err = classify_sdk_error("SendMessageBatch", &e);
-                let code = err.code.clone().unwrap_or_else(|| "CallFailed".into());
-                last_error = pending
-                    .iter()
-                    .map(|&i| (i, code.clone(), err.message.clone()))
-                    .collect();
-                if err.class == ErrorClass::Permanent {
-                    break;
-                }
-                continue;
-            }
+            Err(e) => return vec![Err(classify_sdk_error("SendMessageBatch", &e)); entries.len()],
         };
-        let sent = out.successful().len();
+        let position = |id: &str| entries.iter().position(|e| e.id() == id);
+        let mut results: Vec<Result<String, Error>> = vec![
+            Err(Error::transient(
+                "MissingEntry",
+                "the batch answer left this entry out"
+            ));
+            entries.len()
+        ];
         for ok in out.successful() {
-            if let Ok(i) = ok.id().parse::<usize>() {
-                report.enqueued.push((
-                    i,
-                    Enqueued {
-                        job_id: messages[i].job_id.clone(),
-                        kind: messages[i].kind,
-                        message_id: ok.message_id().to_owned(),
-                    },
-                ));
+            if let Some(i) = position(ok.id()) {
+                results[i] = Ok(ok.message_id().to_owned());
             }
         }
-        if sent > 0 {
-            on_sent(sent);
-        }
-        let mut retry = Vec::new();
-        last_error.clear();
         for failed in out.failed() {
-            let Ok(i) = failed.id().parse::<usize>() else {
-                continue;
-            };
-            let entry = (
-                i,
-                failed.code().to_owned(),
-                failed.message().unwrap_or_default().to_owned(),
-            );
-            if failed.sender_fault() {
-                report.failed.push(failure(messages, entry));
-            } else {
-                retry.push(i);
-                last_error.push(entry);
+            if let Some(i) = position(failed.id()) {
+                let message = failed.message().unwrap_or_default();
+                results[i] = Err(if failed.sender_fault() {
+                    Error::permanent(failed.code(), message)
+                } else {
+                    Error::transient(failed.code(), message)
+                });
             }
         }
-        pending = retry;
-        if pending.is_empty() {
-            break;
-        }
+        results
     }
-    report
-        .failed
-        .extend(last_error.into_iter().map(|entry| failure(messages, entry)));
-    report
 }
 
-fn failure(
+async fn send_batch(
+    sqs: &SqsClient,
+    queue_url: &str,
     messages: &[OutgoingMessage],
-    (index, code, message): (usize, String, String),
-) -> FailedEntry {
-    FailedEntry {
-        index,
-        job_id: messages[index].job_id.clone(),
-        code,
-        message,
+    batch: Vec<usize>,
+    on_sent: &(dyn Fn(usize) + Sync),
+) -> BatchReport {
+    let entries: Vec<(usize, SendMessageBatchRequestEntry)> = batch
+        .into_iter()
+        .map(|i| (i, messages[i].batch_entry(i.to_string())))
+        .collect();
+    let sent = send_with_resends(&SendBatch { sqs, queue_url }, entries, |(_, e)| e).await;
+    let mut report = BatchReport {
+        calls: sent.calls,
+        retried_entries: sent.resent,
+        ..BatchReport::default()
+    };
+    for ((i, _), result) in sent.results {
+        match result {
+            Ok(message_id) => report.enqueued.push((
+                i,
+                Enqueued {
+                    job_id: messages[i].job_id.clone(),
+                    kind: messages[i].kind,
+                    message_id,
+                },
+            )),
+            Err(e) => report.failed.push(FailedEntry {
+                index: i,
+                job_id: messages[i].job_id.clone(),
+                code: e
+                    .code
+                    .unwrap_or_else(|| ShoalCode::CallFailed.as_str().to_owned()),
+                message: e.message,
+            }),
+        }
     }
+    if !report.enqueued.is_empty() {
+        on_sent(report.enqueued.len());
+    }
+    report
 }

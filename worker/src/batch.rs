@@ -4,12 +4,11 @@
 //! A job hands its entry to a [`Batcher`] and awaits the entry's own result. The batcher
 //! closes a batch at ten entries, at the call's byte limit, or a few milliseconds after its
 //! first entry, and keeps several calls in flight. Batch calls report failures per entry;
-//! entries that failed through no fault of ours are resent with a short backoff (vector's SQS
-//! source ignores these; we do not). The job then learns whether its entry went through, so
-//! "announce, then delete" holds entry by entry.
+//! entries that failed through no fault of ours are resent
+//! ([`shoal_common::batch::send_with_resends`]). The job then learns whether its entry went
+//! through, so "announce, then delete" holds entry by entry.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +16,8 @@ use aws_sdk_sns::types::{MessageAttributeValue as SnsAttribute, PublishBatchRequ
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
 };
-use shoal_common::error::{classify_sdk_error, ErrorClass, ShoalCode};
+use shoal_common::batch::{send_with_resends, BatchCall};
+use shoal_common::error::{classify_sdk_error, ShoalCode};
 use shoal_common::metrics::Metrics;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinSet;
@@ -27,8 +27,6 @@ use tokio::time::Instant;
 const MAX_ENTRIES: usize = 10;
 /// SNS's limit on a whole `PublishBatch` request.
 const MAX_PUBLISH_BATCH_BYTES: usize = 256 * 1024;
-/// Calls for one batch before its remaining failures are returned to their jobs.
-const MAX_CALLS: u32 = 4;
 /// Batch calls in flight at once, per batcher.
 const MAX_CALLS_IN_FLIGHT: usize = 16;
 
@@ -47,9 +45,11 @@ const STALE_RECEIPT_CODES: &[&str] = &[
     "InvalidParameterValue",
 ];
 
-/// One batch API.
-pub trait BatchOp: Send + Sync + 'static {
-    type Entry: Send + Sync + 'static;
+/// One batch API of the worker's, with what the batcher needs to know of it.
+pub trait BatchOp: BatchCall<Ok = ()> + 'static
+where
+    Self::Entry: 'static,
+{
     const OPERATION: &'static str;
 
     /// Bytes the entry counts against the call's limit; zero where the call has none.
@@ -62,12 +62,6 @@ pub trait BatchOp: Send + Sync + 'static {
 
     /// Whether the entries are receipt handles, whose failure may mean the handle is stale.
     const RECEIPTS: bool = false;
-
-    /// Makes one call and returns each entry's result, in the order given.
-    fn call(
-        &self,
-        entries: &[&Self::Entry],
-    ) -> impl Future<Output = Vec<Result<(), EntryError>>> + Send;
 }
 
 type Pending<E> = (E, oneshot::Sender<Result<(), EntryError>>);
@@ -164,32 +158,15 @@ async fn batch_loop<O: BatchOp>(
 }
 
 async fn send_batch<O: BatchOp>(op: &O, batch: Vec<Pending<O::Entry>>, metrics: &Metrics) {
-    let mut pending: Vec<Pending<O::Entry>> = batch;
-    let mut delay = Duration::from_millis(50);
-    for call in 1..=MAX_CALLS {
-        let entries: Vec<&O::Entry> = pending.iter().map(|(e, _)| e).collect();
-        let results = op.call(&entries).await;
-        let mut retry = Vec::new();
-        for ((entry, done), result) in pending.into_iter().zip(results) {
-            match result {
-                Err(e) if e.class == ErrorClass::Transient && call < MAX_CALLS => {
-                    retry.push((entry, done))
-                }
-                other => {
-                    let _ = done.send(other);
-                }
-            }
-        }
-        if retry.is_empty() {
-            return;
-        }
+    let sent = send_with_resends(op, batch, |(entry, _)| entry).await;
+    if sent.resent > 0 {
         metrics
             .batch_entry_retries
             .with_label_values(&[O::OPERATION])
-            .inc_by(retry.len() as u64);
-        pending = retry;
-        tokio::time::sleep(delay).await;
-        delay *= 2;
+            .inc_by(sent.resent as u64);
+    }
+    for ((_, done), result) in sent.results {
+        let _ = done.send(result);
     }
 }
 
@@ -271,9 +248,13 @@ pub struct DeleteOp {
 }
 
 impl BatchOp for DeleteOp {
-    type Entry = String;
     const OPERATION: &'static str = "DeleteMessageBatch";
     const RECEIPTS: bool = true;
+}
+
+impl BatchCall for DeleteOp {
+    type Entry = String;
+    type Ok = ();
 
     async fn call(&self, entries: &[&String]) -> Vec<Result<(), EntryError>> {
         let batch = entries
@@ -294,7 +275,12 @@ impl BatchOp for DeleteOp {
             .set_entries(Some(batch))
             .send()
             .await;
-        per_entry(Self::OPERATION, Self::RECEIPTS, entries.len(), result)
+        per_entry(
+            <Self as BatchOp>::OPERATION,
+            <Self as BatchOp>::RECEIPTS,
+            entries.len(),
+            result,
+        )
     }
 }
 
@@ -311,9 +297,13 @@ pub struct VisibilityOp {
 }
 
 impl BatchOp for VisibilityOp {
-    type Entry = VisibilityChange;
     const OPERATION: &'static str = "ChangeMessageVisibilityBatch";
     const RECEIPTS: bool = true;
+}
+
+impl BatchCall for VisibilityOp {
+    type Entry = VisibilityChange;
+    type Ok = ();
 
     async fn call(&self, entries: &[&VisibilityChange]) -> Vec<Result<(), EntryError>> {
         let batch = entries
@@ -335,7 +325,12 @@ impl BatchOp for VisibilityOp {
             .set_entries(Some(batch))
             .send()
             .await;
-        per_entry(Self::OPERATION, Self::RECEIPTS, entries.len(), result)
+        per_entry(
+            <Self as BatchOp>::OPERATION,
+            <Self as BatchOp>::RECEIPTS,
+            entries.len(),
+            result,
+        )
     }
 }
 
@@ -352,7 +347,6 @@ pub struct PublishOp {
 }
 
 impl BatchOp for PublishOp {
-    type Entry = Publication;
     const OPERATION: &'static str = "PublishBatch";
     const MAX_BYTES: Option<usize> = Some(MAX_PUBLISH_BATCH_BYTES);
 
@@ -363,6 +357,11 @@ impl BatchOp for PublishOp {
                 .map(|(k, v)| k.len() + "String".len() + v.len())
                 .sum::<usize>()
     }
+}
+
+impl BatchCall for PublishOp {
+    type Entry = Publication;
+    type Ok = ();
 
     async fn call(&self, entries: &[&Publication]) -> Vec<Result<(), EntryError>> {
         let batch = entries
@@ -396,6 +395,11 @@ impl BatchOp for PublishOp {
             .set_publish_batch_request_entries(Some(batch))
             .send()
             .await;
-        per_entry(Self::OPERATION, Self::RECEIPTS, entries.len(), result)
+        per_entry(
+            <Self as BatchOp>::OPERATION,
+            <Self as BatchOp>::RECEIPTS,
+            entries.len(),
+            result,
+        )
     }
 }

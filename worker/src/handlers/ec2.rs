@@ -23,13 +23,15 @@
 //! [`Progress`]: crate::handler::Progress
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_ec2::error::SdkError;
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag as Ec2Tag, TagSpecification};
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use chrono::{DateTime, Utc};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use shoal_common::error::classify_sdk_error;
 use shoal_common::job::Tag;
 use shoal_common::validate::JOB_ID_TAG;
@@ -71,12 +73,25 @@ impl Default for Ec2Settings {
     }
 }
 
-/// A token bucket per EC2 operation, holding one second's worth of calls, so a burst of
-/// jobs is paced instead of turning into `RequestLimitExceeded` storms.
+/// A token bucket per EC2 operation (governor's), holding one second's worth of calls, so a
+/// burst of jobs is paced instead of turning into `RequestLimitExceeded` storms.
 #[derive(Debug)]
 pub struct Ec2Limiter {
     settings: Ec2Settings,
-    buckets: Mutex<HashMap<&'static str, (f64, Instant)>>,
+    buckets: Mutex<HashMap<&'static str, Arc<DefaultDirectRateLimiter>>>,
+}
+
+/// `rate` calls a second, and a burst of one second's worth (at least one call).
+fn quota(rate: f64) -> Quota {
+    let rate = if rate.is_finite() {
+        rate.max(0.001)
+    } else {
+        1.0
+    };
+    let burst = NonZeroU32::new(rate.min(u32::MAX as f64) as u32).unwrap_or(NonZeroU32::MIN);
+    Quota::with_period(Duration::from_secs_f64(1.0 / rate))
+        .unwrap_or_else(|| Quota::per_second(burst))
+        .allow_burst(burst)
 }
 
 impl Ec2Limiter {
@@ -91,31 +106,24 @@ impl Ec2Limiter {
         &self.settings
     }
 
-    /// Waits until `operation` may be called.
-    pub async fn acquire(&self, operation: &'static str) {
+    fn bucket(&self, operation: &'static str) -> Arc<DefaultDirectRateLimiter> {
         let rate = self
             .settings
             .operation_rates
             .get(operation)
             .copied()
-            .unwrap_or(self.settings.calls_per_second)
-            .max(0.001);
-        let wait = {
-            let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-            let now = Instant::now();
-            let (tokens, last) = buckets.entry(operation).or_insert((rate, now));
-            *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(rate.max(1.0));
-            *last = now;
-            *tokens -= 1.0;
-            if *tokens >= 0.0 {
-                Duration::ZERO
-            } else {
-                Duration::from_secs_f64(-*tokens / rate)
-            }
-        };
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
+            .unwrap_or(self.settings.calls_per_second);
+        self.buckets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(operation)
+            .or_insert_with(|| Arc::new(RateLimiter::direct(quota(rate))))
+            .clone()
+    }
+
+    /// Waits until `operation` may be called.
+    pub async fn acquire(&self, operation: &'static str) {
+        self.bucket(operation).until_ready().await;
     }
 }
 
@@ -411,6 +419,33 @@ pub fn rfc3339(t: Option<&aws_smithy_types::DateTime>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_operation_has_its_own_bucket_of_one_seconds_calls() {
+        let mut settings = Ec2Settings {
+            calls_per_second: 2.0,
+            ..Ec2Settings::default()
+        };
+        settings.operation_rates.insert("RunInstances".into(), 1.0);
+        let limiter = Ec2Limiter::new(settings);
+        let describe = limiter.bucket("DescribeInstances");
+        assert!(describe.check().is_ok() && describe.check().is_ok());
+        assert!(
+            describe.check().is_err(),
+            "a third call within the second waits"
+        );
+        let run = limiter.bucket("RunInstances");
+        assert!(run.check().is_ok(), "another operation is not held up");
+        assert!(run.check().is_err(), "the override allows one a second");
+        let slow = Ec2Limiter::new(Ec2Settings {
+            calls_per_second: 0.5,
+            ..Ec2Settings::default()
+        });
+        assert!(
+            slow.bucket("CreateImage").check().is_ok(),
+            "a rate below one still allows a call"
+        );
+    }
 
     #[test]
     fn client_tokens_are_stable_and_fit() {
