@@ -12,9 +12,11 @@
 //! - [`message`] turns an envelope into an SQS message (attributes, FIFO ids, size).
 //! - [`batch`] packs messages into batches and resends the entries SQS reports as failed.
 //! - [`operate`] is for operators: queue status, the dead-letter queue listed and redriven.
+//! - [`inspect`] looks at queues without working them: peek, and reading completion events.
 
 pub mod batch;
 pub mod cli;
+pub mod inspect;
 pub mod message;
 pub mod operate;
 

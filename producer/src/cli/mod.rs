@@ -1,0 +1,410 @@
+//! The `shoal-producer` command line: one subcommand per job kind (derived from
+//! [`shoal_common::Job`], so a new kind appears here by itself), bulk `submit` from JSON
+//! Lines, `schema` for other languages' teams, `stack create` for a development stack,
+//! `peek` and `events` to look at the queues, and the operator's `status` and
+//! `dlq list|redrive`.
+//!
+//! This file holds the arguments and the dispatch; each command's printing is in a file of
+//! its own ([`submit`], [`watch`] for peek/events/status, [`dlq`]), and the SQS work they
+//! print is in the library ([`crate::inspect`], [`crate::operate`]). It lives in the library
+//! so tests can run it in-process against the emulator; `main.rs` only parses arguments and
+//! loads the AWS configuration.
+
+mod dlq;
+mod submit;
+mod watch;
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use clap::{Args, Parser, Subcommand};
+use shoal_common::aws::AwsClients;
+use shoal_common::config::{QueueArgs, QueueConfigError, QueueTarget};
+use shoal_common::error::Error;
+use shoal_common::stack::{self, StackSpec};
+use shoal_common::{Job, JobEnvelope, JobId};
+
+use crate::{EnqueueError, Producer, SendOptions};
+
+/// Enqueue Shoal jobs on SQS.
+#[derive(Debug, Parser)]
+#[command(name = "shoal-producer", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub queue: QueueArgs,
+    #[command(flatten)]
+    pub send: SendArgs,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    #[command(flatten)]
+    Job(Job),
+    /// Enqueue jobs from JSON Lines (a file, or - for standard input), one job a line:
+    /// `{"kind": …, "params": …}`, optionally with `job_id`.
+    Submit(SubmitArgs),
+    /// Print the JSON Schema of the job envelope.
+    Schema,
+    /// Create queues and topic for a development stack, and print their addresses.
+    #[command(subcommand)]
+    Stack(StackCommand),
+    /// Show queued messages without consuming them (each look counts as a receive).
+    Peek(PeekArgs),
+    /// Read completion events from the events queue (consuming them) and print them.
+    Events(EventsArgs),
+    /// Show the job queue and its dead-letter queue: visible, in flight, delayed, and the
+    /// age of the oldest message.
+    Status(StatusArgs),
+    /// Inspect and redrive the dead-letter queue.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Refresh every INTERVAL (e.g. 5s) until interrupted.
+    #[arg(long, value_name = "INTERVAL", value_parser = humantime::parse_duration)]
+    pub watch: Option<Duration>,
+    /// With --watch, stop after this many refreshes.
+    #[arg(long, requires = "watch")]
+    pub count: Option<usize>,
+}
+
+/// Where the dead-letter queue is, for the `dlq` commands.
+#[derive(Debug, Clone, Args)]
+pub struct DlqArgs {
+    /// The dead-letter queue (default: the job queue's redrive target).
+    #[arg(long, env = "SHOAL_DLQ_URL")]
+    pub dlq_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead-lettered jobs with their failure reasons (consumes nothing).
+    List {
+        #[command(flatten)]
+        dlq: DlqArgs,
+        /// Show at most this many.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Move dead-lettered jobs back to the job queue: all of them, or those of the given
+    /// job ids or kinds. Each is sent before it is deleted, so an interruption loses none.
+    Redrive {
+        #[command(flatten)]
+        dlq: DlqArgs,
+        /// Only this job (repeatable).
+        #[arg(long = "job", value_name = "JOB_ID")]
+        jobs: Vec<String>,
+        /// Only jobs of this kind (repeatable).
+        #[arg(long = "kind", value_name = "KIND", value_parser = parse_kind)]
+        kinds: Vec<String>,
+        /// Move at most this many.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+}
+
+fn parse_kind(s: &str) -> Result<String, String> {
+    shoal_common::JobKind::parse(s)
+        .map(|k| k.as_str().to_owned())
+        .ok_or_else(|| {
+            let known: Vec<_> = shoal_common::JobKind::ALL
+                .iter()
+                .map(|k| k.as_str())
+                .collect();
+            format!("`{s}` is not a job kind (known: {})", known.join(", "))
+        })
+}
+
+/// Options for sending, shared by every enqueueing command.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Sending")]
+pub struct SendArgs {
+    /// Job id (idempotency key); generated when not given. Single-job commands only.
+    #[arg(long, global = true)]
+    pub job_id: Option<String>,
+    /// Delay delivery by this many seconds (0 to 900; standard queues only).
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub delay: Option<u32>,
+    /// FIFO message group id (default: the job's kind).
+    #[arg(long, global = true)]
+    pub group_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// JSON Lines file, or - for standard input.
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StackCommand {
+    /// Create (or find) the job queue, DLQ, completion topic and events queue.
+    Create {
+        /// Prefix of every resource name.
+        #[arg(long, default_value = "shoal")]
+        prefix: String,
+        /// Make the job queue and its DLQ FIFO queues.
+        #[arg(long)]
+        fifo: bool,
+        /// Receives before a message moves to the DLQ.
+        #[arg(long, default_value_t = 5)]
+        max_receive_count: u32,
+        /// The job queue's visibility timeout, in seconds.
+        #[arg(long, default_value_t = 60)]
+        visibility_timeout: u32,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PeekArgs {
+    /// Show at most this many messages.
+    #[arg(long, default_value_t = 10)]
+    pub max: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// The queue subscribed to the completion topic.
+    #[arg(long, env = "SHOAL_EVENTS_QUEUE_URL")]
+    pub events_queue_url: String,
+    /// Stop after this many events.
+    #[arg(long)]
+    pub count: Option<usize>,
+    /// Stop after this long without a new event.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub idle: Duration,
+}
+
+/// Where the CLI writes: results to `out`, diagnostics and progress to `err`.
+pub struct Io<'a> {
+    pub out: &'a mut (dyn Write + Send),
+    pub err: &'a mut (dyn Write + Send),
+    /// Show a progress bar (standard error is a terminal and output is not JSON).
+    pub progress: bool,
+}
+
+/// Why a command could not do its work, and the exit status that says so.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Options that do not go together (exit 2, like the argument parser's own errors).
+    #[error("{0}")]
+    Usage(String),
+    /// A job or option refused before anything was sent, naming the field.
+    #[error("{0}")]
+    Refused(String),
+    /// The queue could not be found.
+    #[error(transparent)]
+    Queue(#[from] QueueConfigError),
+    /// An AWS call failed.
+    #[error(transparent)]
+    Aws(#[from] Error),
+    /// The output could not be written.
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+impl CliError {
+    /// The process exit status for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+impl From<EnqueueError> for CliError {
+    fn from(e: EnqueueError) -> Self {
+        match e {
+            EnqueueError::Aws(e) => CliError::Aws(e),
+            other => CliError::Refused(other.to_string()),
+        }
+    }
+}
+
+/// What a command did, when it could do its work: everything, or not all of it (exit 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Done {
+    All,
+    NotAll,
+}
+
+impl Done {
+    fn exit_code(self) -> i32 {
+        match self {
+            Done::All => 0,
+            Done::NotAll => 1,
+        }
+    }
+
+    fn when(all: bool) -> Done {
+        if all {
+            Done::All
+        } else {
+            Done::NotAll
+        }
+    }
+}
+
+/// Writes results: each one a JSON line with `--json`, text otherwise; notes go to standard
+/// error either way.
+pub(crate) struct Output<'a, 'b> {
+    io: &'a mut Io<'b>,
+    json: bool,
+}
+
+impl Output<'_, '_> {
+    /// One result: `value` as a JSON line, or what `text` writes.
+    fn item<T: serde::Serialize>(
+        &mut self,
+        value: &T,
+        text: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<(), CliError> {
+        if self.json {
+            let line = serde_json::to_string(value).map_err(std::io::Error::other)?;
+            writeln!(self.io.out, "{line}")?;
+        } else {
+            text(&mut *self.io.out)?;
+        }
+        Ok(())
+    }
+
+    /// A whole document: `value` as indented JSON, or what `text` writes.
+    fn document<T: serde::Serialize>(
+        &mut self,
+        value: &T,
+        text: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<(), CliError> {
+        if self.json {
+            let doc = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
+            writeln!(self.io.out, "{doc}")?;
+        } else {
+            text(&mut *self.io.out)?;
+        }
+        Ok(())
+    }
+
+    /// Text for the reader only: nothing with `--json`.
+    fn text(
+        &mut self,
+        text: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<(), CliError> {
+        if !self.json {
+            text(&mut *self.io.out)?;
+        }
+        Ok(())
+    }
+
+    /// A line for the reader, on standard error.
+    fn note(&mut self, line: impl std::fmt::Display) -> Result<(), CliError> {
+        writeln!(self.io.err, "{line}")?;
+        Ok(())
+    }
+}
+
+/// Runs the CLI; the return value is the process exit code: 0 when everything was done, 1
+/// otherwise, 2 for options that do not go together.
+pub async fn run(cli: Cli, sdk: &SdkConfig, io: &mut Io<'_>) -> i32 {
+    let json = cli.json;
+    let mut output = Output { io, json };
+    match execute(cli, sdk, &mut output).await {
+        Ok(done) => done.exit_code(),
+        Err(e) => {
+            let _ = writeln!(output.io.err, "error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<Done, CliError> {
+    let send = &cli.send;
+    let clients = AwsClients::new(sdk);
+    let options = SendOptions {
+        delay_seconds: send.delay,
+        message_group_id: send.group_id.clone(),
+    };
+    match cli.command {
+        Command::Schema => {
+            let schema = shoal_common::job::json_schema();
+            let doc = serde_json::to_string_pretty(&schema).map_err(std::io::Error::other)?;
+            writeln!(out.io.out, "{doc}")?;
+            Ok(Done::All)
+        }
+        Command::Stack(StackCommand::Create {
+            prefix,
+            fifo,
+            max_receive_count,
+            visibility_timeout,
+        }) => {
+            let spec = StackSpec {
+                prefix,
+                fifo,
+                max_receive_count,
+                visibility_timeout_secs: visibility_timeout,
+            };
+            let stack = stack::provision(&clients, &spec).await?;
+            out.document(&stack, |w| {
+                for (name, value) in stack.env_vars() {
+                    writeln!(w, "{name}={value}")?;
+                }
+                Ok(())
+            })?;
+            Ok(Done::All)
+        }
+        Command::Job(job) => {
+            let producer = connect(&cli.queue, &clients).await?;
+            let mut envelope = JobEnvelope::new(job);
+            if let Some(id) = &send.job_id {
+                let id = JobId::parse(id).map_err(|m| CliError::Refused(format!("job_id: {m}")))?;
+                envelope = envelope.with_job_id(id);
+            }
+            let enqueued = producer.enqueue(&envelope, &options).await?;
+            let printed = serde_json::json!({
+                "job_id": enqueued.job_id,
+                "kind": enqueued.kind,
+                "message_id": enqueued.message_id,
+                "queue_url": producer.queue().url,
+            });
+            out.item(&printed, |w| writeln!(w, "{}", enqueued.job_id))?;
+            Ok(Done::All)
+        }
+        Command::Submit(args) => {
+            if send.job_id.is_some() {
+                return Err(CliError::Usage(
+                    "job_id: --job-id is for single jobs; give each line its own `job_id`".into(),
+                ));
+            }
+            let producer = connect(&cli.queue, &clients).await?;
+            submit::submit(&producer, &args, &options, out).await
+        }
+        Command::Peek(args) => {
+            let target = cli.queue.resolve(&clients.sqs).await?;
+            watch::peek(&clients, &target, args.max, out).await
+        }
+        Command::Events(args) => watch::events(&clients, &args, out).await,
+        Command::Status(args) => {
+            let target = cli.queue.resolve(&clients.sqs).await?;
+            watch::status(&clients, &target, &args, out).await
+        }
+        Command::Dlq(command) => dlq::dlq(&cli.queue, &clients, command, out).await,
+    }
+}
+
+async fn connect(queue: &QueueArgs, clients: &AwsClients) -> Result<Producer, CliError> {
+    let target: QueueTarget = queue.resolve(&clients.sqs).await?;
+    Ok(Producer::new(clients.sqs.clone(), target))
+}
+
+/// Whether standard error is a terminal, for the progress bar.
+pub fn stderr_is_terminal() -> bool {
+    std::io::stderr().is_terminal()
+}
