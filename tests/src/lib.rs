@@ -392,14 +392,20 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
-/// The value of one sample in Prometheus text, e.g. `shoal_jobs_succeeded_total{kind="canary"}`.
-pub fn metric_value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|line| {
-            line.strip_prefix(series)
-                .and_then(|rest| rest.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
+/// The value of one sample in Prometheus text, e.g.
+/// `shoal_jobs_succeeded_total{kind="canary"}`; `None` when the series is not there.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix(series)
+            .filter(|rest| rest.starts_with(' '))
+            .and_then(|rest| rest.trim().parse().ok())
+    })
+}
+
+/// The value of a series that must be exported: a missing series fails the test rather
+/// than reading as zero.
+pub fn metric(text: &str, series: &str) -> f64 {
+    metric_value(text, series).unwrap_or_else(|| panic!("the series {series} is not exported"))
 }
 
 /// Waits until `check` holds or `timeout` passes; true if it held.

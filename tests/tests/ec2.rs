@@ -140,16 +140,12 @@ async fn run_instances_launches_tagged_protected_instances_and_protection_can_be
         result["instances"].as_array().map(Vec::len),
         Some(instances.len())
     );
-    for (reported, actual) in result["instances"]
-        .as_array()
-        .expect("instances")
-        .iter()
-        .zip(instances)
-    {
-        assert_eq!(
-            reported["instance_id"],
-            actual.instance_id().unwrap_or_default()
-        );
+    let reported_instances = result["instances"].as_array().expect("instances");
+    for actual in instances {
+        let reported = reported_instances
+            .iter()
+            .find(|r| r["instance_id"] == actual.instance_id().unwrap_or_default())
+            .unwrap_or_else(|| panic!("{:?} is not in the result", actual.instance_id()));
         assert_eq!(reported["image_id"], ami.as_str());
         assert_eq!(reported["instance_type"], "t2.micro");
         assert_eq!(reported["availability_zone"], "us-east-1a");
@@ -191,6 +187,7 @@ async fn run_instances_launches_tagged_protected_instances_and_protection_can_be
     )
     .await;
     let events = t.events(1, WAIT).await;
+    assert_eq!(events.len(), 1, "the unprotect job's event arrived");
     assert_eq!(
         events[0].status,
         JobStatus::Succeeded,
@@ -272,7 +269,7 @@ async fn the_same_job_delivered_three_times_has_one_effect_of_each_kind() {
         .start_worker(t.worker_config("w"), default_registry())
         .await;
     let events = t.events(9, Duration::from_secs(60)).await;
-    assert_eq!(events.len(), 9);
+    assert_eq!(events.len(), 9, "{} of 9 events arrived", events.len());
     assert!(
         events.iter().all(|e| e.status == JobStatus::Succeeded),
         "{events:?}"
@@ -456,6 +453,7 @@ async fn the_articles_snapshot_flow_names_the_instance_and_volume_and_snapshots_
     )
     .await;
     let events = t.events(1, WAIT).await;
+    assert_eq!(events.len(), 1, "the snapshot-by-name job's event arrived");
     let by_name = events[0].result.as_ref().expect("result")["snapshots"]
         .as_array()
         .expect("snapshots")
@@ -518,7 +516,13 @@ async fn each_permanent_ec2_error_lands_in_the_dead_letter_queue_with_its_aws_co
         .start_worker(t.worker_config("w"), default_registry())
         .await;
     let events = t.events(cases.len(), WAIT).await;
-    assert_eq!(events.len(), cases.len());
+    assert_eq!(
+        events.len(),
+        cases.len(),
+        "{} of {} events arrived",
+        events.len(),
+        cases.len()
+    );
     let dead = t.receive(&t.stack.dlq_url, cases.len(), WAIT).await;
     assert_eq!(dead.len(), cases.len());
     for (_, id, code) in &cases {
@@ -616,7 +620,12 @@ async fn a_wait_survives_a_worker_restart_and_leaves_no_slot_held() {
     config.worker_id = "after".into();
     let after = t.start_worker(config, registry_with(settings)).await;
     let events = t.events(1, WAIT).await;
-    assert_eq!(events.len(), 1);
+    assert_eq!(
+        events.len(),
+        1,
+        "expected the job's one event, got {}",
+        events.len()
+    );
     let e = &events[0];
     assert_eq!(e.status, JobStatus::Succeeded, "{:?}", e.error);
     assert_eq!(e.worker_id, "after");

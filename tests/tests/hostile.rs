@@ -19,7 +19,7 @@ use shoal_common::{Job, JobEnvelope, JobId};
 use shoal_producer::{Producer, SendOptions};
 use shoal_tests::fault_proxy::{AwsFault, Fault, FaultProxy, Rule, Service, Trigger};
 use shoal_tests::{
-    attribute, eventually, metric_value, moto, sdk_config, unique, RunningWorker, TestStack,
+    attribute, eventually, metric, moto, sdk_config, unique, RunningWorker, TestStack,
 };
 use shoal_worker::handlers::{registry_with, Ec2Settings};
 use shoal_worker::{JobContext, JobError, Outcome, Registry, WorkerConfig};
@@ -187,7 +187,7 @@ async fn an_sns_outage_longer_than_a_delivery_loses_no_outcome_and_reruns_no_han
     );
     let text = worker.get("/metrics").await.1;
     assert!(
-        metric_value(&text, r#"shoal_announcements_carried_total{kind="canary"}"#) >= 5.0,
+        metric(&text, r#"shoal_announcements_carried_total{kind="canary"}"#) >= 5.0,
         "the outcomes went forward on copies"
     );
     worker.stop().await;
@@ -394,7 +394,12 @@ async fn a_create_image_whose_answer_was_lost_reports_success_with_one_image() {
     let worker = start(&proxy, t.worker_config("w"), registry_with(ec2_settings())).await;
 
     let events = t.events(1, Duration::from_secs(90)).await;
-    assert_eq!(events.len(), 1);
+    assert_eq!(
+        events.len(),
+        1,
+        "expected the job's one event, got {}",
+        events.len()
+    );
     assert_eq!(
         events[0].status,
         JobStatus::Succeeded,
@@ -455,7 +460,12 @@ async fn a_snapshot_failing_mid_loop_and_waiting_makes_one_snapshot_per_volume()
     let worker = start(&proxy, t.worker_config("w"), registry_with(ec2_settings())).await;
 
     let events = t.events(1, Duration::from_secs(120)).await;
-    assert_eq!(events.len(), 1);
+    assert_eq!(
+        events.len(),
+        1,
+        "expected the job's one event, got {}",
+        events.len()
+    );
     assert_eq!(
         events[0].status,
         JobStatus::Succeeded,
@@ -478,8 +488,8 @@ async fn a_snapshot_failing_mid_loop_and_waiting_makes_one_snapshot_per_volume()
         "one per volume: {per_volume:?}"
     );
     let text = worker.get("/metrics").await.1;
-    assert!(metric_value(&text, r#"shoal_jobs_waiting_total{kind="snapshot"}"#) >= 1.0);
-    assert!(metric_value(&text, r#"shoal_jobs_retried_total{kind="snapshot"}"#) >= 1.0);
+    assert!(metric(&text, r#"shoal_jobs_waiting_total{kind="snapshot"}"#) >= 1.0);
+    assert!(metric(&text, r#"shoal_jobs_retried_total{kind="snapshot"}"#) >= 1.0);
     assert_eq!(t.depth(&t.stack.dlq_url).await, 0);
     worker.stop().await;
 }
@@ -520,7 +530,12 @@ async fn a_worker_stopped_during_create_snapshot_leaves_no_second_snapshot() {
     config.worker_id = "second".into();
     let second = start(&proxy, config, registry_with(ec2_settings())).await;
     let events = t.events(1, Duration::from_secs(90)).await;
-    assert_eq!(events.len(), 1);
+    assert_eq!(
+        events.len(),
+        1,
+        "expected the job's one event, got {}",
+        events.len()
+    );
     assert_eq!(
         events[0].status,
         JobStatus::Succeeded,
@@ -674,7 +689,7 @@ async fn fifo_order_holds_behind_a_job_longer_than_the_visibility_timeout() {
     let b = start(&proxy, config, registry(spans.clone())).await;
 
     let events = t.events(3, Duration::from_secs(60)).await;
-    assert_eq!(events.len(), 3);
+    assert_eq!(events.len(), 3, "{} of 3 events arrived", events.len());
     let spans = spans.lock().expect("lock").clone();
     let order: Vec<&str> = spans.iter().map(|(id, _, _)| id.as_str()).collect();
     assert_eq!(order, ["long-0", "long-1", "long-2"], "each once, in order");
@@ -744,13 +759,10 @@ async fn a_panicking_handler_fails_its_job_with_the_panic_message() {
     );
     let text = worker.get("/metrics").await.1;
     assert_eq!(
-        metric_value(&text, r#"shoal_handler_panics_total{kind="canary"}"#),
+        metric(&text, r#"shoal_handler_panics_total{kind="canary"}"#),
         1.0
     );
-    assert_eq!(
-        metric_value(&text, r#"shoal_jobs_in_flight{kind="canary"}"#),
-        0.0
-    );
+    assert_eq!(metric(&text, r#"shoal_jobs_in_flight{kind="canary"}"#), 0.0);
     worker.stop().await;
 }
 

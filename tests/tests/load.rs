@@ -10,7 +10,7 @@ use shoal_common::job::Canary;
 use shoal_common::stack::StackSpec;
 use shoal_common::{Job, JobEnvelope, JobId};
 use shoal_producer::{Producer, SendOptions};
-use shoal_tests::{eventually, fauxqs, metric_value, unique, TestStack};
+use shoal_tests::{eventually, fauxqs, metric, unique, TestStack};
 use shoal_worker::handlers::default_registry;
 
 const JOBS: usize = 2000;
@@ -56,11 +56,11 @@ async fn two_workers_complete_2000_jobs_each_exactly_once() {
     );
     assert_eq!(t.depth(&t.stack.dlq_url).await, 0);
 
-    let done_a = metric_value(
+    let done_a = metric(
         &a.get("/metrics").await.1,
         r#"shoal_jobs_succeeded_total{kind="canary"}"#,
     );
-    let done_b = metric_value(
+    let done_b = metric(
         &b.get("/metrics").await.1,
         r#"shoal_jobs_succeeded_total{kind="canary"}"#,
     );

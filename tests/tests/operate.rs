@@ -11,7 +11,7 @@ use shoal_common::queue::{name_from_url, QueueAttributes};
 use shoal_common::{Job, JobEnvelope, JobId};
 use shoal_producer::operate::{self, RedriveFilter};
 use shoal_producer::{Producer, SendOptions};
-use shoal_tests::{attribute, producer_cli, TestStack};
+use shoal_tests::{attribute, eventually, producer_cli, TestStack};
 use shoal_worker::{JobError, Registry};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -298,7 +298,16 @@ async fn an_interrupted_redrive_loses_no_job_and_a_second_run_finishes_it() {
     .await;
     assert!(cut.is_err(), "the first redrive was interrupted mid-way");
 
-    tokio::time::sleep(hold + Duration::from_millis(500)).await;
+    // What the interrupted run held comes back once its hold lapses.
+    let released = eventually(WAIT, || async {
+        QueueAttributes::fetch(&t.clients.sqs, &t.stack.dlq_url)
+            .await
+            .expect("attributes")
+            .in_flight
+            == 0
+    })
+    .await;
+    assert!(released, "the interrupted run's hold lapsed");
     let report = operate::redrive(
         &t.clients.sqs,
         &t.stack.dlq_url,

@@ -10,7 +10,7 @@ use shoal_common::stack::StackSpec;
 use shoal_common::{Job, JobEnvelope, JobId};
 use shoal_producer::{Producer, SendOptions};
 use shoal_tests::{
-    eventually, free_port, http_get, metric_value, moto, unique, worker_command, TestStack,
+    eventually, free_port, http_get, metric, moto, unique, worker_command, TestStack,
 };
 use tokio::process::{Child, Command};
 
@@ -50,7 +50,7 @@ impl WorkerProcess {
     async fn jobs_in_flight(&self) -> f64 {
         match tokio::time::timeout(Duration::from_secs(2), http_get(self.metrics, "/metrics")).await
         {
-            Ok((200, text)) => metric_value(&text, r#"shoal_jobs_in_flight{kind="canary"}"#),
+            Ok((200, text)) => metric(&text, r#"shoal_jobs_in_flight{kind="canary"}"#),
             _ => 0.0,
         }
     }
@@ -106,7 +106,12 @@ async fn sigterm_releases_an_unfinished_job_and_the_next_worker_finishes_it_at_o
 
     let second = spawn_worker(&t, "second", &[]);
     let events = t.events(1, Duration::from_secs(60)).await;
-    assert_eq!(events.len(), 1);
+    assert_eq!(
+        events.len(),
+        1,
+        "expected the job's one event, got {}",
+        events.len()
+    );
     let e = &events[0];
     assert_eq!(e.status, JobStatus::Succeeded);
     assert_eq!(e.worker_id, "second", "the first worker did not finish it");
@@ -172,7 +177,12 @@ async fn a_second_signal_exits_at_once_and_the_job_returns_after_its_visibility_
     let impatient = spawn_worker(&t, "impatient", &["--shutdown-grace", "60s"]);
     impatient.wait_until_running_a_job().await;
     impatient.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The first signal has taken hold once the worker says it is no longer ready.
+    let draining = eventually(Duration::from_secs(5), || async {
+        http_get(impatient.metrics, "/readyz").await.0 == 503
+    })
+    .await;
+    assert!(draining, "the first signal started a graceful shutdown");
     impatient.signal("TERM");
     let stopped = Instant::now();
     assert_eq!(impatient.exit_code(Duration::from_secs(5)).await, 130);
@@ -198,9 +208,26 @@ async fn a_second_signal_exits_at_once_and_the_job_returns_after_its_visibility_
 #[tokio::test]
 async fn a_worker_refuses_to_start_when_its_attempt_limit_contradicts_the_redrive_policy() {
     let t = stack("mismatch", 30).await;
-    let worker = spawn_worker(&t, "confused", &["--max-attempts", "9"]);
-    let output = worker.child.wait_with_output().await.expect("wait");
+    let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let output = worker_command(
+        WORKER,
+        &moto().endpoint,
+        &t.stack.queue_url,
+        &t.stack.topic_arn,
+        "confused",
+        metrics,
+    )
+    .args(["--max-attempts", "9"])
+    .stderr(std::process::Stdio::piped())
+    .output()
+    .await
+    .expect("run the worker");
     assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("max_attempts") && stderr.contains("redrive policy"),
+        "the reason is given: {stderr}"
+    );
 }
 
 #[tokio::test]
