@@ -233,4 +233,52 @@ mod tests {
             assert!(!v.is_empty(), "{bad}");
         }
     }
+
+    #[test]
+    fn tags_keep_to_ec2s_rules_less_what_shoal_reserves() {
+        let check = |tags: &[Tag]| {
+            let mut v = Violations::under("params");
+            v.tags("tags", tags);
+            v.into_errors()
+                .into_iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert!(check(&[Tag::new("Name", "web"), Tag::new("team", "")]).is_empty());
+        let errors = check(&[Tag::new("aws:cloudformation", "x")]);
+        assert!(errors[0].contains("reserved by AWS"), "{errors:?}");
+        let errors = check(&[Tag::new("Shoal:job-id", "x")]);
+        assert!(errors[0].contains("reserved by Shoal"), "{errors:?}");
+        let errors = check(&[Tag::new("Name", "a"), Tag::new("Name", "b")]);
+        assert!(errors[0].contains("more than once"), "{errors:?}");
+        let errors = check(&[Tag::new("k".repeat(129), "v")]);
+        assert!(errors[0].contains("1 to 128"), "{errors:?}");
+        let errors = check(&[Tag::new("Name", "v".repeat(257))]);
+        assert!(errors[0].starts_with("params.tags.Name"), "{errors:?}");
+        let many: Vec<Tag> = (0..=MAX_USER_TAGS)
+            .map(|i| Tag::new(format!("k{i}"), "v"))
+            .collect();
+        let errors = check(&many);
+        assert!(errors[0].contains("at most 49"), "{errors:?}");
+    }
+
+    #[test]
+    fn ami_names_and_lengths_name_the_rule() {
+        let mut v = Violations::default();
+        ami_name(&mut v, "name", "web (2026-11-24)");
+        v.max_chars("description", &"d".repeat(255), 255);
+        assert!(v.is_empty());
+        ami_name(&mut v, "name", "ab");
+        ami_name(&mut v, "name", "web#1");
+        v.max_chars("description", &"é".repeat(256), 255);
+        let errors: Vec<String> = v.into_errors().iter().map(|e| e.to_string()).collect();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors[0].contains("3 to 128"));
+        assert!(errors[1].contains("`#`"));
+        assert!(
+            errors[2].contains("256 characters"),
+            "counted in characters: {}",
+            errors[2]
+        );
+    }
 }

@@ -181,3 +181,46 @@ async fn send_batch(
     }
     report
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SendOptions;
+    use shoal_common::job::Canary;
+    use shoal_common::{Job, JobEnvelope};
+
+    fn message(sleep_ms: u64) -> OutgoingMessage {
+        OutgoingMessage::build(
+            &JobEnvelope::new(Job::Canary(Canary { sleep_ms })),
+            &SendOptions::default(),
+            false,
+        )
+        .expect("valid")
+    }
+
+    #[test]
+    fn batches_close_at_ten_entries_and_keep_the_order() {
+        let messages: Vec<OutgoingMessage> = (0..23).map(message).collect();
+        let batches = pack(&messages);
+        assert_eq!(
+            batches.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![10, 10, 3]
+        );
+        let flat: Vec<usize> = batches.concat();
+        assert_eq!(flat, (0..23).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn batches_close_before_the_byte_limit() {
+        let mut big = message(0);
+        big.body = "x".repeat(100 * 1024);
+        let messages = vec![big.clone(), big.clone(), big.clone(), message(1)];
+        let batches = pack(&messages);
+        for batch in &batches {
+            let bytes: usize = batch.iter().map(|&i| messages[i].size()).sum();
+            assert!(bytes <= MAX_MESSAGE_BYTES, "{bytes}");
+        }
+        assert_eq!(batches, vec![vec![0, 1], vec![2, 3]]);
+        assert!(pack(&[]).is_empty());
+    }
+}

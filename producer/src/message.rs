@@ -159,3 +159,65 @@ fn check_group_id(group: &str) -> Result<(), EnqueueError> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_common::job::Canary;
+    use shoal_common::Job;
+
+    fn canary() -> JobEnvelope {
+        JobEnvelope::new(Job::Canary(Canary { sleep_ms: 5 }))
+            .with_job_id(JobId::parse("job-1").expect("id"))
+    }
+
+    #[test]
+    fn a_fifo_message_is_grouped_by_kind_and_deduplicated_by_job_id() {
+        let msg = OutgoingMessage::build(&canary(), &SendOptions::default(), true).expect("valid");
+        assert_eq!(msg.group_id.as_deref(), Some("canary"));
+        assert_eq!(msg.deduplication_id.as_deref(), Some("job-1"));
+        let standard =
+            OutgoingMessage::build(&canary(), &SendOptions::default(), false).expect("valid");
+        assert_eq!((standard.group_id, standard.deduplication_id), (None, None));
+    }
+
+    #[test]
+    fn delays_are_refused_on_fifo_and_past_sqs_limit() {
+        let delayed = |seconds| SendOptions {
+            delay_seconds: Some(seconds),
+            ..SendOptions::default()
+        };
+        let field = |r: Result<OutgoingMessage, EnqueueError>| match r {
+            Err(EnqueueError::Option { field, .. }) => field,
+            other => panic!("expected an option error, got {:?}", other.map(|m| m.body)),
+        };
+        assert_eq!(
+            field(OutgoingMessage::build(&canary(), &delayed(10), true)),
+            "delay"
+        );
+        assert_eq!(
+            field(OutgoingMessage::build(&canary(), &delayed(901), false)),
+            "delay"
+        );
+        assert!(OutgoingMessage::build(&canary(), &delayed(900), false).is_ok());
+    }
+
+    #[test]
+    fn group_ids_are_checked_and_size_counts_the_attributes() {
+        let grouped = |group: &str| SendOptions {
+            message_group_id: Some(group.into()),
+            ..SendOptions::default()
+        };
+        assert!(OutgoingMessage::build(&canary(), &grouped("tenant 1"), true).is_err());
+        assert!(OutgoingMessage::build(&canary(), &grouped(&"g".repeat(129)), true).is_err());
+        let msg = OutgoingMessage::build(&canary(), &grouped("tenant-1"), true).expect("valid");
+        assert_eq!(msg.group_id.as_deref(), Some("tenant-1"));
+        let attributes = "kind".len()
+            + "String".len()
+            + "canary".len()
+            + "schema".len()
+            + "Number".len()
+            + "1".len();
+        assert_eq!(msg.size(), msg.body.len() + attributes);
+    }
+}

@@ -408,3 +408,58 @@ async fn connect(queue: &QueueArgs, clients: &AwsClients) -> Result<Producer, Cl
 pub fn stderr_is_terminal() -> bool {
     std::io::stderr().is_terminal()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_maps_to_its_exit_status() {
+        assert_eq!(CliError::Usage("x".into()).exit_code(), 2);
+        assert_eq!(CliError::Refused("job_id: bad".into()).exit_code(), 1);
+        assert_eq!(CliError::Queue(QueueConfigError::Missing).exit_code(), 1);
+        assert_eq!(
+            CliError::Aws(Error::transient("Throttling", "slow down")).exit_code(),
+            1
+        );
+        assert_eq!(Done::All.exit_code(), 0);
+        assert_eq!(Done::when(false).exit_code(), 1);
+    }
+
+    #[test]
+    fn output_writes_json_lines_or_text_and_notes_to_stderr() {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut io = Io {
+            out: &mut out,
+            err: &mut err,
+            progress: false,
+        };
+        let mut json = Output {
+            io: &mut io,
+            json: true,
+        };
+        json.item(&serde_json::json!({"a": 1}), |w| writeln!(w, "text"))
+            .expect("write");
+        json.text(|w| writeln!(w, "only for people"))
+            .expect("write");
+        json.note("a note").expect("write");
+        assert_eq!(String::from_utf8_lossy(&out), "{\"a\":1}\n");
+        assert_eq!(String::from_utf8_lossy(&err), "a note\n");
+
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut io = Io {
+            out: &mut out,
+            err: &mut err,
+            progress: false,
+        };
+        let mut text = Output {
+            io: &mut io,
+            json: false,
+        };
+        text.item(&serde_json::json!({"a": 1}), |w| writeln!(w, "text"))
+            .expect("write");
+        text.text(|w| writeln!(w, "only for people"))
+            .expect("write");
+        assert_eq!(String::from_utf8_lossy(&out), "text\nonly for people\n");
+    }
+}

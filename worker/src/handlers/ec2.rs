@@ -32,13 +32,11 @@ use aws_sdk_ec2::types::{Filter, ResourceType, Tag as Ec2Tag, TagSpecification};
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use chrono::{DateTime, Utc};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use shoal_common::error::classify_sdk_error;
+use shoal_common::error::{classify_sdk_error, ShoalCode};
 use shoal_common::job::Tag;
 use shoal_common::validate::JOB_ID_TAG;
 use shoal_common::JobId;
 use tokio::time::Instant;
-
-use shoal_common::error::ShoalCode;
 
 use crate::handler::{JobContext, JobError, Outcome};
 
@@ -419,6 +417,7 @@ pub fn rfc3339(t: Option<&aws_smithy_types::DateTime>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shoal_common::error::ErrorClass;
 
     #[test]
     fn each_operation_has_its_own_bucket_of_one_seconds_calls() {
@@ -445,6 +444,132 @@ mod tests {
             slow.bucket("CreateImage").check().is_ok(),
             "a rate below one still allows a call"
         );
+    }
+
+    fn context(earlier_runs: bool) -> JobContext {
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build();
+        JobContext {
+            job_id: JobId::parse("job-1").expect("id"),
+            kind: shoal_common::JobKind::Snapshot,
+            attempt: 1,
+            max_attempts: 3,
+            earlier_runs,
+            received_at: Instant::now(),
+            lease: Default::default(),
+            progress: Default::default(),
+            worker_id: "w".into(),
+            clients: shoal_common::aws::AwsClients::new(&sdk),
+            enqueued_at: None,
+            started_at: Utc::now(),
+        }
+    }
+
+    fn not_found() -> JobError {
+        JobError::permanent("InvalidSnapshot.NotFound", "no such snapshot")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn not_found_for_an_own_resource_is_not_yet_until_the_window_passes() {
+        let settings = Ec2Settings::default();
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let found = on_own_resource(&settings, Instant::now(), || async {
+            match calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                0..=2 => Err(not_found()),
+                n => Ok(n),
+            }
+        })
+        .await;
+        assert_eq!(found, Ok(3), "looked again until it showed");
+
+        let started = Instant::now();
+        let gone =
+            on_own_resource(&settings, started, || async { Err::<(), _>(not_found()) }).await;
+        let e = gone.expect_err("never shows");
+        assert!(
+            e.is(ShoalCode::NotVisibleYet) && e.class == ErrorClass::Transient,
+            "{e:?}"
+        );
+        assert!(started.elapsed() >= settings.consistency_window);
+
+        let other = on_own_resource(&settings, Instant::now(), || async {
+            Err::<(), _>(JobError::permanent("UnauthorizedOperation", "no"))
+        })
+        .await;
+        assert_eq!(
+            other.map_err(|e| e.code),
+            Err(Some("UnauthorizedOperation".into()))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_empty_lookup_is_proof_only_on_a_first_run_or_after_the_window() {
+        let settings = Ec2Settings::default();
+        let first = context(false);
+        let started = Instant::now();
+        let found: Vec<u32> = look_until_settled(
+            &first,
+            &settings,
+            |v: &Vec<u32>| !v.is_empty(),
+            || async { Ok(vec![]) },
+        )
+        .await
+        .expect("lookup");
+        assert!(found.is_empty());
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "a first run trusts the answer"
+        );
+
+        let again = context(true);
+        let looks = std::sync::atomic::AtomicU32::new(0);
+        let found = look_until_settled(
+            &again,
+            &settings,
+            |v: &Vec<u32>| !v.is_empty(),
+            || async {
+                let n = looks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok(if n < 5 { vec![] } else { vec![n] })
+            },
+        )
+        .await
+        .expect("lookup");
+        assert_eq!(
+            found,
+            vec![5],
+            "an earlier run's snapshot showed up on the sixth look"
+        );
+
+        let never = context(true);
+        let found: Vec<u32> = look_until_settled(
+            &never,
+            &settings,
+            |v: &Vec<u32>| !v.is_empty(),
+            || async { Ok(vec![]) },
+        )
+        .await
+        .expect("lookup");
+        assert!(found.is_empty());
+        assert!(
+            never.received_at.elapsed() >= settings.consistency_window,
+            "trusted only after the window"
+        );
+    }
+
+    #[test]
+    fn a_handler_without_a_runtime_lease_may_create_and_not_found_codes_are_recognised() {
+        assert!(ensure_lease(&context(false)).is_ok());
+        assert!(is_not_found(&not_found()));
+        assert!(is_not_found(&JobError::permanent(
+            "InvalidInstanceID.NotFound",
+            "x"
+        )));
+        assert!(!is_not_found(&JobError::permanent(
+            "InvalidInstanceID.Malformed",
+            "x"
+        )));
     }
 
     #[test]
