@@ -277,6 +277,24 @@ impl TestStack {
 }
 
 impl TestStack {
+    /// An AMI the emulator lists (owned by anyone), to launch from; AWS has such AMIs too.
+    pub async fn stock_ami(&self) -> String {
+        self.clients
+            .ec2
+            .describe_images()
+            .send()
+            .await
+            .expect("describe images")
+            .images()
+            .iter()
+            .find_map(|i| {
+                i.image_id()
+                    .filter(|id| id.starts_with("ami-"))
+                    .map(str::to_owned)
+            })
+            .expect("the emulator lists stock AMIs")
+    }
+
     /// Completion events from the events queue, until `count` have arrived or `timeout`.
     pub async fn events(&self, count: usize, timeout: Duration) -> Vec<JobEvent> {
         let msgs = self
@@ -422,6 +440,14 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
+}
+
+/// `tag:shoal:job-id = job_id`: finds what a job created.
+pub fn job_filter(job_id: &str) -> aws_sdk_ec2::types::Filter {
+    aws_sdk_ec2::types::Filter::builder()
+        .name("tag:shoal:job-id")
+        .values(job_id)
+        .build()
 }
 
 /// A message attribute's string value.

@@ -51,23 +51,6 @@ fn every_kind_of_failure(share: f64) -> Rule {
     )
 }
 
-async fn stock_ami(t: &TestStack) -> String {
-    t.clients
-        .ec2
-        .describe_images()
-        .send()
-        .await
-        .expect("images")
-        .images()
-        .iter()
-        .find_map(|i| {
-            i.image_id()
-                .filter(|id| id.starts_with("ami-"))
-                .map(str::to_owned)
-        })
-        .expect("a stock AMI")
-}
-
 fn launch(ami: &str) -> Job {
     Job::RunInstances(RunInstances {
         image_id: ami.to_owned(),
@@ -93,7 +76,7 @@ async fn enqueue_jobs(
     canaries: usize,
     launches: usize,
 ) -> (Vec<String>, Vec<String>) {
-    let ami = stock_ami(t).await;
+    let ami = t.stock_ami().await;
     let canary_ids: Vec<String> = (0..canaries).map(|i| format!("{prefix}-{i:05}")).collect();
     let launch_ids: Vec<String> = (0..launches)
         .map(|i| format!("{prefix}-launch-{i}"))
@@ -142,6 +125,34 @@ fn missing<'a>(ids: &'a [String], events: &[JobEvent]) -> Vec<&'a String> {
         .collect()
 }
 
+/// Every job of `ids` has a success event and no job a failure one, and each launch of
+/// `launches` reached EC2 exactly once.
+fn assert_all_succeeded_and_launched_once(
+    proxy: &FaultProxy,
+    ids: &[String],
+    launches: &[String],
+    events: &[JobEvent],
+) {
+    let missing = missing(ids, events);
+    assert!(
+        missing.is_empty(),
+        "{} jobs without a success event: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    assert!(
+        events.iter().all(|e| e.status == JobStatus::Succeeded),
+        "no failure events"
+    );
+    for id in launches {
+        assert_eq!(
+            proxy.creates_with("RunInstances", id),
+            1,
+            "{id} launched once"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fifth_of_all_calls_failing_is_absorbed_and_each_launch_happens_once() {
     let proxy = proxy().await;
@@ -172,24 +183,7 @@ async fn a_fifth_of_all_calls_failing_is_absorbed_and_each_launch_happens_once()
 
     let ids: Vec<String> = canaries.iter().chain(&launches).cloned().collect();
     let events = collect_events(&t, &ids, Duration::from_secs(300)).await;
-    let missing = missing(&ids, &events);
-    assert!(
-        missing.is_empty(),
-        "{} jobs without a success: {:?}",
-        missing.len(),
-        &missing[..missing.len().min(10)]
-    );
-    assert!(
-        events.iter().all(|e| e.status == JobStatus::Succeeded),
-        "no failure events"
-    );
-    for id in &launches {
-        assert_eq!(
-            proxy.creates_with("RunInstances", id),
-            1,
-            "{id} launched once"
-        );
-    }
+    assert_all_succeeded_and_launched_once(&proxy, &ids, &launches, &events);
     let runs = runs.lock().expect("lock").clone();
     let repeated: Vec<_> = runs.iter().filter(|(_, n)| **n > 1).collect();
     assert!(repeated.is_empty(), "each canary ran once: {repeated:?}");
@@ -311,24 +305,7 @@ async fn chaos_soak_killed_workers_and_failing_calls_lose_nothing_and_repeat_no_
     proxy.heal();
     let still_missing: Vec<String> = missing(&ids, &events).into_iter().cloned().collect();
     events.extend(collect_events(&t, &still_missing, Duration::from_secs(60)).await);
-    let missing = missing(&ids, &events);
-    assert!(
-        missing.is_empty(),
-        "{} jobs without a success event: {:?}",
-        missing.len(),
-        &missing[..missing.len().min(10)]
-    );
-    assert!(
-        events.iter().all(|e| e.status == JobStatus::Succeeded),
-        "no failure events"
-    );
-    for id in &launches {
-        assert_eq!(
-            proxy.creates_with("RunInstances", id),
-            1,
-            "{id} launched once"
-        );
-    }
+    assert_all_succeeded_and_launched_once(&proxy, &ids, &launches, &events);
     assert!(
         eventually(Duration::from_secs(30), || async {
             t.depth(&t.stack.queue_url).await == 0

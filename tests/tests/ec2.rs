@@ -15,28 +15,10 @@ use shoal_common::job::{CreateImage, RunInstances, SetTerminationProtection, Sna
 use shoal_common::stack::StackSpec;
 use shoal_common::{Job, JobEnvelope, JobId};
 use shoal_producer::{Producer, SendOptions};
-use shoal_tests::{attribute, unique, RunningWorker, TestStack};
+use shoal_tests::{attribute, job_filter, unique, RunningWorker, TestStack};
 use shoal_worker::handlers::{default_registry, registry_with, Ec2Settings};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-async fn stock_ami(t: &TestStack) -> String {
-    let out = t
-        .clients
-        .ec2
-        .describe_images()
-        .send()
-        .await
-        .expect("describe images");
-    out.images()
-        .iter()
-        .find_map(|i| {
-            i.image_id()
-                .filter(|id| id.starts_with("ami-"))
-                .map(str::to_owned)
-        })
-        .expect("the emulator lists stock AMIs")
-}
 
 async fn enqueue(t: &TestStack, job: Job, job_id: &str) -> JobEnvelope {
     let envelope = JobEnvelope::new(job).with_job_id(JobId::parse(job_id).expect("id"));
@@ -73,13 +55,6 @@ fn launch(image_id: &str, protect: bool) -> RunInstances {
         wait: false,
         dry_run: false,
     }
-}
-
-fn job_filter(job_id: &str) -> Filter {
-    Filter::builder()
-        .name("tag:shoal:job-id")
-        .values(job_id)
-        .build()
 }
 
 async fn reservations_of(t: &TestStack, job_id: &str) -> Vec<aws_sdk_ec2::types::Reservation> {
@@ -123,7 +98,7 @@ async fn key_pair(t: &TestStack) {
 async fn run_instances_launches_tagged_protected_instances_and_protection_can_be_lifted() {
     let t = TestStack::new("run").await;
     key_pair(&t).await;
-    let ami = stock_ami(&t).await;
+    let ami = t.stock_ami().await;
     let (event, worker) = run_one(&t, Job::RunInstances(launch(&ami, true)), "launch-1").await;
     assert_eq!(event.status, JobStatus::Succeeded, "{:?}", event.error);
     let result = event.result.expect("result");
@@ -215,7 +190,7 @@ async fn run_instances_launches_tagged_protected_instances_and_protection_can_be
 async fn the_same_job_delivered_three_times_has_one_effect_of_each_kind() {
     let t = TestStack::new("once").await;
     key_pair(&t).await;
-    let ami = stock_ami(&t).await;
+    let ami = t.stock_ami().await;
     let instance = t
         .clients
         .ec2
@@ -335,7 +310,7 @@ async fn the_same_job_delivered_three_times_has_one_effect_of_each_kind() {
 #[tokio::test]
 async fn the_articles_snapshot_flow_names_the_instance_and_volume_and_snapshots_it() {
     let t = TestStack::new("snap").await;
-    let ami = stock_ami(&t).await;
+    let ami = t.stock_ami().await;
     let out = t
         .clients
         .ec2
@@ -554,7 +529,7 @@ async fn each_permanent_ec2_error_lands_in_the_dead_letter_queue_with_its_aws_co
 #[tokio::test]
 async fn a_dry_run_checks_permissions_and_launches_nothing() {
     let t = TestStack::new("dry").await;
-    let ami = stock_ami(&t).await;
+    let ami = t.stock_ami().await;
     let mut params = launch(&ami, false);
     params.key_name = None;
     params.dry_run = true;
@@ -575,7 +550,7 @@ async fn a_wait_survives_a_worker_restart_and_leaves_no_slot_held() {
     spec.max_receive_count = 2;
     let t = TestStack::with_spec(spec).await;
     key_pair(&t).await;
-    let ami = stock_ami(&t).await;
+    let ami = t.stock_ami().await;
     let settings = Ec2Settings {
         wait_check_min: Duration::from_secs(3),
         ..Ec2Settings::default()

@@ -173,17 +173,7 @@ async fn new_ec2_resources_stay_hidden_for_the_window_then_appear() {
     let t = TestStack::observing(&proxy.endpoint, StackSpec::new(unique("proxy-ec"))).await;
     let clients = worker_clients(&proxy).await;
     proxy.eventual_consistency(Duration::from_secs(3), Duration::from_secs(3));
-    let ami = t
-        .clients
-        .ec2
-        .describe_images()
-        .send()
-        .await
-        .expect("images")
-        .images()
-        .iter()
-        .find_map(|i| i.image_id().map(str::to_owned))
-        .expect("a stock AMI");
+    let ami = t.stock_ami().await;
     let tag = unique("hidden");
     let out = clients
         .ec2

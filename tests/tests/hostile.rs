@@ -19,7 +19,7 @@ use shoal_common::{Job, JobEnvelope, JobId};
 use shoal_producer::{Producer, SendOptions};
 use shoal_tests::fault_proxy::{AwsFault, Fault, FaultProxy, Rule, Service, Trigger};
 use shoal_tests::{
-    attribute, eventually, metric, moto, sdk_config, unique, RunningWorker, TestStack,
+    attribute, eventually, job_filter, metric, moto, sdk_config, unique, RunningWorker, TestStack,
 };
 use shoal_worker::handlers::{registry_with, Ec2Settings};
 use shoal_worker::{JobContext, JobError, Outcome, Registry, WorkerConfig};
@@ -206,33 +206,9 @@ fn ec2_settings() -> Ec2Settings {
     }
 }
 
-async fn stock_ami(t: &TestStack) -> String {
-    t.clients
-        .ec2
-        .describe_images()
-        .send()
-        .await
-        .expect("images")
-        .images()
-        .iter()
-        .find_map(|i| {
-            i.image_id()
-                .filter(|id| id.starts_with("ami-"))
-                .map(str::to_owned)
-        })
-        .expect("a stock AMI")
-}
-
-fn job_filter(job_id: &str) -> Filter {
-    Filter::builder()
-        .name("tag:shoal:job-id")
-        .values(job_id)
-        .build()
-}
-
 /// An instance with two attached volumes, launched by the observer (so visible at once).
 async fn instance_with_two_volumes(t: &TestStack) -> String {
-    let ami = stock_ami(t).await;
+    let ami = t.stock_ami().await;
     let out = t
         .clients
         .ec2
@@ -311,7 +287,7 @@ fn launch(image_id: &str) -> RunInstances {
 async fn a_protected_launch_is_verified_while_ec2_still_hides_it() {
     let (proxy, t) = behind_proxy(StackSpec::new(unique("ec-launch"))).await;
     proxy.eventual_consistency(HIDDEN, HIDDEN);
-    let ami = stock_ami(&t).await;
+    let ami = t.stock_ami().await;
     enqueue(
         &t,
         Job::RunInstances(launch(&ami)),
@@ -365,7 +341,7 @@ async fn a_create_image_whose_answer_was_lost_reports_success_with_one_image() {
         Fault::Truncate,
         Trigger::Next(1),
     ));
-    let ami = stock_ami(&t).await;
+    let ami = t.stock_ami().await;
     let source = t
         .clients
         .ec2
