@@ -11,7 +11,7 @@ use std::time::Duration;
 use backoff::backoff::Backoff;
 use backoff::ExponentialBackoffBuilder;
 
-use crate::error::{Error, ErrorClass};
+use crate::error::{Error, ErrorClass, ShoalCode};
 
 /// Calls made for one batch before its remaining failures are final.
 pub const MAX_CALLS: u32 = 5;
@@ -70,8 +70,8 @@ where
         sent.calls += 1;
         // An answer short of entries fails the rest, rather than losing them.
         results.resize_with(pending.len(), || {
-            Err(Error::transient(
-                "MissingEntry",
+            Err(Error::shoal(
+                ShoalCode::MissingEntry,
                 "the batch answer left this entry out",
             ))
         });

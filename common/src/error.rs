@@ -75,6 +75,8 @@ pub enum ShoalCode {
     BatcherClosed,
     /// A batch call failed as a whole, with no code of its own.
     CallFailed,
+    /// A batch answer said nothing of one of its entries.
+    MissingEntry,
     /// The queue has no redrive policy where one is needed.
     NoRedrivePolicy,
     /// A job SQS's redrive policy moved to the DLQ: its worker died on every delivery.
@@ -100,6 +102,7 @@ impl ShoalCode {
             ShoalCode::StaleReceipt => "StaleReceipt",
             ShoalCode::BatcherClosed => "BatcherClosed",
             ShoalCode::CallFailed => "CallFailed",
+            ShoalCode::MissingEntry => "MissingEntry",
             ShoalCode::NoRedrivePolicy => "NoRedrivePolicy",
             ShoalCode::RedrivenBySqs => "RedrivenBySqs",
         }
@@ -114,6 +117,7 @@ impl ShoalCode {
             | ShoalCode::AttributeNotUpdated
             | ShoalCode::BatcherClosed
             | ShoalCode::CallFailed
+            | ShoalCode::MissingEntry
             | ShoalCode::RedrivenBySqs => ErrorClass::Transient,
             ShoalCode::InvalidMessage
             | ShoalCode::NoHandler

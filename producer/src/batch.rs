@@ -114,8 +114,8 @@ impl BatchCall for SendBatch<'_> {
         };
         let position = |id: &str| entries.iter().position(|e| e.id() == id);
         let mut results: Vec<Result<String, Error>> = vec![
-            Err(Error::transient(
-                "MissingEntry",
+            Err(Error::shoal(
+                ShoalCode::MissingEntry,
                 "the batch answer left this entry out"
             ));
             entries.len()

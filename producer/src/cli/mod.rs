@@ -4,185 +4,30 @@
 //! `peek` and `events` to look at the queues, and the operator's `status` and
 //! `dlq list|redrive`.
 //!
-//! This file holds the arguments and the dispatch; each command's printing is in a file of
-//! its own ([`submit`], [`watch`] for peek/events/status, [`dlq`]), and the SQS work they
-//! print is in the library ([`crate::inspect`], [`crate::operate`]). It lives in the library
+//! The arguments are in [`args`]; this file holds the dispatch, the exit statuses and the
+//! one output helper; each command's printing is in a file of its own ([`submit`],
+//! [`watch`] for peek/events/status, [`dlq`]), and the SQS work they print is in the library
+//! ([`crate::inspect`], [`crate::operate`]). It lives in the library
 //! so tests can run it in-process against the emulator; `main.rs` only parses arguments and
 //! loads the AWS configuration.
 
+mod args;
 mod dlq;
 mod submit;
 mod watch;
 
+pub use args::*;
+
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
-use std::time::Duration;
 
 use aws_config::SdkConfig;
-use clap::{Args, Parser, Subcommand};
 use shoal_common::aws::AwsClients;
 use shoal_common::config::{QueueArgs, QueueConfigError, QueueTarget};
 use shoal_common::error::Error;
 use shoal_common::stack::{self, StackSpec};
-use shoal_common::{Job, JobEnvelope, JobId};
+use shoal_common::{JobEnvelope, JobId};
 
 use crate::{EnqueueError, Producer, SendOptions};
-
-/// Enqueue Shoal jobs on SQS.
-#[derive(Debug, Parser)]
-#[command(name = "shoal-producer", version, about)]
-pub struct Cli {
-    #[command(flatten)]
-    pub queue: QueueArgs,
-    #[command(flatten)]
-    pub send: SendArgs,
-    /// Print machine-readable JSON instead of text.
-    #[arg(long, global = true)]
-    pub json: bool,
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    #[command(flatten)]
-    Job(Job),
-    /// Enqueue jobs from JSON Lines (a file, or - for standard input), one job a line:
-    /// `{"kind": …, "params": …}`, optionally with `job_id`.
-    Submit(SubmitArgs),
-    /// Print the JSON Schema of the job envelope.
-    Schema,
-    /// Create queues and topic for a development stack, and print their addresses.
-    #[command(subcommand)]
-    Stack(StackCommand),
-    /// Show queued messages without consuming them (each look counts as a receive).
-    Peek(PeekArgs),
-    /// Read completion events from the events queue (consuming them) and print them.
-    Events(EventsArgs),
-    /// Show the job queue and its dead-letter queue: visible, in flight, delayed, and the
-    /// age of the oldest message.
-    Status(StatusArgs),
-    /// Inspect and redrive the dead-letter queue.
-    #[command(subcommand)]
-    Dlq(DlqCommand),
-}
-
-#[derive(Debug, Args)]
-pub struct StatusArgs {
-    /// Refresh every INTERVAL (e.g. 5s) until interrupted.
-    #[arg(long, value_name = "INTERVAL", value_parser = humantime::parse_duration)]
-    pub watch: Option<Duration>,
-    /// With --watch, stop after this many refreshes.
-    #[arg(long, requires = "watch")]
-    pub count: Option<usize>,
-}
-
-/// Where the dead-letter queue is, for the `dlq` commands.
-#[derive(Debug, Clone, Args)]
-pub struct DlqArgs {
-    /// The dead-letter queue (default: the job queue's redrive target).
-    #[arg(long, env = "SHOAL_DLQ_URL")]
-    pub dlq_url: Option<String>,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum DlqCommand {
-    /// List dead-lettered jobs with their failure reasons (consumes nothing).
-    List {
-        #[command(flatten)]
-        dlq: DlqArgs,
-        /// Show at most this many.
-        #[arg(long)]
-        limit: Option<usize>,
-    },
-    /// Move dead-lettered jobs back to the job queue: all of them, or those of the given
-    /// job ids or kinds. Each is sent before it is deleted, so an interruption loses none.
-    Redrive {
-        #[command(flatten)]
-        dlq: DlqArgs,
-        /// Only this job (repeatable).
-        #[arg(long = "job", value_name = "JOB_ID")]
-        jobs: Vec<String>,
-        /// Only jobs of this kind (repeatable).
-        #[arg(long = "kind", value_name = "KIND", value_parser = parse_kind)]
-        kinds: Vec<String>,
-        /// Move at most this many.
-        #[arg(long)]
-        limit: Option<usize>,
-    },
-}
-
-fn parse_kind(s: &str) -> Result<String, String> {
-    shoal_common::JobKind::parse(s)
-        .map(|k| k.as_str().to_owned())
-        .ok_or_else(|| {
-            let known: Vec<_> = shoal_common::JobKind::ALL
-                .iter()
-                .map(|k| k.as_str())
-                .collect();
-            format!("`{s}` is not a job kind (known: {})", known.join(", "))
-        })
-}
-
-/// Options for sending, shared by every enqueueing command.
-#[derive(Debug, Clone, Default, Args)]
-#[command(next_help_heading = "Sending")]
-pub struct SendArgs {
-    /// Job id (idempotency key); generated when not given. Single-job commands only.
-    #[arg(long, global = true)]
-    pub job_id: Option<String>,
-    /// Delay delivery by this many seconds (0 to 900; standard queues only).
-    #[arg(long, global = true, value_name = "SECONDS")]
-    pub delay: Option<u32>,
-    /// FIFO message group id (default: the job's kind).
-    #[arg(long, global = true)]
-    pub group_id: Option<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct SubmitArgs {
-    /// JSON Lines file, or - for standard input.
-    pub file: PathBuf,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum StackCommand {
-    /// Create (or find) the job queue, DLQ, completion topic and events queue.
-    Create {
-        /// Prefix of every resource name.
-        #[arg(long, default_value = "shoal")]
-        prefix: String,
-        /// Make the job queue and its DLQ FIFO queues.
-        #[arg(long)]
-        fifo: bool,
-        /// Receives before a message moves to the DLQ.
-        #[arg(long, default_value_t = 5)]
-        max_receive_count: u32,
-        /// The job queue's visibility timeout, in seconds.
-        #[arg(long, default_value_t = 60)]
-        visibility_timeout: u32,
-    },
-}
-
-#[derive(Debug, Args)]
-pub struct PeekArgs {
-    /// Show at most this many messages.
-    #[arg(long, default_value_t = 10)]
-    pub max: usize,
-}
-
-#[derive(Debug, Args)]
-pub struct EventsArgs {
-    /// The queue subscribed to the completion topic.
-    #[arg(long, env = "SHOAL_EVENTS_QUEUE_URL")]
-    pub events_queue_url: String,
-    /// Stop after this many events.
-    #[arg(long)]
-    pub count: Option<usize>,
-    /// Stop after this long without a new event.
-    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
-    pub idle: Duration,
-}
 
 /// Where the CLI writes: results to `out`, diagnostics and progress to `err`.
 pub struct Io<'a> {

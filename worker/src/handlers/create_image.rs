@@ -15,15 +15,15 @@
 use std::sync::Arc;
 
 use aws_sdk_ec2::types::{Filter, Image, ImageState, ResourceType};
+use shoal_common::error::ShoalCode;
 use shoal_common::job::CreateImage;
 use tokio::time::Instant;
 
+use super::consistency::{ensure_lease, look_until_settled, on_own_resource};
 use super::ec2::{
-    dry_run_outcome, ensure_lease, filter, has_job_id, job_id_filter, look_until_settled,
-    next_check, no_sdk_retry, on_own_resource, tag_spec, tags_with_job_id, Ec2Limiter,
+    dry_run_outcome, filter, has_job_id, job_id_filter, next_check, tag_spec, tags_with_job_id,
 };
-use shoal_common::error::ShoalCode;
-
+use super::limiter::{no_sdk_retry, Ec2Limiter};
 use crate::handler::{JobContext, JobError, JobHandler, Outcome};
 
 pub struct CreateImageHandler {

@@ -2,8 +2,10 @@
 //! `match` over the kinds, so a kind without a handler does not compile.
 
 mod canary;
+pub mod consistency;
 mod create_image;
 pub mod ec2;
+pub mod limiter;
 mod run_instances;
 mod snapshot;
 mod termination;
@@ -12,12 +14,12 @@ use std::sync::Arc;
 
 pub use canary::CanaryHandler;
 pub use create_image::CreateImageHandler;
-pub use ec2::{Ec2Limiter, Ec2Settings};
+pub use ec2::Ec2Settings;
+pub use limiter::Ec2Limiter;
 pub use run_instances::RunInstancesHandler;
+use shoal_common::JobKind;
 pub use snapshot::SnapshotHandler;
 pub use termination::TerminationProtectionHandler;
-
-use shoal_common::JobKind;
 
 use crate::handler::Registry;
 

@@ -15,15 +15,16 @@ use aws_sdk_ec2::types::{
     AttributeBooleanValue, Instance, InstanceAttributeName, InstanceStateName, InstanceType,
     Placement, ResourceType,
 };
+use shoal_common::error::ShoalCode;
 use shoal_common::job::RunInstances;
 use tokio::time::Instant;
 
+use super::consistency::{ensure_lease, look_until_settled, on_own_resource};
 use super::ec2::{
-    client_token, dry_run_outcome, ensure_lease, job_id_filter, look_until_settled, next_check,
-    on_own_resource, rfc3339, tag_spec, tags_with_job_id, to_chrono, Ec2Limiter,
+    client_token, dry_run_outcome, job_id_filter, next_check, rfc3339, tag_spec, tags_with_job_id,
+    to_chrono,
 };
-use shoal_common::error::ShoalCode;
-
+use super::limiter::Ec2Limiter;
 use crate::handler::{JobContext, JobError, JobHandler, Outcome};
 
 pub struct RunInstancesHandler {

@@ -16,14 +16,15 @@ use std::sync::Arc;
 use aws_sdk_ec2::types::{
     ResourceType, Snapshot as Ec2Snapshot, SnapshotState, Tag as Ec2Tag, Volume,
 };
+use shoal_common::error::ShoalCode;
 use shoal_common::job::Snapshot;
 
+use super::consistency::{ensure_lease, look_until_settled, on_own_resource};
 use super::ec2::{
-    dry_run_outcome, ensure_lease, filter, job_id_filter, look_until_settled, next_check,
-    no_sdk_retry, on_own_resource, rfc3339, tag_spec, tags_with_job_id, to_chrono, Ec2Limiter,
+    dry_run_outcome, filter, job_id_filter, next_check, rfc3339, tag_spec, tags_with_job_id,
+    to_chrono,
 };
-use shoal_common::error::ShoalCode;
-
+use super::limiter::{no_sdk_retry, Ec2Limiter};
 use crate::handler::{JobContext, JobError, JobHandler, Outcome};
 
 pub struct SnapshotHandler {

@@ -4,11 +4,10 @@
 use std::sync::Arc;
 
 use aws_sdk_ec2::types::{AttributeBooleanValue, InstanceAttributeName};
+use shoal_common::error::ShoalCode;
 use shoal_common::job::SetTerminationProtection;
 
-use super::ec2::Ec2Limiter;
-use shoal_common::error::ShoalCode;
-
+use super::limiter::Ec2Limiter;
 use crate::handler::{JobContext, JobError, JobHandler, Outcome};
 
 pub struct TerminationProtectionHandler {
