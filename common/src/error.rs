@@ -79,6 +79,8 @@ pub enum ShoalCode {
     MissingEntry,
     /// The queue has no redrive policy where one is needed.
     NoRedrivePolicy,
+    /// The job asks for what this worker's limits do not allow.
+    NotAllowed,
     /// A job SQS's redrive policy moved to the DLQ: its worker died on every delivery.
     RedrivenBySqs,
 }
@@ -104,6 +106,7 @@ impl ShoalCode {
             ShoalCode::CallFailed => "CallFailed",
             ShoalCode::MissingEntry => "MissingEntry",
             ShoalCode::NoRedrivePolicy => "NoRedrivePolicy",
+            ShoalCode::NotAllowed => "NotAllowed",
             ShoalCode::RedrivenBySqs => "RedrivenBySqs",
         }
     }
@@ -129,7 +132,8 @@ impl ShoalCode {
             | ShoalCode::ImageFailed
             | ShoalCode::SnapshotFailed
             | ShoalCode::StaleReceipt
-            | ShoalCode::NoRedrivePolicy => ErrorClass::Permanent,
+            | ShoalCode::NoRedrivePolicy
+            | ShoalCode::NotAllowed => ErrorClass::Permanent,
         }
     }
 }

@@ -74,6 +74,29 @@ impl Violations {
         }
     }
 
+    /// Checks that `value` can travel in EC2's XML: XML 1.0 has no place for control
+    /// characters other than tab, line feed and carriage return (EC2 itself allows any
+    /// character in a tag, but a `\u{1}` fails inside `RunInstances` as an XML parse error).
+    pub fn xml_safe(&mut self, field: &str, value: &str) {
+        let forbidden = |c: char| matches!(c, '\u{0}'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}');
+        if let Some((at, c)) = value.chars().enumerate().find(|(_, c)| forbidden(*c)) {
+            self.add(
+                field,
+                format!(
+                    "has the control character U+{:04X} at position {at}; EC2's XML carries none but tab, line feed and carriage return",
+                    c as u32
+                ),
+            );
+        }
+    }
+
+    /// Checks a free-text field that goes to EC2: at most `max` characters, all of which
+    /// can travel in its XML.
+    pub fn text(&mut self, field: &str, value: &str, max: usize) {
+        self.max_chars(field, value, max);
+        self.xml_safe(field, value);
+    }
+
     /// Checks a free-text field against a length limit in characters.
     pub fn max_chars(&mut self, field: &str, value: &str, max: usize) {
         let n = value.chars().count();
@@ -113,7 +136,8 @@ impl Violations {
             } else if lower.starts_with("shoal:") {
                 self.add(&at, "tag keys starting with `shoal:` are reserved by Shoal");
             }
-            self.max_chars(&at, &tag.value, 256);
+            self.xml_safe(&at, &tag.key);
+            self.text(&at, &tag.value, 256);
             if tags[..i].iter().any(|t| t.key == tag.key) {
                 self.add(&at, "tag key given more than once");
             }
@@ -260,6 +284,25 @@ mod tests {
             .collect();
         let errors = check(&many);
         assert!(errors[0].contains("at most 49"), "{errors:?}");
+    }
+
+    #[test]
+    fn control_characters_that_xml_cannot_carry_are_refused() {
+        let mut v = Violations::under("params");
+        v.text("description", "line one\nline two\ttabbed\r", 255);
+        v.tags("tags", &[Tag::new("Name", "web \u{85} ok")]);
+        assert!(
+            v.is_empty(),
+            "tab, newline, carriage return and C1 are XML-safe"
+        );
+        v.tags("tags", &[Tag::new("Name", "a\u{1}b")]);
+        v.tags("tags", &[Tag::new("k\u{1b}", "v")]);
+        v.text("description", "\u{ffff}", 255);
+        let errors: Vec<String> = v.into_errors().iter().map(|e| e.to_string()).collect();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors[0].starts_with("params.tags.Name") && errors[0].contains("U+0001"));
+        assert!(errors[1].contains("U+001B"), "{}", errors[1]);
+        assert!(errors[2].starts_with("params.description") && errors[2].contains("U+FFFF"));
     }
 
     #[test]

@@ -330,6 +330,7 @@ impl TestStack {
             worker_id: worker_id.to_owned(),
             announce_hold: Duration::from_secs(3),
             on_panic: shoal_common::error::ErrorClass::Permanent,
+            guardrails: Default::default(),
         }
     }
 

@@ -17,6 +17,7 @@ use shoal_common::error::{Error, ErrorClass};
 use shoal_common::queue::{self, QueueAttributes};
 use shoal_common::JobKind;
 
+use crate::guardrails::Guardrails;
 use crate::handlers::Ec2Settings;
 
 #[derive(Debug, Clone, Args)]
@@ -94,6 +95,39 @@ pub struct WorkerArgs {
     /// message, before carrying the outcome forward on a fresh copy.
     #[arg(long, env = "SHOAL_ANNOUNCE_HOLD", default_value = "60s", value_parser = humantime::parse_duration)]
     pub announce_hold: Duration,
+    /// Job kinds this worker accepts, comma-separated (default: every kind).
+    #[arg(long = "allow-kinds", env = "SHOAL_ALLOW_KINDS", value_name = "KIND", value_delimiter = ',', value_parser = parse_kind)]
+    pub allow_kinds: Vec<JobKind>,
+    /// Instance types a launch may use, as globs such as `t3.*` (default: any).
+    #[arg(
+        long = "allow-instance-types",
+        env = "SHOAL_ALLOW_INSTANCE_TYPES",
+        value_name = "GLOB",
+        value_delimiter = ','
+    )]
+    pub allow_instance_types: Vec<String>,
+    /// AMI ids a launch may use, as globs (default: any).
+    #[arg(
+        long = "allow-images",
+        env = "SHOAL_ALLOW_IMAGES",
+        value_name = "GLOB",
+        value_delimiter = ','
+    )]
+    pub allow_images: Vec<String>,
+    /// Owners whose AMIs a launch may use: account ids, or `amazon` (default: any).
+    #[arg(
+        long = "allow-image-owners",
+        env = "SHOAL_ALLOW_IMAGE_OWNERS",
+        value_name = "OWNER",
+        value_delimiter = ','
+    )]
+    pub allow_image_owners: Vec<String>,
+    /// The most instances one job may launch (its `max_count`).
+    #[arg(long, env = "SHOAL_MAX_INSTANCES_PER_JOB")]
+    pub max_instances_per_job: Option<u32>,
+    /// Run only EC2 dry runs: a job that would change something is refused.
+    #[arg(long, env = "SHOAL_DRY_RUN_ONLY")]
+    pub dry_run_only: bool,
     /// What a panicking handler counts as: `dead-letter` (a permanent failure, the default:
     /// a bug rarely heals itself) or `retry` (a transient one).
     #[arg(long, env = "SHOAL_ON_PANIC", value_enum, default_value_t = OnPanic::DeadLetter)]
@@ -139,6 +173,18 @@ impl WorkerArgs {
             wait_check_max: self.wait_check_max.min(crate::retry::MAX_VISIBILITY),
             wait_deadline: self.wait_deadline,
             consistency_window: self.ec2_consistency_window,
+            allowed_image_owners: self.allow_image_owners.clone(),
+        }
+    }
+
+    /// The gate every job passes before any AWS call.
+    pub fn guardrails(&self) -> Guardrails {
+        Guardrails {
+            kinds: self.allow_kinds.clone(),
+            instance_types: self.allow_instance_types.clone(),
+            images: self.allow_images.clone(),
+            max_instances_per_job: self.max_instances_per_job,
+            dry_run_only: self.dry_run_only,
         }
     }
 }
@@ -147,6 +193,10 @@ impl WorkerArgs {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+fn parse_kind(s: &str) -> Result<JobKind, String> {
+    JobKind::parse(s).ok_or_else(|| format!("`{s}` is not a job kind"))
 }
 
 fn parse_kind_limit(s: &str) -> Result<(JobKind, usize), String> {
@@ -186,6 +236,8 @@ pub struct WorkerConfig {
     pub announce_hold: Duration,
     /// The class of a panicking handler's failure.
     pub on_panic: ErrorClass,
+    /// What jobs this worker accepts.
+    pub guardrails: Guardrails,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -289,6 +341,7 @@ impl WorkerArgs {
             worker_id,
             announce_hold: self.announce_hold,
             on_panic: self.on_panic.class(),
+            guardrails: self.guardrails(),
         })
     }
 
@@ -329,6 +382,9 @@ impl WorkerArgs {
         }
         if self.announce_hold.is_zero() {
             return Err(invalid("announce_hold", "must be above zero"));
+        }
+        if self.max_instances_per_job == Some(0) {
+            return Err(invalid("max_instances_per_job", "must be at least 1"));
         }
         Ok(())
     }

@@ -11,6 +11,7 @@
 //! - [`heartbeat`] extends the visibility of long-running jobs.
 //! - [`queue_stats`] samples the job queue's and dead-letter queue's depth into gauges.
 //! - [`retry`] computes backoff delays from the receive count.
+//! - [`guardrails`] limits what a job may ask of this worker, before any AWS call.
 //! - [`config`] resolves flags against the queue's own settings; [`http`] serves
 //!   `/metrics`, `/healthz` and `/readyz`; [`cli`] is the binary, and [`healthcheck`] its
 //!   probe of a running worker.
@@ -18,6 +19,7 @@
 pub mod batch;
 pub mod cli;
 pub mod config;
+pub mod guardrails;
 pub mod handler;
 pub mod handlers;
 pub mod healthcheck;
@@ -28,5 +30,6 @@ pub mod retry;
 pub mod runtime;
 
 pub use config::{WorkerArgs, WorkerConfig};
+pub use guardrails::Guardrails;
 pub use handler::{JobContext, JobError, JobHandler, Outcome, Registry};
 pub use runtime::Worker;

@@ -44,7 +44,7 @@ impl Validate for CreateImage {
         v.resource_id("instance_id", &self.instance_id, "i-");
         validate::ami_name(v, "name", &self.name);
         if let Some(description) = &self.description {
-            v.max_chars("description", description, 255);
+            v.text("description", description, 255);
         }
         v.tags("tags", &self.tags);
     }

@@ -91,6 +91,7 @@ impl Validate for RunInstances {
             if key.is_empty() || key.len() > 255 || !key.is_ascii() {
                 v.add("key_name", "must be 1 to 255 ASCII characters");
             }
+            v.xml_safe("key_name", key);
         }
         validate::instance_type(v, "instance_type", &self.instance_type);
         if let Some(az) = &self.availability_zone {

@@ -77,7 +77,7 @@ impl Validate for Snapshot {
             if name.is_empty() {
                 v.add("volume_name", "must not be empty");
             }
-            v.max_chars("volume_name", name, 256);
+            v.text("volume_name", name, 256);
         }
         if let Some(id) = &self.instance_id {
             v.resource_id("instance_id", id, "i-");
@@ -92,10 +92,10 @@ impl Validate for Snapshot {
             if name.is_empty() {
                 v.add("name", "must not be empty");
             }
-            v.max_chars("name", name, 256);
+            v.text("name", name, 256);
         }
         if let Some(description) = &self.description {
-            v.max_chars("description", description, 255);
+            v.text("description", description, 255);
         }
         v.tags("tags", &self.tags);
     }

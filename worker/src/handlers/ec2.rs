@@ -38,6 +38,9 @@ pub struct Ec2Settings {
     /// nothing is no proof that an earlier run created nothing, and `…NotFound` for an id
     /// Shoal itself created is "not yet", not "gone".
     pub consistency_window: Duration,
+    /// Owners (account ids, or `amazon`) whose AMIs `run-instances` may launch; empty
+    /// means any.
+    pub allowed_image_owners: Vec<String>,
 }
 
 impl Default for Ec2Settings {
@@ -49,6 +52,7 @@ impl Default for Ec2Settings {
             wait_check_max: Duration::from_secs(600),
             wait_deadline: Duration::from_secs(6 * 60 * 60),
             consistency_window: Duration::from_secs(60),
+            allowed_image_owners: Vec::new(),
         }
     }
 }

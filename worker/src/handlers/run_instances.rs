@@ -66,6 +66,7 @@ impl JobHandler for RunInstancesHandler {
                 )
                 .client_token(client_token(&ctx.job_id))
         };
+        self.check_image_owner(&ctx, &p.image_id).await?;
         if p.dry_run {
             let result = self
                 .limiter
@@ -136,6 +137,42 @@ impl JobHandler for RunInstancesHandler {
 }
 
 impl RunInstancesHandler {
+    /// Refuses an AMI whose owner is not among `--allow-image-owners`, before anything is
+    /// launched. Only EC2 knows an image's owner, so this gate is the handler's.
+    async fn check_image_owner(&self, ctx: &JobContext, image_id: &str) -> Result<(), JobError> {
+        let allowed = &self.limiter.settings().allowed_image_owners;
+        if allowed.is_empty() {
+            return Ok(());
+        }
+        let out = self
+            .limiter
+            .call(
+                "DescribeImages",
+                ctx.clients.ec2.describe_images().image_ids(image_id).send(),
+            )
+            .await?;
+        let image = out.images().first();
+        let owners = [
+            image.and_then(|i| i.owner_id()),
+            image.and_then(|i| i.image_owner_alias()),
+        ];
+        if owners
+            .iter()
+            .flatten()
+            .any(|o| allowed.iter().any(|a| a == o))
+        {
+            return Ok(());
+        }
+        Err(JobError::shoal(
+            ShoalCode::NotAllowed,
+            format!(
+                "params.image_id: `{image_id}` is owned by {}, which --allow-image-owners ({}) does not list",
+                image.and_then(|i| i.owner_id()).unwrap_or("no one EC2 names"),
+                allowed.join(",")
+            ),
+        ))
+    }
+
     /// The reservation this job already launched, if any.
     async fn find(&self, ctx: &JobContext) -> Result<Option<(String, Vec<Instance>)>, JobError> {
         let ec2 = &ctx.clients.ec2;

@@ -140,6 +140,17 @@ async fn run_job(
         .await;
     }
 
+    if let Err(error) = cfg.guardrails.check(&envelope.job) {
+        return super::dead_letter::dead_letter(
+            shared,
+            msg,
+            &attempt,
+            error,
+            DeadLetterReason::NotAllowed,
+        )
+        .await;
+    }
+
     let _same_job = shared.job_locks.lock(&envelope.job_id).await;
     let _kind_slot = match shared.kind_slots.get(&kind) {
         None => None,

@@ -78,6 +78,8 @@ pub enum DeadLetterReason {
     Malformed,
     /// A kind this worker has no handler for.
     NoHandler,
+    /// Outside this worker's limits (its guardrails).
+    NotAllowed,
 }
 
 impl DeadLetterReason {
@@ -87,6 +89,7 @@ impl DeadLetterReason {
             DeadLetterReason::AttemptsExhausted => "attempts_exhausted",
             DeadLetterReason::Malformed => "malformed",
             DeadLetterReason::NoHandler => "no_handler",
+            DeadLetterReason::NotAllowed => "not_allowed",
         }
     }
 }

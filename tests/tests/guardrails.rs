@@ -1,0 +1,285 @@
+//! The gate in front of the worker's IAM role: its limits refuse what a job may not ask
+//! for, before any EC2 call, and the contract refuses what cannot reach EC2 intact. Each
+//! is tried both ways a job can arrive: raw on the queue (as a compromised or careless
+//! producer in any language would send it) and through `shoal-producer`.
+
+use std::time::Duration;
+
+use shoal_common::config::QueueTarget;
+use shoal_common::event::{JobEvent, JobStatus};
+use shoal_common::job::{Canary, RunInstances, SetTerminationProtection, Tag};
+use shoal_common::stack::StackSpec;
+use shoal_common::{Job, JobEnvelope, JobId, JobKind};
+use shoal_producer::{Producer, SendOptions};
+use shoal_tests::fault_proxy::{FaultProxy, Service};
+use shoal_tests::{attribute, moto, producer_cli, sdk_config, unique, TestStack};
+use shoal_worker::handlers::{registry_with, Ec2Settings};
+use shoal_worker::Guardrails;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn launch(image_id: &str, instance_type: &str, max_count: u32, dry_run: bool) -> Job {
+    Job::RunInstances(RunInstances {
+        image_id: image_id.to_owned(),
+        min_count: 1,
+        max_count,
+        key_name: None,
+        instance_type: instance_type.into(),
+        availability_zone: None,
+        disable_api_termination: false,
+        tags: vec![Tag::new("Name", "gated")],
+        subnet_id: None,
+        security_group_ids: vec![],
+        user_data: None,
+        wait: false,
+        dry_run,
+    })
+}
+
+/// Sends a job's JSON straight to the queue, as a producer that skips validation would.
+async fn send_raw(t: &TestStack, body: &str) {
+    t.clients
+        .sqs
+        .send_message()
+        .queue_url(&t.stack.queue_url)
+        .message_body(body)
+        .send()
+        .await
+        .expect("send");
+}
+
+fn raw(job: Job, job_id: &str) -> String {
+    JobEnvelope::new(job)
+        .with_job_id(JobId::parse(job_id).expect("id"))
+        .to_json()
+}
+
+fn by_id<'a>(events: &'a [JobEvent], id: &str) -> &'a JobEvent {
+    events
+        .iter()
+        .find(|e| e.job_id.as_deref() == Some(id))
+        .unwrap_or_else(|| panic!("no event for {id} among {events:?}"))
+}
+
+#[tokio::test]
+async fn each_limit_dead_letters_what_it_refuses_before_any_ec2_call() {
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    let t = TestStack::observing(&proxy.endpoint, StackSpec::new(unique("gate"))).await;
+    let ami = t.stock_ami().await;
+    let producer = Producer::new(t.clients.sqs.clone(), QueueTarget::new(&t.stack.queue_url));
+    let through_producer = |job: Job, id: &str| {
+        let envelope = JobEnvelope::new(job).with_job_id(JobId::parse(id).expect("id"));
+        let producer = &producer;
+        async move {
+            producer
+                .enqueue(&envelope, &SendOptions::default())
+                .await
+                .expect("a valid job is enqueued");
+        }
+    };
+    // Raw on the queue, and through the producer: the worker is the gate either way.
+    send_raw(&t, &raw(launch(&ami, "m5.24xlarge", 1, true), "big-type")).await;
+    through_producer(launch(&ami, "t3.micro", 9, true), "too-many").await;
+    send_raw(
+        &t,
+        &raw(
+            launch("ami-0badbad0badbad0ba", "t3.micro", 1, true),
+            "other-image",
+        ),
+    )
+    .await;
+    through_producer(launch(&ami, "t3.micro", 1, false), "not-dry").await;
+    send_raw(
+        &t,
+        &raw(
+            Job::SetTerminationProtection(SetTerminationProtection {
+                instance_ids: vec!["i-12345678".into()],
+                disable_api_termination: false,
+            }),
+            "unprotect",
+        ),
+    )
+    .await;
+    through_producer(launch(&ami, "t3.micro", 2, true), "allowed").await;
+    through_producer(Job::Canary(Canary::default()), "probe").await;
+
+    let mut config = t.worker_config("gate");
+    config.guardrails = Guardrails {
+        kinds: vec![JobKind::RunInstances, JobKind::Canary],
+        instance_types: vec!["t3.*".into()],
+        images: vec![ami.clone()],
+        max_instances_per_job: Some(4),
+        dry_run_only: true,
+    };
+    let sdk = sdk_config(&proxy.endpoint).await;
+    let worker =
+        TestStack::start_worker_with(&sdk, config, registry_with(Ec2Settings::default())).await;
+    let events = t.events(7, WAIT).await;
+    assert_eq!(events.len(), 7, "{} of 7 events arrived", events.len());
+
+    for (id, setting) in [
+        ("big-type", "--allow-instance-types"),
+        ("too-many", "--max-instances-per-job"),
+        ("other-image", "--allow-images"),
+        ("not-dry", "--dry-run-only"),
+        ("unprotect", "--allow-kinds"),
+    ] {
+        let e = by_id(&events, id);
+        assert_eq!(e.status, JobStatus::Failed, "{id}");
+        let error = e.error.as_ref().expect("error");
+        assert_eq!(error.code.as_deref(), Some("NotAllowed"), "{id}");
+        assert!(error.message.contains(setting), "{id}: {}", error.message);
+        assert!(error.dead_lettered);
+    }
+    assert_eq!(by_id(&events, "allowed").status, JobStatus::Succeeded);
+    assert_eq!(by_id(&events, "probe").status, JobStatus::Succeeded);
+    // The refused jobs made no EC2 call: the one dry run is the only RunInstances.
+    assert_eq!(proxy.count(Service::Ec2, "RunInstances").arrived, 1);
+    assert_eq!(
+        proxy.count(Service::Ec2, "ModifyInstanceAttribute").arrived,
+        0
+    );
+
+    let dead = t
+        .receive(&t.stack.dlq_url, 5, Duration::from_secs(10))
+        .await;
+    assert_eq!(dead.len(), 5);
+    assert!(dead
+        .iter()
+        .all(|m| attribute(m, "shoal-error-code").as_deref() == Some("NotAllowed")));
+    let text = worker.get("/metrics").await.1;
+    assert!(
+        text.contains(
+            r#"shoal_jobs_dead_lettered_total{kind="run-instances",reason="not_allowed"} 4"#
+        ),
+        "{text}"
+    );
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn an_ami_of_an_owner_not_allowed_is_refused_before_launch() {
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    let t = TestStack::observing(&proxy.endpoint, StackSpec::new(unique("owner"))).await;
+    let ami = t.stock_ami().await;
+    let owner = t
+        .clients
+        .ec2
+        .describe_images()
+        .image_ids(&ami)
+        .send()
+        .await
+        .expect("image")
+        .images()[0]
+        .owner_id()
+        .expect("owner")
+        .to_owned();
+    send_raw(&t, &raw(launch(&ami, "t3.micro", 1, true), "stranger")).await;
+    let settings = Ec2Settings {
+        allowed_image_owners: vec!["111111111111".into()],
+        ..Ec2Settings::default()
+    };
+    let sdk = sdk_config(&proxy.endpoint).await;
+    let worker =
+        TestStack::start_worker_with(&sdk, t.worker_config("owner"), registry_with(settings)).await;
+    let events = t.events(1, WAIT).await;
+    assert_eq!(
+        events.len(),
+        1,
+        "expected the job's one event, got {}",
+        events.len()
+    );
+    let error = events[0].error.as_ref().expect("refused");
+    assert_eq!(error.code.as_deref(), Some("NotAllowed"));
+    assert!(
+        error.message.contains(&owner) && error.message.contains("--allow-image-owners"),
+        "{}",
+        error.message
+    );
+    assert_eq!(
+        proxy.count(Service::Ec2, "RunInstances").arrived,
+        0,
+        "nothing launched"
+    );
+    worker.stop().await;
+
+    send_raw(&t, &raw(launch(&ami, "t3.micro", 1, true), "friend")).await;
+    let settings = Ec2Settings {
+        allowed_image_owners: vec![owner],
+        ..Ec2Settings::default()
+    };
+    let worker =
+        TestStack::start_worker_with(&sdk, t.worker_config("owner"), registry_with(settings)).await;
+    let events = t.events(1, WAIT).await;
+    assert_eq!(
+        events.len(),
+        1,
+        "expected the job's one event, got {}",
+        events.len()
+    );
+    assert_eq!(
+        events[0].status,
+        JobStatus::Succeeded,
+        "{:?}",
+        events[0].error
+    );
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_control_character_that_xml_cannot_carry_is_refused_naming_the_field() {
+    let t = TestStack::new("xml").await;
+    // Through the producer: refused, nothing sent.
+    let run = producer_cli(
+        &t.sdk,
+        &[
+            "--queue-url",
+            &t.stack.queue_url,
+            "run-instances",
+            "--image-id",
+            "ami-12345678",
+            "--instance-type",
+            "t3.micro",
+            "--tag",
+            "Name=a\u{1}b",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("params.tags.Name") && run.stderr.contains("U+0001"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(t.depth(&t.stack.queue_url).await, 0, "nothing was sent");
+
+    // Raw on the queue: the worker dead-letters it as malformed, naming the field, and
+    // never reaches EC2 (where it would fail as an XML parse error).
+    let body = serde_json::json!({
+        "schema_version": 1, "job_id": "ctl-1", "submitted_at": "2026-11-26T00:00:00Z",
+        "kind": "create-image",
+        "params": {"instance_id": "i-12345678", "name": "web", "description": "bell\u{7}"},
+    });
+    send_raw(&t, &body.to_string()).await;
+    let worker = t
+        .start_worker(
+            t.worker_config("xml"),
+            registry_with(Ec2Settings::default()),
+        )
+        .await;
+    let events = t.events(1, WAIT).await;
+    assert_eq!(
+        events.len(),
+        1,
+        "expected the job's one event, got {}",
+        events.len()
+    );
+    let error = events[0].error.as_ref().expect("refused");
+    assert_eq!(error.code.as_deref(), Some("InvalidMessage"));
+    assert!(
+        error.message.contains("params.description") && error.message.contains("U+0007"),
+        "{}",
+        error.message
+    );
+    worker.stop().await;
+}
