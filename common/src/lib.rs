@@ -14,6 +14,7 @@
 //!   credential chain and the SDK's own endpoint settings.
 //! - [`config`] holds the settings the producer and worker share (which queue).
 //! - [`event`] is the completion event the worker publishes to SNS.
+//! - [`logging`] is the log filter of every binary: `RUST_LOG`, less the SDK's wire-level trace.
 //! - [`metrics`] declares every Prometheus metric and counts AWS calls with an interceptor.
 //! - [`queue`] reads what a queue says of itself: redrive policy and depth.
 //! - [`stack`] creates the queues and topic Shoal runs on, for the local emulator and tests.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod job;
+pub mod logging;
 pub mod metrics;
 pub mod queue;
 pub mod stack;

@@ -7,10 +7,7 @@ use shoal_producer::cli::{self, Cli, Io};
 async fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+        .with_env_filter(shoal_common::logging::env_filter("warn"))
         .with_writer(std::io::stderr)
         .init();
     let sdk = shoal_common::aws::load_sdk_config().await;

@@ -283,3 +283,71 @@ async fn a_control_character_that_xml_cannot_carry_is_refused_naming_the_field()
     );
     worker.stop().await;
 }
+
+#[tokio::test]
+async fn a_jobs_user_data_appears_in_no_log_line_at_any_level_and_no_event() {
+    let t = TestStack::new("secret").await;
+    let secret = format!("shoal-secret-{}", unique("ud"));
+    let encoded = aws_smithy_types::base64::encode(format!("#!/bin/sh\necho {secret}\n"));
+    let ami = t.stock_ami().await;
+    let mut job = launch(&ami, "t3.micro", 1, false);
+    if let Job::RunInstances(p) = &mut job {
+        p.user_data = Some(format!("#!/bin/sh\necho {secret}\n"));
+    }
+    let envelope = JobEnvelope::new(job).with_job_id(JobId::parse("secret-1").expect("id"));
+    Producer::new(t.clients.sqs.clone(), QueueTarget::new(&t.stack.queue_url))
+        .enqueue(&envelope, &SendOptions::default())
+        .await
+        .expect("enqueue");
+    // Also a malformed job carrying user data, whose whole body is in the DLQ but must not
+    // be in the logs or the event.
+    let mut broken: serde_json::Value = serde_json::from_str(&envelope.to_json()).expect("json");
+    broken["job_id"] = "secret-2".into();
+    broken["params"]["surprise"] = true.into();
+    send_raw(&t, &broken.to_string()).await;
+
+    let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", shoal_tests::free_port())
+        .parse()
+        .expect("addr");
+    let mut child = shoal_tests::worker_command(
+        env!("CARGO_BIN_EXE_shoal-worker-for-tests"),
+        &moto().endpoint,
+        &t.stack.queue_url,
+        &t.stack.topic_arn,
+        "secret",
+        metrics,
+    )
+    .env("RUST_LOG", "trace")
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("start the worker");
+    // Drained as it comes, or a full pipe would stall the worker's logging.
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let drain = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut logs = Vec::new();
+        let _ = stderr.read_to_end(&mut logs).await;
+        logs
+    });
+    let events = t.events(2, WAIT).await;
+    assert_eq!(events.len(), 2, "{} of 2 events arrived", events.len());
+    let page = shoal_tests::http_get(metrics, "/metrics").await.1;
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    let logs = drain.await.expect("logs");
+    let logs = String::from_utf8_lossy(&logs);
+    assert!(logs.lines().count() > 100, "trace logging was on");
+    for (what, text) in [
+        ("the logs", logs.to_string()),
+        ("the events", serde_json::to_string(&events).expect("json")),
+        ("/metrics", page),
+    ] {
+        let leaks: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(&secret))
+            .map(|l| &l[..l.len().min(300)])
+            .collect();
+        assert!(leaks.is_empty(), "user data in {what}: {leaks:#?}");
+        assert!(!text.contains(&encoded), "base64 user data in {what}");
+    }
+}
