@@ -140,3 +140,93 @@ fn decoding_errors_name_the_field() {
     assert!(matches!(err, ContractError::Invalid(_)));
     assert_eq!(err.fields(), vec!["body".to_owned()]);
 }
+
+/// Every invalid job below is refused by the Rust validator, naming its field, and by the
+/// published schema under another language's validator (Python's `jsonschema`, draft
+/// 2020-12), except the rules across fields, which JSON Schema cannot state and the schema
+/// names in its descriptions: those the schema must accept, so the list stays honest.
+#[test]
+fn the_published_schema_refuses_what_the_validator_refuses() {
+    let ami = r#""image_id":"ami-12345678","instance_type":"t2.micro""#;
+    let cases: Vec<(String, &str, bool)> = vec![
+        (format!(r#""kind":"run-instances","params":{{"image_id":"ami-zz","instance_type":"t2.micro"}}"#), "params.image_id", false),
+        (format!(r#""kind":"run-instances","params":{{{ami},"min_count":0}}"#), "params.min_count", false),
+        (format!(r#""kind":"run-instances","params":{{"image_id":"ami-12345678","instance_type":"t2micro"}}"#), "params.instance_type", false),
+        (format!(r#""kind":"run-instances","params":{{{ami},"availability_zone":"us-east-1"}}"#), "params.availability_zone", false),
+        (format!(r#""kind":"run-instances","params":{{{ami},"subnet_id":"subnet-1"}}"#), "params.subnet_id", false),
+        (format!(r#""kind":"run-instances","params":{{{ami},"security_group_ids":["sg-xyz"]}}"#), "params.security_group_ids", false),
+        (format!(r#""kind":"run-instances","params":{{{ami},"key_name":"k\u00e9y"}}"#), "params.key_name", false),
+        (format!(r#""kind":"run-instances","params":{{{ami},"tags":{{"aws:stack":"x"}}}}"#), "params.tags", false),
+        (format!(r#""kind":"run-instances","params":{{{ami},"tags":{{"SHOAL:job-id":"x"}}}}"#), "params.tags", false),
+        (format!(r#""kind":"run-instances","params":{{{ami},"tags":{{"Name":"a\u0001b"}}}}"#), "params.tags", false),
+        (format!(r#""kind":"run-instances","params":{{{ami},"tags":{{"Name":"{}"}}}}"#, "v".repeat(257)), "params.tags", false),
+        (format!(r#""kind":"run-instances","params":{{{ami},"tags":{{"{}":"v"}}}}"#, "k".repeat(129)), "params.tags", false),
+        (format!(r#""kind":"run-instances","params":{{{ami},"tags":{{{}}}}}"#, (0..50).map(|i| format!(r#""k{i}":"v""#)).collect::<Vec<_>>().join(",")), "params.tags", false),
+        (format!(r#""kind":"run-instances","params":{{{ami},"user_data":"{}"}}"#, "u".repeat(16 * 1024 + 1)), "params.user_data", false),
+        (format!(r#""kind":"run-instances","params":{{{ami},"min_count":3,"max_count":2}}"#), "params.max_count", true),
+        (r#""kind":"create-image","params":{"instance_id":"i-1","name":"web"}"#.to_owned(), "params.instance_id", false),
+        (r#""kind":"create-image","params":{"instance_id":"i-12345678","name":"w"}"#.to_owned(), "params.name", false),
+        (r#""kind":"create-image","params":{"instance_id":"i-12345678","name":"web#1"}"#.to_owned(), "params.name", false),
+        (format!(r#""kind":"create-image","params":{{"instance_id":"i-12345678","name":"web","description":"{}"}}"#, "d".repeat(256)), "params.description", false),
+        (r#""kind":"create-image","params":{"instance_id":"i-12345678","name":"web","description":"bell\u0007"}"#.to_owned(), "params.description", false),
+        (r#""kind":"snapshot","params":{"volume_id":"vol-zz"}"#.to_owned(), "params.volume_id", false),
+        (r#""kind":"snapshot","params":{"volume_name":""}"#.to_owned(), "params.volume_name", false),
+        (r#""kind":"snapshot","params":{"instance_id":"i-12345678","name":"a\u001bb"}"#.to_owned(), "params.name", false),
+        (r#""kind":"snapshot","params":{"volume_id":"vol-12345678","instance_id":"i-12345678"}"#.to_owned(), "params.volume_id", true),
+        (r#""kind":"snapshot","params":{"volume_name":"web","name":"web"}"#.to_owned(), "params.name", true),
+        (r#""kind":"set-termination-protection","params":{"instance_ids":[],"disable_api_termination":true}"#.to_owned(), "params.instance_ids", false),
+        (r#""kind":"set-termination-protection","params":{"instance_ids":["i-XYZ"],"disable_api_termination":true}"#.to_owned(), "params.instance_ids", false),
+        (r#""kind":"canary","params":{"sleep_ms":43200001}"#.to_owned(), "params.sleep_ms", false),
+    ];
+    let bodies: Vec<String> = cases
+        .iter()
+        .map(|(fragment, _, _)| {
+            format!(r#"{{"schema_version":1,"job_id":"j-1","submitted_at":"2026-11-26T00:00:00Z",{fragment}}}"#)
+        })
+        .collect();
+
+    for ((_, field, _), body) in cases.iter().zip(&bodies) {
+        let request: serde_json::Value = serde_json::from_str(body).expect(body);
+        let error = JobEnvelope::from_request(request).expect_err(body);
+        assert!(error.to_string().contains(field), "{field}: {error}");
+    }
+
+    // One Python process judges them all: a line per body, "valid" or "invalid".
+    let script = r#"
+import json, sys
+import jsonschema
+schema = json.load(open(sys.argv[1]))
+validator = jsonschema.Draft202012Validator(schema)
+for line in sys.stdin:
+    print("valid" if validator.is_valid(json.loads(line)) else "invalid")
+"#;
+    let python = std::env::var("SHOAL_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut child = std::process::Command::new(python)
+        .args(["-c", script])
+        .arg(repo_path(SCHEMA_FILE))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 with jsonschema (pip install jsonschema)");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        for body in &bodies {
+            writeln!(stdin, "{body}").expect("write");
+        }
+    }
+    let output = child.wait_with_output().expect("python output");
+    assert!(output.status.success(), "the Python validator ran");
+    let verdicts: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(verdicts.len(), cases.len());
+    for ((fragment, field, across_fields), verdict) in cases.iter().zip(&verdicts) {
+        let expected = if *across_fields { "valid" } else { "invalid" };
+        assert_eq!(
+            verdict, expected,
+            "{field}: the schema judged {fragment:.120} {verdict}"
+        );
+    }
+}

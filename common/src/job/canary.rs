@@ -13,6 +13,7 @@ use crate::validate::Violations;
 pub struct Canary {
     /// Sleep this long before completing, to probe long-running behaviour.
     #[serde(default)]
+    #[schemars(range(max = MAX_SLEEP_MS))]
     #[arg(long, default_value_t = 0)]
     pub sleep_ms: u64,
 }

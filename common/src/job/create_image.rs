@@ -12,12 +12,15 @@ use crate::validate::{self, Violations};
 #[serde(deny_unknown_fields)]
 pub struct CreateImage {
     /// The instance to image (`i-…`).
+    #[schemars(pattern(crate::validate::pattern::INSTANCE_ID))]
     #[arg(long)]
     pub instance_id: String,
     /// The AMI name: 3 to 128 characters, unique in the account and region.
+    #[schemars(pattern(crate::validate::pattern::AMI_NAME))]
     #[arg(long)]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 255), pattern(crate::validate::pattern::XML_SAFE))]
     #[arg(long)]
     pub description: Option<String>,
     /// Image without stopping the instance (the file system may be inconsistent).
@@ -26,7 +29,7 @@ pub struct CreateImage {
     pub no_reboot: bool,
     /// Tags for the image and its snapshots.
     #[serde(default, with = "as_map", skip_serializing_if = "Vec::is_empty")]
-    #[schemars(with = "as_map::Schema")]
+    #[schemars(schema_with = "as_map::schema")]
     #[arg(long = "tag", value_name = "KEY=VALUE")]
     pub tags: Vec<Tag>,
     /// Finish only once the image is available.

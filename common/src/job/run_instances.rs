@@ -12,25 +12,32 @@ use crate::validate::{self, Violations};
 #[serde(deny_unknown_fields)]
 pub struct RunInstances {
     /// The AMI to launch (`ami-…`).
+    #[schemars(pattern(crate::validate::pattern::AMI_ID))]
     #[arg(long)]
     pub image_id: String,
     /// Launch fails unless at least this many instances can start.
     #[serde(default = "one")]
+    #[schemars(range(min = 1))]
     #[arg(long, default_value_t = 1)]
     pub min_count: u32,
-    /// Launch up to this many instances, as capacity allows.
+    /// Launch up to this many instances, as capacity allows; at least `min_count` (a rule
+    /// across fields, which the JSON Schema does not state).
     #[serde(default = "one")]
+    #[schemars(range(min = 1))]
     #[arg(long, default_value_t = 1)]
     pub max_count: u32,
     /// The key pair to install for SSH access.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(crate::validate::pattern::KEY_NAME))]
     #[arg(long)]
     pub key_name: Option<String>,
     /// Instance type, e.g. `t2.micro`.
+    #[schemars(pattern(crate::validate::pattern::INSTANCE_TYPE))]
     #[arg(long)]
     pub instance_type: String,
     /// Availability zone placement, e.g. `us-east-1d`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(crate::validate::pattern::AVAILABILITY_ZONE))]
     #[arg(long)]
     pub availability_zone: Option<String>,
     /// Termination protection: the instances refuse `TerminateInstances` until it is lifted
@@ -40,19 +47,22 @@ pub struct RunInstances {
     pub disable_api_termination: bool,
     /// Tags for the instances and their volumes.
     #[serde(default, with = "as_map", skip_serializing_if = "Vec::is_empty")]
-    #[schemars(with = "as_map::Schema")]
+    #[schemars(schema_with = "as_map::schema")]
     #[arg(long = "tag", value_name = "KEY=VALUE")]
     pub tags: Vec<Tag>,
     /// Subnet to launch into (`subnet-…`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(crate::validate::pattern::SUBNET_ID))]
     #[arg(long)]
     pub subnet_id: Option<String>,
     /// Security groups by id (`sg-…`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(pattern(crate::validate::pattern::SECURITY_GROUP_ID)))]
     #[arg(long = "security-group-id", value_name = "SG_ID")]
     pub security_group_ids: Vec<String>,
     /// User data as plain text (Shoal base64-encodes it); at most 16 KiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16384))]
     #[arg(long)]
     pub user_data: Option<String>,
     /// Finish only once the instances are running.

@@ -9,34 +9,47 @@ use super::tag::{as_map, Tag};
 use super::Validate;
 use crate::validate::Violations;
 
-/// Exactly one of `volume_id`, `volume_name` and `instance_id` chooses what to snapshot.
+/// Exactly one of `volume_id`, `volume_name` and `instance_id` chooses what to snapshot, and
+/// `name` does not go with `volume_name` (rules across fields, which the JSON Schema does not
+/// state; the worker and producer check them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Args)]
 #[serde(deny_unknown_fields)]
 pub struct Snapshot {
     /// Snapshot this volume (`vol-…`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(crate::validate::pattern::VOLUME_ID))]
     #[arg(long)]
     pub volume_id: Option<String>,
     /// Snapshot the volume whose `Name` tag is this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 256),
+        pattern(crate::validate::pattern::XML_SAFE)
+    )]
     #[arg(long)]
     pub volume_name: Option<String>,
     /// Snapshot every volume attached to this instance (`i-…`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(crate::validate::pattern::INSTANCE_ID))]
     #[arg(long)]
     pub instance_id: Option<String>,
     /// First tag the instance and its volume with `Name` = this (with `instance_id` or
     /// `volume_id`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 256),
+        pattern(crate::validate::pattern::XML_SAFE)
+    )]
     #[arg(long)]
     pub name: Option<String>,
     /// Snapshot description; defaults to "<Name> Snap".
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 255), pattern(crate::validate::pattern::XML_SAFE))]
     #[arg(long)]
     pub description: Option<String>,
     /// Tags for the snapshot.
     #[serde(default, with = "as_map", skip_serializing_if = "Vec::is_empty")]
-    #[schemars(with = "as_map::Schema")]
+    #[schemars(schema_with = "as_map::schema")]
     #[arg(long = "tag", value_name = "KEY=VALUE")]
     pub tags: Vec<Tag>,
     /// Finish only once the snapshot is `completed` (default). `--no-wait` finishes as soon

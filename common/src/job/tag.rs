@@ -1,7 +1,6 @@
 //! Tags as the contract writes them: a JSON object of key to value (`{"Name": "web"}`),
 //! and `--tag Name=web` on the command line.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -48,7 +47,22 @@ impl fmt::Display for Tag {
 pub(crate) mod as_map {
     use super::*;
 
-    pub type Schema = BTreeMap<String, String>;
+    /// The tags object as the published schema states it: EC2's rules less what Shoal
+    /// reserves, from the same constants the validator uses.
+    pub fn schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        use crate::validate::{pattern, MAX_USER_TAGS};
+        schemars::json_schema!({
+            "type": "object",
+            "maxProperties": MAX_USER_TAGS,
+            "propertyNames": {"pattern": pattern::TAG_KEY},
+            "additionalProperties": {
+                "type": "string",
+                "maxLength": 256,
+                "pattern": pattern::XML_SAFE,
+            },
+            "description": "Tags as key to value: at most 49 (EC2 allows 50 per resource and Shoal adds `shoal:job-id`); keys of 1 to 128 characters not starting with `aws:` or `shoal:`; values of at most 256 characters; no control character but tab, line feed and carriage return.",
+        })
+    }
 
     pub fn serialize<S: Serializer>(tags: &[Tag], s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(tags.len()))?;

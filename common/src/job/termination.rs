@@ -12,6 +12,10 @@ use crate::validate::Violations;
 #[serde(deny_unknown_fields)]
 pub struct SetTerminationProtection {
     /// The instances to change (`i-…`).
+    #[schemars(
+        length(min = 1, max = 1000),
+        inner(pattern(crate::validate::pattern::INSTANCE_ID))
+    )]
     #[arg(long = "instance-id", value_name = "INSTANCE_ID", required = true)]
     pub instance_ids: Vec<String>,
     /// `true` protects the instances from termination, `false` lifts the protection. Always
