@@ -145,6 +145,60 @@ impl Violations {
     }
 }
 
+/// How strictly tags are checked beyond EC2's own rules; opt-in, for tags that must also
+/// work elsewhere.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum TagRules {
+    /// EC2's rules: any character its XML can carry.
+    #[default]
+    Ec2,
+    /// AWS's generally allowed set, which every service that takes tags accepts: letters,
+    /// numbers and spaces, and `+ - = . _ : / @`.
+    Portable,
+    /// `portable`, and keys as instance metadata can expose them: no space or `/`, and not
+    /// `.`, `..` or `_index`.
+    InstanceMetadata,
+}
+
+impl TagRules {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TagRules::Ec2 => "ec2",
+            TagRules::Portable => "portable",
+            TagRules::InstanceMetadata => "instance-metadata",
+        }
+    }
+}
+
+impl Violations {
+    /// Checks `tags` against `rules`, beyond EC2's own (see [`Violations::tags`]).
+    pub fn tag_rules(&mut self, rules: TagRules, field: &str, tags: &[Tag]) {
+        if rules == TagRules::Ec2 {
+            return;
+        }
+        let portable = |c: char| c.is_alphanumeric() || c == ' ' || "+-=._:/@".contains(c);
+        for tag in tags {
+            let at = format!("{field}.{}", tag.key);
+            for (what, text) in [("key", &tag.key), ("value", &tag.value)] {
+                if let Some(bad) = text.chars().find(|c| !portable(*c)) {
+                    self.add(
+                        &at,
+                        format!("tag {what} has `{bad}`, outside AWS's generally allowed set (letters, numbers, spaces and + - = . _ : / @; --tag-rules {})", rules.as_str()),
+                    );
+                }
+            }
+            if rules == TagRules::InstanceMetadata {
+                if tag.key.contains([' ', '/']) {
+                    self.add(&at, "a tag key exposed in instance metadata has no space or `/` (--tag-rules instance-metadata)");
+                }
+                if matches!(tag.key.as_str(), "." | ".." | "_index") {
+                    self.add(&at, "a tag key exposed in instance metadata cannot be `.`, `..` or `_index` (--tag-rules instance-metadata)");
+                }
+            }
+        }
+    }
+}
+
 /// EC2 allows 50 tags per resource; Shoal adds its job-id tag to every resource it creates.
 pub const MAX_USER_TAGS: usize = 49;
 
@@ -324,6 +378,36 @@ mod tests {
         assert!(errors[0].starts_with("params.tags.Name") && errors[0].contains("U+0001"));
         assert!(errors[1].contains("U+001B"), "{}", errors[1]);
         assert!(errors[2].starts_with("params.description") && errors[2].contains("U+FFFF"));
+    }
+
+    #[test]
+    fn stricter_tag_rules_are_opt_in() {
+        let tags = [Tag::new("team/owner", "Ops team: core@example.com")];
+        let check = |rules| {
+            let mut v = Violations::under("params");
+            v.tag_rules(rules, "tags", &tags);
+            v.into_errors()
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert!(check(TagRules::Ec2).is_empty());
+        assert!(
+            check(TagRules::Portable).is_empty(),
+            "the generally allowed set"
+        );
+        let errors = check(TagRules::InstanceMetadata);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with("params.tags.team/owner") && errors[0].contains("`/`"));
+
+        let odd = [Tag::new("cost#center", "a;b"), Tag::new("_index", "x")];
+        let mut v = Violations::under("params");
+        v.tag_rules(TagRules::Portable, "tags", &odd);
+        assert_eq!(v.into_errors().len(), 2, "`#` in a key and `;` in a value");
+        let mut v = Violations::under("params");
+        v.tag_rules(TagRules::InstanceMetadata, "tags", &odd);
+        let errors: Vec<String> = v.into_errors().iter().map(|e| e.to_string()).collect();
+        assert!(errors.iter().any(|e| e.contains("_index")), "{errors:?}");
     }
 
     #[test]

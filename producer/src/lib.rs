@@ -56,6 +56,9 @@ pub enum EnqueueError {
         field: &'static str,
         message: String,
     },
+    /// Tags that break the stricter rules the caller asked for (`--tag-rules`).
+    #[error("{0}")]
+    TagRules(String),
     #[error(transparent)]
     Aws(#[from] Error),
 }

@@ -5,7 +5,8 @@ use aws_sdk_sqs::operation::send_message::builders::SendMessageFluentBuilder;
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use aws_sdk_sqs::Client as SqsClient;
 use shoal_common::job::{ContractError, MAX_MESSAGE_BYTES};
-use shoal_common::{JobEnvelope, JobId, JobKind};
+use shoal_common::validate::{TagRules, Violations};
+use shoal_common::{Job, JobEnvelope, JobId, JobKind};
 
 use crate::EnqueueError;
 
@@ -17,6 +18,8 @@ pub struct SendOptions {
     pub delay_seconds: Option<u32>,
     /// FIFO message group; defaults to the job's kind, so each kind runs in order.
     pub message_group_id: Option<String>,
+    /// Tag rules beyond EC2's own, for tags that must also work elsewhere (opt-in).
+    pub tag_rules: TagRules,
 }
 
 /// SQS's longest per-message delay.
@@ -40,6 +43,22 @@ impl OutgoingMessage {
         fifo: bool,
     ) -> Result<Self, EnqueueError> {
         job.validate()?;
+        let tags = match &job.job {
+            Job::RunInstances(p) => &p.tags[..],
+            Job::CreateImage(p) => &p.tags[..],
+            Job::Snapshot(p) => &p.tags[..],
+            Job::SetTerminationProtection(_) | Job::Canary(_) => &[],
+        };
+        let mut violations = Violations::under("params");
+        violations.tag_rules(options.tag_rules, "tags", tags);
+        let stricter: Vec<String> = violations
+            .into_errors()
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        if !stricter.is_empty() {
+            return Err(EnqueueError::TagRules(stricter.join("; ")));
+        }
         if let Some(delay) = options.delay_seconds {
             if fifo {
                 return Err(EnqueueError::Option {
@@ -164,7 +183,6 @@ fn check_group_id(group: &str) -> Result<(), EnqueueError> {
 mod tests {
     use super::*;
     use shoal_common::job::Canary;
-    use shoal_common::Job;
 
     fn canary() -> JobEnvelope {
         JobEnvelope::new(Job::Canary(Canary { sleep_ms: 5 }))

@@ -9,6 +9,7 @@ use shoal_common::config::QueueTarget;
 use shoal_common::event::{JobEvent, JobStatus};
 use shoal_common::job::{Canary, RunInstances, SetTerminationProtection, Tag};
 use shoal_common::stack::StackSpec;
+use shoal_common::validate::TagRules;
 use shoal_common::{Job, JobEnvelope, JobId, JobKind};
 use shoal_producer::{Producer, SendOptions};
 use shoal_tests::fault_proxy::{FaultProxy, Service};
@@ -100,6 +101,11 @@ async fn each_limit_dead_letters_what_it_refuses_before_any_ec2_call() {
         ),
     )
     .await;
+    let mut slashed = launch(&ami, "t3.micro", 1, true);
+    if let Job::RunInstances(p) = &mut slashed {
+        p.tags = vec![Tag::new("team/owner", "core")];
+    }
+    send_raw(&t, &raw(slashed, "imds-tag")).await;
     through_producer(launch(&ami, "t3.micro", 2, true), "allowed").await;
     through_producer(Job::Canary(Canary::default()), "probe").await;
 
@@ -110,12 +116,13 @@ async fn each_limit_dead_letters_what_it_refuses_before_any_ec2_call() {
         images: vec![ami.clone()],
         max_instances_per_job: Some(4),
         dry_run_only: true,
+        tag_rules: TagRules::InstanceMetadata,
     };
     let sdk = sdk_config(&proxy.endpoint).await;
     let worker =
         TestStack::start_worker_with(&sdk, config, registry_with(Ec2Settings::default())).await;
-    let events = t.events(7, WAIT).await;
-    assert_eq!(events.len(), 7, "{} of 7 events arrived", events.len());
+    let events = t.events(8, WAIT).await;
+    assert_eq!(events.len(), 8, "{} of 8 events arrived", events.len());
 
     for (id, setting) in [
         ("big-type", "--allow-instance-types"),
@@ -123,6 +130,7 @@ async fn each_limit_dead_letters_what_it_refuses_before_any_ec2_call() {
         ("other-image", "--allow-images"),
         ("not-dry", "--dry-run-only"),
         ("unprotect", "--allow-kinds"),
+        ("imds-tag", "--tag-rules instance-metadata"),
     ] {
         let e = by_id(&events, id);
         assert_eq!(e.status, JobStatus::Failed, "{id}");
@@ -141,16 +149,16 @@ async fn each_limit_dead_letters_what_it_refuses_before_any_ec2_call() {
     );
 
     let dead = t
-        .receive(&t.stack.dlq_url, 5, Duration::from_secs(10))
+        .receive(&t.stack.dlq_url, 6, Duration::from_secs(10))
         .await;
-    assert_eq!(dead.len(), 5);
+    assert_eq!(dead.len(), 6, "each refused job is in the DLQ once");
     assert!(dead
         .iter()
         .all(|m| attribute(m, "shoal-error-code").as_deref() == Some("NotAllowed")));
     let text = worker.get("/metrics").await.1;
     assert!(
         text.contains(
-            r#"shoal_jobs_dead_lettered_total{kind="run-instances",reason="not_allowed"} 4"#
+            r#"shoal_jobs_dead_lettered_total{kind="run-instances",reason="not_allowed"} 5"#
         ),
         "{text}"
     );
@@ -248,6 +256,31 @@ async fn a_control_character_that_xml_cannot_carry_is_refused_naming_the_field()
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(
         run.stderr.contains("params.tags.Name") && run.stderr.contains("U+0001"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(t.depth(&t.stack.queue_url).await, 0, "nothing was sent");
+    let run = producer_cli(
+        &t.sdk,
+        &[
+            "--queue-url",
+            &t.stack.queue_url,
+            "--tag-rules",
+            "portable",
+            "run-instances",
+            "--image-id",
+            "ami-12345678",
+            "--instance-type",
+            "t3.micro",
+            "--tag",
+            "cost#center=42",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("params.tags.cost#center")
+            && run.stderr.contains("--tag-rules portable"),
         "{}",
         run.stderr
     );

@@ -15,6 +15,7 @@ use shoal_common::aws::AwsClients;
 use shoal_common::config::{QueueArgs, QueueConfigError};
 use shoal_common::error::{Error, ErrorClass};
 use shoal_common::queue::{self, QueueAttributes};
+use shoal_common::validate::TagRules;
 use shoal_common::JobKind;
 
 use crate::guardrails::Guardrails;
@@ -128,6 +129,10 @@ pub struct WorkerArgs {
     /// Run only EC2 dry runs: a job that would change something is refused.
     #[arg(long, env = "SHOAL_DRY_RUN_ONLY")]
     pub dry_run_only: bool,
+    /// Tag rules beyond EC2's: `portable` (AWS's generally allowed set) or
+    /// `instance-metadata` (also keys instance metadata can expose).
+    #[arg(long, env = "SHOAL_TAG_RULES", value_enum, default_value_t = TagRules::Ec2)]
+    pub tag_rules: TagRules,
     /// What a panicking handler counts as: `dead-letter` (a permanent failure, the default:
     /// a bug rarely heals itself) or `retry` (a transient one).
     #[arg(long, env = "SHOAL_ON_PANIC", value_enum, default_value_t = OnPanic::DeadLetter)]
@@ -185,6 +190,7 @@ impl WorkerArgs {
             images: self.allow_images.clone(),
             max_instances_per_job: self.max_instances_per_job,
             dry_run_only: self.dry_run_only,
+            tag_rules: self.tag_rules,
         }
     }
 }

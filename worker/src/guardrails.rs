@@ -4,12 +4,13 @@
 //! role is the fence; these settings are the gate in front of it, so a compromised or buggy
 //! producer cannot pass them either: the kinds this worker accepts, the instance types and
 //! AMIs a launch may use (globs such as `t3.*`), the most instances one job may launch, and a
-//! dry-run-only mode. A job outside them is dead-lettered permanently, its reason naming
+//! dry-run-only mode, and tag rules stricter than EC2's. A job outside them is dead-lettered permanently, its reason naming
 //! the setting. Each is off by default, so existing fleets keep working; every deploy
 //! example shows them. (AMI owners need EC2's word, so that check is the `run-instances`
 //! handler's, still before it launches anything.)
 
 use shoal_common::error::ShoalCode;
+use shoal_common::validate::{TagRules, Violations};
 use shoal_common::{Job, JobKind};
 
 use crate::handler::JobError;
@@ -27,6 +28,8 @@ pub struct Guardrails {
     pub max_instances_per_job: Option<u32>,
     /// Only dry runs: an EC2 job that would change something is refused.
     pub dry_run_only: bool,
+    /// Tag rules beyond EC2's own, for tags that must also work elsewhere.
+    pub tag_rules: TagRules,
 }
 
 fn refused(field: &str, message: String) -> JobError {
@@ -46,6 +49,17 @@ impl Guardrails {
                     allowed.join(",")
                 ),
             ));
+        }
+        let tags = match job {
+            Job::RunInstances(p) => &p.tags[..],
+            Job::CreateImage(p) => &p.tags[..],
+            Job::Snapshot(p) => &p.tags[..],
+            Job::SetTerminationProtection(_) | Job::Canary(_) => &[],
+        };
+        let mut violations = Violations::under("params");
+        violations.tag_rules(self.tag_rules, "tags", tags);
+        if let Some(first) = violations.into_errors().into_iter().next() {
+            return Err(JobError::shoal(ShoalCode::NotAllowed, first.to_string()));
         }
         let dry_run = match job {
             Job::RunInstances(p) => {
@@ -181,6 +195,7 @@ mod tests {
             images: vec!["ami-1234*".into()],
             max_instances_per_job: Some(4),
             dry_run_only: false,
+            tag_rules: TagRules::Ec2,
         };
         assert!(g.check(&launch("t3.large", 4, false)).is_ok());
         assert!(g.check(&Job::Canary(Canary::default())).is_ok());

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use shoal_common::config::QueueArgs;
+use shoal_common::validate::TagRules;
 use shoal_common::Job;
 
 /// Enqueue Shoal jobs on SQS.
@@ -117,6 +118,10 @@ pub struct SendArgs {
     /// FIFO message group id (default: the job's kind).
     #[arg(long, global = true)]
     pub group_id: Option<String>,
+    /// Tag rules beyond EC2's: `portable` (AWS's generally allowed set) or
+    /// `instance-metadata` (also keys instance metadata can expose).
+    #[arg(long, global = true, env = "SHOAL_TAG_RULES", value_enum, default_value_t = TagRules::Ec2)]
+    pub tag_rules: TagRules,
 }
 
 #[derive(Debug, Args)]

@@ -176,6 +176,7 @@ async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<
     let options = SendOptions {
         delay_seconds: send.delay,
         message_group_id: send.group_id.clone(),
+        tag_rules: send.tag_rules,
     };
     match cli.command {
         Command::Schema => {
