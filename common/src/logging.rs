@@ -1,11 +1,13 @@
-//! The log filter every Shoal binary starts with: `RUST_LOG` as the operator sets it (or a
-//! default level), except that the AWS SDK's and its HTTP stack's wire-level trace never
-//! gets through. At TRACE the SDK prints whole requests and responses, and with them job
-//! bodies, a job's user data and EC2's answers; no log level of Shoal's may expose those.
+//! The log filters every Shoal binary starts with: `RUST_LOG` as the operator sets it (or a
+//! default level), and a cap that no setting lifts: the AWS SDK's and its HTTP stack's TRACE
+//! output never gets through. At TRACE the SDK prints whole requests and responses, and with
+//! them job bodies, a job's user data and EC2's answers; no log level of Shoal's may expose
+//! those.
 
-use tracing_subscriber::filter::{Directive, EnvFilter};
+use tracing::{Level, Metadata};
+use tracing_subscriber::filter::{EnvFilter, FilterFn};
 
-/// Crates whose TRACE output carries message bodies; they are capped at DEBUG.
+/// Crates whose TRACE output carries message bodies.
 const WIRE_LEVEL: &[&str] = &[
     "aws_smithy_runtime",
     "aws_smithy_runtime_api",
@@ -24,13 +26,65 @@ const WIRE_LEVEL: &[&str] = &[
     "h2",
 ];
 
-/// `RUST_LOG`, or `default` when it is unset or unreadable, with the wire-level cap.
+/// `RUST_LOG`, or `default` when it is unset or unreadable.
 pub fn env_filter(default: &str) -> EnvFilter {
-    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    for target in WIRE_LEVEL {
-        if let Ok(cap) = format!("{target}=debug").parse::<Directive>() {
-            filter = filter.add_directive(cap);
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default))
+}
+
+/// Whether an event or span may be logged at all, whatever `RUST_LOG` says.
+pub fn allowed(meta: &Metadata<'_>) -> bool {
+    !(*meta.level() == Level::TRACE
+        && WIRE_LEVEL.iter().any(|krate| {
+            meta.target()
+                .strip_prefix(krate)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+        }))
+}
+
+/// [`allowed`] as a filter to layer on the subscriber beside [`env_filter`].
+pub fn wire_cap() -> FilterFn<fn(&Metadata<'_>) -> bool> {
+    FilterFn::new(allowed as fn(&Metadata<'_>) -> bool)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_sdks_trace_is_held_back() {
+        struct Probe;
+        impl tracing::Callsite for Probe {
+            fn set_interest(&self, _: tracing::subscriber::Interest) {}
+            fn metadata(&self) -> &Metadata<'_> {
+                unreachable!("not registered")
+            }
         }
+        static PROBE: Probe = Probe;
+        let meta = |target: &'static str, level| {
+            Metadata::new(
+                "event",
+                target,
+                level,
+                None,
+                None,
+                None,
+                tracing::field::FieldSet::new(&[], tracing::callsite::Identifier(&PROBE)),
+                tracing::metadata::Kind::EVENT,
+            )
+        };
+        assert!(!allowed(&meta(
+            "aws_smithy_runtime::client::orchestrator",
+            Level::TRACE
+        )));
+        assert!(!allowed(&meta("hyper", Level::TRACE)));
+        assert!(allowed(&meta(
+            "aws_smithy_runtime::client::orchestrator",
+            Level::DEBUG
+        )));
+        assert!(allowed(&meta("shoal_worker::runtime", Level::TRACE)));
+        assert!(
+            allowed(&meta("hyperactive", Level::TRACE)),
+            "a crate whose name only starts alike"
+        );
     }
-    filter
 }

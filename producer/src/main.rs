@@ -6,10 +6,17 @@ use shoal_producer::cli::{self, Cli, Io};
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(shoal_common::logging::env_filter("warn"))
-        .with_writer(std::io::stderr)
-        .init();
+    {
+        use shoal_common::logging::{env_filter, wire_cap};
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        tracing_subscriber::fmt()
+            .with_env_filter(env_filter("warn"))
+            .with_writer(std::io::stderr)
+            .finish()
+            .with(wire_cap())
+            .init();
+    }
     let sdk = shoal_common::aws::load_sdk_config().await;
     let mut out = std::io::stdout();
     let mut err = std::io::stderr();

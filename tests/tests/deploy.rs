@@ -45,6 +45,19 @@ fn the_template_passes_cfn_lint() {
     );
 }
 
+/// Parliament audits every IAM policy of the template (deploy/aws/iam_lint.py resolves the
+/// template's intrinsic functions first); a finding not accepted, with its reason, in the
+/// policy's `Metadata` fails.
+#[test]
+fn the_templates_iam_policies_pass_parliament() {
+    let python = std::env::var("SHOAL_PYTHON").unwrap_or_else(|_| "python3".into());
+    lint(
+        &python,
+        &["deploy/aws/iam_lint.py", "deploy/aws/shoal.yaml"],
+        "pip install parliament; scripts/test installs it",
+    );
+}
+
 #[test]
 fn the_dockerfile_passes_hadolint() {
     lint(

@@ -46,13 +46,20 @@ pub fn main() -> i32 {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = shoal_common::logging::env_filter("info");
+    use shoal_common::logging::{env_filter, wire_cap};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(env_filter("info"))
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Json => builder.json().with_current_span(true).init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .finish()
+            .with(wire_cap())
+            .init(),
+        LogFormat::Text => builder.finish().with(wire_cap()).init(),
     }
 }
 
