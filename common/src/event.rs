@@ -92,15 +92,20 @@ impl EventSource {
     /// For a message that is not a valid job: whatever `job_id` and `kind` its body names,
     /// so subscribers can still correlate it.
     pub fn loose_identity(body: &str) -> (Option<String>, Option<String>) {
-        let loose: Option<serde_json::Value> = serde_json::from_str(body).ok();
-        let field = |name: &str| {
-            loose
-                .as_ref()
-                .and_then(|v| v.get(name))
-                .and_then(|v| v.as_str())
-                .map(|s| truncate(s, 128))
-        };
-        (field("job_id"), field("kind"))
+        // Only these two fields are read; whatever else the body holds is skipped unread,
+        // so a flaw elsewhere in it (a bad value, half a surrogate pair) hides neither.
+        #[derive(Deserialize)]
+        struct Loose {
+            job_id: Option<serde_json::Value>,
+            kind: Option<serde_json::Value>,
+        }
+        let loose: Option<Loose> = serde_json::from_str(body).ok();
+        let field =
+            |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(|s| truncate(s, 128));
+        match loose {
+            Some(l) => (field(l.job_id.as_ref()), field(l.kind.as_ref())),
+            None => (None, None),
+        }
     }
 }
 

@@ -230,3 +230,21 @@ for line in sys.stdin:
         );
     }
 }
+
+/// JSON can write an unpaired UTF-16 surrogate (`\ud800`), which no Rust string and no EC2
+/// request can carry: the job is refused, naming the field it stands in.
+#[test]
+fn an_unpaired_surrogate_is_refused_naming_its_field() {
+    let body = r#"{"schema_version":1,"job_id":"j-1","submitted_at":"2026-11-26T00:00:00Z","kind":"run-instances","params":{"image_id":"ami-12345678","instance_type":"t2.micro","tags":{"Name":"a\ud800b"}}}"#;
+    let error = JobEnvelope::from_json(body).expect_err("refused");
+    assert!(
+        error.to_string().contains("params.tags.Name") && error.to_string().contains("surrogate"),
+        "{error}"
+    );
+    let line = r#"{"kind":"canary","params":{"sleep_ms":1},"job_id":"a\udc00"}"#;
+    let error = shoal_common::job::parse_request_line(line).expect_err("refused");
+    assert!(
+        error.contains("job_id") && error.contains("surrogate"),
+        "{error}"
+    );
+}

@@ -294,13 +294,30 @@ async fn a_control_character_that_xml_cannot_carry_is_refused_naming_the_field()
         "params": {"instance_id": "i-12345678", "name": "web", "description": "bell\u{7}"},
     });
     send_raw(&t, &body.to_string()).await;
+    // And half a surrogate pair, which JSON can write but no string can hold.
+    send_raw(
+        &t,
+        r#"{"schema_version":1,"job_id":"ctl-2","submitted_at":"2026-11-26T00:00:00Z","kind":"run-instances","params":{"image_id":"ami-12345678","instance_type":"t3.micro","tags":{"Name":"\ud800"}}}"#,
+    )
+    .await;
     let worker = t
         .start_worker(
             t.worker_config("xml"),
             registry_with(Ec2Settings::default()),
         )
         .await;
-    let events = t.events(1, WAIT).await;
+    let events = t.events(2, WAIT).await;
+    assert_eq!(events.len(), 2, "{} of 2 events arrived", events.len());
+    let surrogate = by_id(&events, "ctl-2").error.as_ref().expect("refused");
+    assert!(
+        surrogate.message.contains("params.tags.Name") && surrogate.message.contains("surrogate"),
+        "{}",
+        surrogate.message
+    );
+    let events: Vec<JobEvent> = events
+        .into_iter()
+        .filter(|e| e.job_id.as_deref() == Some("ctl-1"))
+        .collect();
     assert_eq!(
         events.len(),
         1,

@@ -335,7 +335,7 @@ fn field_error<E: fmt::Display>(
         if path != "." && path != "?" {
             segments.push(path);
         }
-        let message = e.into_inner().to_string();
+        let message = explain_escape(e.into_inner().to_string());
         // serde reports a missing field at its parent; the caller wants the field itself.
         if let Some(missing) = message
             .strip_prefix("missing field `")
@@ -398,6 +398,33 @@ fn known_kinds() -> String {
 
 /// The JSON Schema of the envelope, generated from these types. The committed copy in
 /// `common/schema/` is what other languages' teams read; a test keeps the two equal.
+/// serde_json's words for a `\\u` escape that is half a UTF-16 surrogate pair, with what they
+/// mean for a job.
+fn explain_escape(message: String) -> String {
+    if message.contains("surrogate") || message.contains("hex escape") {
+        format!("{message}: an unpaired UTF-16 surrogate (\\ud800 to \\udfff alone) is no character, and no job can hold it")
+    } else {
+        message
+    }
+}
+
+/// One line of a bulk submission (`{"kind": …, "params": …}`, optionally more of the
+/// envelope), decoded and validated; the error names the field, even for what JSON can write
+/// but no job can hold (an unpaired surrogate).
+pub fn parse_request_line(line: &str) -> Result<JobEnvelope, String> {
+    let de = &mut serde_json::Deserializer::from_str(line);
+    let value: Value = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let message = explain_escape(e.inner().to_string());
+        if path.is_empty() || path == "." || path == "?" {
+            format!("body: {message}")
+        } else {
+            format!("{path}: {message}")
+        }
+    })?;
+    JobEnvelope::from_request(value).map_err(|e| e.to_string())
+}
+
 pub fn json_schema() -> Value {
     schemars::schema_for!(JobEnvelope).to_value()
 }

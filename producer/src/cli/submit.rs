@@ -9,7 +9,6 @@ use std::io::BufRead;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use shoal_common::JobEnvelope;
 
 use super::{CliError, Done, Output, SubmitArgs};
 use crate::{Producer, SendOptions};
@@ -38,9 +37,7 @@ pub(super) async fn submit(
         if line.trim().is_empty() {
             continue;
         }
-        let parsed = serde_json::from_str(&line)
-            .map_err(|e| format!("body: {e}"))
-            .and_then(|v| JobEnvelope::from_request(v).map_err(|e| e.to_string()));
+        let parsed = shoal_common::job::parse_request_line(&line);
         match parsed {
             Ok(job) => {
                 jobs.push(job);
