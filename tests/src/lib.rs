@@ -558,3 +558,23 @@ pub fn example_job(kind: shoal_common::JobKind) -> shoal_common::Job {
         JobKind::Canary => Job::Canary(Canary { sleep_ms: 0 }),
     }
 }
+
+/// The plainest launch: one `t2.micro` from `image_id`, no tags, no protection. Tests
+/// change the fields they are about.
+pub fn plain_launch(image_id: &str) -> shoal_common::job::RunInstances {
+    shoal_common::job::RunInstances {
+        image_id: image_id.to_owned(),
+        min_count: 1,
+        max_count: 1,
+        key_name: None,
+        instance_type: "t2.micro".into(),
+        availability_zone: None,
+        disable_api_termination: false,
+        tags: vec![],
+        subnet_id: None,
+        security_group_ids: vec![],
+        user_data: None,
+        wait: false,
+        dry_run: false,
+    }
+}

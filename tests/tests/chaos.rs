@@ -14,13 +14,14 @@ use std::time::{Duration, Instant};
 
 use shoal_common::config::QueueTarget;
 use shoal_common::event::{JobEvent, JobStatus};
-use shoal_common::job::{Canary, RunInstances};
+use shoal_common::job::Canary;
 use shoal_common::stack::StackSpec;
 use shoal_common::{Job, JobEnvelope, JobId};
 use shoal_producer::{Producer, SendOptions};
 use shoal_tests::fault_proxy::{AwsFault, Fault, FaultProxy, Rule, Service, Trigger};
 use shoal_tests::{
-    eventually, fauxqs, free_port, moto, sdk_config, unique, worker_command, TestStack,
+    eventually, fauxqs, free_port, moto, plain_launch, sdk_config, unique, worker_command,
+    TestStack,
 };
 use shoal_worker::handlers::{registry_with, Ec2Settings};
 use shoal_worker::{JobContext, Outcome};
@@ -52,21 +53,7 @@ fn every_kind_of_failure(share: f64) -> Rule {
 }
 
 fn launch(ami: &str) -> Job {
-    Job::RunInstances(RunInstances {
-        image_id: ami.to_owned(),
-        min_count: 1,
-        max_count: 1,
-        key_name: None,
-        instance_type: "t2.micro".into(),
-        availability_zone: None,
-        disable_api_termination: false,
-        tags: vec![],
-        subnet_id: None,
-        security_group_ids: vec![],
-        user_data: None,
-        wait: false,
-        dry_run: false,
-    })
+    Job::RunInstances(plain_launch(ami))
 }
 
 /// Canary ids `<prefix>-N` and launch ids `<prefix>-launch-N`, enqueued in bulk.

@@ -13,7 +13,7 @@ use shoal_common::validate::TagRules;
 use shoal_common::{Job, JobEnvelope, JobId, JobKind};
 use shoal_producer::{Producer, SendOptions};
 use shoal_tests::fault_proxy::{FaultProxy, Service};
-use shoal_tests::{attribute, moto, producer_cli, sdk_config, unique, TestStack};
+use shoal_tests::{attribute, moto, plain_launch, producer_cli, sdk_config, unique, TestStack};
 use shoal_worker::handlers::{registry_with, Ec2Settings};
 use shoal_worker::Guardrails;
 
@@ -21,19 +21,11 @@ const WAIT: Duration = Duration::from_secs(30);
 
 fn launch(image_id: &str, instance_type: &str, max_count: u32, dry_run: bool) -> Job {
     Job::RunInstances(RunInstances {
-        image_id: image_id.to_owned(),
-        min_count: 1,
         max_count,
-        key_name: None,
         instance_type: instance_type.into(),
-        availability_zone: None,
-        disable_api_termination: false,
         tags: vec![Tag::new("Name", "gated")],
-        subnet_id: None,
-        security_group_ids: vec![],
-        user_data: None,
-        wait: false,
         dry_run,
+        ..plain_launch(image_id)
     })
 }
 

@@ -19,7 +19,8 @@ use shoal_common::{Job, JobEnvelope, JobId};
 use shoal_producer::{Producer, SendOptions};
 use shoal_tests::fault_proxy::{AwsFault, Fault, FaultProxy, Rule, Service, Trigger};
 use shoal_tests::{
-    attribute, eventually, job_filter, metric, moto, sdk_config, unique, RunningWorker, TestStack,
+    attribute, eventually, job_filter, metric, moto, plain_launch, sdk_config, unique,
+    RunningWorker, TestStack,
 };
 use shoal_worker::handlers::{registry_with, Ec2Settings};
 use shoal_worker::{JobContext, JobError, Outcome, Registry, WorkerConfig};
@@ -267,19 +268,11 @@ async fn snapshots_by_volume(t: &TestStack, job_id: &str) -> HashMap<String, usi
 
 fn launch(image_id: &str) -> RunInstances {
     RunInstances {
-        image_id: image_id.to_owned(),
-        min_count: 1,
         max_count: 2,
-        key_name: None,
-        instance_type: "t2.micro".into(),
         availability_zone: Some("us-east-1a".into()),
         disable_api_termination: true,
         tags: vec![Tag::new("Name", "lagging")],
-        subnet_id: None,
-        security_group_ids: vec![],
-        user_data: None,
-        wait: false,
-        dry_run: false,
+        ..plain_launch(image_id)
     }
 }
 
