@@ -302,7 +302,11 @@ async fn serve(listener: tokio::net::TcpListener, state: Arc<Mutex<State>>, up: 
             let service = hyper::service::service_fn(move |req| {
                 let state = state.clone();
                 let up = up.clone();
-                async move { handle(req, &state, &up).await }
+                // A task of its own: a caller that dies mid-call (a SIGKILLed worker) drops
+                // the connection, but the call it made still reaches the emulator, takes
+                // effect, and is counted, as on AWS.
+                let call = tokio::spawn(async move { handle(req, &state, &up).await });
+                async move { call.await.map_err(std::io::Error::other)? }
             });
             // A reset fault ends the connection with an error; nothing to report.
             let _ = hyper::server::conn::http1::Builder::new()

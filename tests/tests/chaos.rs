@@ -20,8 +20,8 @@ use shoal_common::{Job, JobEnvelope, JobId};
 use shoal_producer::{Producer, SendOptions};
 use shoal_tests::fault_proxy::{AwsFault, Fault, FaultProxy, Rule, Service, Trigger};
 use shoal_tests::{
-    eventually, fauxqs, free_port, moto, plain_launch, sdk_config, unique, worker_command,
-    TestStack,
+    eventually, fauxqs, free_port, job_filter, moto, plain_launch, sdk_config, unique,
+    worker_command, TestStack,
 };
 use shoal_worker::handlers::{registry_with, Ec2Settings};
 use shoal_worker::{JobContext, Outcome};
@@ -113,8 +113,10 @@ fn missing<'a>(ids: &'a [String], events: &[JobEvent]) -> Vec<&'a String> {
 }
 
 /// Every job of `ids` has a success event and no job a failure one, and each launch of
-/// `launches` reached EC2 exactly once.
-fn assert_all_succeeded_and_launched_once(
+/// `launches` happened exactly once: one reservation carries its id, as the observer sees
+/// EC2, and one `RunInstances` with its id reached EC2.
+async fn assert_all_succeeded_and_launched_once(
+    t: &TestStack,
     proxy: &FaultProxy,
     ids: &[String],
     launches: &[String],
@@ -132,10 +134,21 @@ fn assert_all_succeeded_and_launched_once(
         "no failure events"
     );
     for id in launches {
+        let reservations = t
+            .clients
+            .ec2
+            .describe_instances()
+            .filters(job_filter(id))
+            .send()
+            .await
+            .expect("describe instances")
+            .reservations()
+            .len();
+        assert_eq!(reservations, 1, "{id}: one launch on EC2");
         assert_eq!(
             proxy.creates_with("RunInstances", id),
             1,
-            "{id} launched once"
+            "{id}: one RunInstances reached EC2"
         );
     }
 }
@@ -170,7 +183,7 @@ async fn a_fifth_of_all_calls_failing_is_absorbed_and_each_launch_happens_once()
 
     let ids: Vec<String> = canaries.iter().chain(&launches).cloned().collect();
     let events = collect_events(&t, &ids, Duration::from_secs(300)).await;
-    assert_all_succeeded_and_launched_once(&proxy, &ids, &launches, &events);
+    assert_all_succeeded_and_launched_once(&t, &proxy, &ids, &launches, &events).await;
     let runs = runs.lock().expect("lock").clone();
     let repeated: Vec<_> = runs.iter().filter(|(_, n)| **n > 1).collect();
     assert!(repeated.is_empty(), "each canary ran once: {repeated:?}");
@@ -292,7 +305,7 @@ async fn chaos_soak_killed_workers_and_failing_calls_lose_nothing_and_repeat_no_
     proxy.heal();
     let still_missing: Vec<String> = missing(&ids, &events).into_iter().cloned().collect();
     events.extend(collect_events(&t, &still_missing, Duration::from_secs(60)).await);
-    assert_all_succeeded_and_launched_once(&proxy, &ids, &launches, &events);
+    assert_all_succeeded_and_launched_once(&t, &proxy, &ids, &launches, &events).await;
     assert!(
         eventually(Duration::from_secs(30), || async {
             t.depth(&t.stack.queue_url).await == 0
