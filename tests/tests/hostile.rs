@@ -527,10 +527,19 @@ async fn deferred_jobs_never_spend_their_attempts() {
     let mut spec = StackSpec::new(unique("defer"));
     spec.max_receive_count = 2;
     let (proxy, t) = behind_proxy(spec).await;
+    // A deferred job never ran: its one run must not be told otherwise, or an EC2 handler
+    // would wait out the consistency window for nothing.
+    let told_earlier_runs = Arc::new(AtomicUsize::new(0));
+    let told = told_earlier_runs.clone();
     let mut registry = Registry::new();
-    registry.register_fn(|_, _: Canary| async {
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        Ok(Outcome::Done(serde_json::Value::Null))
+    registry.register_fn(move |ctx: JobContext, _: Canary| {
+        if ctx.earlier_runs {
+            told.fetch_add(1, Ordering::SeqCst);
+        }
+        async {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            Ok(Outcome::Done(serde_json::Value::Null))
+        }
     });
     for i in 0..6 {
         enqueue(
@@ -564,6 +573,11 @@ async fn deferred_jobs_never_spend_their_attempts() {
             .get()
             >= 4,
         "jobs were deferred (more often than their two receives would allow)"
+    );
+    assert_eq!(
+        told_earlier_runs.load(Ordering::SeqCst),
+        0,
+        "no run was told of earlier runs"
     );
     assert_eq!(t.depth(&t.stack.dlq_url).await, 0);
     worker.stop().await;

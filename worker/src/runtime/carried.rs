@@ -18,6 +18,11 @@ pub struct Carried {
     /// Failed runs of the job on earlier copies.
     #[serde(default)]
     pub failures: u32,
+    /// Runs of the handler on earlier copies, whatever their end (a worker that died
+    /// mid-run included): whether EC2 may hold something a run created that it does not
+    /// list yet.
+    #[serde(default)]
+    pub runs: u32,
     /// Copies made of this job so far.
     #[serde(default)]
     pub copies: u32,

@@ -98,8 +98,11 @@ pub(super) async fn apply(
                 }
                 CopyFor::Announce => msg.carried.failures,
             };
+            // This delivery ran the handler unless its kind was busy.
+            let ran_here = u32::from(for_ != CopyFor::Defer);
             let carried = Carried {
                 failures,
+                runs: msg.earlier_runs() + ran_here,
                 copies: msg.carried.copies + 1,
                 progress: msg.progress.to_map(),
                 outcome: None,
@@ -176,6 +179,7 @@ pub(super) async fn announce_then_delete(
             tracing::warn!(code = e.code_or_none(), error = %e.message, carry_in_s = delay.as_secs(), "cannot announce the outcome; carrying it forward on a copy");
             let carried = Carried {
                 failures: msg.carried.failures,
+                runs: msg.earlier_runs() + 1,
                 copies: msg.carried.copies + 1,
                 progress: Default::default(),
                 outcome: Some(event),
@@ -371,6 +375,7 @@ pub(super) async fn release_aborted(shared: &Shared, msg: &Delivery) {
         // Being stopped is not the job's failure: the next delivery runs the same attempt.
         let carried = Carried {
             failures: msg.attempt() - 1,
+            runs: msg.earlier_runs() + 1,
             copies: msg.carried.copies + 1,
             progress: msg.progress.to_map(),
             outcome: None,

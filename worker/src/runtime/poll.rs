@@ -53,6 +53,13 @@ impl Delivery {
     pub fn attempt(&self) -> u32 {
         self.carried.failures + self.receive_count
     }
+
+    /// Runs of the handler before this delivery: on earlier copies, and on this copy's
+    /// earlier receives (each one a run, or a worker that died in one: whatever does not
+    /// run the handler goes back on a copy).
+    pub fn earlier_runs(&self) -> u32 {
+        self.carried.runs + self.receive_count.saturating_sub(1)
+    }
 }
 
 /// One poller: receive as many messages as there are free slots, start each, repeat.

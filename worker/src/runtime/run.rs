@@ -170,6 +170,8 @@ async fn run_job(
         },
     };
 
+    // Runs of the handler in this delivery (on FIFO, a wait or retry runs it again here).
+    let mut runs_here = 0u32;
     loop {
         attempt.started_at = Utc::now();
         if let Some(enqueued_at) = msg.enqueued_at {
@@ -181,7 +183,7 @@ async fn run_job(
             kind,
             attempt: attempt.number,
             max_attempts: cfg.max_attempts,
-            earlier_runs: attempt.number > 1 || msg.carried != Default::default(),
+            earlier_runs: msg.earlier_runs() + runs_here > 0,
             received_at: msg.received_at,
             lease: lease.clone(),
             progress: msg.progress.clone(),
@@ -191,6 +193,7 @@ async fn run_job(
             started_at: attempt.started_at,
         };
         let result = run_handler(shared, ctx, envelope).await;
+        runs_here += 1;
         let (outcome, ran) = match result {
             Ok(Outcome::Done(value)) => (AttemptOutcome::Done, Ran::Done(value)),
             Ok(Outcome::CheckAgainAfter(delay)) => {
