@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use super::carried::Carried;
 use super::poll::Delivery;
 use super::run::Attempt;
-use super::settle::{settle, AttemptOutcome, CopyFor, DeadLetterReason, Policy, Settle, Situation};
+use super::settle::{settle, AttemptOutcome, CopyFor, DeadLetterReason, Settle, Situation};
 use super::Shared;
 use crate::batch::{EntryError, Publication, VisibilityChange};
 use crate::handler::JobError;
@@ -162,10 +162,7 @@ pub(super) async fn announce_then_delete(
                 new_progress: false,
                 copies: msg.carried.copies,
             };
-            let policy = Policy {
-                retry_base: shared.config.retry_base,
-                retry_max: shared.config.retry_max,
-            };
+            let policy = shared.policy();
             let delay = match settle(situation, policy) {
                 Settle::Copy { delay, .. } => delay,
                 _ => Duration::ZERO,

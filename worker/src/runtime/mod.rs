@@ -64,6 +64,16 @@ struct Shared {
     worker_id: Arc<str>,
 }
 
+impl Shared {
+    /// The delays [`settle::settle`] decides with, from this worker's settings.
+    fn policy(&self) -> settle::Policy {
+        settle::Policy {
+            retry_base: self.config.retry_base,
+            retry_max: self.config.retry_max,
+        }
+    }
+}
+
 impl Worker {
     pub fn new(
         config: WorkerConfig,

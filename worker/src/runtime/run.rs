@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 use super::carry_out::{self, Disposition, Ran};
 use super::poll::Delivery;
-use super::settle::{settle, AttemptOutcome, DeadLetterReason, Policy, Settle, Situation};
+use super::settle::{settle, AttemptOutcome, DeadLetterReason, Settle, Situation};
 use super::Shared;
 use crate::handler::{JobContext, JobError, Lease, Outcome};
 
@@ -79,14 +79,7 @@ pub(super) async fn process(
                 number: msg.attempt(),
                 started_at,
             };
-            return super::dead_letter::dead_letter(
-                shared,
-                msg,
-                &attempt,
-                error,
-                DeadLetterReason::Malformed,
-            )
-            .await;
+            return refuse(shared, msg, &attempt, error, DeadLetterReason::Malformed).await;
         }
     };
     let span = tracing::info_span!("job", job_id = %envelope.job_id, kind = %envelope.kind(), attempt = msg.attempt());
@@ -115,10 +108,7 @@ async fn run_job(
     let k = kind.as_str();
     let metrics = &shared.metrics;
     let cfg = &shared.config;
-    let policy = Policy {
-        retry_base: cfg.retry_base,
-        retry_max: cfg.retry_max,
-    };
+    let policy = shared.policy();
     metrics.jobs_received.with_label_values(&[k]).inc();
     let mut attempt = Attempt {
         envelope: Some(envelope),
@@ -130,25 +120,11 @@ async fn run_job(
             ShoalCode::NoHandler,
             format!("this worker has no handler for `{kind}` jobs"),
         );
-        return super::dead_letter::dead_letter(
-            shared,
-            msg,
-            &attempt,
-            error,
-            DeadLetterReason::NoHandler,
-        )
-        .await;
+        return refuse(shared, msg, &attempt, error, DeadLetterReason::NoHandler).await;
     }
 
     if let Err(error) = cfg.guardrails.check(&envelope.job) {
-        return super::dead_letter::dead_letter(
-            shared,
-            msg,
-            &attempt,
-            error,
-            DeadLetterReason::NotAllowed,
-        )
-        .await;
+        return refuse(shared, msg, &attempt, error, DeadLetterReason::NotAllowed).await;
     }
 
     let _same_job = shared.job_locks.lock(&envelope.job_id).await;
@@ -222,6 +198,22 @@ async fn run_job(
             decision => return carry_out::apply(shared, msg, &attempt, decision, ran).await,
         }
     }
+}
+
+/// A delivery refused before any run: [`settle`] decides its fate like any other's.
+async fn refuse(
+    shared: &Shared,
+    msg: &Delivery,
+    attempt: &Attempt<'_>,
+    error: JobError,
+    reason: DeadLetterReason,
+) -> Disposition {
+    let policy = shared.policy();
+    let decision = settle(
+        situation(shared, msg, attempt, AttemptOutcome::Refused(reason)),
+        policy,
+    );
+    carry_out::apply(shared, msg, attempt, decision, Ran::Failed(error)).await
 }
 
 fn situation(

@@ -30,8 +30,9 @@ pub enum AttemptOutcome {
     Failed(ErrorClass),
     /// Not started: the kind is at its concurrency limit in this worker.
     KindBusy,
-    /// The message cannot become a job (bad body, unknown kind, no handler).
-    Invalid,
+    /// Refused before any run, for this reason: not a job, no handler, outside the
+    /// worker's limits.
+    Refused(DeadLetterReason),
     /// The outcome is known but could not be announced for as long as one delivery holds it.
     AnnounceFailed,
 }
@@ -140,7 +141,7 @@ pub fn settle(s: Situation, policy: Policy) -> Settle {
             retry_delay(1, policy.retry_base, policy.retry_max),
             CopyFor::Defer,
         ),
-        Invalid => Settle::DeadLetter(DeadLetterReason::Malformed),
+        Refused(reason) => Settle::DeadLetter(reason),
         Failed(ErrorClass::Permanent) => Settle::DeadLetter(DeadLetterReason::Permanent),
         Failed(ErrorClass::Transient) if s.attempt >= s.max_attempts => {
             Settle::DeadLetter(DeadLetterReason::AttemptsExhausted)
@@ -277,9 +278,17 @@ mod tests {
                 |s| s == Settle::HoldForSlot,
             ),
             (
-                "invalid message: dead-letter as malformed",
-                situation(Invalid),
+                "not a job: dead-letter as malformed",
+                situation(Refused(DeadLetterReason::Malformed)),
                 |s| s == Settle::DeadLetter(DeadLetterReason::Malformed),
+            ),
+            (
+                "outside the worker's limits: dead-letter as not allowed, even on FIFO",
+                Situation {
+                    fifo: true,
+                    ..situation(Refused(DeadLetterReason::NotAllowed))
+                },
+                |s| s == Settle::DeadLetter(DeadLetterReason::NotAllowed),
             ),
             (
                 "permanent failure: dead-letter at once",
