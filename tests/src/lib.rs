@@ -308,6 +308,18 @@ impl TestStack {
             .collect()
     }
 
+    /// The one completion event a test expects, within `timeout`; fails naming how many came.
+    pub async fn one_event(&self, timeout: Duration) -> JobEvent {
+        let mut events = self.events(1, timeout).await;
+        assert_eq!(
+            events.len(),
+            1,
+            "expected the job's one event, got {}",
+            events.len()
+        );
+        events.remove(0)
+    }
+
     /// Worker settings for this stack, quick enough for tests: 1 s long polls, 5 s
     /// visibility, 1 s retries.
     pub fn worker_config(&self, worker_id: &str) -> WorkerConfig {

@@ -594,14 +594,8 @@ async fn a_wait_survives_a_worker_restart_and_leaves_no_slot_held() {
 
     config.worker_id = "after".into();
     let after = t.start_worker(config, registry_with(settings)).await;
-    let events = t.events(1, WAIT).await;
-    assert_eq!(
-        events.len(),
-        1,
-        "expected the job's one event, got {}",
-        events.len()
-    );
-    let e = &events[0];
+    let event = t.one_event(WAIT).await;
+    let e = &event;
     assert_eq!(e.status, JobStatus::Succeeded, "{:?}", e.error);
     assert_eq!(e.worker_id, "after");
     let result = e.result.as_ref().expect("result");

@@ -182,14 +182,8 @@ async fn an_ami_of_an_owner_not_allowed_is_refused_before_launch() {
     let sdk = sdk_config(&proxy.endpoint).await;
     let worker =
         TestStack::start_worker_with(&sdk, t.worker_config("owner"), registry_with(settings)).await;
-    let events = t.events(1, WAIT).await;
-    assert_eq!(
-        events.len(),
-        1,
-        "expected the job's one event, got {}",
-        events.len()
-    );
-    let error = events[0].error.as_ref().expect("refused");
+    let event = t.one_event(WAIT).await;
+    let error = event.error.as_ref().expect("refused");
     assert_eq!(error.code.as_deref(), Some("NotAllowed"));
     assert!(
         error.message.contains(&owner) && error.message.contains("--allow-image-owners"),
@@ -210,19 +204,8 @@ async fn an_ami_of_an_owner_not_allowed_is_refused_before_launch() {
     };
     let worker =
         TestStack::start_worker_with(&sdk, t.worker_config("owner"), registry_with(settings)).await;
-    let events = t.events(1, WAIT).await;
-    assert_eq!(
-        events.len(),
-        1,
-        "expected the job's one event, got {}",
-        events.len()
-    );
-    assert_eq!(
-        events[0].status,
-        JobStatus::Succeeded,
-        "{:?}",
-        events[0].error
-    );
+    let event = t.one_event(WAIT).await;
+    assert_eq!(event.status, JobStatus::Succeeded, "{:?}", event.error);
     worker.stop().await;
 }
 

@@ -362,19 +362,8 @@ async fn a_create_image_whose_answer_was_lost_reports_success_with_one_image() {
     enqueue(&t, job, "lag-image", &SendOptions::default()).await;
     let worker = start(&proxy, t.worker_config("w"), registry_with(ec2_settings())).await;
 
-    let events = t.events(1, Duration::from_secs(90)).await;
-    assert_eq!(
-        events.len(),
-        1,
-        "expected the job's one event, got {}",
-        events.len()
-    );
-    assert_eq!(
-        events[0].status,
-        JobStatus::Succeeded,
-        "{:?}",
-        events[0].error
-    );
+    let event = t.one_event(Duration::from_secs(90)).await;
+    assert_eq!(event.status, JobStatus::Succeeded, "{:?}", event.error);
     let images = t
         .clients
         .ec2
@@ -386,7 +375,7 @@ async fn a_create_image_whose_answer_was_lost_reports_success_with_one_image() {
         .expect("images");
     assert_eq!(images.images().len(), 1, "one image");
     assert_eq!(
-        events[0].result.as_ref().expect("result")["image_id"].as_str(),
+        event.result.as_ref().expect("result")["image_id"].as_str(),
         images.images()[0].image_id()
     );
     assert_eq!(t.depth(&t.stack.dlq_url).await, 0);
@@ -428,20 +417,9 @@ async fn a_snapshot_failing_mid_loop_and_waiting_makes_one_snapshot_per_volume()
     .await;
     let worker = start(&proxy, t.worker_config("w"), registry_with(ec2_settings())).await;
 
-    let events = t.events(1, Duration::from_secs(120)).await;
-    assert_eq!(
-        events.len(),
-        1,
-        "expected the job's one event, got {}",
-        events.len()
-    );
-    assert_eq!(
-        events[0].status,
-        JobStatus::Succeeded,
-        "{:?}",
-        events[0].error
-    );
-    let snapshots = events[0].result.as_ref().expect("result")["snapshots"]
+    let event = t.one_event(Duration::from_secs(120)).await;
+    assert_eq!(event.status, JobStatus::Succeeded, "{:?}", event.error);
+    let snapshots = event.result.as_ref().expect("result")["snapshots"]
         .as_array()
         .cloned()
         .unwrap_or_default();
@@ -498,19 +476,8 @@ async fn a_worker_stopped_during_create_snapshot_leaves_no_second_snapshot() {
 
     config.worker_id = "second".into();
     let second = start(&proxy, config, registry_with(ec2_settings())).await;
-    let events = t.events(1, Duration::from_secs(90)).await;
-    assert_eq!(
-        events.len(),
-        1,
-        "expected the job's one event, got {}",
-        events.len()
-    );
-    assert_eq!(
-        events[0].status,
-        JobStatus::Succeeded,
-        "{:?}",
-        events[0].error
-    );
+    let event = t.one_event(Duration::from_secs(90)).await;
+    assert_eq!(event.status, JobStatus::Succeeded, "{:?}", event.error);
     let per_volume = snapshots_by_volume(&t, "stop-snap").await;
     assert_eq!(per_volume.len(), 2, "{per_volume:?}");
     assert!(
