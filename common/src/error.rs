@@ -83,6 +83,9 @@ pub enum ShoalCode {
     NotAllowed,
     /// A job SQS's redrive policy moved to the DLQ: its worker died on every delivery.
     RedrivenBySqs,
+    /// A follow-up's reference (`$from`, `$each`, `for_each`) names nothing in its parent's
+    /// result, or resolves to a value its kind refuses: the follow-up is never enqueued.
+    UnresolvedReference,
 }
 
 impl ShoalCode {
@@ -108,6 +111,7 @@ impl ShoalCode {
             ShoalCode::NoRedrivePolicy => "NoRedrivePolicy",
             ShoalCode::NotAllowed => "NotAllowed",
             ShoalCode::RedrivenBySqs => "RedrivenBySqs",
+            ShoalCode::UnresolvedReference => "UnresolvedReference",
         }
     }
 
@@ -133,7 +137,8 @@ impl ShoalCode {
             | ShoalCode::SnapshotFailed
             | ShoalCode::StaleReceipt
             | ShoalCode::NoRedrivePolicy
-            | ShoalCode::NotAllowed => ErrorClass::Permanent,
+            | ShoalCode::NotAllowed
+            | ShoalCode::UnresolvedReference => ErrorClass::Permanent,
         }
     }
 }

@@ -2,8 +2,9 @@
 //! failed. Versioned like the job envelope; delivered at least once, so subscribers
 //! de-duplicate on `job_id`.
 //!
-//! SNS message attributes `kind` and `status` repeat what the body says, so subscribers can
-//! use filter policies (e.g. only `status = failed`).
+//! SNS message attributes `kind`, `status`, `job_id` and `chain_id` repeat what the body says,
+//! so subscribers can use filter policies (e.g. only `status = failed`; a follower's own queue
+//! takes only its jobs' events).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,12 @@ pub struct JobEvent {
     pub job_id: Option<String>,
     /// The kind as written in the message, when it had one.
     pub kind: Option<String>,
+    /// The id of the first job of this job's chain (its own id if it is not a follow-up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_id: Option<String>,
+    /// The job whose success enqueued this one, for a follow-up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_job_id: Option<String>,
     pub status: JobStatus,
     /// Deliveries of the message so far (SQS's `ApproximateReceiveCount`).
     pub attempts: u32,
@@ -46,6 +53,35 @@ pub struct JobEvent {
     pub result: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<EventError>,
+    /// The ids of the follow-ups this success enqueued (or failed to, each with its own
+    /// event): a follower waits for these too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub follow_ups: Vec<String>,
+}
+
+impl JobEvent {
+    /// The kind as a metrics and attribute label: a known kind, or `unknown`.
+    pub fn kind_label(&self) -> &str {
+        match self.kind.as_deref() {
+            Some(k) if crate::JobKind::parse(k).is_some() => k,
+            _ => crate::metrics::UNKNOWN_KIND,
+        }
+    }
+
+    /// The SNS message attributes that repeat the body, for filter policies.
+    pub fn attributes(&self) -> Vec<(&'static str, String)> {
+        let mut attributes = vec![
+            ("kind", self.kind_label().to_owned()),
+            ("status", self.status.as_str().to_owned()),
+        ];
+        if let Some(id) = &self.job_id {
+            attributes.push(("job_id", id.clone()));
+        }
+        if let Some(chain) = self.chain_id.as_ref().or(self.job_id.as_ref()) {
+            attributes.push(("chain_id", chain.clone()));
+        }
+        attributes
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,6 +116,8 @@ pub struct EventError {
 pub struct EventSource {
     pub job_id: Option<String>,
     pub kind: Option<String>,
+    pub chain_id: Option<String>,
+    pub parent_job_id: Option<String>,
     pub attempts: u32,
     pub message_id: String,
     pub worker_id: String,
@@ -131,6 +169,8 @@ impl JobEvent {
             event_version: EVENT_VERSION,
             job_id: source.job_id,
             kind: source.kind,
+            chain_id: source.chain_id,
+            parent_job_id: source.parent_job_id,
             status,
             attempts: source.attempts,
             message_id: source.message_id,
@@ -147,6 +187,7 @@ impl JobEvent {
             },
             result,
             error,
+            follow_ups: Vec::new(),
         }
     }
 }
@@ -178,6 +219,8 @@ mod tests {
             EventSource {
                 job_id: Some("j".into()),
                 kind: Some("canary".into()),
+                chain_id: None,
+                parent_job_id: None,
                 attempts: 2,
                 message_id: "m".into(),
                 worker_id: "w".into(),

@@ -129,36 +129,7 @@ pub async fn provision(clients: &AwsClients, spec: &StackSpec) -> Result<Stack, 
     )
     .await?;
     let events_queue_arn = get_queue_arn(clients, &events_queue_url).await?;
-    let policy = serde_json::json!({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Sid": "OnlyTheShoalTopic",
-            "Effect": "Allow",
-            "Principal": {"Service": "sns.amazonaws.com"},
-            "Action": "sqs:SendMessage",
-            "Resource": events_queue_arn,
-            "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}},
-        }],
-    });
-    clients
-        .sqs
-        .set_queue_attributes()
-        .queue_url(&events_queue_url)
-        .attributes(QueueAttributeName::Policy, policy.to_string())
-        .send()
-        .await
-        .map_err(|e| classify_sdk_error("SetQueueAttributes", &e))?;
-    clients
-        .sns
-        .subscribe()
-        .topic_arn(&topic_arn)
-        .protocol("sqs")
-        .endpoint(&events_queue_arn)
-        .attributes("RawMessageDelivery", "true")
-        .return_subscription_arn(true)
-        .send()
-        .await
-        .map_err(|e| classify_sdk_error("Subscribe", &e))?;
+    subscribe_queue(clients, &topic_arn, &events_queue_url, &events_queue_arn, None).await?;
 
     Ok(Stack {
         queue_url,
@@ -171,7 +142,56 @@ pub async fn provision(clients: &AwsClients, spec: &StackSpec) -> Result<Stack, 
     })
 }
 
-async fn create_queue(
+/// Subscribes a queue to the topic with raw delivery, after giving it a policy that admits
+/// only that topic; `filter_policy` (on message attributes) narrows what it gets. Returns the
+/// subscription's ARN.
+pub async fn subscribe_queue(
+    clients: &AwsClients,
+    topic_arn: &str,
+    queue_url: &str,
+    queue_arn: &str,
+    filter_policy: Option<&serde_json::Value>,
+) -> Result<String, Error> {
+    let policy = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "OnlyTheShoalTopic",
+            "Effect": "Allow",
+            "Principal": {"Service": "sns.amazonaws.com"},
+            "Action": "sqs:SendMessage",
+            "Resource": queue_arn,
+            "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}},
+        }],
+    });
+    clients
+        .sqs
+        .set_queue_attributes()
+        .queue_url(queue_url)
+        .attributes(QueueAttributeName::Policy, policy.to_string())
+        .send()
+        .await
+        .map_err(|e| classify_sdk_error("SetQueueAttributes", &e))?;
+    let mut subscribe = clients
+        .sns
+        .subscribe()
+        .topic_arn(topic_arn)
+        .protocol("sqs")
+        .endpoint(queue_arn)
+        .attributes("RawMessageDelivery", "true")
+        .return_subscription_arn(true);
+    if let Some(filter) = filter_policy {
+        // Set at creation, so the subscription never delivers unfiltered.
+        subscribe = subscribe.attributes("FilterPolicy", filter.to_string());
+    }
+    let out = subscribe
+        .send()
+        .await
+        .map_err(|e| classify_sdk_error("Subscribe", &e))?;
+    Ok(out.subscription_arn.unwrap_or_default())
+}
+
+/// Creates (or finds) a queue by name.
+pub async fn create_queue(
     clients: &AwsClients,
     name: &str,
     attributes: HashMap<QueueAttributeName, String>,
@@ -187,7 +207,8 @@ async fn create_queue(
     Ok(out.queue_url.unwrap_or_default())
 }
 
-async fn get_queue_arn(clients: &AwsClients, url: &str) -> Result<String, Error> {
+/// A queue's ARN.
+pub async fn get_queue_arn(clients: &AwsClients, url: &str) -> Result<String, Error> {
     let out = clients
         .sqs
         .get_queue_attributes()

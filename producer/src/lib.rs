@@ -13,20 +13,27 @@
 //! - [`batch`] packs messages into batches and resends the entries SQS reports as failed.
 //! - [`operate`] is for operators: queue status, the dead-letter queue listed and redriven.
 //! - [`inspect`] looks at queues without working them: peek, and reading completion events.
+//! - [`follow`] waits for jobs' completion events (and their chains') on a queue of its own:
+//!   [`Producer::enqueue_and_wait`] is the `AsyncResult.get()` of Shoal.
 
 pub mod batch;
 pub mod cli;
+pub mod follow;
 pub mod inspect;
 pub mod message;
 pub mod operate;
 
 use aws_sdk_sqs::Client as SqsClient;
+use std::time::Duration;
+
+use shoal_common::aws::AwsClients;
 use shoal_common::config::QueueTarget;
 use shoal_common::error::{classify_sdk_error, Error};
 use shoal_common::job::ContractError;
 use shoal_common::{JobEnvelope, JobId, JobKind};
 
 pub use batch::{BatchReport, FailedEntry};
+pub use follow::{FollowError, FollowOutcome, Follower};
 pub use message::{OutgoingMessage, SendOptions};
 
 /// Sends jobs to one queue.
@@ -94,6 +101,41 @@ impl Producer {
             kind: job.kind(),
             message_id: out.message_id.unwrap_or_default(),
         })
+    }
+
+    /// Subscribes a [`Follower`] for `job` (and its chain) on the completion topic, then
+    /// sends the job: subscribing first, no event can be missed. Read the events with
+    /// [`Follower::next_event`], or wait for them all with [`Follower::outcome`].
+    pub async fn enqueue_and_follow(
+        &self,
+        clients: &AwsClients,
+        topic_arn: &str,
+        job: &JobEnvelope,
+        options: &SendOptions,
+        timeout: Duration,
+    ) -> Result<(Enqueued, Follower), FollowError> {
+        // Refuse a bad job before making a queue for it.
+        OutgoingMessage::build(job, options, self.queue.is_fifo())?;
+        let follower =
+            Follower::start(clients, topic_arn, std::slice::from_ref(&job.job_id), timeout).await?;
+        let enqueued = self.enqueue(job, options).await?;
+        Ok((enqueued, follower))
+    }
+
+    /// Sends `job` and waits up to `timeout` for its outcome: its event, and for a chain the
+    /// event of every job of it.
+    pub async fn enqueue_and_wait(
+        &self,
+        clients: &AwsClients,
+        topic_arn: &str,
+        job: &JobEnvelope,
+        options: &SendOptions,
+        timeout: Duration,
+    ) -> Result<FollowOutcome, FollowError> {
+        let (_, follower) = self
+            .enqueue_and_follow(clients, topic_arn, job, options, timeout)
+            .await?;
+        follower.outcome(timeout).await
     }
 
     /// Validates every job, then sends them all through `SendMessageBatch`. If any job is

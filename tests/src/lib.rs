@@ -341,6 +341,7 @@ impl TestStack {
             queue_stats_interval: Some(Duration::from_millis(500)),
             worker_id: worker_id.to_owned(),
             announce_hold: Duration::from_secs(3),
+            consistency_window: Duration::from_secs(2),
             on_panic: shoal_common::error::ErrorClass::Permanent,
             guardrails: Default::default(),
         }

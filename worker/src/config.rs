@@ -239,6 +239,9 @@ pub struct WorkerConfig {
     pub worker_id: String,
     /// How long one delivery retries an announcement, a delete, or a copy while holding the
     /// message.
+    /// How long EC2 may take to show a new resource: a follow-up naming what its parent
+    /// just created treats `…NotFound` as "not yet" for this long after it was enqueued.
+    pub consistency_window: Duration,
     pub announce_hold: Duration,
     /// The class of a panicking handler's failure.
     pub on_panic: ErrorClass,
@@ -346,6 +349,7 @@ impl WorkerArgs {
             queue_stats_interval: Some(self.queue_stats_interval).filter(|d| !d.is_zero()),
             worker_id,
             announce_hold: self.announce_hold,
+            consistency_window: self.ec2_consistency_window,
             on_panic: self.on_panic.class(),
             guardrails: self.guardrails(),
         })

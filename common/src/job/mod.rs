@@ -16,6 +16,7 @@
 //! Unknown fields are refused everywhere: a misspelt `disable_api_termination` must fail
 //! loudly rather than launch unprotected instances.
 
+pub mod chain;
 mod canary;
 mod create_image;
 mod run_instances;
@@ -33,6 +34,7 @@ use serde_json::Value;
 use crate::validate::{FieldError, Violations};
 
 pub use canary::Canary;
+pub use chain::FollowUp;
 pub use create_image::CreateImage;
 pub use run_instances::RunInstances;
 pub use snapshot::Snapshot;
@@ -187,6 +189,17 @@ pub struct JobEnvelope {
     pub submitted_at: DateTime<Utc>,
     #[serde(flatten)]
     pub job: Job,
+    /// Follow-up jobs, enqueued by the worker when this one succeeds; their params may read
+    /// this job's result through references (`{"$from": "/json/pointer"}`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub then: Vec<FollowUp>,
+    /// The id of the chain's first job; set by the worker on follow-ups (a job without it is
+    /// its own chain).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_id: Option<JobId>,
+    /// The job whose success enqueued this one; set by the worker on follow-ups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_job_id: Option<JobId>,
 }
 
 impl JobEnvelope {
@@ -197,7 +210,15 @@ impl JobEnvelope {
             job_id: JobId::generate(),
             submitted_at: Utc::now(),
             job,
+            then: Vec::new(),
+            chain_id: None,
+            parent_job_id: None,
         }
+    }
+
+    /// The chain this job belongs to: the id of its first job.
+    pub fn chain_id(&self) -> &JobId {
+        self.chain_id.as_ref().unwrap_or(&self.job_id)
     }
 
     pub fn with_job_id(mut self, job_id: JobId) -> Self {
@@ -255,12 +276,20 @@ impl JobEnvelope {
                 found: raw.schema_version,
             });
         }
-        let job_id = JobId::parse(&raw.job_id).map_err(|message| {
-            ContractError::Invalid(vec![FieldError {
-                field: "job_id".into(),
-                message,
-            }])
-        })?;
+        let id = |field: &str, id: &str| {
+            JobId::parse(id).map_err(|message| {
+                ContractError::Invalid(vec![FieldError {
+                    field: field.into(),
+                    message,
+                }])
+            })
+        };
+        let job_id = id("job_id", &raw.job_id)?;
+        let chain_id = raw.chain_id.map(|c| id("chain_id", &c)).transpose()?;
+        let parent_job_id = raw
+            .parent_job_id
+            .map(|p| id("parent_job_id", &p))
+            .transpose()?;
         let kind = JobKind::parse(&raw.kind).ok_or_else(|| ContractError::UnknownKind {
             kind: raw.kind.clone(),
         })?;
@@ -273,6 +302,9 @@ impl JobEnvelope {
             job_id,
             submitted_at: raw.submitted_at,
             job,
+            then: raw.then,
+            chain_id,
+            parent_job_id,
         };
         envelope.validate()?;
         Ok(envelope)
@@ -282,8 +314,10 @@ impl JobEnvelope {
     pub fn validate(&self) -> Result<(), ContractError> {
         let mut v = Violations::under("params");
         self.job.validate_params(&mut v);
-        if !v.is_empty() {
-            return Err(ContractError::Invalid(v.into_errors()));
+        let mut errors = v.into_errors();
+        errors.extend(chain::check(&self.job_id, &self.then));
+        if !errors.is_empty() {
+            return Err(ContractError::Invalid(errors));
         }
         let bytes = self.to_json().len();
         if bytes > MAX_MESSAGE_BYTES {
@@ -309,6 +343,12 @@ struct RawEnvelope {
     kind: String,
     #[serde(default)]
     params: Option<Value>,
+    #[serde(default)]
+    then: Vec<FollowUp>,
+    #[serde(default)]
+    chain_id: Option<String>,
+    #[serde(default)]
+    parent_job_id: Option<String>,
 }
 
 fn not_an_object() -> ContractError {
@@ -396,8 +436,6 @@ fn known_kinds() -> String {
         .join(", ")
 }
 
-/// The JSON Schema of the envelope, generated from these types. The committed copy in
-/// `common/schema/` is what other languages' teams read; a test keeps the two equal.
 /// serde_json's words for a `\\u` escape that is half a UTF-16 surrogate pair, with what they
 /// mean for a job.
 fn explain_escape(message: String) -> String {
@@ -425,6 +463,14 @@ pub fn parse_request_line(line: &str) -> Result<JobEnvelope, String> {
     JobEnvelope::from_request(value).map_err(|e| e.to_string())
 }
 
+/// The JSON Schema of the envelope, generated from these types. The committed copy in
+/// `common/schema/` is what other languages' teams read; a test keeps the two equal.
 pub fn json_schema() -> Value {
-    schemars::schema_for!(JobEnvelope).to_value()
+    let mut schema = schemars::schema_for!(JobEnvelope).to_value();
+    if let Some(Value::Object(defs)) = schema.get_mut("$defs") {
+        for (name, def) in chain::schema_defs() {
+            defs.insert(name.to_owned(), def);
+        }
+    }
+    schema
 }

@@ -17,6 +17,8 @@ pub struct Cli {
     pub queue: QueueArgs,
     #[command(flatten)]
     pub send: SendArgs,
+    #[command(flatten)]
+    pub follow: FollowArgs,
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -29,8 +31,13 @@ pub enum Command {
     #[command(flatten)]
     Job(Job),
     /// Enqueue jobs from JSON Lines (a file, or - for standard input), one job a line:
-    /// `{"kind": …, "params": …}`, optionally with `job_id`.
+    /// `{"kind": …, "params": …}`, optionally with `job_id` and `then`; or one JSON job (a
+    /// chain) or array of jobs.
     Submit(SubmitArgs),
+    /// Wait for jobs submitted earlier (and their chains' follow-ups) to finish, printing
+    /// each completion event as it arrives. Exit 0 when all succeeded, 1 when one failed,
+    /// 124 on --timeout.
+    Follow(FollowJobs),
     /// Print the JSON Schema of the job envelope.
     Schema,
     /// Create queues and topic for a development stack, and print their addresses.
@@ -46,6 +53,30 @@ pub enum Command {
     /// Inspect and redrive the dead-letter queue.
     #[command(subcommand)]
     Dlq(DlqCommand),
+}
+
+/// Following jobs to their completion events.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Following")]
+pub struct FollowArgs {
+    /// After sending, wait for the job's completion event (for a chain, every job's) and
+    /// print each as it arrives; exit 0 when all succeeded, 1 when one failed, 124 on
+    /// --timeout.
+    #[arg(long, global = true)]
+    pub follow: bool,
+    /// How long to follow before giving up (exit 124).
+    #[arg(long, global = true, default_value = "30m", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// The completion topic (for --follow, `follow` and `stack gc`).
+    #[arg(long, global = true, env = "SHOAL_TOPIC_ARN")]
+    pub topic_arn: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct FollowJobs {
+    /// The jobs to follow, by id.
+    #[arg(required = true, value_name = "JOB_ID")]
+    pub job_ids: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -126,7 +157,8 @@ pub struct SendArgs {
 
 #[derive(Debug, Args)]
 pub struct SubmitArgs {
-    /// JSON Lines file, or - for standard input.
+    /// JSON Lines file (one job a line), a file holding one JSON job (e.g. a chain, written
+    /// over many lines) or a JSON array of jobs; - for standard input.
     pub file: PathBuf,
 }
 
@@ -146,6 +178,13 @@ pub enum StackCommand {
         /// The job queue's visibility timeout, in seconds.
         #[arg(long, default_value_t = 60)]
         visibility_timeout: u32,
+    },
+    /// Remove what killed followers left behind: follower queues older than --older-than,
+    /// and the topic's subscriptions to follower queues that are gone.
+    Gc {
+        /// Only follower queues at least this old.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        older_than: Duration,
     },
 }
 

@@ -13,6 +13,7 @@
 
 mod args;
 mod dlq;
+mod follow;
 mod submit;
 mod watch;
 
@@ -81,6 +82,10 @@ impl From<EnqueueError> for CliError {
 pub enum Done {
     All,
     NotAll,
+    /// A follow ran out of time (124, as `timeout(1)` exits).
+    TimedOut,
+    /// Interrupted by the user (130, as a shell reports SIGINT).
+    Interrupted,
 }
 
 impl Done {
@@ -88,6 +93,8 @@ impl Done {
         match self {
             Done::All => 0,
             Done::NotAll => 1,
+            Done::TimedOut => 124,
+            Done::Interrupted => 130,
         }
     }
 
@@ -207,21 +214,73 @@ async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<
             Ok(Done::All)
         }
         Command::Job(job) => {
+            let following = &cli.follow;
+            let topic = following
+                .follow
+                .then(|| follow::topic(&following.topic_arn))
+                .transpose()?;
             let producer = connect(&cli.queue, &clients).await?;
             let mut envelope = JobEnvelope::new(job);
             if let Some(id) = &send.job_id {
                 let id = JobId::parse(id).map_err(|m| CliError::Refused(format!("job_id: {m}")))?;
                 envelope = envelope.with_job_id(id);
             }
-            let enqueued = producer.enqueue(&envelope, &options).await?;
+            let (enqueued, follower) = match topic {
+                Some(topic) => {
+                    let (enqueued, follower) = producer
+                        .enqueue_and_follow(
+                            &clients,
+                            topic,
+                            &envelope,
+                            &options,
+                            following.timeout,
+                        )
+                        .await
+                        .map_err(follow_error)?;
+                    (enqueued, Some(follower))
+                }
+                None => (producer.enqueue(&envelope, &options).await?, None),
+            };
             let printed = serde_json::json!({
                 "job_id": enqueued.job_id,
                 "kind": enqueued.kind,
                 "message_id": enqueued.message_id,
                 "queue_url": producer.queue().url,
             });
-            out.item(&printed, |w| writeln!(w, "{}", enqueued.job_id))?;
-            Ok(Done::All)
+            match follower {
+                // With --follow, the events are the output; the id goes to the reader.
+                Some(follower) => {
+                    out.note(format_args!("enqueued {}; following", enqueued.job_id))?;
+                    follow::follow(follower, following.timeout, out).await
+                }
+                None => {
+                    out.item(&printed, |w| writeln!(w, "{}", enqueued.job_id))?;
+                    Ok(Done::All)
+                }
+            }
+        }
+        Command::Follow(args) => {
+            let topic = follow::topic(&cli.follow.topic_arn)?;
+            let ids = args
+                .job_ids
+                .iter()
+                .map(|id| JobId::parse(id).map_err(|m| CliError::Refused(format!("job_id: `{id}` {m}"))))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut follower =
+                crate::Follower::start(&clients, topic, &ids, cli.follow.timeout)
+                    .await
+                    .map_err(follow_error)?;
+            // A job that failed before the follower subscribed is waiting in the DLQ.
+            if let Ok(target) = cli.queue.resolve(&clients.sqs).await {
+                match crate::operate::dead_letter_queue_url(&clients.sqs, &target.url).await {
+                    Ok(dlq_url) => {
+                        follow::look_in_dead_letters(&clients, &dlq_url, &mut follower, out)
+                            .await?
+                    }
+                    Err(e) => tracing::info!(error = %e, "no dead-letter queue to look in"),
+                }
+            }
+            follow::follow(follower, cli.follow.timeout, out).await
         }
         Command::Submit(args) => {
             if send.job_id.is_some() {
@@ -229,8 +288,33 @@ async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<
                     "job_id: --job-id is for single jobs; give each line its own `job_id`".into(),
                 ));
             }
+            let follow = match cli.follow.follow {
+                true => Some(submit::Following {
+                    clients: &clients,
+                    topic_arn: follow::topic(&cli.follow.topic_arn)?,
+                    timeout: cli.follow.timeout,
+                }),
+                false => None,
+            };
             let producer = connect(&cli.queue, &clients).await?;
-            submit::submit(&producer, &args, &options, out).await
+            submit::submit(&producer, &args, &options, follow, out).await
+        }
+        Command::Stack(StackCommand::Gc { older_than }) => {
+            let collected = crate::follow::collect_garbage(
+                &clients,
+                cli.follow.topic_arn.as_deref(),
+                older_than,
+            )
+            .await?;
+            out.document(&collected, |w| {
+                writeln!(
+                    w,
+                    "removed {} follower queue(s) and {} subscription(s)",
+                    collected.queues.len(),
+                    collected.subscriptions.len()
+                )
+            })?;
+            Ok(Done::All)
         }
         Command::Peek(args) => {
             let target = cli.queue.resolve(&clients.sqs).await?;
@@ -242,6 +326,14 @@ async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<
             watch::status(&clients, &target, &args, out).await
         }
         Command::Dlq(command) => dlq::dlq(&cli.queue, &clients, command, out).await,
+    }
+}
+
+fn follow_error(e: crate::FollowError) -> CliError {
+    match e {
+        crate::FollowError::Enqueue(e) => e.into(),
+        crate::FollowError::Aws(e) => CliError::Aws(e),
+        other => CliError::Refused(other.to_string()),
     }
 }
 

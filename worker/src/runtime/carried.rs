@@ -32,6 +32,10 @@ pub struct Carried {
     /// An outcome whose announcement failed: the next delivery only announces it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<JobEvent>,
+    /// Whether the outcome's follow-ups may not all be enqueued yet: the next delivery
+    /// enqueues them before it announces.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub follow_ups_pending: bool,
 }
 
 impl Carried {

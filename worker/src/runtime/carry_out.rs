@@ -15,10 +15,11 @@ use shoal_common::error::{classify_sdk_error, ErrorClass, ShoalCode};
 use shoal_common::event::{JobEvent, JobStatus};
 use shoal_common::metrics::UNKNOWN_KIND;
 use shoal_common::queue::{dead_letter_attribute, CARRIED_STATE};
-use shoal_common::JobKind;
+use shoal_common::JobEnvelope;
 use tokio::time::Instant;
 
 use super::carried::Carried;
+use super::follow_ups;
 use super::poll::Delivery;
 use super::run::Attempt;
 use super::settle::{settle, AttemptOutcome, CopyFor, DeadLetterReason, Settle, Situation};
@@ -70,13 +71,17 @@ pub(super) async fn apply(
                 Ran::Done(value) => Some(value),
                 _ => None,
             };
-            let event = JobEvent::new(
+            let mut event = JobEvent::new(
                 attempt.event_source(shared, msg),
                 JobStatus::Succeeded,
                 value,
                 None,
             );
-            announce_then_delete(shared, msg, event).await
+            if let (Some(envelope), Some(result)) = (attempt.envelope, &event.result) {
+                event.follow_ups = follow_ups::ids(envelope, result);
+            }
+            let pending = !event.follow_ups.is_empty();
+            announce_then_delete(shared, msg, attempt.envelope, event, pending).await
         }
         Settle::RetryAfter(delay) => {
             metrics.jobs_retried.with_label_values(&[k]).inc();
@@ -106,6 +111,7 @@ pub(super) async fn apply(
                 copies: msg.carried.copies + 1,
                 progress: msg.progress.to_map(),
                 outcome: None,
+                follow_ups_pending: false,
             };
             copy(shared, msg, delay, carried).await
         }
@@ -141,17 +147,34 @@ pub(super) async fn announce_carried(
     event: JobEvent,
 ) -> Disposition {
     tracing::info!(job_id = ?event.job_id, copies = msg.carried.copies, "announcing a carried outcome; the job does not run again");
-    announce_then_delete(shared, msg, event).await
+    let envelope = JobEnvelope::from_json(&msg.body).ok();
+    let pending = msg.carried.follow_ups_pending;
+    announce_then_delete(shared, msg, envelope.as_ref(), event, pending).await
 }
 
-/// Publishes `event`, then deletes the message; if the event cannot go out while this
-/// delivery holds the message, it goes forward on a fresh copy.
+/// Enqueues the follow-ups of a success (when `follow_ups_pending`), publishes `event`, then
+/// deletes the message; if either cannot be done while this delivery holds the message, the
+/// outcome goes forward on a fresh copy.
 pub(super) async fn announce_then_delete(
     shared: &Shared,
     msg: &Delivery,
+    envelope: Option<&JobEnvelope>,
     event: JobEvent,
+    follow_ups_pending: bool,
 ) -> Disposition {
-    match announce(shared, &event).await {
+    let mut announced = Ok(());
+    if follow_ups_pending {
+        if let (Some(envelope), Some(result)) = (envelope, &event.result) {
+            announced = follow_ups::dispatch(shared, msg, envelope, result).await;
+        }
+    }
+    // Follow-ups that may not all be out stay pending on the copy; once out, they are not
+    // sent again for a failed announcement.
+    let still_pending = follow_ups_pending && announced.is_err();
+    if announced.is_ok() {
+        announced = announce(shared, &event).await;
+    }
+    match announced {
         Ok(()) => delete(shared, msg).await,
         Err(e) => {
             let situation = Situation {
@@ -167,11 +190,11 @@ pub(super) async fn announce_then_delete(
                 Settle::Copy { delay, .. } => delay,
                 _ => Duration::ZERO,
             };
-            let kind = event_kind(&event);
+            let kind = event.kind_label();
             shared
                 .metrics
                 .announcements_carried
-                .with_label_values(&[&kind])
+                .with_label_values(&[kind])
                 .inc();
             tracing::warn!(code = e.code_or_none(), error = %e.message, carry_in_s = delay.as_secs(), "cannot announce the outcome; carrying it forward on a copy");
             let carried = Carried {
@@ -180,30 +203,25 @@ pub(super) async fn announce_then_delete(
                 copies: msg.carried.copies + 1,
                 progress: Default::default(),
                 outcome: Some(event),
+                follow_ups_pending: still_pending,
             };
             copy(shared, msg, delay, carried).await
         }
     }
 }
 
-fn event_kind(event: &JobEvent) -> String {
-    match event.kind.as_deref() {
-        Some(k) if JobKind::parse(k).is_some() => k.to_owned(),
-        _ => UNKNOWN_KIND.to_owned(),
-    }
-}
-
 /// Pauses between tries of a call the delivery keeps retrying while it holds the message.
-fn hold_pause(tries: u32) -> Duration {
+pub(super) fn hold_pause(tries: u32) -> Duration {
     Duration::from_millis(250 * 2u64.pow(tries.min(6))).min(Duration::from_secs(10))
 }
 
 /// Publishes `event`, retrying while the message is held, for up to `announce_hold`.
-async fn announce(shared: &Shared, event: &JobEvent) -> Result<(), EntryError> {
-    let kind = event_kind(event);
+pub(super) async fn announce(shared: &Shared, event: &JobEvent) -> Result<(), EntryError> {
+    let kind = event.kind_label();
     let message =
         serde_json::to_string(event).unwrap_or_else(|e| unreachable!("events serialize: {e}"));
     let status = event.status.as_str();
+    let attributes = event.attributes();
     let give_up_at = Instant::now() + shared.config.announce_hold;
     let mut tries = 0;
     loop {
@@ -211,7 +229,7 @@ async fn announce(shared: &Shared, event: &JobEvent) -> Result<(), EntryError> {
             .events
             .submit(Publication {
                 message: message.clone(),
-                attributes: vec![("kind", kind.clone()), ("status", status.to_owned())],
+                attributes: attributes.clone(),
             })
             .await;
         match published {
@@ -219,7 +237,7 @@ async fn announce(shared: &Shared, event: &JobEvent) -> Result<(), EntryError> {
                 shared
                     .metrics
                     .events_published
-                    .with_label_values(&[&kind, status])
+                    .with_label_values(&[kind, status])
                     .inc();
                 return Ok(());
             }
@@ -376,6 +394,7 @@ pub(super) async fn release_aborted(shared: &Shared, msg: &Delivery) {
             copies: msg.carried.copies + 1,
             progress: msg.progress.to_map(),
             outcome: None,
+            follow_ups_pending: false,
         };
         copy(shared, msg, Duration::ZERO, carried).await;
     } else {

@@ -111,7 +111,7 @@ pub(super) async fn dead_letter(
         None,
         Some(failure),
     );
-    match carry_out::announce_then_delete(shared, msg, event).await {
+    match carry_out::announce_then_delete(shared, msg, attempt.envelope, event, false).await {
         Disposition::Deleted => Disposition::DeadLettered,
         other => other,
     }

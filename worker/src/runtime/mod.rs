@@ -9,6 +9,8 @@
 //! - [`settle`]: what happens to a message after an attempt, as one pure function.
 //! - [`carry_out`]: does what was decided: announce then delete, retry, re-send a fresh copy
 //!   carrying the job's state ([`carried`]), release.
+//! - [`follow_ups`]: a chain's next steps, enqueued when a job with `then` succeeds, before
+//!   its event.
 //! - [`dead_letter`]: copies a job to the dead-letter queue with its reason.
 //!
 //! This file sets the worker up and shuts it down: stop receiving, give jobs in flight the
@@ -18,6 +20,7 @@
 mod carried;
 mod carry_out;
 mod dead_letter;
+mod follow_ups;
 mod job_lock;
 mod poll;
 mod run;

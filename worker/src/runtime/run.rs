@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use prometheus::IntGauge;
-use shoal_common::error::ShoalCode;
+use shoal_common::error::{ErrorClass, ShoalCode};
 use shoal_common::event::EventSource;
 use shoal_common::metrics::UNKNOWN_KIND;
 use shoal_common::JobEnvelope;
@@ -44,6 +44,11 @@ impl Attempt<'_> {
         EventSource {
             job_id,
             kind,
+            chain_id: self.envelope.map(|e| e.chain_id().to_string()),
+            parent_job_id: self
+                .envelope
+                .and_then(|e| e.parent_job_id.as_ref())
+                .map(ToString::to_string),
             attempts: self.number,
             message_id: msg.message_id.clone(),
             worker_id: shared.worker_id.to_string(),
@@ -168,7 +173,9 @@ async fn run_job(
             enqueued_at: msg.enqueued_at,
             started_at: attempt.started_at,
         };
-        let result = run_handler(shared, ctx, envelope).await;
+        let result = run_handler(shared, ctx, envelope)
+            .await
+            .map_err(|e| not_yet_for_a_follow_up(shared, msg, envelope, e));
         runs_here += 1;
         let (outcome, ran) = match result {
             Ok(Outcome::Done(value)) => (AttemptOutcome::Done, Ran::Done(value)),
@@ -197,6 +204,33 @@ async fn run_job(
             }
             decision => return carry_out::apply(shared, msg, &attempt, decision, ran).await,
         }
+    }
+}
+
+/// A follow-up names what its parent created moments before, which EC2 may not show yet:
+/// within the consistency window after the follow-up was enqueued, `…NotFound` is "not yet"
+/// (retried), not the resource's absence.
+fn not_yet_for_a_follow_up(
+    shared: &Shared,
+    msg: &Delivery,
+    envelope: &JobEnvelope,
+    error: JobError,
+) -> JobError {
+    let young = msg.enqueued_at.is_none_or(|at| {
+        (Utc::now() - at).to_std().unwrap_or_default() < shared.config.consistency_window
+    });
+    if envelope.parent_job_id.is_some()
+        && error.class == ErrorClass::Permanent
+        && crate::handlers::consistency::is_not_found(&error)
+        && young
+    {
+        tracing::info!(code = ?error.code, "a follow-up's resource is not visible yet; trying again");
+        JobError {
+            class: ErrorClass::Transient,
+            ..error
+        }
+    } else {
+        error
     }
 }
 

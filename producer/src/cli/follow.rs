@@ -1,0 +1,152 @@
+//! `--follow` and `shoal-producer follow`: printing each completion event of the followed
+//! jobs and their chains as it arrives, then the exit status that sums them up.
+
+use std::time::Duration;
+
+use shoal_common::aws::AwsClients;
+use shoal_common::error::{ErrorClass, ShoalCode};
+use shoal_common::event::{EventError, EventSource, JobEvent, JobStatus};
+use tokio::time::Instant;
+
+use super::{CliError, Done, Output};
+use crate::follow::{FollowError, Follower};
+use crate::operate;
+
+/// The completion topic, which following needs.
+pub(super) fn topic(topic_arn: &Option<String>) -> Result<&str, CliError> {
+    topic_arn.as_deref().ok_or_else(|| {
+        CliError::Usage(
+            "topic_arn: following needs the completion topic: set --topic-arn (SHOAL_TOPIC_ARN)"
+                .into(),
+        )
+    })
+}
+
+/// Prints the events `follower` receives until every followed job and follow-up has one,
+/// `timeout` passes (124) or the user interrupts (130); the follower is closed either way.
+pub(super) async fn follow(
+    mut follower: Follower,
+    timeout: Duration,
+    out: &mut Output<'_, '_>,
+) -> Result<Done, CliError> {
+    let deadline = Instant::now() + timeout;
+    let ended = loop {
+        let next = tokio::select! {
+            next = follower.next_event(deadline) => next,
+            _ = tokio::signal::ctrl_c() => break Ok(Done::Interrupted),
+        };
+        match next {
+            Ok(Some(event)) => print_event(&event, out)?,
+            Ok(None) => break Ok(Done::when(follower.tracker().all_succeeded())),
+            Err(FollowError::Timeout { pending }) => {
+                out.note(FollowError::Timeout { pending })?;
+                break Ok(Done::TimedOut);
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    let events = follower.tracker().events().len();
+    let failed: Vec<String> = follower
+        .tracker()
+        .events()
+        .iter()
+        .filter(|e| e.status == JobStatus::Failed)
+        .filter_map(|e| e.job_id.clone())
+        .collect();
+    follower.close().await;
+    let done = ended.map_err(|e| match e {
+        FollowError::Aws(e) => CliError::Aws(e),
+        other => CliError::Refused(other.to_string()),
+    })?;
+    if done != Done::Interrupted {
+        out.note(format_args!(
+            "{events} job(s) finished, {} failed{}",
+            failed.len(),
+            if failed.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", failed.join(", "))
+            }
+        ))?;
+    }
+    Ok(done)
+}
+
+fn print_event(event: &JobEvent, out: &mut Output<'_, '_>) -> Result<(), CliError> {
+    out.item(event, |w| {
+        let id = event.job_id.as_deref().unwrap_or("-");
+        let kind = event.kind.as_deref().unwrap_or("?");
+        match (&event.status, &event.error) {
+            (JobStatus::Failed, Some(error)) => writeln!(
+                w,
+                "{id} {kind} failed after {} attempt(s): {}: {}{}",
+                event.attempts,
+                error.code.as_deref().unwrap_or("no code"),
+                error.message,
+                if error.dead_lettered {
+                    " (dead-lettered)"
+                } else {
+                    ""
+                }
+            ),
+            _ => writeln!(
+                w,
+                "{id} {kind} {} in {} ms{}",
+                event.status.as_str(),
+                event.timings.run_ms,
+                match event.follow_ups.len() {
+                    0 => String::new(),
+                    n => format!("; {n} follow-up(s): {}", event.follow_ups.join(", ")),
+                }
+            ),
+        }
+    })
+}
+
+/// Looks for the followed jobs (and their chains) in the dead-letter queue, where a job that
+/// failed before the follower subscribed waits with its reason, and tells the follower.
+pub(super) async fn look_in_dead_letters(
+    clients: &AwsClients,
+    dlq_url: &str,
+    follower: &mut Follower,
+    out: &mut Output<'_, '_>,
+) -> Result<(), CliError> {
+    let letters =
+        operate::list_dead_letters(&clients.sqs, dlq_url, operate::DEFAULT_HOLD, None).await?;
+    for letter in letters {
+        let event = JobEvent::new(
+            EventSource {
+                job_id: letter.job_id.clone(),
+                kind: letter.kind.clone(),
+                chain_id: None,
+                parent_job_id: None,
+                attempts: letter.attempts.unwrap_or(0),
+                message_id: letter.message_id.clone(),
+                worker_id: "dead-letter queue".into(),
+                submitted_at: None,
+                enqueued_at: None,
+                started_at: chrono::Utc::now(),
+            },
+            JobStatus::Failed,
+            None,
+            Some(EventError {
+                class: ErrorClass::Permanent,
+                code: Some(
+                    letter
+                        .error_code
+                        .clone()
+                        .unwrap_or_else(|| ShoalCode::RedrivenBySqs.as_str().to_owned()),
+                ),
+                message: letter
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "moved by the queue's redrive policy".into()),
+                dead_lettered: true,
+            }),
+        );
+        if follower.observe(&event) {
+            print_event(&event, out)?;
+        }
+    }
+    Ok(())
+}
