@@ -129,7 +129,14 @@ pub async fn provision(clients: &AwsClients, spec: &StackSpec) -> Result<Stack, 
     )
     .await?;
     let events_queue_arn = get_queue_arn(clients, &events_queue_url).await?;
-    subscribe_queue(clients, &topic_arn, &events_queue_url, &events_queue_arn, None).await?;
+    subscribe_queue(
+        clients,
+        &topic_arn,
+        &events_queue_url,
+        &events_queue_arn,
+        None,
+    )
+    .await?;
 
     Ok(Stack {
         queue_url,

@@ -81,10 +81,12 @@ impl Tracker {
         let Some(id) = &event.job_id else {
             return false;
         };
-        let ours = self
-            .followed
-            .iter()
-            .any(|f| id == f || id.strip_prefix(f.as_str()).is_some_and(|r| r.starts_with('.')));
+        let ours = self.followed.iter().any(|f| {
+            id == f
+                || id
+                    .strip_prefix(f.as_str())
+                    .is_some_and(|r| r.starts_with('.'))
+        });
         if !ours || self.events.contains_key(id) {
             return false;
         }
@@ -181,7 +183,10 @@ impl Follower {
             .sqs
             .create_queue()
             .queue_name(&name)
-            .attributes(QueueAttributeName::MessageRetentionPeriod, retention.to_string())
+            .attributes(
+                QueueAttributeName::MessageRetentionPeriod,
+                retention.to_string(),
+            )
             .attributes(QueueAttributeName::SqsManagedSseEnabled, "true")
             .tags(FOLLOWER_TAG, topic_arn)
             .send()
@@ -311,7 +316,13 @@ impl Follower {
                 tracing::warn!(error = %classify_sdk_error("Unsubscribe", &e), "cannot unsubscribe a follower; `stack gc` removes it");
             }
         }
-        if let Err(e) = self.sqs.delete_queue().queue_url(&self.queue_url).send().await {
+        if let Err(e) = self
+            .sqs
+            .delete_queue()
+            .queue_url(&self.queue_url)
+            .send()
+            .await
+        {
             tracing::warn!(error = %classify_sdk_error("DeleteQueue", &e), "cannot delete a follower's queue; `stack gc` removes it");
         }
     }
@@ -498,8 +509,14 @@ mod tests {
         assert!(!t.done());
         assert!(t.observe(&event("a", JobStatus::Succeeded, &["a.1", "a.2"])));
         assert_eq!(t.pending(), vec!["a.1.1", "a.2"]);
-        assert!(!t.observe(&event("a", JobStatus::Succeeded, &["a.1", "a.2"])), "a repeat");
-        assert!(!t.observe(&event("ab", JobStatus::Succeeded, &[])), "not this chain");
+        assert!(
+            !t.observe(&event("a", JobStatus::Succeeded, &["a.1", "a.2"])),
+            "a repeat"
+        );
+        assert!(
+            !t.observe(&event("ab", JobStatus::Succeeded, &[])),
+            "not this chain"
+        );
         t.observe(&event("a.2", JobStatus::Failed, &[]));
         t.observe(&event("a.1.1", JobStatus::Succeeded, &[]));
         assert!(t.done());

@@ -116,8 +116,13 @@ impl Producer {
     ) -> Result<(Enqueued, Follower), FollowError> {
         // Refuse a bad job before making a queue for it.
         OutgoingMessage::build(job, options, self.queue.is_fifo())?;
-        let follower =
-            Follower::start(clients, topic_arn, std::slice::from_ref(&job.job_id), timeout).await?;
+        let follower = Follower::start(
+            clients,
+            topic_arn,
+            std::slice::from_ref(&job.job_id),
+            timeout,
+        )
+        .await?;
         let enqueued = self.enqueue(job, options).await?;
         Ok((enqueued, follower))
     }

@@ -58,6 +58,55 @@ fn the_templates_iam_policies_pass_parliament() {
     );
 }
 
+/// The scheduled job's `Input`, as EventBridge Scheduler fills it in for one run: the
+/// template's `!Sub` resolved with `params` and `then`, then the context attributes.
+fn scheduled_input(params: &str, then: &str, scheduled_time: &str, execution_id: &str) -> String {
+    let template =
+        std::fs::read_to_string(repo_path("deploy/aws/shoal.yaml")).expect("read template");
+    let line = template
+        .lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix("Input: !Sub '"))
+        .expect("the schedule's Input");
+    line.trim_end_matches('\'')
+        .replace("${Prefix}", "shoal")
+        .replace("${ScheduledJobKind}", "snapshot")
+        .replace("${ScheduledJobParams}", params)
+        .replace("${ScheduledJobThen}", then)
+        .replace("<aws.scheduler.scheduled-time>", scheduled_time)
+        .replace("<aws.scheduler.execution-id>", execution_id)
+}
+
+#[test]
+fn each_scheduled_run_is_a_valid_job_of_its_own() {
+    let params = r#"{"instance_id": "i-0123456789abcdef0", "name": "web"}"#;
+    let then = r#"[{"kind": "set-termination-protection", "params": {"instance_ids": [{"$from": "/instance_id"}], "disable_api_termination": false}}]"#;
+    let runs: Vec<JobEnvelope> = ["2026-11-26T03:00:00Z", "2026-11-27T03:00:00Z"]
+        .iter()
+        .map(|at| {
+            let body = scheduled_input(params, then, at, "5f3b4a1e-8c1d-4e7a-9a51-0f6f1d2c3b4a");
+            JobEnvelope::from_json(&body).unwrap_or_else(|e| panic!("{body}: {e}"))
+        })
+        .collect();
+    assert_eq!(
+        runs[0].job_id.as_str(),
+        "shoal-scheduled-2026-11-26T03:00:00Z"
+    );
+    assert_ne!(runs[0].job_id, runs[1].job_id, "every night is a new job");
+    assert_eq!(
+        runs[0].submitted_at.to_rfc3339(),
+        "2026-11-26T03:00:00+00:00"
+    );
+    assert_eq!(runs[0].then.len(), 1);
+    // The defaults make a valid (if idle) job too.
+    let body = scheduled_input("{}", "[]", "2026-11-26T03:00:00Z", "x");
+    assert!(body.contains(r#""kind":"snapshot""#));
+    assert!(
+        JobEnvelope::from_json(&body.replace("snapshot", "canary")).is_ok(),
+        "{body}"
+    );
+}
+
 #[test]
 fn the_dockerfile_passes_hadolint() {
     lint(

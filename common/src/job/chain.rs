@@ -141,7 +141,9 @@ fn references(value: &Value, path: &str, found: &mut Vec<Reference>, bad: &mut V
                     _ => {
                         bad.push(field(
                             path,
-                            format!("a reference is {{\"{key}\": \"/json/pointer\"}} and nothing else"),
+                            format!(
+                                "a reference is {{\"{key}\": \"/json/pointer\"}} and nothing else"
+                            ),
                         ));
                         // Still a reference in intent: stood in for, not decoded as a value.
                         found.push(Reference {
@@ -577,8 +579,15 @@ mod tests {
         assert_eq!(ids, vec!["root.1", "root.2:0", "root.2:1"]);
         let first = out[0].job.as_ref().expect("resolved");
         assert_eq!(first.chain_id.as_ref().map(JobId::as_str), Some("root"));
-        assert_eq!(first.parent_job_id.as_ref().map(JobId::as_str), Some("root"));
-        assert_eq!(first.then.len(), 1, "the grandchildren travel with the child");
+        assert_eq!(
+            first.parent_job_id.as_ref().map(JobId::as_str),
+            Some("root")
+        );
+        assert_eq!(
+            first.then.len(),
+            1,
+            "the grandchildren travel with the child"
+        );
         let Job::Snapshot(s) = &out[2].job.as_ref().expect("resolved").job else {
             panic!("a snapshot job");
         };
@@ -603,8 +612,15 @@ mod tests {
             .iter()
             .map(|e| e.job.as_ref().expect_err("unresolved").clone())
             .collect();
-        assert!(errors[0].contains("then[0].params.instance_ids[0]") && errors[0].contains("/instances/5/instance_id"), "{errors:?}");
-        assert!(errors[1].contains("then[1].for_each") && errors[1].contains("/volumes"), "{errors:?}");
+        assert!(
+            errors[0].contains("then[0].params.instance_ids[0]")
+                && errors[0].contains("/instances/5/instance_id"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].contains("then[1].for_each") && errors[1].contains("/volumes"),
+            "{errors:?}"
+        );
         assert!(errors[2].contains("then[2].params.volume_id"), "{errors:?}");
         assert_eq!(out[1].job_id, "root.2");
     }

@@ -16,8 +16,8 @@
 //! Unknown fields are refused everywhere: a misspelt `disable_api_termination` must fail
 //! loudly rather than launch unprotected instances.
 
-pub mod chain;
 mod canary;
+pub mod chain;
 mod create_image;
 mod run_instances;
 mod snapshot;

@@ -228,13 +228,7 @@ async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<
             let (enqueued, follower) = match topic {
                 Some(topic) => {
                     let (enqueued, follower) = producer
-                        .enqueue_and_follow(
-                            &clients,
-                            topic,
-                            &envelope,
-                            &options,
-                            following.timeout,
-                        )
+                        .enqueue_and_follow(&clients, topic, &envelope, &options, following.timeout)
                         .await
                         .map_err(follow_error)?;
                     (enqueued, Some(follower))
@@ -264,18 +258,18 @@ async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<
             let ids = args
                 .job_ids
                 .iter()
-                .map(|id| JobId::parse(id).map_err(|m| CliError::Refused(format!("job_id: `{id}` {m}"))))
+                .map(|id| {
+                    JobId::parse(id).map_err(|m| CliError::Refused(format!("job_id: `{id}` {m}")))
+                })
                 .collect::<Result<Vec<_>, _>>()?;
-            let mut follower =
-                crate::Follower::start(&clients, topic, &ids, cli.follow.timeout)
-                    .await
-                    .map_err(follow_error)?;
+            let mut follower = crate::Follower::start(&clients, topic, &ids, cli.follow.timeout)
+                .await
+                .map_err(follow_error)?;
             // A job that failed before the follower subscribed is waiting in the DLQ.
             if let Ok(target) = cli.queue.resolve(&clients.sqs).await {
                 match crate::operate::dead_letter_queue_url(&clients.sqs, &target.url).await {
                     Ok(dlq_url) => {
-                        follow::look_in_dead_letters(&clients, &dlq_url, &mut follower, out)
-                            .await?
+                        follow::look_in_dead_letters(&clients, &dlq_url, &mut follower, out).await?
                     }
                     Err(e) => tracing::info!(error = %e, "no dead-letter queue to look in"),
                 }

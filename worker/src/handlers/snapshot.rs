@@ -149,7 +149,10 @@ impl JobHandler for SnapshotHandler {
                 .min();
             return next_check(self.limiter.settings(), "the snapshot", started);
         }
+        // The instance travels on in the result, for a chain's next step (lifting its
+        // termination protection, say).
         Ok(Outcome::Done(serde_json::json!({
+            "instance_id": p.instance_id,
             "snapshots": snapshots.iter().map(|s| serde_json::json!({
                 "snapshot_id": s.snapshot_id(),
                 "volume_id": s.volume_id(),

@@ -1,0 +1,390 @@
+//! Chains and following: follow-ups enqueued by the worker when their parent succeeds, in
+//! order, stopped by a failure, resolved from the parent's result (and fanned out over it),
+//! never creating anything twice when the parent runs twice; and the follower that waits
+//! for them (library and CLI), on a queue of its own.
+
+use std::time::Duration;
+
+use aws_sdk_ec2::types::Filter;
+use serde_json::json;
+use shoal_common::config::QueueTarget;
+use shoal_common::event::{JobEvent, JobStatus};
+use shoal_common::JobEnvelope;
+use shoal_producer::{Producer, SendOptions};
+use shoal_tests::fault_proxy::{AwsFault, Fault, FaultProxy, Rule, Service, Trigger};
+use shoal_tests::{eventually, moto, producer_cli, sdk_config, RunningWorker, TestStack};
+use shoal_worker::handlers::default_registry;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn chain(value: serde_json::Value) -> JobEnvelope {
+    JobEnvelope::from_request(value).expect("a valid chain")
+}
+
+fn producer(t: &TestStack) -> Producer {
+    Producer::new(t.clients.sqs.clone(), QueueTarget::new(&t.stack.queue_url))
+}
+
+async fn worker(t: &TestStack) -> RunningWorker {
+    t.start_worker(t.worker_config("chain-worker"), default_registry())
+        .await
+}
+
+fn ids(events: &[JobEvent]) -> Vec<&str> {
+    events.iter().filter_map(|e| e.job_id.as_deref()).collect()
+}
+
+/// Snapshots EC2 holds of volumes attached to `instance_id`.
+async fn snapshots_of(t: &TestStack, instance_id: &str) -> usize {
+    let described = t
+        .clients
+        .ec2
+        .describe_instances()
+        .instance_ids(instance_id)
+        .send()
+        .await
+        .expect("describe instance");
+    let volumes: Vec<String> = described
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .flat_map(|i| i.block_device_mappings())
+        .filter_map(|m| m.ebs().and_then(|e| e.volume_id()).map(str::to_owned))
+        .collect();
+    assert!(!volumes.is_empty(), "{instance_id} has a volume");
+    t.clients
+        .ec2
+        .describe_snapshots()
+        .filters(
+            Filter::builder()
+                .name("volume-id")
+                .set_values(Some(volumes))
+                .build(),
+        )
+        .send()
+        .await
+        .expect("describe snapshots")
+        .snapshots()
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_three_step_chain_completes_in_order_and_the_follower_sees_every_step() {
+    let t = TestStack::new("chain3").await;
+    let _worker = worker(&t).await;
+    let job = chain(json!({
+        "job_id": "three", "kind": "canary",
+        "then": [{"kind": "canary", "then": [{"kind": "canary"}]}],
+    }));
+    let outcome = producer(&t)
+        .enqueue_and_wait(
+            &t.clients,
+            &t.stack.topic_arn,
+            &job,
+            &SendOptions::default(),
+            WAIT,
+        )
+        .await
+        .expect("the chain finishes");
+    assert!(outcome.succeeded);
+    assert_eq!(ids(&outcome.events), vec!["three", "three.1", "three.1.1"]);
+    for pair in outcome.events.windows(2) {
+        assert!(
+            pair[0].timings.finished_at <= pair[1].timings.started_at,
+            "each step starts after its parent finished: {pair:?}"
+        );
+        assert_eq!(pair[1].parent_job_id.as_deref(), pair[0].job_id.as_deref());
+    }
+    assert!(outcome
+        .events
+        .iter()
+        .all(|e| e.chain_id.as_deref() == Some("three")));
+    assert_eq!(outcome.events[0].follow_ups, vec!["three.1"]);
+
+    // The follower's queue is gone, and the shared events queue still got every event.
+    let events = t.events(3, WAIT).await;
+    assert_eq!(
+        events.len(),
+        3,
+        "followers consume nothing of the events queue"
+    );
+    let subscriptions = t
+        .clients
+        .sns
+        .list_subscriptions_by_topic()
+        .topic_arn(&t.stack.topic_arn)
+        .send()
+        .await
+        .expect("subscriptions");
+    assert_eq!(
+        subscriptions.subscriptions().len(),
+        1,
+        "only the events queue is subscribed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_middle_step_stops_the_chain_and_the_cli_exits_1() {
+    let t = TestStack::new("chainfail").await;
+    let _worker = worker(&t).await;
+    let file = std::env::temp_dir().join(format!("{}.json", shoal_tests::unique("chain")));
+    // Written over many lines, as a chain file is.
+    let body = serde_json::to_string_pretty(&json!({
+        "job_id": "stops", "kind": "canary",
+        "then": [{
+            "kind": "set-termination-protection",
+            "params": {"instance_ids": ["i-0123456789abcdef0"], "disable_api_termination": false},
+            "then": [{"kind": "canary"}],
+        }],
+    }))
+    .expect("json");
+    std::fs::write(&file, body).expect("write chain file");
+    let path = file.to_string_lossy().into_owned();
+    let run = producer_cli(
+        &t.sdk,
+        &[
+            "--queue-url",
+            &t.stack.queue_url,
+            "--topic-arn",
+            &t.stack.topic_arn,
+            "--json",
+            "submit",
+            &path,
+            "--follow",
+            "--timeout",
+            "60s",
+        ],
+    )
+    .await;
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(run.code, 1, "{run:?}");
+    let events: Vec<JobEvent> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one event a line"))
+        .collect();
+    assert_eq!(
+        ids(&events),
+        vec!["stops", "stops.1"],
+        "the third step never ran: {run:?}"
+    );
+    let failed = &events[1];
+    assert_eq!(failed.status, JobStatus::Failed);
+    assert_eq!(failed.kind.as_deref(), Some("set-termination-protection"));
+    assert_eq!(failed.parent_job_id.as_deref(), Some("stops"));
+    let error = failed.error.as_ref().expect("the failure's reason");
+    assert!(error.dead_lettered, "{error:?}");
+    assert!(run.stderr.contains("1 failed: stops.1"), "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reference_that_does_not_resolve_fails_that_follow_up_naming_the_pointer() {
+    let t = TestStack::new("chainref").await;
+    let _worker = worker(&t).await;
+    let job = chain(json!({
+        "job_id": "unresolved", "kind": "canary",
+        "then": [
+            {"kind": "canary", "params": {"sleep_ms": {"$from": "/slept_ms"}}},
+            {"kind": "snapshot", "params": {"volume_id": {"$from": "/volumes/0"}}},
+        ],
+    }));
+    let outcome = producer(&t)
+        .enqueue_and_wait(
+            &t.clients,
+            &t.stack.topic_arn,
+            &job,
+            &SendOptions::default(),
+            WAIT,
+        )
+        .await
+        .expect("the chain finishes");
+    assert!(!outcome.succeeded);
+    assert_eq!(
+        ids(&outcome.events),
+        vec!["unresolved", "unresolved.1", "unresolved.2"]
+    );
+    assert_eq!(
+        outcome.events[1].status,
+        JobStatus::Succeeded,
+        "$from resolved: {:?}",
+        outcome.events[1]
+    );
+    let error = outcome.events[2].error.as_ref().expect("a reason");
+    assert_eq!(error.code.as_deref(), Some("UnresolvedReference"));
+    assert!(
+        error.message.contains("/volumes/0") && error.message.contains("then[1].params.volume_id"),
+        "{error:?}"
+    );
+    assert!(!error.dead_lettered);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fan_out_over_three_launched_instances_creates_three_snapshots() {
+    let t = TestStack::new("chainfan").await;
+    let _worker = worker(&t).await;
+    let ami = t.stock_ami().await;
+    let job = chain(json!({
+        "job_id": "fan", "kind": "run-instances",
+        "params": {"image_id": ami, "instance_type": "t2.micro", "min_count": 3, "max_count": 3},
+        "then": [{
+            "kind": "snapshot", "for_each": "/instances",
+            "params": {"instance_id": {"$each": "/instance_id"}, "name": "fanned", "wait": false},
+        }],
+    }));
+    let outcome = producer(&t)
+        .enqueue_and_wait(
+            &t.clients,
+            &t.stack.topic_arn,
+            &job,
+            &SendOptions::default(),
+            WAIT,
+        )
+        .await
+        .expect("the chain finishes");
+    assert!(outcome.succeeded, "{:?}", outcome.events);
+    assert_eq!(
+        ids(&outcome.events),
+        vec!["fan", "fan.1:0", "fan.1:1", "fan.1:2"]
+    );
+    let launched = outcome.events[0].result.as_ref().expect("result")["instances"]
+        .as_array()
+        .expect("instances")
+        .clone();
+    for (i, instance) in launched.iter().enumerate() {
+        let id = instance["instance_id"].as_str().expect("id");
+        assert_eq!(snapshots_of(&t, id).await, 1, "one snapshot of {id}");
+        assert_eq!(
+            outcome.events[i + 1].result.as_ref().expect("result")["instance_id"],
+            id
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_parent_redelivered_after_enqueueing_its_follow_ups_creates_nothing_twice() {
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    let t = TestStack::observing(
+        &proxy.endpoint,
+        shoal_common::stack::StackSpec::new(shoal_tests::unique("chainredo")),
+    )
+    .await;
+    let ami = t.stock_ami().await;
+    let job = chain(json!({
+        "job_id": "redo", "kind": "run-instances",
+        "params": {"image_id": ami, "instance_type": "t2.micro"},
+        "then": [{
+            "kind": "snapshot",
+            "params": {"instance_id": {"$from": "/instances/0/instance_id"}, "wait": false},
+        }],
+    }));
+    // Nothing can be deleted: the parent's message comes back after its visibility
+    // timeout and runs again, after its follow-up was sent (and ran), until the proxy heals.
+    proxy.add(Rule::new(
+        Some(Service::Sqs),
+        &["DeleteMessage", "DeleteMessageBatch"],
+        Fault::Error(AwsFault::ServiceUnavailable),
+        Trigger::Always,
+    ));
+    producer(&t)
+        .enqueue(&job, &SendOptions::default())
+        .await
+        .expect("enqueue");
+    let sdk = sdk_config(&proxy.endpoint).await;
+    let worker =
+        TestStack::start_worker_with(&sdk, t.worker_config("redo"), default_registry()).await;
+    let mut events: Vec<JobEvent> = Vec::new();
+    let of = |events: &[JobEvent], id: &str| {
+        events
+            .iter()
+            .filter(|e| e.job_id.as_deref() == Some(id))
+            .count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !(of(&events, "redo") >= 2 && of(&events, "redo.1") >= 1)
+        && std::time::Instant::now() < deadline
+    {
+        events.extend(t.events(1, Duration::from_secs(1)).await);
+    }
+    let redelivered = of(&events, "redo") >= 2 && of(&events, "redo.1") >= 1;
+    assert!(
+        redelivered,
+        "the parent ran twice, its follow-up at least once: {:?}",
+        ids(&events)
+    );
+    proxy.heal();
+    // Every delivery can finish now; the queue drains.
+    let drained = eventually(Duration::from_secs(60), || async {
+        t.depth(&t.stack.queue_url).await == 0
+    })
+    .await;
+    worker.stop().await;
+    assert!(drained, "the job queue drains once deletes work again");
+    assert!(
+        proxy.count(Service::Sqs, "SendMessage").arrived >= 2,
+        "each run of the parent sent its follow-up"
+    );
+    let instance = events[0].result.as_ref().expect("result")["instances"][0]["instance_id"]
+        .as_str()
+        .expect("instance")
+        .to_owned();
+    assert_eq!(proxy.creates_with("RunInstances", "redo"), 1, "one launch");
+    assert_eq!(
+        proxy.count(Service::Ec2, "CreateSnapshot").arrived,
+        1,
+        "one snapshot call"
+    );
+    assert_eq!(snapshots_of(&t, &instance).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn follow_exits_124_on_timeout_and_finds_a_dead_lettered_job() {
+    let t = TestStack::new("followcli").await;
+    let args = |extra: &[&'static str]| {
+        let mut v: Vec<String> = vec![
+            "--queue-url".into(),
+            t.stack.queue_url.clone(),
+            "--topic-arn".into(),
+            t.stack.topic_arn.clone(),
+        ];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let a = args(&["follow", "never-sent", "--timeout", "2s"]);
+    let run = producer_cli(&t.sdk, &a.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert_eq!(run.code, 124, "{run:?}");
+    assert!(run.stderr.contains("never-sent"), "{}", run.stderr);
+
+    // A job that failed before anyone followed it waits in the DLQ with its reason.
+    let bad = json!({"schema_version": 1, "job_id": "early", "kind": "canary",
+        "submitted_at": "2026-01-01T00:00:00Z", "params": {"sleep_ms": "x"}});
+    t.clients
+        .sqs
+        .send_message()
+        .queue_url(&t.stack.queue_url)
+        .message_body(bad.to_string())
+        .send()
+        .await
+        .expect("send");
+    let w = worker(&t).await;
+    assert_eq!(t.events(1, WAIT).await.len(), 1);
+    w.stop().await;
+    let a = args(&["--json", "follow", "early", "--timeout", "30s"]);
+    let run = producer_cli(&t.sdk, &a.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    let event: JobEvent = serde_json::from_str(run.stdout.trim()).expect("one event");
+    assert_eq!(event.job_id.as_deref(), Some("early"));
+    assert!(event
+        .error
+        .expect("reason")
+        .message
+        .contains("params.sleep_ms"));
+
+    // Without a topic, following is a usage error.
+    let run = producer_cli(
+        &t.sdk,
+        &["--queue-url", &t.stack.queue_url, "canary", "--follow"],
+    )
+    .await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("topic_arn"), "{}", run.stderr);
+}
