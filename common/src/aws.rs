@@ -21,6 +21,35 @@ pub async fn load_sdk_config() -> SdkConfig {
     aws_config::load_defaults(BehaviorVersion::latest()).await
 }
 
+/// Why a process cannot talk to AWS at all: said in one line, with what to set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SetupError {
+    #[error("no AWS region: set AWS_REGION (e.g. us-east-1), or a region in the AWS_PROFILE's configuration")]
+    NoRegion,
+    #[error("{}", crate::error::NO_CREDENTIALS)]
+    NoCredentials,
+}
+
+/// Checks what every call needs before the first is made: a region, and credentials (the
+/// SDK's chain resolved once, so a missing one is said here rather than as a transient
+/// failure of some call later).
+pub async fn check_setup(config: &SdkConfig) -> Result<(), SetupError> {
+    use aws_sdk_sqs::config::ProvideCredentials;
+    if config.region().is_none() {
+        return Err(SetupError::NoRegion);
+    }
+    let provider = config
+        .credentials_provider()
+        .ok_or(SetupError::NoCredentials)?;
+    match provider.provide_credentials().await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            tracing::debug!(error = %aws_smithy_types::error::display::DisplayErrorContext(&e), "the credential chain found nothing");
+            Err(SetupError::NoCredentials)
+        }
+    }
+}
+
 /// The clients a Shoal process uses; cheap to clone (each is an `Arc` inside).
 #[derive(Debug, Clone)]
 pub struct AwsClients {

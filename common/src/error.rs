@@ -83,6 +83,11 @@ pub enum ShoalCode {
     NotAllowed,
     /// A job SQS's redrive policy moved to the DLQ: its worker died on every delivery.
     RedrivenBySqs,
+    /// No AWS credentials could be found (environment, profile, SSO, container or instance
+    /// role).
+    NoCredentials,
+    /// The endpoint could not be reached: no connection, or no answer in time.
+    EndpointUnreachable,
     /// A follow-up's reference (`$from`, `$each`, `for_each`) names nothing in its parent's
     /// result, or resolves to a value its kind refuses: the follow-up is never enqueued.
     UnresolvedReference,
@@ -112,6 +117,8 @@ impl ShoalCode {
             ShoalCode::NotAllowed => "NotAllowed",
             ShoalCode::RedrivenBySqs => "RedrivenBySqs",
             ShoalCode::UnresolvedReference => "UnresolvedReference",
+            ShoalCode::NoCredentials => "NoCredentials",
+            ShoalCode::EndpointUnreachable => "EndpointUnreachable",
         }
     }
 
@@ -125,7 +132,11 @@ impl ShoalCode {
             | ShoalCode::BatcherClosed
             | ShoalCode::CallFailed
             | ShoalCode::MissingEntry
-            | ShoalCode::RedrivenBySqs => ErrorClass::Transient,
+            | ShoalCode::RedrivenBySqs
+            // Mid-run, a credential refresh or a connection may work on the next try; at
+            // start-up the binaries stop at once on either (see `aws::check_setup`).
+            | ShoalCode::NoCredentials
+            | ShoalCode::EndpointUnreachable => ErrorClass::Transient,
             ShoalCode::InvalidMessage
             | ShoalCode::NoHandler
             | ShoalCode::HandlerMismatch
@@ -269,25 +280,55 @@ where
             code: None,
             message,
         },
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+        SdkError::DispatchFailure(failure) => {
+            // The SDK's own text nests every layer's debug output; one cause, said plainly,
+            // is what a reader can act on.
+            let (code, message) = if message.contains("loading credentials")
+                || message.contains("no credentials")
+            {
+                (Some(ShoalCode::NoCredentials), NO_CREDENTIALS.to_owned())
+            } else if failure.is_io() || failure.is_timeout() {
+                (
+                    Some(ShoalCode::EndpointUnreachable),
+                    format!("cannot reach the AWS endpoint ({}): check the network, or AWS_ENDPOINT_URL if a local emulator is meant", root_cause(err)),
+                )
+            } else {
+                (None, root_cause(err))
+            };
             Error {
                 operation,
                 class: ErrorClass::Transient,
-                code: None,
+                code: code.map(|c| c.as_str().to_owned()),
                 message,
             }
         }
+        SdkError::TimeoutError(_) => Error {
+            operation,
+            class: ErrorClass::Transient,
+            code: Some(ShoalCode::EndpointUnreachable.as_str().to_owned()),
+            message: "no answer from the AWS endpoint in time".to_owned(),
+        },
+        SdkError::ResponseError(_) => Error {
+            operation,
+            class: ErrorClass::Transient,
+            code: None,
+            message,
+        },
         SdkError::ServiceError(service) => {
             let code = service.err().code().map(str::to_owned);
             let status = service.raw().status().as_u16();
+            let mut message = service
+                .err()
+                .message()
+                .map(str::to_owned)
+                .unwrap_or(message);
+            if let Some(hint) = code.as_deref().and_then(setup_hint) {
+                message = format!("{message} ({hint})");
+            }
             Error {
                 operation,
                 class: classify_code(code.as_deref(), Some(status)),
-                message: service
-                    .err()
-                    .message()
-                    .map(str::to_owned)
-                    .unwrap_or(message),
+                message,
                 code,
             }
         }
@@ -298,6 +339,43 @@ where
             message,
         },
     }
+}
+
+/// What to do when no credentials are found.
+pub const NO_CREDENTIALS: &str = "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE (see `aws configure`), or run with a role (instance profile, ECS task role, EKS service account)";
+
+/// What to set or check when AWS answers with `code`, for answers that say the setup (not
+/// the job) is wrong.
+pub fn setup_hint(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "AccessDenied" | "AccessDeniedException" | "AuthorizationError"
+        | "UnauthorizedOperation" | "AuthFailure" | "KMS.AccessDeniedException" => {
+            "the credentials in use lack this permission: grant it, e.g. with the policies in deploy/aws/shoal.yaml"
+        }
+        "InvalidClientTokenId" | "UnrecognizedClientException" | "SignatureDoesNotMatch"
+        | "InvalidAccessKeyId" | "IncompleteSignature" => {
+            "the AWS credentials are not valid here: check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE and AWS_REGION"
+        }
+        "ExpiredToken" | "ExpiredTokenException" | "RequestExpired" | "TokenRefreshRequired" => {
+            "the AWS credentials have expired: refresh them (e.g. `aws sso login`, a new session token)"
+        }
+        "QueueDoesNotExist" | "AWS.SimpleQueueService.NonExistentQueue" => {
+            "no such queue in this account and region: create it (`shoal-producer stack create`, or deploy/aws/shoal.yaml) or check SHOAL_QUEUE_URL / SHOAL_QUEUE_NAME and AWS_REGION"
+        }
+        "NotFound" | "NotFoundException" => {
+            "check the ARN (SHOAL_TOPIC_ARN) and AWS_REGION"
+        }
+        _ => return None,
+    })
+}
+
+/// The innermost cause of an error, which is the one that says what happened.
+fn root_cause(err: &(dyn StdError + 'static)) -> String {
+    let mut cause: &(dyn StdError + 'static) = err;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
 }
 
 #[cfg(test)]

@@ -26,9 +26,14 @@ const WIRE_LEVEL: &[&str] = &[
     "h2",
 ];
 
-/// `RUST_LOG`, or `default` when it is unset or unreadable.
+/// `RUST_LOG`, or `default` when it is unset or unreadable. The default keeps the SDK's own
+/// warnings (an instance-metadata probe off EC2, a credential provider that found nothing)
+/// out of the way: Shoal says what failed, in its words; `RUST_LOG` brings them back.
 pub fn env_filter(default: &str) -> EnvFilter {
-    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default))
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        let quiet: Vec<String> = WIRE_LEVEL.iter().map(|k| format!("{k}=error")).collect();
+        EnvFilter::new(format!("{default},{}", quiet.join(",")))
+    })
 }
 
 /// Whether an event or span may be logged at all, whatever `RUST_LOG` says.

@@ -48,6 +48,9 @@ pub enum AwsFault {
     Http500,
     /// A bare HTTP 503.
     Http503,
+    /// The caller's policy does not allow the call: SQS `AccessDenied`, SNS
+    /// `AuthorizationError`, EC2 `UnauthorizedOperation`; HTTP 403.
+    AccessDenied,
 }
 
 /// What the proxy does to a call a rule matches.
@@ -570,6 +573,9 @@ fn error_response(service: Service, fault: AwsFault, operation: &str) -> Respons
         (_, AwsFault::InternalError) => (500, "InternalError"),
         (Service::Ec2, AwsFault::ServiceUnavailable) => (503, "Unavailable"),
         (_, AwsFault::ServiceUnavailable) => (503, "ServiceUnavailable"),
+        (Service::Sqs, AwsFault::AccessDenied) => (403, "AccessDenied"),
+        (Service::Ec2, AwsFault::AccessDenied) => (403, "UnauthorizedOperation"),
+        (_, AwsFault::AccessDenied) => (403, "AuthorizationError"),
     };
     let message = format!("injected {code} for {operation}");
     aws_error(service, status, code, &message)

@@ -65,7 +65,13 @@ fn init_logging(format: LogFormat) {
 
 async fn run(args: WorkerArgs) -> i32 {
     let metrics = Metrics::new();
-    let clients = AwsClients::instrumented(&load_sdk_config().await, &metrics);
+    let sdk = load_sdk_config().await;
+    // A worker that cannot talk to AWS stops here, saying why, rather than retrying.
+    if let Err(e) = shoal_common::aws::check_setup(&sdk).await {
+        tracing::error!("configuration: {e}");
+        return 2;
+    }
+    let clients = AwsClients::instrumented(&sdk, &metrics);
     let config = match args.resolve(&clients).await {
         Ok(config) => config,
         Err(e) => {

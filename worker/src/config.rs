@@ -330,6 +330,21 @@ impl WorkerArgs {
             }
         };
 
+        // A wrong topic would otherwise show only when the first outcome cannot be announced.
+        if let Err(e) = clients
+            .sns
+            .get_topic_attributes()
+            .topic_arn(&self.topic_arn)
+            .send()
+            .await
+        {
+            let e = shoal_common::error::classify_sdk_error("GetTopicAttributes", &e);
+            return Err(invalid(
+                "topic_arn",
+                format!("cannot use the completion topic `{}`: {e}", self.topic_arn),
+            ));
+        }
+
         let worker_id = self.worker_id.clone().unwrap_or_else(default_worker_id);
         Ok(WorkerConfig {
             fifo: queue_url.ends_with(".fifo"),

@@ -47,6 +47,9 @@ pub enum CliError {
     /// A job or option refused before anything was sent, naming the field.
     #[error("{0}")]
     Refused(String),
+    /// No region or no credentials: nothing can be sent.
+    #[error(transparent)]
+    Setup(#[from] shoal_common::aws::SetupError),
     /// The queue could not be found.
     #[error(transparent)]
     Queue(#[from] QueueConfigError),
@@ -163,6 +166,49 @@ impl Output<'_, '_> {
     }
 }
 
+/// The `shoal-producer` process: parses arguments, sets up logging (the SDK's own warnings
+/// only when `RUST_LOG` asks for them), loads the AWS configuration and runs the command.
+/// Returns the exit status.
+pub fn main() -> i32 {
+    use clap::Parser;
+    use shoal_common::logging::{env_filter, wire_cap};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(env_filter("warn"))
+        .with_writer(std::io::stderr)
+        .finish()
+        .with(wire_cap())
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    runtime.block_on(async {
+        let sdk = shoal_common::aws::load_sdk_config().await;
+        let mut out = std::io::stdout();
+        let mut err = std::io::stderr();
+        let progress = !cli.json && stderr_is_terminal();
+        run(
+            cli,
+            &sdk,
+            &mut Io {
+                out: &mut out,
+                err: &mut err,
+                progress,
+            },
+        )
+        .await
+    })
+}
+
 /// Runs the CLI; the return value is the process exit code: 0 when everything was done, 1
 /// otherwise, 2 for options that do not go together.
 pub async fn run(cli: Cli, sdk: &SdkConfig, io: &mut Io<'_>) -> i32 {
@@ -179,6 +225,9 @@ pub async fn run(cli: Cli, sdk: &SdkConfig, io: &mut Io<'_>) -> i32 {
 
 async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<Done, CliError> {
     let send = &cli.send;
+    if !matches!(cli.command, Command::Schema) {
+        shoal_common::aws::check_setup(sdk).await?;
+    }
     let clients = AwsClients::new(sdk);
     let options = SendOptions {
         delay_seconds: send.delay,

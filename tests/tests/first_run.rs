@@ -1,0 +1,200 @@
+//! A first run without AWS set up, as a new user makes it: the producer and the worker, run
+//! as processes with nothing but what each case sets, say what is wrong in one line that
+//! names what to set or check, and exit non-zero at once. The SDK's own warnings stay out of
+//! the way (no `RUST_LOG`).
+//!
+//! Every process gets an empty home (no `~/.aws`) and instance metadata turned off, so the
+//! machine running the tests lends no credentials or region of its own.
+
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use shoal_common::stack::StackSpec;
+use shoal_tests::fault_proxy::{AwsFault, FaultProxy, Rule, Service};
+use shoal_tests::{free_port, moto, unique, TestStack};
+
+const PRODUCER: &str = env!("CARGO_BIN_EXE_shoal-producer-for-tests");
+const WORKER: &str = env!("CARGO_BIN_EXE_shoal-worker-for-tests");
+
+/// What a case sets: `(name, value)` pairs.
+type Env<'a> = &'a [(&'a str, &'a str)];
+
+async fn run(binary: &str, args: &[&str], env: Env<'_>) -> (Output, Duration) {
+    let home = std::env::temp_dir().join(unique("home"));
+    std::fs::create_dir_all(&home).expect("home");
+    let started = Instant::now();
+    let output = tokio::process::Command::new(binary)
+        .args(args)
+        .env_clear()
+        .env("HOME", &home)
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .envs(env.iter().copied())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run the binary");
+    let _ = std::fs::remove_dir_all(&home);
+    (output, started.elapsed())
+}
+
+/// The one line the process wrote to standard error, checked to hold every one of `words`.
+fn one_line(output: &Output, words: &[&str]) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line, not:\n{stderr}");
+    for word in words {
+        assert!(lines[0].contains(word), "`{word}` in: {}", lines[0]);
+    }
+    assert!(!output.status.success(), "a non-zero exit: {stderr}");
+    lines[0].to_owned()
+}
+
+fn creds<'a>(region: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("AWS_REGION", region),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_region_is_one_line_naming_aws_region() {
+    let (out, _) = run(PRODUCER, &["--queue-name", "shoal-jobs", "canary"], &[]).await;
+    one_line(&out, &["AWS_REGION"]);
+    let (out, _) = run(
+        WORKER,
+        &[
+            "--queue-name",
+            "shoal-jobs",
+            "--topic-arn",
+            "arn:aws:sns:us-east-1:000000000000:x",
+        ],
+        &[
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ],
+    )
+    .await;
+    one_line(&out, &["AWS_REGION"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_credentials_is_one_line_naming_what_to_set() {
+    let env = [("AWS_REGION", "us-east-1")];
+    let (out, _) = run(PRODUCER, &["--queue-name", "shoal-jobs", "canary"], &env).await;
+    one_line(
+        &out,
+        &["no AWS credentials", "AWS_ACCESS_KEY_ID", "AWS_PROFILE"],
+    );
+    let (out, _) = run(
+        WORKER,
+        &[
+            "--queue-name",
+            "shoal-jobs",
+            "--topic-arn",
+            "arn:aws:sns:us-east-1:000000000000:x",
+        ],
+        &env,
+    )
+    .await;
+    one_line(&out, &["no AWS credentials"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_endpoint_is_one_line_and_no_retry_loop() {
+    // A loopback port nobody listens on.
+    let endpoint = format!("http://127.0.0.1:{}", free_port());
+    let mut env = creds("us-east-1");
+    env.push(("AWS_ENDPOINT_URL", &endpoint));
+    let (out, took) = run(PRODUCER, &["--queue-name", "shoal-jobs", "canary"], &env).await;
+    one_line(&out, &["cannot reach", "AWS_ENDPOINT_URL"]);
+    let (out, took_worker) = run(
+        WORKER,
+        &[
+            "--queue-name",
+            "shoal-jobs",
+            "--topic-arn",
+            "arn:aws:sns:us-east-1:000000000000:x",
+        ],
+        &env,
+    )
+    .await;
+    one_line(&out, &["cannot reach"]);
+    // Only the SDK's own three attempts: not a loop that waits for the endpoint to appear.
+    assert!(took < Duration::from_secs(30) && took_worker < Duration::from_secs(30));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_queue_that_does_not_exist_is_one_line_saying_how_to_make_it() {
+    let endpoint = moto().endpoint.clone();
+    let mut env = creds("us-east-1");
+    env.push(("AWS_ENDPOINT_URL", &endpoint));
+    let (out, _) = run(PRODUCER, &["--queue-name", "no-such-queue", "canary"], &env).await;
+    one_line(&out, &["no-such-queue", "stack create"]);
+    let url = format!("{endpoint}/000000000000/no-such-queue");
+    let (out, _) = run(PRODUCER, &["--queue-url", &url, "canary"], &env).await;
+    one_line(&out, &["does not exist", "SHOAL_QUEUE_URL"]);
+    let (out, _) = run(
+        WORKER,
+        &[
+            "--queue-name",
+            "no-such-queue",
+            "--topic-arn",
+            "arn:aws:sns:us-east-1:000000000000:x",
+        ],
+        &env,
+    )
+    .await;
+    one_line(&out, &["no-such-queue"]);
+
+    // The worker checks its topic too, rather than failing at the first announcement.
+    let t = TestStack::new("firstrun").await;
+    let (out, _) = run(
+        WORKER,
+        &[
+            "--queue-url",
+            &t.stack.queue_url,
+            "--topic-arn",
+            "arn:aws:sns:us-east-1:123456789012:no-such-topic",
+        ],
+        &env,
+    )
+    .await;
+    one_line(&out, &["topic_arn", "no-such-topic"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn access_denied_is_one_line_saying_a_permission_is_missing() {
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    let t = TestStack::observing(&proxy.endpoint, StackSpec::new(unique("denied"))).await;
+    proxy.add(Rule::outage(
+        Service::Sqs,
+        &[],
+        AwsFault::AccessDenied,
+        Duration::from_secs(600),
+    ));
+    let mut env = creds("us-east-1");
+    env.push(("AWS_ENDPOINT_URL", &proxy.endpoint));
+    let (out, _) = run(
+        PRODUCER,
+        &["--queue-url", &t.stack.queue_url, "canary"],
+        &env,
+    )
+    .await;
+    one_line(&out, &["SendMessage", "lack this permission"]);
+    let (out, _) = run(
+        WORKER,
+        &[
+            "--queue-url",
+            &t.stack.queue_url,
+            "--topic-arn",
+            &t.stack.topic_arn,
+        ],
+        &env,
+    )
+    .await;
+    one_line(&out, &["lack this permission"]);
+    assert_eq!(out.status.code(), Some(2));
+}
