@@ -149,9 +149,9 @@ fn decoding_errors_name_the_field() {
 fn the_published_schema_refuses_what_the_validator_refuses() {
     let ami = r#""image_id":"ami-12345678","instance_type":"t2.micro""#;
     let cases: Vec<(String, &str, bool)> = vec![
-        (format!(r#""kind":"run-instances","params":{{"image_id":"ami-zz","instance_type":"t2.micro"}}"#), "params.image_id", false),
+        (r#""kind":"run-instances","params":{"image_id":"ami-zz","instance_type":"t2.micro"}"#.to_owned(), "params.image_id", false),
         (format!(r#""kind":"run-instances","params":{{{ami},"min_count":0}}"#), "params.min_count", false),
-        (format!(r#""kind":"run-instances","params":{{"image_id":"ami-12345678","instance_type":"t2micro"}}"#), "params.instance_type", false),
+        (r#""kind":"run-instances","params":{"image_id":"ami-12345678","instance_type":"t2micro"}"#.to_owned(), "params.instance_type", false),
         (format!(r#""kind":"run-instances","params":{{{ami},"availability_zone":"us-east-1"}}"#), "params.availability_zone", false),
         (format!(r#""kind":"run-instances","params":{{{ami},"subnet_id":"subnet-1"}}"#), "params.subnet_id", false),
         (format!(r#""kind":"run-instances","params":{{{ami},"security_group_ids":["sg-xyz"]}}"#), "params.security_group_ids", false),
@@ -177,6 +177,13 @@ fn the_published_schema_refuses_what_the_validator_refuses() {
         (r#""kind":"set-termination-protection","params":{"instance_ids":[],"disable_api_termination":true}"#.to_owned(), "params.instance_ids", false),
         (r#""kind":"set-termination-protection","params":{"instance_ids":["i-XYZ"],"disable_api_termination":true}"#.to_owned(), "params.instance_ids", false),
         (r#""kind":"canary","params":{"sleep_ms":43200001}"#.to_owned(), "params.sleep_ms", false),
+        (r#""kind":"canary","params":{},"then":[{"kind":"reboot"}]"#.to_owned(), "then[0].kind", false),
+        (r#""kind":"canary","params":{},"then":[{"kind":"canary","for_each":"instances"}]"#.to_owned(), "then[0].for_each", false),
+        (r#""kind":"canary","params":{},"then":[{"kind":"canary","wait":true}]"#.to_owned(), "then[0]", false),
+        (r#""kind":"canary","params":{},"then":[{"kind":"canary","params":{"sleep_ms":{"$from":"/a","and":1}}}]"#.to_owned(), "then[0].params.sleep_ms", false),
+        (r#""kind":"canary","params":{},"then":[{"kind":"canary","params":{"sleep_ms":{"$from":"slept"}}}]"#.to_owned(), "then[0].params.sleep_ms", false),
+        // The schema cannot know which kind's params a follow-up holds.
+        (r#""kind":"canary","params":{},"then":[{"kind":"snapshot","params":{"volume_id":"vol-zz"}}]"#.to_owned(), "then[0].params.volume_id", true),
     ];
     let bodies: Vec<String> = cases
         .iter()

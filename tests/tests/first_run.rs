@@ -50,7 +50,7 @@ fn one_line(output: &Output, words: &[&str]) -> String {
     lines[0].to_owned()
 }
 
-fn creds<'a>(region: &'a str) -> Vec<(&'a str, &'a str)> {
+fn creds(region: &str) -> Vec<(&str, &str)> {
     vec![
         ("AWS_REGION", region),
         ("AWS_ACCESS_KEY_ID", "testing"),

@@ -80,12 +80,16 @@ pub fn schema_defs() -> Vec<(&'static str, Value)> {
         (
             "ParamValue",
             serde_json::json!({
-                "description": "A parameter value: a reference, or any JSON value (whose arrays and objects may hold references).",
+                "description": "A parameter value: a reference, or any JSON value (whose arrays and objects may hold references). An object with `$from` or `$each` is a reference and nothing else.",
                 "anyOf": [
                     {"$ref": "#/$defs/Reference"},
                     {"type": ["string", "number", "integer", "boolean", "null"]},
                     {"type": "array", "items": {"$ref": "#/$defs/ParamValue"}},
-                    {"type": "object", "additionalProperties": {"$ref": "#/$defs/ParamValue"}}
+                    {
+                        "type": "object",
+                        "not": {"anyOf": [{"required": [FROM]}, {"required": [EACH]}]},
+                        "additionalProperties": {"$ref": "#/$defs/ParamValue"}
+                    }
                 ]
             }),
         ),
