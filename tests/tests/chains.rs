@@ -388,3 +388,68 @@ async fn follow_exits_124_on_timeout_and_finds_a_dead_lettered_job() {
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("topic_arn"), "{}", run.stderr);
 }
+
+/// The article's whole flow, as `producer/examples/article-flow.json` writes it: launch
+/// protected instances, then image one and snapshot its volume, then lift its protection.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_articles_flow_runs_as_one_chain() {
+    let t = TestStack::new("article").await;
+    let _worker = worker(&t).await;
+    let text = std::fs::read_to_string(shoal_tests::repo_path(
+        "producer/examples/article-flow.json",
+    ))
+    .expect("the example chain");
+    let mut request: serde_json::Value = serde_json::from_str(&text).expect("json");
+    request["params"]["image_id"] = json!(t.stock_ami().await);
+    t.clients
+        .ec2
+        .create_key_pair()
+        .key_name("demo")
+        .send()
+        .await
+        .expect("key pair");
+    let job = JobEnvelope::from_request(request).expect("the example is a valid chain");
+    let outcome = producer(&t)
+        .enqueue_and_wait(
+            &t.clients,
+            &t.stack.topic_arn,
+            &job,
+            &SendOptions::default(),
+            WAIT,
+        )
+        .await
+        .expect("the chain finishes");
+    assert!(outcome.succeeded, "{:?}", outcome.events);
+    let kinds: Vec<_> = outcome
+        .events
+        .iter()
+        .filter_map(|e| e.kind.as_deref())
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "run-instances",
+            "create-image",
+            "snapshot",
+            "set-termination-protection"
+        ]
+    );
+    let instance = outcome.events[0].result.as_ref().expect("result")["instances"][0]
+        ["instance_id"]
+        .as_str()
+        .expect("instance")
+        .to_owned();
+    let protection = t
+        .clients
+        .ec2
+        .describe_instance_attribute()
+        .instance_id(&instance)
+        .attribute(aws_sdk_ec2::types::InstanceAttributeName::DisableApiTermination)
+        .send()
+        .await
+        .expect("attribute")
+        .disable_api_termination()
+        .and_then(|v| v.value());
+    assert_eq!(protection, Some(false), "the last step lifted it");
+    assert_eq!(snapshots_of(&t, &instance).await, 1);
+}
