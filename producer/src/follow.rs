@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use shoal_common::aws::AwsClients;
-use shoal_common::error::{classify_sdk_error, Error};
+use shoal_common::error::{classify_sdk_error, Error, ErrorClass};
 use shoal_common::event::{JobEvent, JobStatus};
 use shoal_common::stack;
 use shoal_common::JobId;
@@ -247,7 +247,7 @@ impl Follower {
                     pending: self.tracker.pending(),
                 });
             }
-            let out = self
+            let received = self
                 .sqs
                 .receive_message()
                 .queue_url(&self.queue_url)
@@ -255,17 +255,31 @@ impl Follower {
                 .wait_time_seconds(left.as_secs().clamp(1, 20) as i32)
                 .send()
                 .await
-                .map_err(|e| classify_sdk_error("ReceiveMessage", &e))?;
+                .map_err(|e| classify_sdk_error("ReceiveMessage", &e));
+            let out = match received {
+                Ok(out) => out,
+                // The events wait on the queue: a follow outlives a bad minute of SQS.
+                Err(e) if e.class == ErrorClass::Transient => {
+                    tracing::warn!(error = %e, "cannot receive events yet; trying again");
+                    tokio::time::sleep(Duration::from_secs(1).min(left)).await;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             for msg in out.messages.unwrap_or_default() {
                 // The queue is this follower's own: a copy read is a copy done with.
+                // If the delete fails, the copy comes back and is dropped as a repeat.
                 if let Some(receipt) = &msg.receipt_handle {
-                    self.sqs
+                    if let Err(e) = self
+                        .sqs
                         .delete_message()
                         .queue_url(&self.queue_url)
                         .receipt_handle(receipt)
                         .send()
                         .await
-                        .map_err(|e| classify_sdk_error("DeleteMessage", &e))?;
+                    {
+                        tracing::debug!(error = %classify_sdk_error("DeleteMessage", &e), "an event stays on the follower's queue");
+                    }
                 }
                 let body = msg.body.unwrap_or_default();
                 match serde_json::from_str::<JobEvent>(&body) {

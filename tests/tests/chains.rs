@@ -453,3 +453,37 @@ async fn the_articles_flow_runs_as_one_chain() {
     assert_eq!(protection, Some(false), "the last step lifted it");
     assert_eq!(snapshots_of(&t, &instance).await, 1);
 }
+
+/// A follower rides out a few seconds of SQS refusing its receives: the events wait on its
+/// queue.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follower_outlives_an_sqs_outage() {
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    let t = TestStack::new("followout").await;
+    let _worker = worker(&t).await;
+    let through_proxy = shoal_common::aws::AwsClients::new(&sdk_config(&proxy.endpoint).await);
+    let job = chain(json!({"kind": "canary", "then": [{"kind": "canary"}]}));
+    let (_, follower) = producer(&t)
+        .enqueue_and_follow(
+            &through_proxy,
+            &t.stack.topic_arn,
+            &job,
+            &SendOptions::default(),
+            WAIT,
+        )
+        .await
+        .expect("follow");
+    proxy.add(Rule::outage(
+        Service::Sqs,
+        &["ReceiveMessage"],
+        AwsFault::ServiceUnavailable,
+        Duration::from_secs(5),
+    ));
+    let outcome = follower
+        .outcome(WAIT)
+        .await
+        .expect("the follow outlives the outage");
+    assert!(outcome.succeeded);
+    assert_eq!(outcome.events.len(), 2);
+    assert!(proxy.count(Service::Sqs, "ReceiveMessage").arrived > 1);
+}
