@@ -105,12 +105,12 @@ class Bench:
                                                       "schema": {"DataType": "Number", "StringValue": "1"}}})
             self.sqs.send_message_batch(QueueUrl=stack["SHOAL_QUEUE_URL"], Entries=entries)
 
-    def start_worker(self, stack, concurrency=64, wait=20):
+    def start_worker(self, stack, concurrency=64, wait=20, extra_env=None):
         port = free_port()
         proc = subprocess.Popen([os.path.join(BIN, "shoal-worker"),
                                  "--queue-url", stack["SHOAL_QUEUE_URL"], "--topic-arn", stack["SHOAL_TOPIC_ARN"],
                                  "--concurrency", str(concurrency), "--wait-time-seconds", str(wait),
-                                 "--metrics-addr", f"127.0.0.1:{port}"], env=self.env)
+                                 "--metrics-addr", f"127.0.0.1:{port}"], env={**self.env, **(extra_env or {})})
         self.workers.append(proc)
         deadline = time.time() + 30
         while time.time() < deadline:
@@ -136,11 +136,11 @@ class Bench:
         self.stop_workers()
         return cpu
 
-    def throughput(self, n_workers, jobs, startup):
+    def throughput(self, n_workers, jobs, startup, extra_env=None):
         stack = self.stack()
         self.enqueue_canaries(stack, jobs)
         started = time.monotonic()
-        workers = [self.start_worker(stack) for _ in range(n_workers)]
+        workers = [self.start_worker(stack, extra_env=extra_env) for _ in range(n_workers)]
         while True:
             snapshot = [metrics(port) for _, port in workers]
             done = sum(metric_sum(m, "shoal_jobs_succeeded_total") for m in snapshot)
@@ -188,7 +188,7 @@ class Bench:
             while True:
                 out = self.sqs.receive_message(QueueUrl=events, WaitTimeSeconds=5, MaxNumberOfMessages=10)
                 msgs = out.get("Messages", [])
-                if any(json.loads(m["Body"]).get("job_id") == job_id for m in msgs):
+                if any(json.loads(m["Body"]).get("subject") == job_id for m in msgs):
                     results.append((time.monotonic() - t0) * 1000)
                     for m in msgs:
                         self.sqs.delete_message(QueueUrl=events, ReceiptHandle=m["ReceiptHandle"])
@@ -214,6 +214,27 @@ class Bench:
         return (time.process_time() - before) / messages * 1000
 
 
+def otlp_sink():
+    """An OTLP/HTTP endpoint that takes every export and keeps nothing: the worker's cost of
+    tracing, without a collector's."""
+    import http.server
+    import threading
+
+    class Sink(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
 def main():
     parser = argparse.ArgumentParser(description="Shoal worker benchmark")
     parser.add_argument("--jobs", type=int, default=10_000, help="canary jobs per throughput run")
@@ -229,6 +250,17 @@ def main():
         for n in (1, 2, 4):
             rate, cpu, calls = bench.throughput(n, args.jobs, startup)
             rows.append((n, rate, cpu, calls))
+        sink, sink_url = otlp_sink()
+        tracing_rows = []
+        for label, ratio in (("off", None), ("on, sampled 100%", "1.0"), ("on, sampled 1%", "0.01")):
+            env = None if ratio is None else {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": sink_url,
+                "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                "OTEL_TRACES_SAMPLER_ARG": ratio,
+            }
+            _, cpu, _ = bench.throughput(1, args.jobs, startup, extra_env=env)
+            tracing_rows.append((label, cpu))
+        sink.shutdown()
         idle, busy, held = bench.memory(500)
         p50, p99 = bench.latency(args.latency_samples)
     finally:
@@ -243,6 +275,11 @@ def main():
     for n, rate, cpu, calls in rows:
         print(f"| {n} | {rate:,.0f} | {cpu:.3f} | {cpu / baseline:.2f}x | {calls:.3f} |")
     print(f"\nboto3 receive + batch-delete loop, same machine: {baseline:.3f} CPU s per 1,000 bare messages")
+    print("\n| tracing (1 worker, OTLP/HTTP to a sink) | CPU s per 1,000 jobs | vs off |")
+    print("| --- | ---: | ---: |")
+    off = tracing_rows[0][1]
+    for label, cpu in tracing_rows:
+        print(f"| {label} | {cpu:.3f} | {cpu / off:.2f}x |")
     print(f"worker startup CPU (subtracted above): {startup:.3f} s")
     print("\n| measure | value |")
     print("| --- | ---: |")

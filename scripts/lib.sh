@@ -68,6 +68,18 @@ ensure_fauxqs() {
   sed -i 's/host: "0\.0\.0\.0"/host: "127.0.0.1"/' "$app"
 }
 
+# The CloudEvents JavaScript SDK (npm) ships the official CloudEvents 1.0 JSON Schema,
+# compiled into a validator; a test checks every published event with it.
+CLOUDEVENTS_VERSION="10.0.0"
+export SHOAL_CLOUDEVENTS_DIR="${SHOAL_CLOUDEVENTS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/shoal/cloudevents-$CLOUDEVENTS_VERSION}"
+ensure_cloudevents() {
+  if [ ! -f "$SHOAL_CLOUDEVENTS_DIR/node_modules/cloudevents/dist/schema/v1.js" ]; then
+    say "installing the CloudEvents schema validator: cloudevents@$CLOUDEVENTS_VERSION (npm)"
+    mkdir -p "$SHOAL_CLOUDEVENTS_DIR"
+    npm install --prefix "$SHOAL_CLOUDEVENTS_DIR" --no-audit --no-fund --silent "cloudevents@$CLOUDEVENTS_VERSION" >&2
+  fi
+}
+
 # Starts the emulator on a free loopback port, exports the SDK's standard endpoint and
 # dummy credentials, and stops the emulator when the calling script exits.
 start_emulator() {

@@ -1,19 +1,117 @@
 //! The completion event: what the worker publishes to SNS when a job ends, succeeded or
-//! failed. Versioned like the job envelope; delivered at least once, so subscribers
-//! de-duplicate on `job_id`.
+//! failed, as a CloudEvents 1.0 JSON document in structured mode ([`CloudEvent`]) whose
+//! `data` is the [`JobEvent`]. Versioned like the job envelope (`data.event_version`);
+//! delivered at least once, so subscribers de-duplicate on `id` (the same outcome announced
+//! again keeps its id) or on the job id (`subject`).
 //!
 //! SNS message attributes `kind`, `status`, `job_id` and `chain_id` repeat what the body says,
 //! so subscribers can use filter policies (e.g. only `status = failed`; a follower's own queue
 //! takes only its jobs' events).
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorClass;
 
-pub const EVENT_VERSION: u32 = 1;
+/// The version of [`JobEvent`], the CloudEvent's `data`. 2: events became CloudEvents.
+pub const EVENT_VERSION: u32 = 2;
+/// The CloudEvents specification version the events follow.
+pub const SPEC_VERSION: &str = "1.0";
+/// CloudEvents `type` of a success and of a failure: reverse-DNS of the project first, as the
+/// specification asks, so they cannot be mistaken for another producer's.
+pub const TYPE_SUCCEEDED: &str = "dev.shoal.job.succeeded";
+pub const TYPE_FAILED: &str = "dev.shoal.job.failed";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// One completion event as published: CloudEvents 1.0, structured mode (JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(title = "Shoal completion event (CloudEvents 1.0, structured mode)")]
+pub struct CloudEvent {
+    /// Always `1.0`.
+    pub specversion: String,
+    /// Unique per outcome; the same outcome announced again (SNS retried, or carried to a
+    /// later delivery) keeps its id.
+    pub id: String,
+    /// The worker fleet: `--event-source`, by default the job queue's URL.
+    pub source: String,
+    /// `dev.shoal.job.succeeded` or `dev.shoal.job.failed`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The job id (for a message too malformed to name one, its SQS message id).
+    pub subject: String,
+    /// When the attempt ended (RFC 3339).
+    pub time: DateTime<Utc>,
+    /// Always `application/json`.
+    pub datacontenttype: String,
+    /// The W3C trace context of the job's attempt (CloudEvents' distributed tracing
+    /// extension), when the worker traces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
+    pub data: JobEvent,
+}
+
+impl CloudEvent {
+    /// `event` as a CloudEvent from `source`. Its id is derived from the outcome (message,
+    /// attempt, status, end time), so announcing the same outcome again keeps it.
+    pub fn wrap(event: JobEvent, source: &str) -> CloudEvent {
+        let identity = format!(
+            "{}/{}/{}/{}",
+            event.message_id,
+            event.attempts,
+            event.status.as_str(),
+            event.timings.finished_at.to_rfc3339()
+        );
+        CloudEvent {
+            specversion: SPEC_VERSION.to_owned(),
+            id: uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, identity.as_bytes()).to_string(),
+            source: source.to_owned(),
+            event_type: match event.status {
+                JobStatus::Succeeded => TYPE_SUCCEEDED,
+                JobStatus::Failed => TYPE_FAILED,
+            }
+            .to_owned(),
+            subject: event
+                .job_id
+                .clone()
+                .unwrap_or_else(|| event.message_id.clone()),
+            time: event.timings.finished_at,
+            datacontenttype: "application/json".to_owned(),
+            traceparent: None,
+            tracestate: None,
+            data: event,
+        }
+    }
+
+    /// The published JSON. Serializing these types cannot fail: every map key is a string.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| unreachable!("events serialize: {e}"))
+    }
+}
+
+/// The JSON Schema of a published event, generated from these types. The committed copy in
+/// `common/schema/` is what subscribers read; a test keeps the two equal.
+pub fn json_schema() -> serde_json::Value {
+    let mut schema = schemars::schema_for!(CloudEvent).to_value();
+    if let Some(props) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) {
+        props.insert(
+            "specversion".into(),
+            serde_json::json!({"const": SPEC_VERSION, "description": "Always `1.0`."}),
+        );
+        props.insert(
+            "type".into(),
+            serde_json::json!({"enum": [TYPE_SUCCEEDED, TYPE_FAILED], "description": "What happened: the job succeeded or failed."}),
+        );
+        props.insert(
+            "datacontenttype".into(),
+            serde_json::json!({"const": "application/json"}),
+        );
+    }
+    schema
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     Succeeded,
@@ -29,7 +127,8 @@ impl JobStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What happened to a job: the CloudEvent's `data`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct JobEvent {
     pub event_version: u32,
     /// The job's id; absent only when the message was too malformed to carry one.
@@ -84,7 +183,7 @@ impl JobEvent {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Timings {
     /// `submitted_at` from the job envelope.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -101,7 +200,7 @@ pub struct Timings {
     pub run_ms: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct EventError {
     pub class: ErrorClass,
     /// The AWS error code or Shoal's own (`InvalidMessage`, `NoHandler`, `AttemptsExhausted`).

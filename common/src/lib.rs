@@ -13,8 +13,10 @@
 //! - [`aws`] builds the SQS, SNS (and, with the `ec2` feature, EC2) clients from the standard
 //!   credential chain and the SDK's own endpoint settings.
 //! - [`config`] holds the settings the producer and worker share (which queue).
-//! - [`event`] is the completion event the worker publishes to SNS.
-//! - [`logging`] is the log filter of every binary: `RUST_LOG`, less the SDK's wire-level trace.
+//! - [`event`] is the completion event the worker publishes to SNS, a CloudEvent.
+//! - [`logging`] sets up every binary's logs: `RUST_LOG`, less the SDK's wire-level trace.
+//! - [`telemetry`] is tracing across the queue: OpenTelemetry spans, and the W3C trace
+//!   context carried in message attributes.
 //! - [`metrics`] declares every Prometheus metric and counts AWS calls with an interceptor.
 //! - [`queue`] reads what a queue says of itself: redrive policy and depth.
 //! - [`stack`] creates the queues and topic Shoal runs on, for the local emulator and tests.
@@ -29,6 +31,7 @@ pub mod logging;
 pub mod metrics;
 pub mod queue;
 pub mod stack;
+pub mod telemetry;
 pub mod validate;
 
 pub use job::{Job, JobEnvelope, JobId, JobKind};

@@ -36,6 +36,43 @@ pub fn env_filter(default: &str) -> EnvFilter {
     })
 }
 
+/// Sets up a Shoal process's logs on standard error (`json` for one object a line), at
+/// `default` unless `RUST_LOG` says otherwise, and its traces when the environment asks for
+/// them (see [`crate::telemetry`]). Keep the returned guard until the process is done: its
+/// drop flushes the traces.
+pub fn init(default: &str, json: bool, service: &'static str) -> crate::telemetry::Telemetry {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let provider = if crate::telemetry::export_requested() {
+        match crate::telemetry::otlp_provider(service) {
+            Ok(provider) => Some(provider),
+            Err(e) => {
+                eprintln!("warning: {e}; traces are not exported");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = if json {
+        fmt.json().with_current_span(true).boxed()
+    } else {
+        fmt.boxed()
+    };
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(env_filter(default)))
+        .with(
+            provider
+                .as_ref()
+                .map(|p| crate::telemetry::layer(p, service)),
+        )
+        .with(wire_cap())
+        .init();
+    crate::telemetry::Telemetry::new(provider)
+}
+
 /// Whether an event or span may be logged at all, whatever `RUST_LOG` says.
 pub fn allowed(meta: &Metadata<'_>) -> bool {
     !(*meta.level() == Level::TRACE

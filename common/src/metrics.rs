@@ -50,6 +50,9 @@ pub struct Metrics {
     /// Deletes or visibility changes refused because the receipt handle went stale: the
     /// message was (or will be) delivered again.
     pub stale_receipts: IntCounter,
+    /// Messages whose `traceparent` was not a W3C trace context: ignored, the job traced on
+    /// its own.
+    pub trace_contexts_invalid: IntCounter,
     pub released_on_shutdown: IntCounter,
     pub batch_entry_retries: IntCounterVec,
     pub ready: IntGauge,
@@ -214,6 +217,11 @@ impl Metrics {
                 &r,
                 "shoal_stale_receipts_total",
                 "Receipt handles found stale (the message is redelivered)",
+            ),
+            trace_contexts_invalid: counter(
+                &r,
+                "shoal_trace_contexts_invalid_total",
+                "Messages whose traceparent could not be read (the job starts a trace of its own)",
             ),
             released_on_shutdown: counter(
                 &r,

@@ -30,7 +30,7 @@ use std::time::Duration;
 use aws_sdk_sqs::types::QueueAttributeName;
 use shoal_common::aws::AwsClients;
 use shoal_common::error::{classify_sdk_error, Error, ErrorClass};
-use shoal_common::event::{JobEvent, JobStatus};
+use shoal_common::event::{CloudEvent, JobEvent, JobStatus};
 use shoal_common::stack;
 use shoal_common::JobId;
 use tokio::time::Instant;
@@ -282,7 +282,7 @@ impl Follower {
                     }
                 }
                 let body = msg.body.unwrap_or_default();
-                match serde_json::from_str::<JobEvent>(&body) {
+                match serde_json::from_str::<CloudEvent>(&body).map(|e| e.data) {
                     Ok(event) if self.tracker.observe(&event) => return Ok(Some(event)),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "not a completion event; skipped"),

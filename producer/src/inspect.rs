@@ -96,7 +96,15 @@ pub struct ReadEvent {
 
 impl ReadEvent {
     pub fn job_id(&self) -> &str {
-        self.event["job_id"].as_str().unwrap_or("-")
+        self.data()["job_id"].as_str().unwrap_or("-")
+    }
+
+    /// What happened: the CloudEvent's `data` (an event from before CloudEvents is its own).
+    pub fn data(&self) -> &serde_json::Value {
+        match self.event.get("specversion") {
+            Some(_) => &self.event["data"],
+            None => &self.event,
+        }
     }
 }
 
@@ -132,13 +140,13 @@ impl<'a> EventReader<'a> {
             .unwrap_or_default()
             .into_iter()
             .map(|msg| {
-                let event = json_or_text(msg.body.unwrap_or_default());
-                let job_id = event["job_id"].as_str().unwrap_or("-").to_owned();
-                ReadEvent {
-                    repeat: !self.seen.insert(job_id),
-                    event,
+                let mut read = ReadEvent {
+                    repeat: false,
+                    event: json_or_text(msg.body.unwrap_or_default()),
                     receipt: msg.receipt_handle,
-                }
+                };
+                read.repeat = !self.seen.insert(read.job_id().to_owned());
+                read
             })
             .collect())
     }

@@ -26,6 +26,8 @@ pub mod operate;
 use aws_sdk_sqs::Client as SqsClient;
 use std::time::Duration;
 
+use tracing::Instrument;
+
 use shoal_common::aws::AwsClients;
 use shoal_common::config::QueueTarget;
 use shoal_common::error::{classify_sdk_error, Error};
@@ -70,6 +72,18 @@ pub enum EnqueueError {
     Aws(#[from] Error),
 }
 
+/// The span of one enqueue: the root of the job's trace, or a child of the caller's span.
+fn enqueue_span(job: &JobEnvelope) -> tracing::Span {
+    tracing::info_span!(
+        "enqueue",
+        otel.name = "shoal.enqueue",
+        otel.kind = "producer",
+        messaging.system = "aws_sqs",
+        job_id = %job.job_id,
+        kind = %job.kind(),
+    )
+}
+
 impl Producer {
     pub fn new(sqs: SqsClient, queue: QueueTarget) -> Self {
         Producer {
@@ -89,11 +103,13 @@ impl Producer {
         job: &JobEnvelope,
         options: &SendOptions,
     ) -> Result<Enqueued, EnqueueError> {
-        let msg = OutgoingMessage::build(job, options, self.queue.is_fifo())?;
+        let span = enqueue_span(job);
+        let msg = span.in_scope(|| OutgoingMessage::build(job, options, self.queue.is_fifo()))?;
         // The SDK's own retry policy already resends throttled and 5xx calls.
         let out = msg
             .send_request(&self.sqs, &self.queue.url)
             .send()
+            .instrument(span)
             .await
             .map_err(|e| classify_sdk_error("SendMessage", &e))?;
         Ok(Enqueued {
@@ -158,7 +174,8 @@ impl Producer {
         let mut messages = Vec::with_capacity(jobs.len());
         let mut invalid = Vec::new();
         for (i, job) in jobs.iter().enumerate() {
-            match OutgoingMessage::build(job, options, fifo) {
+            // A span per job, so each carries a trace context of its own.
+            match enqueue_span(job).in_scope(|| OutgoingMessage::build(job, options, fifo)) {
                 Ok(msg) => messages.push(msg),
                 Err(e) => invalid.push((i, e)),
             }

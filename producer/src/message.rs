@@ -34,6 +34,8 @@ pub struct OutgoingMessage {
     pub delay_seconds: Option<u32>,
     pub group_id: Option<String>,
     pub deduplication_id: Option<String>,
+    /// The W3C trace context (`traceparent`, `tracestate`) of the enqueue, when traced.
+    pub trace: Vec<(&'static str, String)>,
 }
 
 impl OutgoingMessage {
@@ -93,6 +95,9 @@ impl OutgoingMessage {
             // The job id is the idempotency key, so SQS's five-minute deduplication window
             // drops a resubmission of the same job outright.
             deduplication_id: fifo.then(|| job.job_id.to_string()),
+            // The caller's current span: the enqueue's own, or (for a library caller who
+            // traces) theirs.
+            trace: shoal_common::telemetry::context_of(&tracing::Span::current()),
         };
         let size = msg.size();
         if size > MAX_MESSAGE_BYTES {
@@ -112,15 +117,23 @@ impl OutgoingMessage {
                 .sum::<usize>()
     }
 
-    fn attributes(&self) -> [(&'static str, &'static str, String); 2] {
-        [
+    /// Every message's attributes: `kind`, `schema`, and the trace context when traced (4 of
+    /// the 10 SQS allows; the rest are the sender's and, on copies, Shoal's own).
+    fn attributes(&self) -> Vec<(&'static str, &'static str, String)> {
+        let mut attributes = vec![
             ("kind", "String", self.kind.as_str().to_owned()),
             (
                 "schema",
                 "Number",
                 shoal_common::job::SCHEMA_VERSION.to_string(),
             ),
-        ]
+        ];
+        attributes.extend(
+            self.trace
+                .iter()
+                .map(|(name, value)| (*name, "String", value.clone())),
+        );
+        attributes
     }
 
     fn attribute_values(&self) -> impl Iterator<Item = (&'static str, MessageAttributeValue)> {

@@ -303,7 +303,11 @@ impl TestStack {
         self.delete(&self.stack.events_queue_url, &msgs).await;
         msgs.iter()
             .map(|m| {
-                serde_json::from_str(m.body().unwrap_or_default()).expect("an event is a JobEvent")
+                serde_json::from_str::<shoal_common::event::CloudEvent>(
+                    m.body().unwrap_or_default(),
+                )
+                .expect("an event is a CloudEvent")
+                .data
             })
             .collect()
     }
@@ -328,6 +332,7 @@ impl TestStack {
             fifo: self.stack.queue_url.ends_with(".fifo"),
             dlq_url: self.stack.dlq_url.clone(),
             topic_arn: self.stack.topic_arn.clone(),
+            event_source: self.stack.queue_url.clone(),
             concurrency: 8,
             pollers: 2,
             wait_time_seconds: 1,

@@ -1,29 +1,40 @@
-//! The published job contract: the committed JSON Schema matches the Rust types, every
-//! kind survives a round trip, and decoding errors name the field.
+//! The published job contract: the committed JSON Schemas (of a job, and of a completion
+//! event) match the Rust types, every kind survives a round trip, and decoding errors name
+//! the field.
 
 use shoal_common::job::{json_schema, Canary, ContractError, JobParams, RunInstances};
 use shoal_common::{Job, JobEnvelope, JobKind};
 use shoal_tests::repo_path;
 
 const SCHEMA_FILE: &str = "common/schema/job-envelope.schema.json";
+const EVENT_SCHEMA_FILE: &str = "common/schema/job-event.schema.json";
 
-/// Fails when the types change without the committed schema. To accept a change, run the
+/// Fails when `generated` differs from the committed `file`. To accept a change, run the
 /// test with `SHOAL_BLESS=1` and commit the rewritten file.
-#[test]
-fn committed_schema_matches_the_types() {
+fn matches_committed(file: &str, generated: &serde_json::Value) {
     let generated = format!(
         "{}\n",
-        serde_json::to_string_pretty(&json_schema()).expect("schema json")
+        serde_json::to_string_pretty(generated).expect("schema json")
     );
-    let path = repo_path(SCHEMA_FILE);
+    let path = repo_path(file);
     if std::env::var_os("SHOAL_BLESS").is_some() {
         std::fs::write(&path, &generated).expect("write schema");
     }
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         committed == generated,
-        "{SCHEMA_FILE} is out of date with the job types: run `SHOAL_BLESS=1 cargo test -p shoal-tests --test contract` and commit it"
+        "{file} is out of date with the types: run `SHOAL_BLESS=1 cargo test -p shoal-tests --test contract` and commit it"
     );
+}
+
+#[test]
+fn committed_schema_matches_the_types() {
+    matches_committed(SCHEMA_FILE, &json_schema());
+}
+
+#[test]
+fn committed_event_schema_matches_the_types() {
+    matches_committed(EVENT_SCHEMA_FILE, &shoal_common::event::json_schema());
 }
 
 #[test]

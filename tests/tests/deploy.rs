@@ -12,7 +12,7 @@ use std::process::Command;
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use shoal_common::config::QueueTarget;
-use shoal_common::event::{JobEvent, JobStatus};
+use shoal_common::event::JobStatus;
 use shoal_common::job::Canary;
 use shoal_common::{Job, JobEnvelope, JobId};
 use shoal_producer::{Producer, SendOptions};
@@ -263,8 +263,11 @@ async fn the_template_deploys_and_a_job_runs_through_the_queues_it_made() {
             .expect("receive");
         if let Some(msg) = out.messages().first() {
             event = Some(
-                serde_json::from_str::<JobEvent>(msg.body().unwrap_or_default())
-                    .expect("a raw event"),
+                serde_json::from_str::<shoal_common::event::CloudEvent>(
+                    msg.body().unwrap_or_default(),
+                )
+                .map(|e| e.data)
+                .expect("a raw event"),
             );
             break;
         }

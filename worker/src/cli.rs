@@ -31,7 +31,12 @@ pub fn main() -> i32 {
         return crate::healthcheck::main(argv.skip(1));
     }
     let cli = Cli::parse();
-    init_logging(cli.args.log_format);
+    // Flushes the traces (if any are exported) when dropped, after the runtime is done.
+    let _telemetry = shoal_common::logging::init(
+        "info",
+        cli.args.log_format == LogFormat::Json,
+        "shoal-worker",
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -43,24 +48,6 @@ pub fn main() -> i32 {
         }
     };
     runtime.block_on(run(cli.args))
-}
-
-fn init_logging(format: LogFormat) {
-    use shoal_common::logging::{env_filter, wire_cap};
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(env_filter("info"))
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder
-            .json()
-            .with_current_span(true)
-            .finish()
-            .with(wire_cap())
-            .init(),
-        LogFormat::Text => builder.finish().with(wire_cap()).init(),
-    }
 }
 
 async fn run(args: WorkerArgs) -> i32 {

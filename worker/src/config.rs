@@ -28,6 +28,10 @@ pub struct WorkerArgs {
     /// SNS topic for completion events.
     #[arg(long, env = "SHOAL_TOPIC_ARN")]
     pub topic_arn: String,
+    /// The CloudEvents `source` of the completion events: a URI naming this fleet (default:
+    /// the job queue's URL).
+    #[arg(long, env = "SHOAL_EVENT_SOURCE")]
+    pub event_source: Option<String>,
     /// Dead-letter queue URL (default: the job queue's redrive target).
     #[arg(long, env = "SHOAL_DLQ_URL")]
     pub dlq_url: Option<String>,
@@ -224,6 +228,8 @@ pub struct WorkerConfig {
     pub fifo: bool,
     pub dlq_url: String,
     pub topic_arn: String,
+    /// The CloudEvents `source` of the completion events.
+    pub event_source: String,
     pub concurrency: usize,
     pub pollers: usize,
     pub wait_time_seconds: u32,
@@ -347,6 +353,7 @@ impl WorkerArgs {
 
         let worker_id = self.worker_id.clone().unwrap_or_else(default_worker_id);
         Ok(WorkerConfig {
+            event_source: self.event_source.clone().unwrap_or_else(|| queue_url.clone()),
             fifo: queue_url.ends_with(".fifo"),
             queue_url,
             dlq_url,

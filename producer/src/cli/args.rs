@@ -38,8 +38,8 @@ pub enum Command {
     /// each completion event as it arrives. Exit 0 when all succeeded, 1 when one failed,
     /// 124 on --timeout.
     Follow(FollowJobs),
-    /// Print the JSON Schema of the job envelope.
-    Schema,
+    /// Print the JSON Schema of the job envelope (or, with --event, of a completion event).
+    Schema(SchemaArgs),
     /// Create queues and topic for a development stack, and print their addresses.
     #[command(subcommand)]
     Stack(StackCommand),
@@ -70,6 +70,13 @@ pub struct FollowArgs {
     /// The completion topic (for --follow, `follow` and `stack gc`).
     #[arg(long, global = true, env = "SHOAL_TOPIC_ARN")]
     pub topic_arn: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// The completion event's schema (a CloudEvent whose `data` is the job's outcome).
+    #[arg(long)]
+    pub event: bool,
 }
 
 #[derive(Debug, Args)]

@@ -171,16 +171,9 @@ impl Output<'_, '_> {
 /// Returns the exit status.
 pub fn main() -> i32 {
     use clap::Parser;
-    use shoal_common::logging::{env_filter, wire_cap};
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(env_filter("warn"))
-        .with_writer(std::io::stderr)
-        .finish()
-        .with(wire_cap())
-        .init();
+    // Flushes the traces (if any are exported) when dropped, after the runtime is done.
+    let _telemetry = shoal_common::logging::init("warn", false, "shoal-producer");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -225,7 +218,7 @@ pub async fn run(cli: Cli, sdk: &SdkConfig, io: &mut Io<'_>) -> i32 {
 
 async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<Done, CliError> {
     let send = &cli.send;
-    if !matches!(cli.command, Command::Schema) {
+    if !matches!(cli.command, Command::Schema(_)) {
         shoal_common::aws::check_setup(sdk).await?;
     }
     let clients = AwsClients::new(sdk);
@@ -235,8 +228,12 @@ async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<
         tag_rules: send.tag_rules,
     };
     match cli.command {
-        Command::Schema => {
-            let schema = shoal_common::job::json_schema();
+        Command::Schema(args) => {
+            let schema = if args.event {
+                shoal_common::event::json_schema()
+            } else {
+                shoal_common::job::json_schema()
+            };
             let doc = serde_json::to_string_pretty(&schema).map_err(std::io::Error::other)?;
             writeln!(out.io.out, "{doc}")?;
             Ok(Done::All)

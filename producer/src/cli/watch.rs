@@ -42,8 +42,8 @@ pub(super) async fn events(
     while args.count.is_none_or(|n| shown < n) && last.elapsed() < args.idle {
         for read in reader.receive(args.idle).await? {
             last = std::time::Instant::now();
-            let event = &read.event;
-            out.item(event, |w| {
+            let event = read.data();
+            out.item(&read.event, |w| {
                 let detail = match (&event["result"], &event["error"]) {
                     (serde_json::Value::Null, serde_json::Value::Null) => String::new(),
                     (result, serde_json::Value::Null) => result.to_string(),

@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use aws_sdk_sqs::types::MessageAttributeValue;
 use shoal_common::error::{classify_sdk_error, ErrorClass, ShoalCode};
-use shoal_common::event::{JobEvent, JobStatus};
+use shoal_common::event::{CloudEvent, JobEvent, JobStatus};
 use shoal_common::metrics::UNKNOWN_KIND;
 use shoal_common::queue::{dead_letter_attribute, CARRIED_STATE};
+use shoal_common::telemetry;
 use shoal_common::JobEnvelope;
 use tokio::time::Instant;
 
@@ -37,6 +38,18 @@ pub(super) enum Disposition {
     Returned,
     /// Left to reappear when its visibility times out (a call to move it failed).
     Left,
+}
+
+impl Disposition {
+    /// The attempt's `outcome` on its trace span.
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Disposition::Deleted => "done",
+            Disposition::DeadLettered => "dead_lettered",
+            Disposition::Returned => "returned",
+            Disposition::Left => "left",
+        }
+    }
 }
 
 /// SQS allows ten message attributes.
@@ -218,10 +231,19 @@ pub(super) fn hold_pause(tries: u32) -> Duration {
 /// Publishes `event`, retrying while the message is held, for up to `announce_hold`.
 pub(super) async fn announce(shared: &Shared, event: &JobEvent) -> Result<(), EntryError> {
     let kind = event.kind_label();
-    let message =
-        serde_json::to_string(event).unwrap_or_else(|e| unreachable!("events serialize: {e}"));
+    // The event continues the attempt's trace, for subscribers that trace too.
+    let trace = telemetry::context_of(&tracing::Span::current());
+    let mut cloud_event = CloudEvent::wrap(event.clone(), &shared.config.event_source);
+    for (name, value) in &trace {
+        match *name {
+            telemetry::TRACEPARENT => cloud_event.traceparent = Some(value.clone()),
+            _ => cloud_event.tracestate = Some(value.clone()),
+        }
+    }
+    let message = cloud_event.to_json();
     let status = event.status.as_str();
-    let attributes = event.attributes();
+    let mut attributes = event.attributes();
+    attributes.extend(trace);
     let give_up_at = Instant::now() + shared.config.announce_hold;
     let mut tries = 0;
     loop {
@@ -361,10 +383,21 @@ pub(super) fn sender_attributes(
     msg: &Delivery,
     ours: usize,
 ) -> impl Iterator<Item = (&String, &MessageAttributeValue)> {
-    msg.attributes
+    // When there are more than fit, the contract's own (`kind`, `schema`) and the trace
+    // context go first, so a copy keeps its routing and its trace.
+    let first = [
+        "kind",
+        "schema",
+        telemetry::TRACEPARENT,
+        telemetry::TRACESTATE,
+    ];
+    let mut attributes: Vec<_> = msg
+        .attributes
         .iter()
         .filter(|(n, _)| !n.starts_with(dead_letter_attribute::PREFIX))
-        .take(MAX_ATTRIBUTES - ours)
+        .collect();
+    attributes.sort_by_key(|(n, _)| !first.contains(&n.as_str()));
+    attributes.into_iter().take(MAX_ATTRIBUTES - ours)
 }
 
 /// Makes messages visible again at once.

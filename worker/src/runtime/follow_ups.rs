@@ -15,6 +15,7 @@ use shoal_common::error::{classify_sdk_error, Error, ErrorClass, ShoalCode};
 use shoal_common::event::{EventError, EventSource, JobEvent, JobStatus};
 use shoal_common::job::chain::{self, Expanded};
 use shoal_common::job::SCHEMA_VERSION;
+use shoal_common::telemetry;
 use shoal_common::JobEnvelope;
 use tokio::time::Instant;
 
@@ -112,6 +113,10 @@ async fn send(shared: &Shared, msg: &Delivery, job: &JobEnvelope) -> Result<(), 
         .message_body(job.to_json())
         .message_attributes("kind", attribute("String", job.kind().as_str().to_owned()))
         .message_attributes("schema", attribute("Number", SCHEMA_VERSION.to_string()));
+    // The follow-up's attempt continues this one's trace: a chain is one trace.
+    for (name, value) in telemetry::context_of(&tracing::Span::current()) {
+        request = request.message_attributes(name, attribute("String", value));
+    }
     if cfg.fifo {
         // The chain keeps its parent's group, so its steps run in order behind it.
         request = request

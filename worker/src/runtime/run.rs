@@ -13,6 +13,7 @@ use prometheus::IntGauge;
 use shoal_common::error::{ErrorClass, ShoalCode};
 use shoal_common::event::EventSource;
 use shoal_common::metrics::UNKNOWN_KIND;
+use shoal_common::telemetry;
 use shoal_common::JobEnvelope;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
@@ -65,6 +66,44 @@ pub(super) async fn process(
     lease: Lease,
     permit: &mut Option<OwnedSemaphorePermit>,
 ) -> Disposition {
+    // One span per delivery: the attempt, continuing the sender's trace when the message
+    // carries one. Its AWS calls are its children; its event carries its context on.
+    let span = tracing::info_span!(
+        "job",
+        otel.name = "shoal.job",
+        otel.kind = "consumer",
+        messaging.system = "aws_sqs",
+        messaging.message.id = %msg.message_id,
+        job_id = tracing::field::Empty,
+        kind = tracing::field::Empty,
+        attempt = msg.attempt(),
+        queue_wait_ms = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    let attribute = |name: &str| msg.attributes.get(name).and_then(|v| v.string_value());
+    let incoming = telemetry::extract(
+        attribute(telemetry::TRACEPARENT),
+        attribute(telemetry::TRACESTATE),
+    );
+    if matches!(incoming, telemetry::Incoming::Malformed) {
+        shared.metrics.trace_contexts_invalid.inc();
+        tracing::warn!(message_id = %msg.message_id, "the message's traceparent is not a W3C trace context; ignored");
+    }
+    telemetry::continue_trace(&span, incoming);
+    let disposition = deliver(shared, msg, lease, permit, &span)
+        .instrument(span.clone())
+        .await;
+    span.record("outcome", disposition.as_str());
+    disposition
+}
+
+async fn deliver(
+    shared: &Shared,
+    msg: &Delivery,
+    lease: Lease,
+    permit: &mut Option<OwnedSemaphorePermit>,
+    span: &tracing::Span,
+) -> Disposition {
     if let Some(event) = msg.carried.outcome.clone() {
         return carry_out::announce_carried(shared, msg, event).await;
     }
@@ -87,10 +126,9 @@ pub(super) async fn process(
             return refuse(shared, msg, &attempt, error, DeadLetterReason::Malformed).await;
         }
     };
-    let span = tracing::info_span!("job", job_id = %envelope.job_id, kind = %envelope.kind(), attempt = msg.attempt());
-    run_job(shared, msg, &envelope, lease, permit)
-        .instrument(span)
-        .await
+    span.record("job_id", tracing::field::display(&envelope.job_id));
+    span.record("kind", envelope.kind().as_str());
+    run_job(shared, msg, &envelope, lease, permit).await
 }
 
 /// Lowers a gauge when dropped, however the attempt ends.
@@ -156,8 +194,12 @@ async fn run_job(
     loop {
         attempt.started_at = Utc::now();
         if let Some(enqueued_at) = msg.enqueued_at {
-            let wait = (attempt.started_at - enqueued_at).num_milliseconds().max(0) as f64 / 1000.0;
-            metrics.job_queue_wait.with_label_values(&[k]).observe(wait);
+            let wait_ms = (attempt.started_at - enqueued_at).num_milliseconds().max(0);
+            metrics
+                .job_queue_wait
+                .with_label_values(&[k])
+                .observe(wait_ms as f64 / 1000.0);
+            tracing::Span::current().record("queue_wait_ms", wait_ms);
         }
         let ctx = JobContext {
             job_id: envelope.job_id.clone(),
