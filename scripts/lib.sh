@@ -20,6 +20,41 @@ trap cleanup EXIT
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
+# Checks what a script needs before it starts, naming each missing piece in one line with
+# how to get it, and stops (exit 1) if any is missing. Arguments: cargo, pip, npm, debian
+# (apt-get, for what must come from Debian's packages when it is not installed already).
+require() {
+  local missing=() need
+  for need in "$@"; do
+    case "$need" in
+      cargo)
+        command -v cargo >/dev/null 2>&1 ||
+          missing+=("cargo: the Rust toolchain is not installed; install it with rustup (stable)") ;;
+      pip)
+        if ! command -v "$PYTHON" >/dev/null 2>&1; then
+          missing+=("$PYTHON: Python 3 is not installed; install python3 and python3-pip (Debian: apt-get install python3 python3-pip), or point SHOAL_PYTHON at one")
+        elif ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
+          missing+=("pip: $PYTHON has no pip; install it (Debian: apt-get install python3-pip, or $PYTHON -m ensurepip)")
+        fi ;;
+      npm)
+        command -v npm >/dev/null 2>&1 && command -v node >/dev/null 2>&1 ||
+          missing+=("npm: Node.js 18 or later with npm is not installed (for fauxqs and the CloudEvents validator); Debian: apt-get install nodejs npm") ;;
+      debian)
+        if ! { command -v promtool && command -v prometheus && command -v kubectl; } >/dev/null 2>&1 &&
+          ! command -v apt-get >/dev/null 2>&1; then
+          missing+=("promtool, prometheus, kubectl: not installed, and no apt-get to install them; put Prometheus (promtool and the server) and kubectl on PATH")
+        elif [ "$(id -u)" != 0 ] && ! command -v sudo >/dev/null 2>&1 &&
+          ! { command -v promtool && command -v prometheus && command -v kubectl; } >/dev/null 2>&1; then
+          missing+=("promtool, prometheus, kubectl: not installed, and installing them with apt-get needs root or sudo")
+        fi ;;
+    esac
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    printf 'missing: %s\n' "${missing[@]}" >&2
+    exit 1
+  fi
+}
+
 # moto's server is the local AWS (SQS, SNS, EC2) for the demo and every test.
 ensure_moto() {
   if "$PYTHON" -c 'from moto.server import ThreadedMotoServer' 2>/dev/null; then

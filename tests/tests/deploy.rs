@@ -457,3 +457,84 @@ fn the_kubernetes_base_renders_validates_and_hangs_together() {
         find("TriggerAuthentication")["metadata"]["name"]
     );
 }
+
+/// A bin folder holding only `tools` (each linked to the real one), for running a script as
+/// on a machine that lacks everything else.
+fn bin_with(tools: &[&str]) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(unique("bin"));
+    std::fs::create_dir_all(&dir).expect("bin dir");
+    for tool in tools {
+        let path = if *tool == "python3" {
+            // The interpreter itself, not a version manager's shim.
+            let out =
+                Command::new(std::env::var("SHOAL_PYTHON").unwrap_or_else(|_| "python3".into()))
+                    .args(["-c", "import sys; print(sys.executable)"])
+                    .output()
+                    .expect("python3");
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        } else {
+            let out = Command::new("bash")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .expect("bash");
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        assert!(!path.is_empty(), "{tool} is on this machine");
+        std::os::unix::fs::symlink(&path, dir.join(tool)).expect("link");
+    }
+    dir
+}
+
+/// Runs `script` with only `bin` on PATH; its exit status and its standard error's lines.
+fn run_script(script: &str, bin: &std::path::Path) -> (Option<i32>, Vec<String>) {
+    let out = Command::new(bin.join("bash"))
+        .arg(repo_path(script))
+        .env_clear()
+        .env("PATH", bin)
+        .env("HOME", std::env::var("HOME").unwrap_or_default())
+        .env("SHOAL_PYTHON", "python3")
+        .output()
+        .expect("run the script");
+    let lines = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    (out.status.code(), lines)
+}
+
+#[test]
+fn the_two_commands_name_each_missing_prerequisite_before_anything_else() {
+    // Without Node.js (and without apt-get or Prometheus): the test command says so, one
+    // line each, and stops.
+    let bin = bin_with(&["bash", "dirname", "id", "cargo", "python3"]);
+    let (code, lines) = run_script("scripts/test", &bin);
+    assert_eq!(code, Some(1), "{lines:?}");
+    assert!(
+        lines.iter().all(|l| l.starts_with("missing: ")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("npm") && l.contains("Node.js")),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l.contains("promtool")), "{lines:?}");
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("cargo:") || l.contains("pip:")),
+        "{lines:?}"
+    );
+    // The demo needs only Rust and Python with pip; without cargo, it says which.
+    let bare = bin_with(&["bash", "dirname", "id", "python3"]);
+    let (code, lines) = run_script("scripts/demo", &bare);
+    assert_eq!(code, Some(1), "{lines:?}");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("cargo") && lines[0].contains("rustup"),
+        "{lines:?}"
+    );
+    let _ = std::fs::remove_dir_all(bin);
+    let _ = std::fs::remove_dir_all(bare);
+}

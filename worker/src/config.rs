@@ -353,7 +353,10 @@ impl WorkerArgs {
 
         let worker_id = self.worker_id.clone().unwrap_or_else(default_worker_id);
         Ok(WorkerConfig {
-            event_source: self.event_source.clone().unwrap_or_else(|| queue_url.clone()),
+            event_source: self
+                .event_source
+                .clone()
+                .unwrap_or_else(|| queue_url.clone()),
             fifo: queue_url.ends_with(".fifo"),
             queue_url,
             dlq_url,
