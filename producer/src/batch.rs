@@ -9,7 +9,7 @@
 
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use aws_sdk_sqs::Client as SqsClient;
-use futures::stream::{self, StreamExt};
+use futures::stream::{FuturesUnordered, StreamExt};
 use shoal_common::batch::{send_with_resends, BatchCall};
 use shoal_common::error::{classify_sdk_error, Error, ShoalCode};
 use shoal_common::job::MAX_MESSAGE_BYTES;
@@ -40,27 +40,62 @@ pub struct FailedEntry {
     pub message: String,
 }
 
-/// Groups `messages` into batches, keeping their order: a batch closes at 10 entries or
-/// when the next message would take it over the byte limit.
-pub fn pack(messages: &[OutgoingMessage]) -> Vec<Vec<usize>> {
-    let mut batches: Vec<Vec<usize>> = Vec::new();
-    let mut current: Vec<usize> = Vec::new();
-    let mut bytes = 0;
-    for (i, msg) in messages.iter().enumerate() {
-        let size = msg.size();
-        if !current.is_empty()
-            && (current.len() == MAX_BATCH_ENTRIES || bytes + size > MAX_MESSAGE_BYTES)
-        {
-            batches.push(std::mem::take(&mut current));
-            bytes = 0;
+/// Packs messages into batches as they come, keeping their order: a batch closes at 10
+/// entries or when the next message would take it over the byte limit.
+#[derive(Debug)]
+pub struct Packer<T> {
+    current: Vec<T>,
+    bytes: usize,
+}
+
+impl<T> Default for Packer<T> {
+    fn default() -> Self {
+        Packer {
+            current: Vec::new(),
+            bytes: 0,
         }
-        current.push(i);
-        bytes += size;
     }
-    if !current.is_empty() {
-        batches.push(current);
+}
+
+impl<T> Packer<T> {
+    /// Adds a message of `size` bytes; returns the batch it closed, if it closed one.
+    pub fn push(&mut self, item: T, size: usize) -> Option<Vec<T>> {
+        let full = !self.current.is_empty()
+            && (self.current.len() == MAX_BATCH_ENTRIES || self.bytes + size > MAX_MESSAGE_BYTES);
+        let closed = full.then(|| {
+            self.bytes = 0;
+            std::mem::take(&mut self.current)
+        });
+        self.current.push(item);
+        self.bytes += size;
+        closed
     }
+
+    /// The last, partly filled batch.
+    pub fn finish(self) -> Option<Vec<T>> {
+        (!self.current.is_empty()).then_some(self.current)
+    }
+}
+
+/// Groups `messages` into batches (by index), keeping their order.
+pub fn pack(messages: &[OutgoingMessage]) -> Vec<Vec<usize>> {
+    let mut packer = Packer::default();
+    let mut batches: Vec<Vec<usize>> = messages
+        .iter()
+        .enumerate()
+        .filter_map(|(i, msg)| packer.push(i, msg.size()))
+        .collect();
+    batches.extend(packer.finish());
     batches
+}
+
+impl BatchReport {
+    fn absorb(&mut self, other: BatchReport) {
+        self.enqueued.extend(other.enqueued);
+        self.failed.extend(other.failed);
+        self.retried_entries += other.retried_entries;
+        self.calls += other.calls;
+    }
 }
 
 pub(crate) async fn send_all(
@@ -70,23 +105,56 @@ pub(crate) async fn send_all(
     concurrency: usize,
     on_sent: &(dyn Fn(usize) + Sync),
 ) -> BatchReport {
-    let batches = pack(&messages);
-    let messages = &messages;
-    let reports: Vec<BatchReport> = stream::iter(batches)
-        .map(|batch| send_batch(sqs, queue_url, messages, batch, on_sent))
-        .buffered(concurrency.max(1))
-        .collect()
-        .await;
     let mut total = BatchReport::default();
-    for r in reports {
-        total.enqueued.extend(r.enqueued);
-        total.failed.extend(r.failed);
-        total.retried_entries += r.retried_entries;
-        total.calls += r.calls;
-    }
+    send_streaming(
+        sqs,
+        queue_url,
+        messages.into_iter().enumerate(),
+        concurrency,
+        on_sent,
+        |report| total.absorb(report),
+    )
+    .await;
     total.enqueued.sort_by_key(|(i, _)| *i);
     total.failed.sort_by_key(|f| f.index);
     total
+}
+
+/// Sends `messages` (each with the caller's index for it) as they come, packed into batches,
+/// at most `concurrency` calls in flight: memory holds what is in flight, whatever the number
+/// of messages. Each batch's report goes to `on_report` as its call completes.
+pub(crate) async fn send_streaming(
+    sqs: &SqsClient,
+    queue_url: &str,
+    messages: impl Iterator<Item = (usize, OutgoingMessage)>,
+    concurrency: usize,
+    on_sent: &(dyn Fn(usize) + Sync),
+    mut on_report: impl FnMut(BatchReport),
+) {
+    let mut in_flight = FuturesUnordered::new();
+    let mut packer = Packer::default();
+    let mut batches = messages
+        .filter_map(|(i, msg)| {
+            let size = msg.size();
+            packer.push((i, msg), size)
+        })
+        .fuse();
+    loop {
+        while in_flight.len() < concurrency.max(1) {
+            match batches.next() {
+                Some(batch) => in_flight.push(send_batch(sqs, queue_url, batch, on_sent)),
+                None => break,
+            }
+        }
+        match in_flight.next().await {
+            Some(report) => on_report(report),
+            None => break,
+        }
+    }
+    drop(batches);
+    if let Some(last) = packer.finish() {
+        on_report(send_batch(sqs, queue_url, last, on_sent).await);
+    }
 }
 
 /// `SendMessageBatch` on the job queue; each entry's id is its index in the caller's list.
@@ -142,33 +210,35 @@ impl BatchCall for SendBatch<'_> {
 async fn send_batch(
     sqs: &SqsClient,
     queue_url: &str,
-    messages: &[OutgoingMessage],
-    batch: Vec<usize>,
+    batch: Vec<(usize, OutgoingMessage)>,
     on_sent: &(dyn Fn(usize) + Sync),
 ) -> BatchReport {
-    let entries: Vec<(usize, SendMessageBatchRequestEntry)> = batch
+    let entries: Vec<(usize, OutgoingMessage, SendMessageBatchRequestEntry)> = batch
         .into_iter()
-        .map(|i| (i, messages[i].batch_entry(i.to_string())))
+        .map(|(i, msg)| {
+            let entry = msg.batch_entry(i.to_string());
+            (i, msg, entry)
+        })
         .collect();
-    let sent = send_with_resends(&SendBatch { sqs, queue_url }, entries, |(_, e)| e).await;
+    let sent = send_with_resends(&SendBatch { sqs, queue_url }, entries, |(_, _, e)| e).await;
     let mut report = BatchReport {
         calls: sent.calls,
         retried_entries: sent.resent,
         ..BatchReport::default()
     };
-    for ((i, _), result) in sent.results {
+    for ((i, msg, _), result) in sent.results {
         match result {
             Ok(message_id) => report.enqueued.push((
                 i,
                 Enqueued {
-                    job_id: messages[i].job_id.clone(),
-                    kind: messages[i].kind,
+                    job_id: msg.job_id,
+                    kind: msg.kind,
                     message_id,
                 },
             )),
             Err(e) => report.failed.push(FailedEntry {
                 index: i,
-                job_id: messages[i].job_id.clone(),
+                job_id: msg.job_id,
                 code: e
                     .code
                     .unwrap_or_else(|| ShoalCode::CallFailed.as_str().to_owned()),

@@ -73,7 +73,7 @@ pub enum EnqueueError {
 }
 
 /// The span of one enqueue: the root of the job's trace, or a child of the caller's span.
-fn enqueue_span(job: &JobEnvelope) -> tracing::Span {
+pub(crate) fn enqueue_span(job: &JobEnvelope) -> tracing::Span {
     tracing::info_span!(
         "enqueue",
         otel.name = "shoal.enqueue",
@@ -183,7 +183,42 @@ impl Producer {
         if !invalid.is_empty() {
             return Err(invalid);
         }
-        let concurrency = if fifo { 1 } else { self.batch_concurrency };
-        Ok(batch::send_all(&self.sqs, &self.queue.url, messages, concurrency, on_sent).await)
+        Ok(batch::send_all(
+            &self.sqs,
+            &self.queue.url,
+            messages,
+            self.concurrency(),
+            on_sent,
+        )
+        .await)
+    }
+
+    /// Sends messages already built (and so validated) as they come, for input too large to
+    /// hold: at most the batches in flight are in memory. Each batch's report goes to
+    /// `on_report` as its call completes, indexed as `messages` numbered them.
+    pub async fn enqueue_stream(
+        &self,
+        messages: impl Iterator<Item = (usize, OutgoingMessage)>,
+        on_sent: &(dyn Fn(usize) + Sync),
+        on_report: impl FnMut(BatchReport),
+    ) {
+        batch::send_streaming(
+            &self.sqs,
+            &self.queue.url,
+            messages,
+            self.concurrency(),
+            on_sent,
+            on_report,
+        )
+        .await
+    }
+
+    /// Batches in flight at once: one on a FIFO queue, to keep its order.
+    fn concurrency(&self) -> usize {
+        if self.queue.is_fifo() {
+            1
+        } else {
+            self.batch_concurrency
+        }
     }
 }

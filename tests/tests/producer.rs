@@ -544,3 +544,63 @@ fn tempfile() -> (std::path::PathBuf, std::fs::File) {
     let file = std::fs::File::create(&path).expect("create temp file");
     (path, file)
 }
+
+/// `submit -` spools standard input to a file, checks every line, and sends only when all
+/// are good: a process fed through a pipe, as a backfill would be.
+#[tokio::test]
+async fn submit_from_standard_input_checks_every_line_before_sending_any() {
+    use tokio::io::AsyncWriteExt;
+    const PRODUCER: &str = env!("CARGO_BIN_EXE_shoal-producer-for-tests");
+    let t = TestStack::new("stdin").await;
+    let run = |input: String| {
+        let t = &t;
+        async move {
+            let mut child = tokio::process::Command::new(PRODUCER)
+                .args(["--queue-url", &t.stack.queue_url, "--json", "submit", "-"])
+                .envs(shoal_tests::aws_env(&shoal_tests::moto().endpoint))
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("run the producer");
+            let mut stdin = child.stdin.take().expect("stdin");
+            stdin.write_all(input.as_bytes()).await.expect("write");
+            drop(stdin);
+            child.wait_with_output().await.expect("output")
+        }
+    };
+    let good = |n: usize| format!("{{\"kind\":\"canary\",\"params\":{{\"sleep_ms\":{n}}}}}\n");
+    let mut input: String = (0..25).map(good).collect();
+    input.push_str("{\"kind\":\"canary\",\"params\":{\"sleep_ms\":\"x\"}}\n");
+    input.push_str(&good(0));
+    input.push_str("{\"kind\":\"nope\"}\n");
+    let out = run(input).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("line 26: params.sleep_ms") && stderr.contains("line 28: kind"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("2 invalid job(s); nothing was sent"),
+        "{stderr}"
+    );
+    assert_eq!(t.depth(&t.stack.queue_url).await, 0, "nothing was sent");
+
+    let out = run((0..25).map(good).collect()).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON summary");
+    assert_eq!(summary["sent"], 25);
+    assert_eq!(summary["jobs"].as_array().map(Vec::len), Some(25));
+    assert_eq!(
+        summary["jobs"][0]["at"]
+            .as_str()
+            .map(|a| a.starts_with("line ")),
+        Some(true)
+    );
+    assert_eq!(t.depth(&t.stack.queue_url).await, 25);
+}
