@@ -15,6 +15,7 @@ Usage: scripts/bench (which builds and sets SHOAL_BIN_DIR), or
 """
 
 import argparse
+import collections
 import json
 import os
 import signal
@@ -151,8 +152,27 @@ class Bench:
         cpu = sum(max(cpu_seconds(p.pid) - startup, 0.0) for p, _ in workers)
         calls = sum(metric_sum(m, "shoal_aws_api_calls_total", ('service="sqs"',)) +
                     metric_sum(m, "shoal_aws_api_calls_total", ('service="sns"',)) for m in snapshot)
+        by_op = collections.Counter()
+        for m in snapshot:
+            for series, value in m.items():
+                if series.startswith("shoal_aws_api_calls_total{") and 'service="ec2"' not in series:
+                    op = series.split('operation="', 1)[1].split('"', 1)[0]
+                    by_op[op] += value / jobs
+        self.last_calls_by_operation = by_op
         self.stop_workers()
         return jobs / elapsed, cpu / jobs * 1000, calls / jobs
+
+    def idle_calls(self, seconds=65):
+        """SQS+SNS calls per minute of one worker with nothing to do."""
+        stack = self.stack()
+        _, port = self.start_worker(stack)
+        before = metrics(port)
+        time.sleep(seconds)
+        after = metrics(port)
+        self.stop_workers()
+        count = lambda m: (metric_sum(m, "shoal_aws_api_calls_total", ('service="sqs"',)) +
+                           metric_sum(m, "shoal_aws_api_calls_total", ('service="sns"',)))
+        return (count(after) - count(before)) / seconds * 60
 
     def memory(self, in_flight):
         stack = self.stack()
@@ -214,6 +234,30 @@ class Bench:
         return (time.process_time() - before) / messages * 1000
 
 
+def producer_submit(bench, lines):
+    """`shoal-producer submit` of a file of `lines` canaries: jobs/s and peak resident memory."""
+    import tempfile
+    stack = bench.stack()
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
+        line = json.dumps({"kind": "canary", "params": {"sleep_ms": 0}}) + "\n"
+        for _ in range(lines):
+            f.write(line)
+        path = f.name
+    try:
+        started = time.monotonic()
+        proc = subprocess.Popen([os.path.join(BIN, "shoal-producer"), "--queue-url", stack["SHOAL_QUEUE_URL"],
+                                 "submit", path], env=bench.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.monotonic() - started
+        if status != 0:
+            raise RuntimeError(f"submit failed: {proc.stderr.read().decode()[-500:]}")
+        # ru_maxrss is in kilobytes on Linux.
+        return lines / elapsed, usage.ru_maxrss / 1024
+    finally:
+        os.unlink(path)
+        bench.sqs.delete_queue(QueueUrl=stack["SHOAL_QUEUE_URL"])
+
+
 def otlp_sink():
     """An OTLP/HTTP endpoint that takes every export and keeps nothing: the worker's cost of
     tracing, without a collector's."""
@@ -235,10 +279,33 @@ def otlp_sink():
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 
 
+# SQS's list price per million requests (standard queues, after the free tier).
+SQS_PRICE_PER_MILLION = 0.40
+
+
+def print_throughput(args, rows, baseline, startup, by_op=None):
+    print(f"\nShoal worker benchmark: {args.jobs} canary jobs per run, SQS+SNS on fauxqs, release build\n")
+    print("| workers | jobs/s | CPU s per 1,000 jobs (with events) | vs boto3 loop (no events) | SQS+SNS calls per job |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    for n, rate, cpu, calls in rows:
+        print(f"| {n} | {rate:,.0f} | {cpu:.3f} | {cpu / baseline:.2f}x | {calls:.3f} |")
+    print(f"\nboto3 receive + batch-delete loop, same machine: {baseline:.3f} CPU s per 1,000 bare messages")
+    print(f"worker startup CPU (subtracted above): {startup:.3f} s")
+    if by_op:
+        print(f"SQS+SNS calls per job by operation ({rows[-1][0]} workers): " +
+              ", ".join(f"{op} {v:.3f}" for op, v in sorted(by_op.items(), key=lambda kv: -kv[1]) if v >= 0.0005))
+
+
 def main():
     parser = argparse.ArgumentParser(description="Shoal worker benchmark")
     parser.add_argument("--jobs", type=int, default=10_000, help="canary jobs per throughput run")
     parser.add_argument("--latency-samples", type=int, default=200)
+    parser.add_argument("--submit-lines", type=int, nargs="*", default=[10_000, 100_000, 1_000_000],
+                        help="file sizes for the producer's submit runs")
+    parser.add_argument("--workers", type=int, nargs="*", default=[1, 2, 4],
+                        help="worker counts for the throughput runs")
+    parser.add_argument("--quick", action="store_true",
+                        help="throughput runs only (for trying a change)")
     args = parser.parse_args()
 
     fauxqs, endpoint = start_fauxqs()
@@ -247,9 +314,13 @@ def main():
     try:
         baseline = bench.boto3_baseline(args.jobs)
         startup = bench.startup_cpu()
-        for n in (1, 2, 4):
+        for n in args.workers:
             rate, cpu, calls = bench.throughput(n, args.jobs, startup)
             rows.append((n, rate, cpu, calls))
+        by_op = bench.last_calls_by_operation
+        if args.quick:
+            print_throughput(args, rows, baseline, startup, by_op)
+            return
         sink, sink_url = otlp_sink()
         tracing_rows = []
         for label, ratio in (("off", None), ("on, sampled 100%", "1.0"), ("on, sampled 1%", "0.01")):
@@ -262,6 +333,8 @@ def main():
             tracing_rows.append((label, cpu))
         sink.shutdown()
         idle, busy, held = bench.memory(500)
+        idle_per_minute = bench.idle_calls()
+        submits = [(n, *producer_submit(bench, n)) for n in args.submit_lines]
         p50, p99 = bench.latency(args.latency_samples)
     finally:
         for proc in bench.workers:
@@ -269,24 +342,25 @@ def main():
         fauxqs.stdin.close()
         fauxqs.wait(timeout=10)
 
-    print(f"\nShoal worker benchmark: {args.jobs} canary jobs per run, SQS+SNS on fauxqs, release build\n")
-    print("| workers | jobs/s | CPU s per 1,000 jobs (with events) | vs boto3 loop (no events) | SQS+SNS calls per job |")
-    print("| ---: | ---: | ---: | ---: | ---: |")
-    for n, rate, cpu, calls in rows:
-        print(f"| {n} | {rate:,.0f} | {cpu:.3f} | {cpu / baseline:.2f}x | {calls:.3f} |")
-    print(f"\nboto3 receive + batch-delete loop, same machine: {baseline:.3f} CPU s per 1,000 bare messages")
+    print_throughput(args, rows, baseline, startup, by_op)
     print("\n| tracing (1 worker, OTLP/HTTP to a sink) | CPU s per 1,000 jobs | vs off |")
     print("| --- | ---: | ---: |")
     off = tracing_rows[0][1]
     for label, cpu in tracing_rows:
         print(f"| {label} | {cpu:.3f} | {cpu / off:.2f}x |")
-    print(f"worker startup CPU (subtracted above): {startup:.3f} s")
     print("\n| measure | value |")
     print("| --- | ---: |")
     print(f"| resident memory, idle | {idle:.1f} MB |")
     print(f"| resident memory, {held:.0f} jobs in flight | {busy:.1f} MB |")
     print(f"| enqueue to completion event, p50 (idle queue, {args.latency_samples} jobs) | {p50:.1f} ms |")
     print(f"| enqueue to completion event, p99 | {p99:.1f} ms |")
+    monthly = idle_per_minute * 60 * 24 * 30 / 1e6 * SQS_PRICE_PER_MILLION
+    print(f"| SQS+SNS calls per minute, one idle worker | {idle_per_minute:.1f} |")
+    print(f"| an idle worker's month of those at ${SQS_PRICE_PER_MILLION:.2f} per million requests | ${monthly:.2f} |")
+    print("\n| `shoal-producer submit` of N lines | jobs/s | peak resident memory |")
+    print("| ---: | ---: | ---: |")
+    for n, rate, rss in submits:
+        print(f"| {n:,} | {rate:,.0f} | {rss:.1f} MB |")
 
 
 if __name__ == "__main__":
