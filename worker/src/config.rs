@@ -41,6 +41,10 @@ pub struct WorkerArgs {
     /// Concurrent long-polling receivers.
     #[arg(long, env = "SHOAL_POLLERS", default_value_t = 2)]
     pub pollers: usize,
+    /// Threads of the async runtime. The work is waiting on AWS, not computing: one thread
+    /// carries thousands of jobs a second, and more spend CPU on waking each other.
+    #[arg(long, env = "SHOAL_RUNTIME_THREADS", default_value_t = 1)]
+    pub runtime_threads: usize,
     /// Long-poll wait of each receive, 0 to 20 seconds.
     #[arg(long, env = "SHOAL_WAIT_TIME_SECONDS", default_value_t = 20)]
     pub wait_time_seconds: u32,
