@@ -226,6 +226,29 @@ pub struct EventSource {
 }
 
 impl EventSource {
+    /// For a job that never ran here (a follow-up that could not be built, a job found in
+    /// the dead-letter queue): its identity, no attempt, no timings but now.
+    pub fn not_run(
+        job_id: Option<String>,
+        kind: Option<String>,
+        attempts: u32,
+        message_id: String,
+        worker_id: String,
+    ) -> EventSource {
+        EventSource {
+            job_id,
+            kind,
+            chain_id: None,
+            parent_job_id: None,
+            attempts,
+            message_id,
+            worker_id,
+            submitted_at: None,
+            enqueued_at: None,
+            started_at: Utc::now(),
+        }
+    }
+
     /// For a message that is not a valid job: whatever `job_id` and `kind` its body names,
     /// so subscribers can still correlate it.
     pub fn loose_identity(body: &str) -> (Option<String>, Option<String>) {

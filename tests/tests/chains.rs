@@ -25,6 +25,20 @@ fn producer(t: &TestStack) -> Producer {
     Producer::new(t.clients.sqs.clone(), QueueTarget::new(&t.stack.queue_url))
 }
 
+/// Sends `job` and waits for its chain's every event.
+async fn run_chain(t: &TestStack, job: &JobEnvelope) -> shoal_producer::FollowOutcome {
+    producer(t)
+        .enqueue_and_wait(
+            &t.clients,
+            &t.stack.topic_arn,
+            job,
+            &SendOptions::default(),
+            WAIT,
+        )
+        .await
+        .expect("the chain finishes")
+}
+
 async fn worker(t: &TestStack) -> RunningWorker {
     t.start_worker(t.worker_config("chain-worker"), default_registry())
         .await
@@ -76,16 +90,7 @@ async fn a_three_step_chain_completes_in_order_and_the_follower_sees_every_step(
         "job_id": "three", "kind": "canary",
         "then": [{"kind": "canary", "then": [{"kind": "canary"}]}],
     }));
-    let outcome = producer(&t)
-        .enqueue_and_wait(
-            &t.clients,
-            &t.stack.topic_arn,
-            &job,
-            &SendOptions::default(),
-            WAIT,
-        )
-        .await
-        .expect("the chain finishes");
+    let outcome = run_chain(&t, &job).await;
     assert!(outcome.succeeded);
     assert_eq!(ids(&outcome.events), vec!["three", "three.1", "three.1.1"]);
     for pair in outcome.events.windows(2) {
@@ -188,16 +193,7 @@ async fn a_reference_that_does_not_resolve_fails_that_follow_up_naming_the_point
             {"kind": "snapshot", "params": {"volume_id": {"$from": "/volumes/0"}}},
         ],
     }));
-    let outcome = producer(&t)
-        .enqueue_and_wait(
-            &t.clients,
-            &t.stack.topic_arn,
-            &job,
-            &SendOptions::default(),
-            WAIT,
-        )
-        .await
-        .expect("the chain finishes");
+    let outcome = run_chain(&t, &job).await;
     assert!(!outcome.succeeded);
     assert_eq!(
         ids(&outcome.events),
@@ -231,16 +227,7 @@ async fn a_fan_out_over_three_launched_instances_creates_three_snapshots() {
             "params": {"instance_id": {"$each": "/instance_id"}, "name": "fanned", "wait": false},
         }],
     }));
-    let outcome = producer(&t)
-        .enqueue_and_wait(
-            &t.clients,
-            &t.stack.topic_arn,
-            &job,
-            &SendOptions::default(),
-            WAIT,
-        )
-        .await
-        .expect("the chain finishes");
+    let outcome = run_chain(&t, &job).await;
     assert!(outcome.succeeded, "{:?}", outcome.events);
     assert_eq!(
         ids(&outcome.events),
@@ -409,16 +396,7 @@ async fn the_articles_flow_runs_as_one_chain() {
         .await
         .expect("key pair");
     let job = JobEnvelope::from_request(request).expect("the example is a valid chain");
-    let outcome = producer(&t)
-        .enqueue_and_wait(
-            &t.clients,
-            &t.stack.topic_arn,
-            &job,
-            &SendOptions::default(),
-            WAIT,
-        )
-        .await
-        .expect("the chain finishes");
+    let outcome = run_chain(&t, &job).await;
     assert!(outcome.succeeded, "{:?}", outcome.events);
     let kinds: Vec<_> = outcome
         .events

@@ -115,18 +115,13 @@ pub(super) async fn look_in_dead_letters(
         operate::list_dead_letters(&clients.sqs, dlq_url, operate::DEFAULT_HOLD, None).await?;
     for letter in letters {
         let event = JobEvent::new(
-            EventSource {
-                job_id: letter.job_id.clone(),
-                kind: letter.kind.clone(),
-                chain_id: None,
-                parent_job_id: None,
-                attempts: letter.attempts.unwrap_or(0),
-                message_id: letter.message_id.clone(),
-                worker_id: "dead-letter queue".into(),
-                submitted_at: None,
-                enqueued_at: None,
-                started_at: chrono::Utc::now(),
-            },
+            EventSource::not_run(
+                letter.job_id.clone(),
+                letter.kind.clone(),
+                letter.attempts.unwrap_or(0),
+                letter.message_id.clone(),
+                "dead-letter queue".into(),
+            ),
             JobStatus::Failed,
             None,
             Some(EventError {

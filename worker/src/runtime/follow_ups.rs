@@ -70,19 +70,19 @@ fn unresolved(
     follow_up: &Expanded,
     reason: &str,
 ) -> JobEvent {
+    let source = EventSource {
+        chain_id: Some(parent.chain_id().to_string()),
+        parent_job_id: Some(parent.job_id.to_string()),
+        ..EventSource::not_run(
+            Some(follow_up.job_id.clone()),
+            Some(follow_up.kind.as_str().to_owned()),
+            0,
+            msg.message_id.clone(),
+            shared.worker_id.to_string(),
+        )
+    };
     JobEvent::new(
-        EventSource {
-            job_id: Some(follow_up.job_id.clone()),
-            kind: Some(follow_up.kind.as_str().to_owned()),
-            chain_id: Some(parent.chain_id().to_string()),
-            parent_job_id: Some(parent.job_id.to_string()),
-            attempts: 0,
-            message_id: msg.message_id.clone(),
-            worker_id: shared.worker_id.to_string(),
-            submitted_at: None,
-            enqueued_at: None,
-            started_at: chrono::Utc::now(),
-        },
+        source,
         JobStatus::Failed,
         None,
         Some(EventError {
