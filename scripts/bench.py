@@ -53,10 +53,11 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
-def rss_mb(pid):
+def rss_mb(pid, field="VmRSS"):
+    """Resident memory now (VmRSS), or its peak so far (VmHWM)."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -161,6 +162,19 @@ class Bench:
         self.last_calls_by_operation = by_op
         self.stop_workers()
         return jobs / elapsed, cpu / jobs * 1000, calls / jobs
+
+    def curve(self, jobs, startup):
+        """One worker draining `jobs` canaries: CPU s per 1,000 jobs and peak resident memory."""
+        stack = self.stack()
+        self.enqueue_canaries(stack, jobs)
+        proc, port = self.start_worker(stack)
+        while metric_sum(metrics(port), "shoal_jobs_succeeded_total") < jobs:
+            time.sleep(0.05)
+        cpu = max(cpu_seconds(proc.pid) - startup, 0.0)
+        peak = rss_mb(proc.pid, "VmHWM")
+        self.stop_workers()
+        self.sqs.delete_queue(QueueUrl=stack["SHOAL_QUEUE_URL"])
+        return cpu / jobs * 1000, peak
 
     def idle_calls(self, seconds=65):
         """SQS+SNS calls per minute of one worker with nothing to do."""
@@ -304,6 +318,8 @@ def main():
                         help="file sizes for the producer's submit runs")
     parser.add_argument("--workers", type=int, nargs="*", default=[1, 2, 4],
                         help="worker counts for the throughput runs")
+    parser.add_argument("--curve", type=int, nargs="*", default=[1_000, 10_000, 100_000],
+                        help="queue sizes one worker drains, for the cost curve")
     parser.add_argument("--quick", action="store_true",
                         help="throughput runs only (for trying a change)")
     args = parser.parse_args()
@@ -332,6 +348,7 @@ def main():
             _, cpu, _ = bench.throughput(1, args.jobs, startup, extra_env=env)
             tracing_rows.append((label, cpu))
         sink.shutdown()
+        curve = [(n, *bench.curve(n, startup)) for n in args.curve]
         idle, busy, held = bench.memory(500)
         idle_per_minute = bench.idle_calls()
         submits = [(n, *producer_submit(bench, n)) for n in args.submit_lines]
@@ -357,6 +374,10 @@ def main():
     monthly = idle_per_minute * 60 * 24 * 30 / 1e6 * SQS_PRICE_PER_MILLION
     print(f"| SQS+SNS calls per minute, one idle worker | {idle_per_minute:.1f} |")
     print(f"| an idle worker's month of those at ${SQS_PRICE_PER_MILLION:.2f} per million requests | ${monthly:.2f} |")
+    print("\n| one worker draining N jobs | CPU s per 1,000 jobs | peak resident memory |")
+    print("| ---: | ---: | ---: |")
+    for n, cpu, rss in curve:
+        print(f"| {n:,} | {cpu:.3f} | {rss:.1f} MB |")
     print("\n| `shoal-producer submit` of N lines | jobs/s | peak resident memory |")
     print("| ---: | ---: | ---: |")
     for n, rate, rss in submits:
