@@ -38,8 +38,10 @@ pub struct WorkerArgs {
     /// Jobs held at once; pollers stop receiving while this many are in flight.
     #[arg(long, env = "SHOAL_CONCURRENCY", default_value_t = 16)]
     pub concurrency: usize,
-    /// Concurrent long-polling receivers.
-    #[arg(long, env = "SHOAL_POLLERS", default_value_t = 2)]
+    /// Concurrent long-polling receivers. One keeps up with thousands of jobs a second (a
+    /// receive returns at once when messages wait) and fills every batch: its ten jobs end
+    /// together, so their events and deletes go out ten to a call.
+    #[arg(long, env = "SHOAL_POLLERS", default_value_t = 1)]
     pub pollers: usize,
     /// Threads of the async runtime. The work is waiting on AWS, not computing: one thread
     /// carries thousands of jobs a second, and more spend CPU on waking each other.
