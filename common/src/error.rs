@@ -383,6 +383,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn setup_faults_say_what_to_check() {
+        for (code, words) in [
+            ("AccessDenied", "lack this permission"),
+            ("AuthorizationError", "lack this permission"),
+            ("InvalidClientTokenId", "AWS_ACCESS_KEY_ID"),
+            ("ExpiredToken", "expired"),
+            ("AWS.SimpleQueueService.NonExistentQueue", "stack create"),
+            ("NotFound", "SHOAL_TOPIC_ARN"),
+        ] {
+            let hint = setup_hint(code).unwrap_or_default();
+            assert!(hint.contains(words), "{code}: {hint}");
+        }
+        assert_eq!(setup_hint("Throttling"), None, "not a setup fault");
+    }
+
+    #[test]
     fn shoal_codes_carry_their_class_and_name() {
         let e = Error::shoal(ShoalCode::LeaseLost, "lapsed");
         assert_eq!(e.class, ErrorClass::Transient);

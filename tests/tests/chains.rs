@@ -465,3 +465,70 @@ async fn a_follower_outlives_an_sqs_outage() {
     assert_eq!(outcome.events.len(), 2);
     assert!(proxy.count(Service::Sqs, "ReceiveMessage").arrived > 1);
 }
+
+/// SQS refuses to take the follow-ups for longer than a delivery holds on: the parent's
+/// outcome is not announced without them; once SQS takes messages again the chain goes on,
+/// and nothing is created twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn follow_ups_that_cannot_be_sent_hold_the_parents_outcome_back_until_they_can() {
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    let t = TestStack::observing(
+        &proxy.endpoint,
+        shoal_common::stack::StackSpec::new(shoal_tests::unique("chainsend")),
+    )
+    .await;
+    let ami = t.stock_ami().await;
+    let job = chain(json!({
+        "job_id": "held", "kind": "run-instances",
+        "params": {"image_id": ami, "instance_type": "t2.micro"},
+        "then": [{
+            "kind": "snapshot",
+            "params": {"instance_id": {"$from": "/instances/0/instance_id"}, "wait": false},
+        }],
+    }));
+    let outage = Duration::from_secs(10);
+    proxy.add(Rule::outage(
+        Service::Sqs,
+        &["SendMessage"],
+        AwsFault::ServiceUnavailable,
+        outage,
+    ));
+    let outage_ends = std::time::Instant::now() + outage;
+    let follower = shoal_producer::Follower::start(
+        &t.clients,
+        &t.stack.topic_arn,
+        &[shoal_common::JobId::parse("held").expect("id")],
+        WAIT,
+    )
+    .await
+    .expect("follow");
+    producer(&t)
+        .enqueue(&job, &SendOptions::default())
+        .await
+        .expect("enqueue");
+    let sdk = sdk_config(&proxy.endpoint).await;
+    let worker =
+        TestStack::start_worker_with(&sdk, t.worker_config("held"), default_registry()).await;
+    // While its follow-up cannot be sent, the parent's outcome is not announced.
+    let early = t
+        .events(
+            1,
+            outage_ends.saturating_duration_since(std::time::Instant::now())
+                - Duration::from_secs(1),
+        )
+        .await;
+    assert!(
+        early.is_empty(),
+        "announced without its follow-up: {early:?}"
+    );
+    let outcome = follower.outcome(WAIT).await.expect("the chain finishes");
+    worker.stop().await;
+    assert!(outcome.succeeded, "{:?}", outcome.events);
+    assert_eq!(ids(&outcome.events), vec!["held", "held.1"]);
+    assert_eq!(proxy.creates_with("RunInstances", "held"), 1, "one launch");
+    assert_eq!(
+        proxy.count(Service::Ec2, "CreateSnapshot").arrived,
+        1,
+        "one snapshot call"
+    );
+}
