@@ -141,6 +141,10 @@ pub struct JobEvent {
     /// The job whose success enqueued this one, for a follow-up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_job_id: Option<String>,
+    /// Where a follow-up is in its chain (`then[1].then[0]`, `then[0][3]` for a fan-out's
+    /// fourth), so a failure says which step stopped the chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
     pub status: JobStatus,
     /// Deliveries of the message so far (SQS's `ApproximateReceiveCount`).
     pub attempts: u32,
@@ -287,10 +291,15 @@ impl JobEvent {
     ) -> JobEvent {
         let finished_at = Utc::now();
         let started_at = source.started_at;
+        let step = match (&source.job_id, &source.chain_id) {
+            (Some(job), Some(chain)) => crate::job::chain::step_of(job, chain),
+            _ => None,
+        };
         JobEvent {
             event_version: EVENT_VERSION,
             job_id: source.job_id,
             kind: source.kind,
+            step,
             chain_id: source.chain_id,
             parent_job_id: source.parent_job_id,
             status,

@@ -39,6 +39,27 @@ async fn run_chain(t: &TestStack, job: &JobEnvelope) -> shoal_producer::FollowOu
         .expect("the chain finishes")
 }
 
+/// A stack behind a fault proxy, and a chain `job_id` that launches one instance and then
+/// snapshots it.
+async fn launch_then_snapshot(job_id: &str) -> (FaultProxy, TestStack, JobEnvelope) {
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    let t = TestStack::observing(
+        &proxy.endpoint,
+        shoal_common::stack::StackSpec::new(shoal_tests::unique(job_id)),
+    )
+    .await;
+    let ami = t.stock_ami().await;
+    let job = chain(json!({
+        "job_id": job_id, "kind": "run-instances",
+        "params": {"image_id": ami, "instance_type": "t2.micro"},
+        "then": [{
+            "kind": "snapshot",
+            "params": {"instance_id": {"$from": "/instances/0/instance_id"}, "wait": false},
+        }],
+    }));
+    (proxy, t, job)
+}
+
 async fn worker(t: &TestStack) -> RunningWorker {
     t.start_worker(t.worker_config("chain-worker"), default_registry())
         .await
@@ -177,6 +198,11 @@ async fn a_failing_middle_step_stops_the_chain_and_the_cli_exits_1() {
     assert_eq!(failed.status, JobStatus::Failed);
     assert_eq!(failed.kind.as_deref(), Some("set-termination-protection"));
     assert_eq!(failed.parent_job_id.as_deref(), Some("stops"));
+    assert_eq!(
+        failed.step.as_deref(),
+        Some("then[0]"),
+        "the event names the step"
+    );
     let error = failed.error.as_ref().expect("the failure's reason");
     assert!(error.dead_lettered, "{error:?}");
     assert!(run.stderr.contains("1 failed: stops.1"), "{}", run.stderr);
@@ -249,21 +275,7 @@ async fn a_fan_out_over_three_launched_instances_creates_three_snapshots() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_parent_redelivered_after_enqueueing_its_follow_ups_creates_nothing_twice() {
-    let proxy = FaultProxy::start(&moto().endpoint).await;
-    let t = TestStack::observing(
-        &proxy.endpoint,
-        shoal_common::stack::StackSpec::new(shoal_tests::unique("chainredo")),
-    )
-    .await;
-    let ami = t.stock_ami().await;
-    let job = chain(json!({
-        "job_id": "redo", "kind": "run-instances",
-        "params": {"image_id": ami, "instance_type": "t2.micro"},
-        "then": [{
-            "kind": "snapshot",
-            "params": {"instance_id": {"$from": "/instances/0/instance_id"}, "wait": false},
-        }],
-    }));
+    let (proxy, t, job) = launch_then_snapshot("redo").await;
     // Nothing can be deleted: the parent's message comes back after its visibility
     // timeout and runs again, after its follow-up was sent (and ran), until the proxy heals.
     proxy.add(Rule::new(
@@ -471,21 +483,7 @@ async fn a_follower_outlives_an_sqs_outage() {
 /// and nothing is created twice.
 #[tokio::test(flavor = "multi_thread")]
 async fn follow_ups_that_cannot_be_sent_hold_the_parents_outcome_back_until_they_can() {
-    let proxy = FaultProxy::start(&moto().endpoint).await;
-    let t = TestStack::observing(
-        &proxy.endpoint,
-        shoal_common::stack::StackSpec::new(shoal_tests::unique("chainsend")),
-    )
-    .await;
-    let ami = t.stock_ami().await;
-    let job = chain(json!({
-        "job_id": "held", "kind": "run-instances",
-        "params": {"image_id": ami, "instance_type": "t2.micro"},
-        "then": [{
-            "kind": "snapshot",
-            "params": {"instance_id": {"$from": "/instances/0/instance_id"}, "wait": false},
-        }],
-    }));
+    let (proxy, t, job) = launch_then_snapshot("held").await;
     let outage = Duration::from_secs(10);
     proxy.add(Rule::outage(
         Service::Sqs,

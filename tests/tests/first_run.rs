@@ -50,6 +50,17 @@ fn one_line(output: &Output, words: &[&str]) -> String {
     lines[0].to_owned()
 }
 
+/// The worker, told a queue by name and a topic that need not exist.
+async fn run_worker(queue_name: &str, env: Env<'_>) -> (Output, Duration) {
+    let topic = "arn:aws:sns:us-east-1:000000000000:x";
+    run(
+        WORKER,
+        &["--queue-name", queue_name, "--topic-arn", topic],
+        env,
+    )
+    .await
+}
+
 fn creds(region: &str) -> Vec<(&str, &str)> {
     vec![
         ("AWS_REGION", region),
@@ -62,14 +73,8 @@ fn creds(region: &str) -> Vec<(&str, &str)> {
 async fn no_region_is_one_line_naming_aws_region() {
     let (out, _) = run(PRODUCER, &["--queue-name", "shoal-jobs", "canary"], &[]).await;
     one_line(&out, &["AWS_REGION"]);
-    let (out, _) = run(
-        WORKER,
-        &[
-            "--queue-name",
-            "shoal-jobs",
-            "--topic-arn",
-            "arn:aws:sns:us-east-1:000000000000:x",
-        ],
+    let (out, _) = run_worker(
+        "shoal-jobs",
         &[
             ("AWS_ACCESS_KEY_ID", "testing"),
             ("AWS_SECRET_ACCESS_KEY", "testing"),
@@ -88,17 +93,7 @@ async fn no_credentials_is_one_line_naming_what_to_set() {
         &out,
         &["no AWS credentials", "AWS_ACCESS_KEY_ID", "AWS_PROFILE"],
     );
-    let (out, _) = run(
-        WORKER,
-        &[
-            "--queue-name",
-            "shoal-jobs",
-            "--topic-arn",
-            "arn:aws:sns:us-east-1:000000000000:x",
-        ],
-        &env,
-    )
-    .await;
+    let (out, _) = run_worker("shoal-jobs", &env).await;
     one_line(&out, &["no AWS credentials"]);
 }
 
@@ -110,17 +105,7 @@ async fn an_unreachable_endpoint_is_one_line_and_no_retry_loop() {
     env.push(("AWS_ENDPOINT_URL", &endpoint));
     let (out, took) = run(PRODUCER, &["--queue-name", "shoal-jobs", "canary"], &env).await;
     one_line(&out, &["cannot reach", "AWS_ENDPOINT_URL"]);
-    let (out, took_worker) = run(
-        WORKER,
-        &[
-            "--queue-name",
-            "shoal-jobs",
-            "--topic-arn",
-            "arn:aws:sns:us-east-1:000000000000:x",
-        ],
-        &env,
-    )
-    .await;
+    let (out, took_worker) = run_worker("shoal-jobs", &env).await;
     one_line(&out, &["cannot reach"]);
     // Only the SDK's own three attempts: not a loop that waits for the endpoint to appear.
     assert!(took < Duration::from_secs(30) && took_worker < Duration::from_secs(30));
@@ -136,17 +121,7 @@ async fn a_queue_that_does_not_exist_is_one_line_saying_how_to_make_it() {
     let url = format!("{endpoint}/000000000000/no-such-queue");
     let (out, _) = run(PRODUCER, &["--queue-url", &url, "canary"], &env).await;
     one_line(&out, &["does not exist", "SHOAL_QUEUE_URL"]);
-    let (out, _) = run(
-        WORKER,
-        &[
-            "--queue-name",
-            "no-such-queue",
-            "--topic-arn",
-            "arn:aws:sns:us-east-1:000000000000:x",
-        ],
-        &env,
-    )
-    .await;
+    let (out, _) = run_worker("no-such-queue", &env).await;
     one_line(&out, &["no-such-queue"]);
 
     // The worker checks its topic too, rather than failing at the first announcement.

@@ -359,6 +359,29 @@ fn check_params(follow_up: &FollowUp, step: &str, errors: &mut Vec<FieldError>) 
     }
 }
 
+/// Where a follow-up is in its chain, read off its id: `root.2.1` is `then[1].then[0]`, and
+/// `root.1:3` is element 3 of `then[0]`'s fan-out, `then[0][3]`. `None` for the chain's first
+/// job, or an id that does not descend from `chain_id`.
+pub fn step_of(job_id: &str, chain_id: &str) -> Option<String> {
+    let rest = job_id.strip_prefix(chain_id)?.strip_prefix('.')?;
+    let mut step = String::new();
+    for part in rest.split('.') {
+        let (n, element) = match part.split_once(':') {
+            Some((n, i)) => (n, Some(i.parse::<usize>().ok()?)),
+            None => (part, None),
+        };
+        let n: usize = n.parse().ok()?;
+        if !step.is_empty() {
+            step.push('.');
+        }
+        step.push_str(&format!("then[{}]", n.checked_sub(1)?));
+        if let Some(i) = element {
+            step.push_str(&format!("[{i}]"));
+        }
+    }
+    Some(step)
+}
+
 /// The id of follow-up `n` (0-based in `then`, 1-based in the id) of `parent`, and of
 /// element `element` of its fan-out.
 pub fn follow_up_id(parent: &str, n: usize, element: Option<usize>) -> String {
@@ -558,6 +581,22 @@ mod tests {
             ],
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn a_follow_ups_step_is_read_off_its_id() {
+        assert_eq!(
+            step_of("root.2.1", "root").as_deref(),
+            Some("then[1].then[0]")
+        );
+        assert_eq!(step_of("root.1:3", "root").as_deref(), Some("then[0][3]"));
+        assert_eq!(
+            step_of("root.1:3.2", "root").as_deref(),
+            Some("then[0][3].then[1]")
+        );
+        assert_eq!(step_of("root", "root"), None);
+        assert_eq!(step_of("rooted.1", "root"), None);
+        assert_eq!(step_of("root.x", "root"), None);
     }
 
     #[test]

@@ -75,7 +75,10 @@ pub(super) async fn follow(
 fn print_event(event: &JobEvent, out: &mut Output<'_, '_>) -> Result<(), CliError> {
     out.item(event, |w| {
         let id = event.job_id.as_deref().unwrap_or("-");
-        let kind = event.kind.as_deref().unwrap_or("?");
+        let kind = match &event.step {
+            Some(step) => format!("{} ({step})", event.kind.as_deref().unwrap_or("?")),
+            None => event.kind.clone().unwrap_or_else(|| "?".to_owned()),
+        };
         match (&event.status, &event.error) {
             (JobStatus::Failed, Some(error)) => writeln!(
                 w,
