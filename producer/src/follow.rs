@@ -14,8 +14,8 @@
 //! Cleanup: [`Follower::close`] unsubscribes and deletes the queue. A follower killed before
 //! it could leaves both behind, marked by the queue's name and a `shoal:follower` tag;
 //! messages on it expire after its retention (one minute past the follow's timeout) and
-//! `shoal-producer stack gc` removes such queues, and their subscriptions, once they are
-//! older than an hour (or `--older-than`).
+//! `shoal-producer stack gc` ([`crate::operate::collect_followers`]) removes such queues, and
+//! their subscriptions, once they are older than an hour (or `--older-than`).
 //!
 //! The window: a follower sees only events published after its subscription took effect.
 //! `--follow` at submission subscribes before it sends, so nothing is missed there (on AWS a
@@ -376,111 +376,6 @@ pub fn filter_policy(job_ids: &[JobId]) -> serde_json::Value {
         })
         .collect();
     serde_json::json!({ "job_id": values })
-}
-
-/// What `stack gc` removed.
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct Collected {
-    pub queues: Vec<String>,
-    pub subscriptions: Vec<String>,
-}
-
-/// Removes follower queues older than `older_than` (by their creation time) and every
-/// subscription of `topic_arn` that delivers to a follower queue that no longer exists.
-pub async fn collect_garbage(
-    clients: &AwsClients,
-    topic_arn: Option<&str>,
-    older_than: Duration,
-) -> Result<Collected, Error> {
-    let mut collected = Collected::default();
-    let now = chrono::Utc::now().timestamp();
-    let mut live = HashSet::new();
-    let mut next_token = None;
-    loop {
-        let out = clients
-            .sqs
-            .list_queues()
-            .queue_name_prefix(QUEUE_PREFIX)
-            .set_next_token(next_token)
-            .send()
-            .await
-            .map_err(|e| classify_sdk_error("ListQueues", &e))?;
-        for url in out.queue_urls.unwrap_or_default() {
-            let attrs = clients
-                .sqs
-                .get_queue_attributes()
-                .queue_url(&url)
-                .attribute_names(QueueAttributeName::CreatedTimestamp)
-                .attribute_names(QueueAttributeName::QueueArn)
-                .send()
-                .await
-                .map_err(|e| classify_sdk_error("GetQueueAttributes", &e))?
-                .attributes
-                .unwrap_or_default();
-            let created: i64 = attrs
-                .get(&QueueAttributeName::CreatedTimestamp)
-                .and_then(|t| t.parse().ok())
-                .unwrap_or(now);
-            let arn = attrs
-                .get(&QueueAttributeName::QueueArn)
-                .cloned()
-                .unwrap_or_default();
-            if now - created >= older_than.as_secs() as i64 {
-                clients
-                    .sqs
-                    .delete_queue()
-                    .queue_url(&url)
-                    .send()
-                    .await
-                    .map_err(|e| classify_sdk_error("DeleteQueue", &e))?;
-                collected.queues.push(url);
-            } else {
-                live.insert(arn);
-            }
-        }
-        next_token = out.next_token;
-        if next_token.is_none() {
-            break;
-        }
-    }
-    let Some(topic_arn) = topic_arn else {
-        return Ok(collected);
-    };
-    let mut next_token = None;
-    loop {
-        let out = clients
-            .sns
-            .list_subscriptions_by_topic()
-            .topic_arn(topic_arn)
-            .set_next_token(next_token)
-            .send()
-            .await
-            .map_err(|e| classify_sdk_error("ListSubscriptionsByTopic", &e))?;
-        for sub in out.subscriptions.unwrap_or_default() {
-            let endpoint = sub.endpoint().unwrap_or_default();
-            let follower = endpoint
-                .rsplit(':')
-                .next()
-                .is_some_and(|name| name.starts_with(QUEUE_PREFIX));
-            if follower && !live.contains(endpoint) {
-                if let Some(arn) = sub.subscription_arn() {
-                    clients
-                        .sns
-                        .unsubscribe()
-                        .subscription_arn(arn)
-                        .send()
-                        .await
-                        .map_err(|e| classify_sdk_error("Unsubscribe", &e))?;
-                    collected.subscriptions.push(arn.to_owned());
-                }
-            }
-        }
-        next_token = out.next_token;
-        if next_token.is_none() {
-            break;
-        }
-    }
-    Ok(collected)
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use shoal_common::JobId;
-use shoal_producer::follow::{collect_garbage, Follower};
+use shoal_producer::follow::Follower;
+use shoal_producer::operate::collect_followers;
 use shoal_tests::TestStack;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -37,7 +38,7 @@ async fn a_killed_followers_queue_and_subscription_are_collected() {
         }
     };
     assert!(subscribed(2).await);
-    let collected = collect_garbage(&t.clients, Some(&t.stack.topic_arn), Duration::ZERO)
+    let collected = collect_followers(&t.clients, Some(&t.stack.topic_arn), Duration::ZERO)
         .await
         .expect("gc");
     assert!(!collected.queues.is_empty(), "{collected:?}");

@@ -340,7 +340,7 @@ async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<
             submit::submit(&producer, &args, &options, follow, out).await
         }
         Command::Stack(StackCommand::Gc { older_than }) => {
-            let collected = crate::follow::collect_garbage(
+            let collected = crate::operate::collect_followers(
                 &clients,
                 cli.follow.topic_arn.as_deref(),
                 older_than,
