@@ -335,6 +335,7 @@ impl BatchCall for VisibilityOp {
 }
 
 /// One SNS message with its string attributes.
+#[derive(Clone)]
 pub struct Publication {
     pub message: String,
     pub attributes: Vec<(&'static str, String)>,

@@ -224,8 +224,39 @@ pub(super) async fn announce_then_delete(
 }
 
 /// Pauses between tries of a call the delivery keeps retrying while it holds the message.
-pub(super) fn hold_pause(tries: u32) -> Duration {
+fn hold_pause(tries: u32) -> Duration {
     Duration::from_millis(250 * 2u64.pow(tries.min(6))).min(Duration::from_secs(10))
+}
+
+/// Runs `call` until it succeeds, fails permanently, or the delivery has retried it for
+/// `announce_hold` (the heartbeat keeps the message meanwhile); the last error otherwise.
+pub(super) async fn while_held<T, F, Fut>(
+    shared: &Shared,
+    what: &'static str,
+    mut call: F,
+) -> Result<T, EntryError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, EntryError>>,
+{
+    let give_up_at = Instant::now() + shared.config.announce_hold;
+    let mut tries = 0;
+    loop {
+        match call().await {
+            Ok(value) => return Ok(value),
+            Err(e) if e.class == ErrorClass::Permanent || Instant::now() >= give_up_at => {
+                return Err(e)
+            }
+            Err(e) => {
+                tracing::info!(
+                    code = e.code_or_none(),
+                    "cannot {what} yet; retrying while the message is held"
+                );
+                tokio::time::sleep(hold_pause(tries).min(give_up_at - Instant::now())).await;
+                tries += 1;
+            }
+        }
+    }
 }
 
 /// Publishes `event`, retrying while the message is held, for up to `announce_hold`.
@@ -240,72 +271,45 @@ pub(super) async fn announce(shared: &Shared, event: &JobEvent) -> Result<(), En
             _ => cloud_event.tracestate = Some(value.clone()),
         }
     }
-    let message = cloud_event.to_json();
     let status = event.status.as_str();
     let mut attributes = event.attributes();
     attributes.extend(trace);
-    let give_up_at = Instant::now() + shared.config.announce_hold;
-    let mut tries = 0;
-    loop {
-        let published = shared
-            .events
-            .submit(Publication {
-                message: message.clone(),
-                attributes: attributes.clone(),
-            })
-            .await;
-        match published {
-            Ok(()) => {
-                shared
-                    .metrics
-                    .events_published
-                    .with_label_values(&[kind, status])
-                    .inc();
-                return Ok(());
-            }
-            Err(e) if e.class == ErrorClass::Permanent || Instant::now() >= give_up_at => {
-                return Err(e)
-            }
-            Err(e) => {
-                tracing::info!(
-                    code = e.code_or_none(),
-                    "cannot publish the event yet; retrying while the message is held"
-                );
-                tokio::time::sleep(hold_pause(tries).min(give_up_at - Instant::now())).await;
-                tries += 1;
-            }
-        }
-    }
+    let publication = Publication {
+        message: cloud_event.to_json(),
+        attributes,
+    };
+    while_held(shared, "publish the event", || {
+        shared.events.submit(publication.clone())
+    })
+    .await?;
+    shared
+        .metrics
+        .events_published
+        .with_label_values(&[kind, status])
+        .inc();
+    Ok(())
 }
 
 /// Deletes the message, retrying while it is held; a stale receipt means another delivery
 /// of it is under way, and that one will find the job done.
 pub(super) async fn delete(shared: &Shared, msg: &Delivery) -> Disposition {
-    let give_up_at = Instant::now() + shared.config.announce_hold;
-    let mut tries = 0;
-    loop {
-        match shared.deletes.submit(msg.receipt.clone()).await {
-            Ok(()) => return Disposition::Deleted,
-            Err(e) if e.is(ShoalCode::StaleReceipt) => {
-                shared.metrics.stale_receipts.inc();
-                tracing::info!(
-                    code = e.code_or_none(),
-                    "receipt handle stale at delete: the message will be delivered again"
-                );
-                return Disposition::Left;
-            }
-            Err(e) if e.class == ErrorClass::Permanent || Instant::now() >= give_up_at => {
-                tracing::warn!(code = e.code_or_none(), error = %e.message, "cannot delete a finished job; it will be delivered again");
-                return Disposition::Left;
-            }
-            Err(e) => {
-                tracing::info!(
-                    code = e.code_or_none(),
-                    "cannot delete yet; retrying while the message is held"
-                );
-                tokio::time::sleep(hold_pause(tries).min(give_up_at - Instant::now())).await;
-                tries += 1;
-            }
+    let deleted = while_held(shared, "delete", || {
+        shared.deletes.submit(msg.receipt.clone())
+    })
+    .await;
+    match deleted {
+        Ok(()) => Disposition::Deleted,
+        Err(e) if e.is(ShoalCode::StaleReceipt) => {
+            shared.metrics.stale_receipts.inc();
+            tracing::info!(
+                code = e.code_or_none(),
+                "receipt handle stale at delete: the message will be delivered again"
+            );
+            Disposition::Left
+        }
+        Err(e) => {
+            tracing::warn!(code = e.code_or_none(), error = %e.message, "cannot delete a finished job; it will be delivered again");
+            Disposition::Left
         }
     }
 }
@@ -355,25 +359,21 @@ async fn copy(shared: &Shared, msg: &Delivery, delay: Duration, carried: Carried
     } else {
         send = send.delay_seconds(delay.as_secs() as i32);
     }
-    let give_up_at = Instant::now() + shared.config.announce_hold;
-    let mut tries = 0;
-    loop {
-        match send.clone().send().await {
-            Ok(_) => {
-                return match delete(shared, msg).await {
-                    Disposition::Deleted => Disposition::Returned,
-                    other => other,
-                }
-            }
-            Err(e) => {
-                let err = classify_sdk_error("SendMessage", &e);
-                if err.class == ErrorClass::Permanent || Instant::now() >= give_up_at {
-                    tracing::warn!(error = %err, "cannot send a copy of the job; it comes back on its own message");
-                    return change_visibility(shared, msg, delay).await;
-                }
-                tokio::time::sleep(hold_pause(tries).min(give_up_at - Instant::now())).await;
-                tries += 1;
-            }
+    let sent = while_held(shared, "send a copy of the job", || async {
+        send.clone()
+            .send()
+            .await
+            .map_err(|e| classify_sdk_error("SendMessage", &e))
+    })
+    .await;
+    match sent {
+        Ok(_) => match delete(shared, msg).await {
+            Disposition::Deleted => Disposition::Returned,
+            other => other,
+        },
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot send a copy of the job; it comes back on its own message");
+            change_visibility(shared, msg, delay).await
         }
     }
 }

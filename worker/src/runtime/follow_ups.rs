@@ -8,8 +8,6 @@
 //! outright, the job id being the deduplication id). A follow-up whose references do not
 //! resolve is never enqueued: it gets a failed event of its own, naming the pointer.
 
-use std::time::Duration;
-
 use aws_sdk_sqs::types::MessageAttributeValue;
 use shoal_common::error::{classify_sdk_error, Error, ErrorClass, ShoalCode};
 use shoal_common::event::{EventError, EventSource, JobEvent, JobStatus};
@@ -17,9 +15,8 @@ use shoal_common::job::chain::{self, Expanded};
 use shoal_common::job::SCHEMA_VERSION;
 use shoal_common::telemetry;
 use shoal_common::JobEnvelope;
-use tokio::time::Instant;
 
-use super::carry_out::{announce, hold_pause};
+use super::carry_out::{announce, while_held};
 use super::poll::Delivery;
 use super::Shared;
 
@@ -123,24 +120,13 @@ async fn send(shared: &Shared, msg: &Delivery, job: &JobEnvelope) -> Result<(), 
             .message_group_id(msg.group_id.clone().unwrap_or_else(|| "shoal".into()))
             .message_deduplication_id(job.job_id.to_string());
     }
-    let give_up_at = Instant::now() + cfg.announce_hold;
-    let mut tries = 0;
-    loop {
-        match request.clone().send().await {
-            Ok(_) => return Ok(()),
-            Err(e) => {
-                let err = classify_sdk_error("SendMessage", &e);
-                if err.class == ErrorClass::Permanent || Instant::now() >= give_up_at {
-                    return Err(err);
-                }
-                tracing::info!(
-                    code = err.code_or_none(),
-                    "cannot enqueue a follow-up yet; retrying while the message is held"
-                );
-                let pause: Duration = hold_pause(tries).min(give_up_at - Instant::now());
-                tokio::time::sleep(pause).await;
-                tries += 1;
-            }
-        }
-    }
+    while_held(shared, "enqueue a follow-up", || async {
+        request
+            .clone()
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify_sdk_error("SendMessage", &e))
+    })
+    .await
 }
