@@ -4,8 +4,11 @@
 //! them job bodies, a job's user data and EC2's answers; no log level of Shoal's may expose
 //! those.
 
+use tracing::subscriber::Interest;
 use tracing::{Level, Metadata};
-use tracing_subscriber::filter::{EnvFilter, FilterFn};
+use tracing_subscriber::filter::EnvFilter;
+use tracing_subscriber::layer::{Context, Filter};
+use tracing_subscriber::{Layer, Registry};
 
 /// Crates whose TRACE output carries message bodies.
 const WIRE_LEVEL: &[&str] = &[
@@ -41,9 +44,7 @@ pub fn env_filter(default: &str) -> EnvFilter {
 /// them (see [`crate::telemetry`]). Keep the returned guard until the process is done: its
 /// drop flushes the traces.
 pub fn init(default: &str, json: bool, service: &'static str) -> crate::telemetry::Telemetry {
-    use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::Layer;
     let provider = if crate::telemetry::export_requested() {
         match crate::telemetry::otlp_provider(service) {
             Ok(provider) => Some(provider),
@@ -55,22 +56,43 @@ pub fn init(default: &str, json: bool, service: &'static str) -> crate::telemetr
     } else {
         None
     };
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let otel = provider
+        .as_ref()
+        .map(|p| crate::telemetry::layer(p, service).boxed());
+    subscriber(env_filter(default), json, std::io::stderr, otel).init();
+    crate::telemetry::Telemetry::new(provider)
+}
+
+/// A layer of the process's subscriber, chosen at run time.
+pub type DynLayer = Box<dyn Layer<Registry> + Send + Sync>;
+
+/// The subscriber [`init`] installs: logs through `filter` (capped by [`WireCap`]) to
+/// `writer`, and the trace exporter's layer when there is one.
+pub fn subscriber<W>(
+    filter: EnvFilter,
+    json: bool,
+    writer: W,
+    traces: Option<DynLayer>,
+) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::filter::FilterExt;
+    use tracing_subscriber::layer::SubscriberExt;
+    let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
     let fmt = if json {
         fmt.json().with_current_span(true).boxed()
     } else {
         fmt.boxed()
     };
-    tracing_subscriber::registry()
-        .with(fmt.with_filter(env_filter(default)))
-        .with(
-            provider
-                .as_ref()
-                .map(|p| crate::telemetry::layer(p, service)),
-        )
-        .with(wire_cap())
-        .init();
-    crate::telemetry::Telemetry::new(provider)
+    // Every filter sits on its own layer, and a layer that is off is left out rather than
+    // added as `None` (which counts as a layer that wants everything). A span that no layer
+    // wants, such as each of the SDK's several spans per AWS call when traces are off, is
+    // then never created; before, the registry built and tracked each one only for the log
+    // layer to drop it.
+    let mut layers: Vec<DynLayer> = vec![fmt.with_filter(filter.and(WireCap)).boxed()];
+    layers.extend(traces);
+    tracing_subscriber::registry().with(layers)
 }
 
 /// Whether an event or span may be logged at all, whatever `RUST_LOG` says.
@@ -83,9 +105,23 @@ pub fn allowed(meta: &Metadata<'_>) -> bool {
         }))
 }
 
-/// [`allowed`] as a filter to layer on the subscriber beside [`env_filter`].
-pub fn wire_cap() -> FilterFn<fn(&Metadata<'_>) -> bool> {
-    FilterFn::new(allowed as fn(&Metadata<'_>) -> bool)
+/// [`allowed`] as a filter for a layer, beside [`env_filter`]. It depends on the callsite
+/// alone, so its answer is given once per callsite and cached, never asked per span.
+#[derive(Debug, Clone, Copy)]
+pub struct WireCap;
+
+impl<S> Filter<S> for WireCap {
+    fn enabled(&self, meta: &Metadata<'_>, _: &Context<'_, S>) -> bool {
+        allowed(meta)
+    }
+
+    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {
+        if allowed(meta) {
+            Interest::always()
+        } else {
+            Interest::never()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -128,5 +164,54 @@ mod tests {
             allowed(&meta("hyperactive", Level::TRACE)),
             "a crate whose name only starts alike"
         );
+    }
+
+    /// What the log layer wrote, for a test to read.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("not poisoned").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'w self) -> Captured {
+            self.clone()
+        }
+    }
+
+    #[test]
+    fn trace_everywhere_still_holds_back_the_wire() {
+        let out = Captured::default();
+        let sub = subscriber(EnvFilter::new("trace"), false, out.clone(), None);
+        tracing::subscriber::with_default(sub, || {
+            tracing::trace!(target: "aws_smithy_runtime::client::orchestrator", "body: secret");
+            tracing::trace!(target: "shoal_worker::runtime", "shoal's own trace");
+        });
+        let text = String::from_utf8(out.0.lock().expect("not poisoned").clone()).expect("utf-8");
+        assert!(!text.contains("secret"), "{text}");
+        assert!(text.contains("shoal's own trace"), "{text}");
+    }
+
+    #[test]
+    fn spans_no_layer_wants_are_never_created() {
+        let sub = subscriber(EnvFilter::new("warn"), false, Captured::default(), None);
+        tracing::subscriber::with_default(sub, || {
+            let sdk =
+                tracing::debug_span!(target: "aws_smithy_runtime::client::orchestrator", "invoke");
+            assert!(
+                sdk.is_disabled(),
+                "the SDK's per-call span is built for nobody"
+            );
+            let wanted = tracing::warn_span!(target: "shoal_worker::runtime", "job");
+            assert!(!wanted.is_disabled());
+        });
     }
 }
