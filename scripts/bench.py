@@ -12,6 +12,12 @@ release build of shoal-worker:
 
 Usage: scripts/bench (which builds and sets SHOAL_BIN_DIR), or
        SHOAL_BIN_DIR=target/release python3 scripts/bench.py [--jobs N]
+
+To tell whether a change pays, keep a copy of the binaries from before it and compare:
+       scripts/bench --compare /tmp/before [--repeat 5] [--jobs 20000]
+runs one worker of this build and of each other directory's shoal-worker in turn, --repeat
+times, beside the boto3 loop, and prints medians: runs interleaved on the same machine are
+far steadier than one run each, minutes apart.
 """
 
 import argparse
@@ -88,6 +94,7 @@ class Bench:
                                         region_name="us-east-1")
         self.sqs = session.client("sqs", endpoint_url=endpoint)
         self.workers = []
+        self.worker_bin = os.path.join(BIN, "shoal-worker")
 
     def stack(self):
         out = subprocess.run([os.path.join(BIN, "shoal-producer"), "stack", "create",
@@ -109,7 +116,7 @@ class Bench:
 
     def start_worker(self, stack, concurrency=64, wait=20, extra_env=None):
         port = free_port()
-        proc = subprocess.Popen([os.path.join(BIN, "shoal-worker"),
+        proc = subprocess.Popen([self.worker_bin,
                                  "--queue-url", stack["SHOAL_QUEUE_URL"], "--topic-arn", stack["SHOAL_TOPIC_ARN"],
                                  "--concurrency", str(concurrency), "--wait-time-seconds", str(wait),
                                  "--metrics-addr", f"127.0.0.1:{port}"], env={**self.env, **(extra_env or {})})
@@ -297,6 +304,32 @@ def otlp_sink():
 SQS_PRICE_PER_MILLION = 0.40
 
 
+def compare(bench, args):
+    """One worker of each build draining the same number of canaries, interleaved, repeated."""
+    builds = [BIN] + args.compare
+    cpu = {b: [] for b in builds}
+    baselines = []
+    for rep in range(args.repeat):
+        baselines.append(bench.boto3_baseline(args.jobs))
+        for build in builds:
+            bench.worker_bin = os.path.join(build, "shoal-worker")
+            startup = bench.startup_cpu()
+            cpu[build].append(bench.throughput(1, args.jobs, startup)[1])
+        print(f"run {rep + 1} of {args.repeat}: " +
+              ", ".join(f"{cpu[b][-1]:.4f}" for b in builds), file=sys.stderr, flush=True)
+    baseline = statistics.median(baselines)
+    print(f"\n1 worker, {args.jobs} canary jobs per run, {args.repeat} interleaved runs per build\n")
+    print("| build | CPU s per 1,000 jobs, median | min | max | vs this build | vs boto3 loop |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    this = statistics.median(cpu[builds[0]])
+    for build in builds:
+        med = statistics.median(cpu[build])
+        label = "this build" if build == builds[0] else build
+        print(f"| {label} | {med:.4f} | {min(cpu[build]):.4f} | {max(cpu[build]):.4f} | "
+              f"{med / this:.2f}x | {med / baseline:.2f}x |")
+    print(f"\nboto3 loop, median of {args.repeat}: {baseline:.3f} CPU s per 1,000 bare messages")
+
+
 def print_throughput(args, rows, baseline, startup, by_op=None):
     print(f"\nShoal worker benchmark: {args.jobs} canary jobs per run, SQS+SNS on fauxqs, release build\n")
     print("| workers | jobs/s | CPU s per 1,000 jobs (with events) | vs boto3 loop (no events) | SQS+SNS calls per job |")
@@ -322,11 +355,23 @@ def main():
                         help="queue sizes one worker drains, for the cost curve")
     parser.add_argument("--quick", action="store_true",
                         help="throughput runs only (for trying a change)")
+    parser.add_argument("--compare", nargs="+", metavar="DIR",
+                        help="directories holding other builds' shoal-worker, to compare with this one")
+    parser.add_argument("--repeat", type=int, default=5, help="interleaved runs per build (--compare)")
     args = parser.parse_args()
 
     fauxqs, endpoint = start_fauxqs()
     bench = Bench(endpoint)
     rows = []
+    if args.compare:
+        try:
+            compare(bench, args)
+        finally:
+            for proc in bench.workers:
+                proc.kill()
+            fauxqs.stdin.close()
+            fauxqs.wait(timeout=10)
+        return
     try:
         baseline = bench.boto3_baseline(args.jobs)
         startup = bench.startup_cpu()
