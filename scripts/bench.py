@@ -13,8 +13,9 @@ release build of shoal-worker:
 Usage: scripts/bench (which builds and sets SHOAL_BIN_DIR), or
        SHOAL_BIN_DIR=target/release python3 scripts/bench.py [--jobs N]
 
-To tell whether a change pays, keep a copy of the binaries from before it and compare:
-       scripts/bench --compare /tmp/before [--repeat 5] [--jobs 20000]
+To tell whether a change pays, keep a copy of the worker from before it and compare:
+       mkdir before && cp "$CARGO_TARGET_DIR/release/shoal-worker" before/   # before the change
+       scripts/bench --compare before [--repeat 5] [--jobs 20000]
 runs one worker of this build and of each other directory's shoal-worker in turn, --repeat
 times, beside the boto3 loop, and prints medians: runs interleaved on the same machine are
 far steadier than one run each, minutes apart.
