@@ -88,8 +88,7 @@ where
     // Every filter sits on its own layer, and a layer that is off is left out rather than
     // added as `None` (which counts as a layer that wants everything). A span that no layer
     // wants, such as each of the SDK's several spans per AWS call when traces are off, is
-    // then never created; before, the registry built and tracked each one only for the log
-    // layer to drop it.
+    // then never created, instead of being built and tracked by the registry for nobody.
     let mut layers: Vec<DynLayer> = vec![fmt.with_filter(filter.and(WireCap)).boxed()];
     layers.extend(traces);
     tracing_subscriber::registry().with(layers)
