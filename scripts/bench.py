@@ -344,6 +344,14 @@ def print_throughput(args, rows, baseline, startup, by_op=None):
               ", ".join(f"{op} {v:.3f}" for op, v in sorted(by_op.items(), key=lambda kv: -kv[1]) if v >= 0.0005))
 
 
+def tear_down(bench, fauxqs):
+    """Stops whatever workers a run left behind, then the emulator."""
+    for proc in bench.workers:
+        proc.kill()
+    fauxqs.stdin.close()
+    fauxqs.wait(timeout=10)
+
+
 def main():
     parser = argparse.ArgumentParser(description="Shoal worker benchmark")
     parser.add_argument("--jobs", type=int, default=10_000, help="canary jobs per throughput run")
@@ -368,10 +376,7 @@ def main():
         try:
             compare(bench, args)
         finally:
-            for proc in bench.workers:
-                proc.kill()
-            fauxqs.stdin.close()
-            fauxqs.wait(timeout=10)
+            tear_down(bench, fauxqs)
         return
     try:
         baseline = bench.boto3_baseline(args.jobs)
@@ -400,10 +405,7 @@ def main():
         submits = [(n, *producer_submit(bench, n)) for n in args.submit_lines]
         p50, p99 = bench.latency(args.latency_samples)
     finally:
-        for proc in bench.workers:
-            proc.kill()
-        fauxqs.stdin.close()
-        fauxqs.wait(timeout=10)
+        tear_down(bench, fauxqs)
 
     print_throughput(args, rows, baseline, startup, by_op)
     print("\n| tracing (1 worker, OTLP/HTTP to a sink) | CPU s per 1,000 jobs | vs off |")
