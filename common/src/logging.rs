@@ -64,11 +64,11 @@ pub fn init(default: &str, json: bool, service: &'static str) -> crate::telemetr
 }
 
 /// A layer of the process's subscriber, chosen at run time.
-pub type DynLayer = Box<dyn Layer<Registry> + Send + Sync>;
+type DynLayer = Box<dyn Layer<Registry> + Send + Sync>;
 
 /// The subscriber [`init`] installs: logs through `filter` (capped by [`WireCap`]) to
 /// `writer`, and the trace exporter's layer when there is one.
-pub fn subscriber<W>(
+fn subscriber<W>(
     filter: EnvFilter,
     json: bool,
     writer: W,
