@@ -127,40 +127,47 @@ impl<S> Filter<S> for WireCap {
 mod tests {
     use super::*;
 
-    #[test]
-    fn only_the_sdks_trace_is_held_back() {
+    /// A callsite's metadata, made up for a test and never registered with `tracing`.
+    fn callsite(
+        target: &'static str,
+        level: Level,
+        kind: tracing::metadata::Kind,
+    ) -> &'static Metadata<'static> {
         struct Probe;
         impl tracing::Callsite for Probe {
-            fn set_interest(&self, _: tracing::subscriber::Interest) {}
+            fn set_interest(&self, _: Interest) {}
             fn metadata(&self) -> &Metadata<'_> {
                 unreachable!("not registered")
             }
         }
         static PROBE: Probe = Probe;
-        let meta = |target: &'static str, level| {
-            Metadata::new(
-                "event",
-                target,
-                level,
-                None,
-                None,
-                None,
-                tracing::field::FieldSet::new(&[], tracing::callsite::Identifier(&PROBE)),
-                tracing::metadata::Kind::EVENT,
-            )
-        };
-        assert!(!allowed(&meta(
+        Box::leak(Box::new(Metadata::new(
+            "probe",
+            target,
+            level,
+            None,
+            None,
+            None,
+            tracing::field::FieldSet::new(&[], tracing::callsite::Identifier(&PROBE)),
+            kind,
+        )))
+    }
+
+    #[test]
+    fn only_the_sdks_trace_is_held_back() {
+        let meta = |target, level| callsite(target, level, tracing::metadata::Kind::EVENT);
+        assert!(!allowed(meta(
             "aws_smithy_runtime::client::orchestrator",
             Level::TRACE
         )));
-        assert!(!allowed(&meta("hyper", Level::TRACE)));
-        assert!(allowed(&meta(
+        assert!(!allowed(meta("hyper", Level::TRACE)));
+        assert!(allowed(meta(
             "aws_smithy_runtime::client::orchestrator",
             Level::DEBUG
         )));
-        assert!(allowed(&meta("shoal_worker::runtime", Level::TRACE)));
+        assert!(allowed(meta("shoal_worker::runtime", Level::TRACE)));
         assert!(
-            allowed(&meta("hyperactive", Level::TRACE)),
+            allowed(meta("hyperactive", Level::TRACE)),
             "a crate whose name only starts alike"
         );
     }
@@ -201,16 +208,22 @@ mod tests {
 
     #[test]
     fn spans_no_layer_wants_are_never_created() {
+        // Asked of the subscriber itself: what `tracing` caches per callsite is shared by
+        // every subscriber in the process, and other tests run their own beside this one.
+        // `never` is the answer that matters: `tracing` then builds no span there at all.
+        use tracing::Subscriber;
         let sub = subscriber(EnvFilter::new("warn"), false, Captured::default(), None);
-        tracing::subscriber::with_default(sub, || {
-            let sdk =
-                tracing::debug_span!(target: "aws_smithy_runtime::client::orchestrator", "invoke");
-            assert!(
-                sdk.is_disabled(),
-                "the SDK's per-call span is built for nobody"
-            );
-            let wanted = tracing::warn_span!(target: "shoal_worker::runtime", "job");
-            assert!(!wanted.is_disabled());
-        });
+        use tracing::metadata::Kind;
+        let sdk = callsite(
+            "aws_smithy_runtime::client::orchestrator",
+            Level::DEBUG,
+            Kind::SPAN,
+        );
+        assert!(
+            sub.register_callsite(sdk).is_never(),
+            "the SDK's per-call span is built for nobody"
+        );
+        let wanted = callsite("shoal_worker::runtime", Level::WARN, Kind::SPAN);
+        assert!(sub.register_callsite(wanted).is_always());
     }
 }
