@@ -195,13 +195,23 @@ pub struct Timings {
     /// When SQS accepted the message (`SentTimestamp`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enqueued_at: Option<DateTime<Utc>>,
+    /// When the job's first run started: earlier than `started_at` when the job waited for
+    /// EC2, was retried or was carried on a copy. Absent when an earlier delivery's start is
+    /// not known (a retry on the same message after a plain transient failure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_started_at: Option<DateTime<Utc>>,
+    /// When this delivery's run started.
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
     /// From enqueue to the start of this attempt, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_ms: Option<u64>,
-    /// This attempt's run time, in milliseconds.
+    /// This delivery's run time, in milliseconds.
     pub run_ms: u64,
+    /// The whole job's time, from its first start to this end, in milliseconds: what a
+    /// job that waited minutes for EC2 took, where `run_ms` is its last look.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -226,6 +236,8 @@ pub struct EventSource {
     pub worker_id: String,
     pub submitted_at: Option<DateTime<Utc>>,
     pub enqueued_at: Option<DateTime<Utc>>,
+    /// When the job's first run started, where known.
+    pub first_started_at: Option<DateTime<Utc>>,
     pub started_at: DateTime<Utc>,
 }
 
@@ -249,6 +261,7 @@ impl EventSource {
             worker_id,
             submitted_at: None,
             enqueued_at: None,
+            first_started_at: None,
             started_at: Utc::now(),
         }
     }
@@ -309,12 +322,16 @@ impl JobEvent {
             timings: Timings {
                 submitted_at: source.submitted_at,
                 enqueued_at: source.enqueued_at,
+                first_started_at: source.first_started_at,
                 started_at,
                 finished_at,
                 queue_ms: source
                     .enqueued_at
                     .map(|at| (started_at - at).num_milliseconds().max(0) as u64),
                 run_ms: (finished_at - started_at).num_milliseconds().max(0) as u64,
+                job_ms: source
+                    .first_started_at
+                    .map(|at| (finished_at - at).num_milliseconds().max(0) as u64),
             },
             result,
             error,
@@ -357,6 +374,7 @@ mod tests {
                 worker_id: "w".into(),
                 submitted_at: None,
                 enqueued_at: Some(started_at - chrono::Duration::milliseconds(250)),
+                first_started_at: Some(started_at - chrono::Duration::seconds(90)),
                 started_at,
             },
             JobStatus::Succeeded,
@@ -364,6 +382,12 @@ mod tests {
             None,
         );
         assert_eq!(event.timings.queue_ms, Some(250));
+        assert!(
+            event.timings.job_ms.is_some_and(|ms| ms >= 90_000),
+            "the whole job counts from its first start: {:?}",
+            event.timings.job_ms
+        );
+        assert!(event.timings.run_ms < 90_000);
         assert!(event.timings.finished_at >= started_at);
         assert_eq!(event.attempts, 2);
     }

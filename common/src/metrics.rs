@@ -66,6 +66,9 @@ pub struct Metrics {
     /// Outcomes that could not be announced while one delivery held the message, and went
     /// forward on a fresh copy that only announces.
     pub announcements_carried: IntCounterVec,
+    /// Failures the dead-letter queue could not take while one delivery held the message,
+    /// carried forward on a fresh copy that only dead-letters.
+    pub dead_letters_carried: IntCounter,
     /// Every HTTP attempt of an AWS call, the SDK's own retries included.
     pub api_attempts: IntCounterVec,
 }
@@ -266,6 +269,11 @@ impl Metrics {
                 "shoal_announcements_carried_total",
                 "Outcomes carried forward on a fresh copy because SNS could not take them",
                 kind,
+            ),
+            dead_letters_carried: counter(
+                &r,
+                "shoal_dead_letters_carried_total",
+                "Failures carried forward on a fresh copy because the dead-letter queue could not take them",
             ),
             api_attempts: counter_vec(
                 &r,

@@ -5,10 +5,53 @@
 //! operator commands (`shoal-producer status`, `dlq …`) read all of it. One module, so the two
 //! cannot come to disagree about what a queue's attributes mean.
 
-use aws_sdk_sqs::types::QueueAttributeName;
+use std::collections::HashMap;
+
+use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
 use serde::Serialize;
 
 use crate::error::{classify_sdk_error, Error, ErrorClass};
+use crate::job::SCHEMA_VERSION;
+use crate::JobKind;
+
+/// The attributes every job message carries, whoever sends it (a producer, or a worker
+/// enqueueing a chain's follow-up): `kind` and `schema`, then the W3C trace context of the
+/// enqueue when it is traced (4 of the 10 SQS allows). As (name, SQS data type, value).
+pub fn job_attributes(
+    kind: JobKind,
+    trace: &[(&'static str, String)],
+) -> Vec<(&'static str, &'static str, String)> {
+    let mut attributes = vec![
+        ("kind", "String", kind.as_str().to_owned()),
+        ("schema", "Number", SCHEMA_VERSION.to_string()),
+    ];
+    attributes.extend(
+        trace
+            .iter()
+            .map(|(name, value)| (*name, "String", value.clone())),
+    );
+    attributes
+}
+
+/// One message attribute as the SDK takes it.
+pub fn attribute_value(data_type: &str, value: impl Into<String>) -> MessageAttributeValue {
+    MessageAttributeValue::builder()
+        .data_type(data_type)
+        .string_value(value)
+        .build()
+        // The builder refuses only a missing data type, and one is always given.
+        .unwrap_or_else(|e| unreachable!("data type is always set: {e}"))
+}
+
+/// The sender's own attributes of a received message: all but Shoal's `shoal-…` ones, which
+/// a dead-lettered or redriven copy must not take along (they describe the old copy).
+pub fn senders_attributes(
+    attributes: &HashMap<String, MessageAttributeValue>,
+) -> impl Iterator<Item = (&String, &MessageAttributeValue)> {
+    attributes
+        .iter()
+        .filter(|(name, _)| !name.starts_with(dead_letter_attribute::PREFIX))
+}
 
 /// Message attributes a worker adds to a job it moves to the dead-letter queue: the
 /// contract between the worker that writes them and the operator commands that read them.

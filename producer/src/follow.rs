@@ -395,6 +395,7 @@ mod tests {
                 worker_id: "w".into(),
                 submitted_at: None,
                 enqueued_at: None,
+                first_started_at: None,
                 started_at: chrono::Utc::now(),
             },
             status,

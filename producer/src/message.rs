@@ -5,8 +5,9 @@ use aws_sdk_sqs::operation::send_message::builders::SendMessageFluentBuilder;
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use aws_sdk_sqs::Client as SqsClient;
 use shoal_common::job::{ContractError, MAX_MESSAGE_BYTES};
+use shoal_common::queue::{attribute_value, job_attributes};
 use shoal_common::validate::{TagRules, Violations};
-use shoal_common::{Job, JobEnvelope, JobId, JobKind};
+use shoal_common::{JobEnvelope, JobId, JobKind};
 
 use crate::EnqueueError;
 
@@ -45,14 +46,8 @@ impl OutgoingMessage {
         fifo: bool,
     ) -> Result<Self, EnqueueError> {
         job.validate()?;
-        let tags = match &job.job {
-            Job::RunInstances(p) => &p.tags[..],
-            Job::CreateImage(p) => &p.tags[..],
-            Job::Snapshot(p) => &p.tags[..],
-            Job::SetTerminationProtection(_) | Job::Canary(_) => &[],
-        };
         let mut violations = Violations::under("params");
-        violations.tag_rules(options.tag_rules, "tags", tags);
+        violations.tag_rules(options.tag_rules, "tags", job.job.tags());
         let stricter: Vec<String> = violations
             .into_errors()
             .iter()
@@ -117,36 +112,15 @@ impl OutgoingMessage {
                 .sum::<usize>()
     }
 
-    /// Every message's attributes: `kind`, `schema`, and the trace context when traced (4 of
-    /// the 10 SQS allows; the rest are the sender's and, on copies, Shoal's own).
+    /// Every message's attributes ([`shoal_common::queue::job_attributes`]).
     fn attributes(&self) -> Vec<(&'static str, &'static str, String)> {
-        let mut attributes = vec![
-            ("kind", "String", self.kind.as_str().to_owned()),
-            (
-                "schema",
-                "Number",
-                shoal_common::job::SCHEMA_VERSION.to_string(),
-            ),
-        ];
-        attributes.extend(
-            self.trace
-                .iter()
-                .map(|(name, value)| (*name, "String", value.clone())),
-        );
-        attributes
+        job_attributes(self.kind, &self.trace)
     }
 
     fn attribute_values(&self) -> impl Iterator<Item = (&'static str, MessageAttributeValue)> {
         self.attributes()
             .into_iter()
-            .map(|(name, data_type, value)| {
-                let value = MessageAttributeValue::builder()
-                    .data_type(data_type)
-                    .string_value(value)
-                    .build()
-                    .unwrap_or_else(|e| unreachable!("data type is always set: {e}"));
-                (name, value)
-            })
+            .map(|(name, data_type, value)| (name, attribute_value(data_type, value)))
     }
 
     pub fn send_request(&self, sqs: &SqsClient, queue_url: &str) -> SendMessageFluentBuilder {
@@ -196,6 +170,7 @@ fn check_group_id(group: &str) -> Result<(), EnqueueError> {
 mod tests {
     use super::*;
     use shoal_common::job::Canary;
+    use shoal_common::Job;
 
     fn canary() -> JobEnvelope {
         JobEnvelope::new(Job::Canary(Canary { sleep_ms: 5 }))

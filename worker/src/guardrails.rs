@@ -50,14 +50,8 @@ impl Guardrails {
                 ),
             ));
         }
-        let tags = match job {
-            Job::RunInstances(p) => &p.tags[..],
-            Job::CreateImage(p) => &p.tags[..],
-            Job::Snapshot(p) => &p.tags[..],
-            Job::SetTerminationProtection(_) | Job::Canary(_) => &[],
-        };
         let mut violations = Violations::under("params");
-        violations.tag_rules(self.tag_rules, "tags", tags);
+        violations.tag_rules(self.tag_rules, "tags", job.tags());
         if let Some(first) = violations.into_errors().into_iter().next() {
             return Err(JobError::shoal(ShoalCode::NotAllowed, first.to_string()));
         }

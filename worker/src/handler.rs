@@ -4,6 +4,7 @@
 //! [`JobKind`], so the registry can hand it exactly its parameters. Tests and users register
 //! their own handlers (for the built-in kinds) in place of the defaults.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -14,8 +15,7 @@ use futures::future::BoxFuture;
 
 pub use crate::heartbeat::Lease;
 use shoal_common::aws::AwsClients;
-use shoal_common::error::ShoalCode;
-use shoal_common::job::JobParams;
+use shoal_common::job::{JobParams, JobVisitor};
 use shoal_common::{Job, JobId, JobKind};
 
 /// What a handler knows about the attempt it runs.
@@ -137,29 +137,23 @@ where
     }
 }
 
-/// The handler with its parameters type erased, as the registry stores it.
-trait ErasedHandler: Send + Sync {
-    fn run(&self, ctx: JobContext, job: Job) -> BoxFuture<'_, Result<Outcome, JobError>>;
+/// A handler as the registry stores it: typed by its parameters, callable on them alone.
+trait TypedHandler<P>: Send + Sync {
+    fn run(&self, ctx: JobContext, params: P) -> BoxFuture<'_, Result<Outcome, JobError>>;
 }
 
-impl<H: JobHandler> ErasedHandler for H {
-    fn run(&self, ctx: JobContext, job: Job) -> BoxFuture<'_, Result<Outcome, JobError>> {
-        match H::Params::from_job(job) {
-            Some(params) => Box::pin(JobHandler::run(self, ctx, params)),
-            None => Box::pin(async move {
-                Err(JobError::shoal(
-                    ShoalCode::HandlerMismatch,
-                    format!("the handler for {} was given another kind", H::Params::KIND),
-                ))
-            }),
-        }
+impl<H: JobHandler> TypedHandler<H::Params> for H {
+    fn run(&self, ctx: JobContext, params: H::Params) -> BoxFuture<'_, Result<Outcome, JobError>> {
+        Box::pin(JobHandler::run(self, ctx, params))
     }
 }
 
-/// Handlers by kind.
+/// Handlers by kind. Each is stored under its own kind as an `Arc<dyn TypedHandler<P>>`;
+/// [`Job::visit`] hands the job's parameters back typed, so the lookup by kind and type is
+/// the only question dispatch asks.
 #[derive(Clone, Default)]
 pub struct Registry {
-    handlers: HashMap<JobKind, Arc<dyn ErasedHandler>>,
+    handlers: HashMap<JobKind, Arc<dyn Any + Send + Sync>>,
 }
 
 impl Registry {
@@ -169,7 +163,8 @@ impl Registry {
 
     /// Registers `handler` for its kind, replacing any handler registered before.
     pub fn register<H: JobHandler>(&mut self, handler: H) -> &mut Self {
-        self.handlers.insert(H::Params::KIND, Arc::new(handler));
+        let typed: Arc<dyn TypedHandler<H::Params>> = Arc::new(handler);
+        self.handlers.insert(H::Params::KIND, Arc::new(typed));
         self
     }
 
@@ -186,10 +181,6 @@ impl Registry {
         })
     }
 
-    pub fn kinds(&self) -> impl Iterator<Item = JobKind> + '_ {
-        self.handlers.keys().copied()
-    }
-
     pub fn contains(&self, kind: JobKind) -> bool {
         self.handlers.contains_key(&kind)
     }
@@ -204,12 +195,34 @@ impl Registry {
             .collect()
     }
 
+    /// The run of `job` by its kind's handler; `None` when this registry has none.
     pub(crate) fn run(
         &self,
         ctx: JobContext,
         job: Job,
     ) -> Option<BoxFuture<'_, Result<Outcome, JobError>>> {
-        let handler = self.handlers.get(&job.kind())?;
-        Some(handler.run(ctx, job))
+        job.visit(Dispatch {
+            registry: self,
+            ctx,
+        })
+    }
+}
+
+/// Finds the handler of a job's kind, given its parameters typed.
+struct Dispatch<'a> {
+    registry: &'a Registry,
+    ctx: JobContext,
+}
+
+impl<'a> JobVisitor for Dispatch<'a> {
+    type Output = Option<BoxFuture<'a, Result<Outcome, JobError>>>;
+
+    fn visit<P: JobParams>(self, params: P) -> Self::Output {
+        let handler = self
+            .registry
+            .handlers
+            .get(&P::KIND)?
+            .downcast_ref::<Arc<dyn TypedHandler<P>>>()?;
+        Some(handler.run(self.ctx, params))
     }
 }

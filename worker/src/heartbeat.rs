@@ -5,7 +5,7 @@
 //! `ChangeMessageVisibilityBatch` calls. A failed extension is logged and counted and stops
 //! nothing else: at worst, another worker also runs the job, and handlers are idempotent.
 //!
-//! The same registry tells shutdown which messages are still held, to release them.
+//! The same registry tells shutdown how many messages are still held.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -112,11 +112,6 @@ impl VisibilityHeartbeat {
             heartbeat: self.clone(),
             token,
         }
-    }
-
-    /// Receipt handles of every message still held, removed from the heartbeat.
-    pub fn take_all(&self) -> Vec<String> {
-        self.lock().drain().map(|(_, held)| held.receipt).collect()
     }
 
     pub fn held_count(&self) -> usize {

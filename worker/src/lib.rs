@@ -10,7 +10,8 @@
 //!   entries a batch call reports as failed.
 //! - [`heartbeat`] extends the visibility of long-running jobs.
 //! - [`queue_stats`] samples the job queue's and dead-letter queue's depth into gauges.
-//! - [`retry`] computes backoff delays from the receive count.
+//! - [`retry`] computes backoff delays from the receive count; [`ec2_errors`] reads EC2's
+//!   errors for the runtime and the handlers alike.
 //! - [`guardrails`] limits what a job may ask of this worker, before any AWS call.
 //! - [`config`] resolves flags against the queue's own settings; [`http`] serves
 //!   `/metrics`, `/healthz` and `/readyz`; [`cli`] is the binary, and [`healthcheck`] its
@@ -19,6 +20,7 @@
 pub mod batch;
 pub mod cli;
 pub mod config;
+pub mod ec2_errors;
 pub mod guardrails;
 pub mod handler;
 pub mod handlers;

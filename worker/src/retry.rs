@@ -8,6 +8,11 @@ use backoff::ExponentialBackoffBuilder;
 /// SQS's longest visibility timeout.
 pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 60 * 60);
 
+/// Doublings after which any base has reached any cap SQS allows: past this, more steps
+/// change nothing, so an attempt number from a message (which anyone may have written) is
+/// never walked step by step.
+const MAX_STEPS: u32 = 64;
+
 /// The delay after failed attempt `attempt` (from 1): exponential from `base`, doubling,
 /// jittered by ±50% so a burst of failures does not return as a burst, capped at `cap` and at
 /// SQS's 12-hour limit. The attempt number comes from `ApproximateReceiveCount`, so the
@@ -22,7 +27,7 @@ pub fn retry_delay(attempt: u32, base: Duration, cap: Duration) -> Duration {
         .with_max_elapsed_time(None)
         .build();
     let mut delay = base;
-    for _ in 0..attempt.max(1) {
+    for _ in 0..attempt.clamp(1, MAX_STEPS) {
         delay = backoff.next_backoff().unwrap_or(cap);
     }
     delay.min(cap)
@@ -48,5 +53,7 @@ mod tests {
             assert!(retry_delay(attempt, base, cap) <= cap);
         }
         assert!(retry_delay(40, base, Duration::from_secs(100_000)) <= MAX_VISIBILITY);
+        let huge = retry_delay(u32::MAX, Duration::from_millis(1), cap);
+        assert!(huge >= cap / 2 && huge <= cap, "{huge:?}");
     }
 }

@@ -50,11 +50,19 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
 /// Parameters of one job kind: checked by [`Validate`] and tied to its [`Job`] variant.
-pub trait JobParams: Validate + Sized {
+pub trait JobParams: Validate + Sized + Send + 'static {
     const KIND: JobKind;
     fn into_job(self) -> Job;
     /// The parameters if `job` is of this kind.
     fn from_job(job: Job) -> Option<Self>;
+}
+
+/// Something done with a job's parameters, whatever their kind, typed by that kind:
+/// [`Job::visit`] hands the visitor exactly the variant's parameters, so code that needs
+/// the concrete type (the worker's handler registry) never matches on `Job` itself.
+pub trait JobVisitor {
+    type Output;
+    fn visit<P: JobParams>(self, params: P) -> Self::Output;
 }
 
 /// Field rules of a parameters type, beyond what its Rust type already enforces.
@@ -94,6 +102,11 @@ macro_rules! job_kinds {
                 match self { $(Job::$variant(_) => JobKind::$variant,)+ }
             }
 
+            /// Hands this job's parameters, typed by its kind, to `visitor`.
+            pub fn visit<V: JobVisitor>(self, visitor: V) -> V::Output {
+                match self { $(Job::$variant(p) => visitor.visit(p),)+ }
+            }
+
             fn validate_params(&self, v: &mut Violations) {
                 match self { $(Job::$variant(p) => p.validate(v),)+ }
             }
@@ -126,6 +139,19 @@ job_kinds! {
     SetTerminationProtection(SetTerminationProtection) = "set-termination-protection",
     /// Do no AWS work: an end-to-end probe of the pipeline.
     Canary(Canary) = "canary",
+}
+
+impl Job {
+    /// The user's tags a job asks to put on what it creates (none for kinds that create
+    /// nothing). Both the producer and the worker check them against the opt-in tag rules.
+    pub fn tags(&self) -> &[Tag] {
+        match self {
+            Job::RunInstances(p) => &p.tags,
+            Job::CreateImage(p) => &p.tags,
+            Job::Snapshot(p) => &p.tags,
+            Job::SetTerminationProtection(_) | Job::Canary(_) => &[],
+        }
+    }
 }
 
 impl fmt::Display for JobKind {

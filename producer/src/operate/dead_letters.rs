@@ -17,7 +17,7 @@ use aws_sdk_sqs::types::{
 use aws_sdk_sqs::Client as SqsClient;
 use serde::Serialize;
 use shoal_common::error::{classify_sdk_error, Error, ErrorClass};
-use shoal_common::queue::dead_letter_attribute as attr;
+use shoal_common::queue::{dead_letter_attribute as attr, senders_attributes};
 
 /// A dead-lettered job and why it is there.
 #[derive(Debug, Clone, Serialize)]
@@ -348,12 +348,14 @@ fn redrive_entry(
     fifo: bool,
 ) -> Result<SendMessageBatchRequestEntry, Error> {
     let attributes: HashMap<String, MessageAttributeValue> = msg
-        .message_attributes()
-        .into_iter()
-        .flatten()
-        .filter(|(name, _)| !name.starts_with(attr::PREFIX))
-        .map(|(name, value)| (name.clone(), value.clone()))
-        .collect();
+        .message_attributes
+        .as_ref()
+        .map(|attributes| {
+            senders_attributes(attributes)
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
     let mut entry = SendMessageBatchRequestEntry::builder()
         .id(index.to_string())
         .message_body(msg.body().unwrap_or_default())

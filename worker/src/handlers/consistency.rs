@@ -19,19 +19,12 @@ use std::time::Duration;
 use shoal_common::error::ShoalCode;
 use tokio::time::Instant;
 
-use super::ec2::Ec2Settings;
+use super::settings::Ec2Settings;
+use crate::ec2_errors::is_not_found;
 use crate::handler::{JobContext, JobError};
 
 /// How often to look again while waiting for EC2 to show what was created.
 const SETTLE_POLL: Duration = Duration::from_secs(1);
-
-/// Whether an error says a named resource does not exist (`InvalidInstanceID.NotFound`,
-/// `InvalidAMIID.NotFound`, `InvalidSnapshot.NotFound`, `InvalidVolume.NotFound`, …).
-pub fn is_not_found(e: &JobError) -> bool {
-    e.code
-        .as_deref()
-        .is_some_and(|c| c.ends_with(".NotFound") || c.ends_with(".NotFoundException"))
-}
 
 /// Runs `call`, which names a resource Shoal created at or after `since`. While EC2 may not
 /// show it yet, a `…NotFound` answer means "not yet": the call is tried again until the
@@ -224,16 +217,7 @@ mod tests {
     }
 
     #[test]
-    fn a_handler_without_a_runtime_lease_may_create_and_not_found_codes_are_recognised() {
+    fn a_handler_without_a_runtime_lease_may_create() {
         assert!(ensure_lease(&context(false)).is_ok());
-        assert!(is_not_found(&not_found()));
-        assert!(is_not_found(&JobError::permanent(
-            "InvalidInstanceID.NotFound",
-            "x"
-        )));
-        assert!(!is_not_found(&JobError::permanent(
-            "InvalidInstanceID.Malformed",
-            "x"
-        )));
     }
 }

@@ -1,78 +1,25 @@
-//! What the EC2 handlers share: their settings, the job-id tag, the idempotency token, dry
-//! runs, errors with the AWS code kept, and the wait schedule. How calls are paced and sent
-//! is in [`super::limiter`]; the rules for an eventually consistent API in
-//! [`super::consistency`].
+//! What the EC2 handlers share: the job-id tag, the idempotency token, dry runs and the wait
+//! schedule. Their settings are in `settings.rs`, how calls are paced and sent in
+//! `limiter.rs`, the rules for an eventually consistent API in `consistency.rs`, and how
+//! EC2's errors are read in [`crate::ec2_errors`].
 //!
 //! Every EC2 effect is keyed on the job id twice over: a `shoal:job-id` tag on everything
 //! created, looked up before creating, and a `ClientToken` where the API takes one. SQS
 //! delivers at least once and workers die mid-job; a redelivered job finds its resources and
 //! creates nothing new.
 
-use std::collections::HashMap;
-use std::time::Duration;
-
 use aws_sdk_ec2::error::SdkError;
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag as Ec2Tag, TagSpecification};
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use chrono::{DateTime, Utc};
-use shoal_common::error::{classify_sdk_error, ShoalCode};
+use shoal_common::error::ShoalCode;
 use shoal_common::job::Tag;
 use shoal_common::validate::JOB_ID_TAG;
 use shoal_common::JobId;
 
+use super::settings::Ec2Settings;
+use crate::ec2_errors::{ec2_error, error_code};
 use crate::handler::{JobError, Outcome};
-
-/// How the EC2 handlers pace their calls and their waits.
-#[derive(Debug, Clone)]
-pub struct Ec2Settings {
-    /// Calls per second allowed for each EC2 operation, in this worker.
-    pub calls_per_second: f64,
-    /// Per-operation overrides, e.g. `RunInstances` → 2.
-    pub operation_rates: HashMap<String, f64>,
-    /// Shortest and longest pause between checks of an operation under way.
-    pub wait_check_min: Duration,
-    pub wait_check_max: Duration,
-    /// How long a wait may last, from the resource's start, before the job fails.
-    pub wait_deadline: Duration,
-    /// How long EC2 may take to show what was just created: until then, a lookup that finds
-    /// nothing is no proof that an earlier run created nothing, and `…NotFound` for an id
-    /// Shoal itself created is "not yet", not "gone".
-    pub consistency_window: Duration,
-    /// Owners (account ids, or `amazon`) whose AMIs `run-instances` may launch; empty
-    /// means any.
-    pub allowed_image_owners: Vec<String>,
-}
-
-impl Default for Ec2Settings {
-    fn default() -> Self {
-        Ec2Settings {
-            calls_per_second: 10.0,
-            operation_rates: HashMap::new(),
-            wait_check_min: Duration::from_secs(5),
-            wait_check_max: Duration::from_secs(600),
-            wait_deadline: Duration::from_secs(6 * 60 * 60),
-            consistency_window: Duration::from_secs(60),
-            allowed_image_owners: Vec::new(),
-        }
-    }
-}
-
-/// An EC2 failure as a job error, classified, with the AWS code and message kept for the
-/// failure event.
-pub fn ec2_error<E>(operation: &'static str, err: SdkError<E>) -> JobError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    JobError::from(classify_sdk_error(operation, &err))
-}
-
-/// The AWS code of an SDK error, if the service answered with one.
-pub fn error_code<E: ProvideErrorMetadata>(err: &SdkError<E>) -> Option<&str> {
-    match err {
-        SdkError::ServiceError(e) => e.err().code(),
-        _ => None,
-    }
-}
 
 /// A dry run's answer: AWS says `DryRunOperation` when the call would have succeeded.
 pub fn dry_run_outcome<T, E>(
@@ -193,6 +140,7 @@ pub fn rfc3339(t: Option<&aws_smithy_types::DateTime>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn client_tokens_are_stable_and_fit() {

@@ -11,7 +11,8 @@ use aws_sdk_ec2::error::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
-use super::ec2::{ec2_error, Ec2Settings};
+use super::settings::Ec2Settings;
+use crate::ec2_errors::{ec2_error, is_throttling};
 use crate::handler::JobError;
 
 /// A token bucket per EC2 operation (governor's), holding one second's worth of calls, so a
@@ -132,14 +133,6 @@ impl Ec2Limiter {
 pub fn no_sdk_retry() -> aws_sdk_ec2::config::Builder {
     aws_sdk_ec2::config::Builder::default()
         .retry_config(aws_sdk_ec2::config::retry::RetryConfig::disabled())
-}
-
-/// EC2's codes for a call refused for its rate, with nothing done.
-fn is_throttling(code: &str) -> bool {
-    matches!(
-        code,
-        "RequestLimitExceeded" | "Throttling" | "ThrottlingException"
-    )
 }
 
 #[cfg(test)]

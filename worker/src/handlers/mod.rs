@@ -7,6 +7,7 @@ mod create_image;
 pub mod ec2;
 pub mod limiter;
 mod run_instances;
+mod settings;
 mod snapshot;
 mod termination;
 
@@ -14,7 +15,7 @@ use std::sync::Arc;
 
 pub use canary::CanaryHandler;
 pub use create_image::CreateImageHandler;
-pub use ec2::Ec2Settings;
+pub use settings::Ec2Settings;
 pub use limiter::Ec2Limiter;
 pub use run_instances::RunInstancesHandler;
 use shoal_common::JobKind;

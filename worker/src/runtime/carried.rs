@@ -1,6 +1,7 @@
 //! What a fresh copy of a message carries to its next delivery, in one message attribute
-//! (`shoal-state`, JSON): the job's failed runs so far, the handler's recorded progress, and
-//! an outcome still to be announced.
+//! (`shoal-state`, JSON): the job's failed runs so far, the handler's recorded progress, when
+//! the job first started, and an outcome still to be announced or a failure still to be
+//! dead-lettered.
 //!
 //! A copy is how the worker returns a job to the queue without spending its receives (see
 //! [`super::settle`]); this record is how the copy remembers what the receive count no longer
@@ -8,9 +9,13 @@
 //! redriven, and a record that cannot be read is ignored with a warning, never a failure.
 
 use aws_sdk_sqs::types::MessageAttributeValue;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use shoal_common::error::{Error, ErrorClass};
 use shoal_common::event::JobEvent;
-use shoal_common::queue::CARRIED_STATE;
+use shoal_common::queue::{attribute_value, CARRIED_STATE};
+
+use super::settle::DeadLetterReason;
 
 /// The record on a copy.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -36,6 +41,43 @@ pub struct Carried {
     /// enqueues them before it announces.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub follow_ups_pending: bool,
+    /// A failure the dead-letter queue could not take yet: the next delivery only
+    /// dead-letters it, with this reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<PendingDeadLetter>,
+    /// When the job's first run started, for the event's whole-job timings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_started_at: Option<DateTime<Utc>>,
+}
+
+/// A job that failed for good and is still to reach the dead-letter queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingDeadLetter {
+    pub class: ErrorClass,
+    pub code: Option<String>,
+    /// The failure as the DLQ attribute and the event will tell it.
+    pub message: String,
+    pub reason: DeadLetterReason,
+    /// The attempt that failed.
+    pub attempt: u32,
+}
+
+/// Longest error text copied into a DLQ attribute or event.
+const MAX_REASON_CHARS: usize = 2000;
+
+impl PendingDeadLetter {
+    /// `error`, which failed `attempt` for good for `reason`, as the DLQ attribute and the
+    /// event tell it: the operation that failed, if one did, and the message, cut to a
+    /// length both take.
+    pub fn new(error: &Error, reason: DeadLetterReason, attempt: u32) -> Self {
+        PendingDeadLetter {
+            class: error.class,
+            code: error.code.clone(),
+            message: shoal_common::event::truncate(&error.to_string(), MAX_REASON_CHARS),
+            reason,
+            attempt,
+        }
+    }
 }
 
 impl Carried {
@@ -56,11 +98,7 @@ impl Carried {
     /// The record as a message attribute.
     pub fn to_attribute(&self) -> Option<MessageAttributeValue> {
         let text = serde_json::to_string(self).ok()?;
-        MessageAttributeValue::builder()
-            .data_type("String")
-            .string_value(text)
-            .build()
-            .ok()
+        Some(attribute_value("String", text))
     }
 }
 
@@ -78,6 +116,14 @@ mod tests {
         carried
             .progress
             .insert("snapshots".into(), serde_json::json!({"vol-1": "snap-1"}));
+        carried.dead_letter = Some(PendingDeadLetter {
+            class: ErrorClass::Permanent,
+            code: Some("InvalidParameterValue".into()),
+            message: "RunInstances: no".into(),
+            reason: DeadLetterReason::Permanent,
+            attempt: 1,
+        });
+        carried.first_started_at = Some(Utc::now());
         let mut attributes = std::collections::HashMap::new();
         attributes.insert(
             CARRIED_STATE.to_owned(),

@@ -1,142 +1,97 @@
-//! Carrying out what [`settle`](super::settle) decided: announce then delete, retry on the
-//! same message, re-send a fresh copy that carries the job's state, release.
+//! Carrying out what [`settle`](super::settle) decided for a delivery: announce then delete,
+//! retry on the same message, re-send a fresh copy that carries the job's state, dead-letter,
+//! release; and, when a finished job cannot get its outcome out or its failure into the
+//! dead-letter queue while this delivery holds the message, carrying it forward on a copy
+//! that does only that.
 //!
-//! An outcome is never lost or mislabelled. The announcement is retried for as long as one
-//! delivery holds it (`announce_hold`, the heartbeat keeping the message meanwhile); if SNS
-//! is down for longer, the outcome goes forward on a fresh copy of the message, whose next
-//! delivery only announces it, so the handler's work is never redone and the job never
-//! reaches the dead-letter queue because of an announcement. The message is deleted only
-//! after its event is out.
+//! An outcome is never lost or mislabelled. A finished job's next delivery only announces
+//! (or only dead-letters): its handler's work is never redone, no receive is spent on it, and
+//! the job never reaches the dead-letter queue because of an announcement, nor without its
+//! reason because of a DLQ outage. The message is deleted only after its event is out.
 
 use std::time::Duration;
 
-use aws_sdk_sqs::types::MessageAttributeValue;
-use shoal_common::error::{classify_sdk_error, ErrorClass, ShoalCode};
-use shoal_common::event::{CloudEvent, JobEvent, JobStatus};
+use shoal_common::error::ShoalCode;
+use shoal_common::event::{JobEvent, JobStatus};
+use shoal_common::job::chain;
 use shoal_common::metrics::UNKNOWN_KIND;
-use shoal_common::queue::{dead_letter_attribute, CARRIED_STATE};
-use shoal_common::telemetry;
 use shoal_common::JobEnvelope;
-use tokio::time::Instant;
 
-use super::carried::Carried;
-use super::follow_ups;
-use super::poll::Delivery;
-use super::run::Attempt;
-use super::settle::{settle, AttemptOutcome, CopyFor, DeadLetterReason, Settle, Situation};
+use super::announce_then_delete::{announce_then_delete, FollowUps, Unannounced};
+use super::calls;
+use super::carried::{Carried, PendingDeadLetter};
+use super::dead_letter::{dead_letter, failure_event, DeadLettered};
+use super::delivery::{Attempt, Delivery, Disposition};
+use super::settle::{after_stop, carry_forward_delay, AfterStop, DeadLetterReason, Fate, Purpose};
 use super::Shared;
-use crate::batch::{EntryError, Publication, VisibilityChange};
 use crate::handler::JobError;
-use crate::retry::MAX_VISIBILITY;
 
-/// What became of a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Disposition {
-    Deleted,
-    DeadLettered,
-    /// Back on the queue (itself or a fresh copy) for a later attempt or check.
-    Returned,
-    /// Left to reappear when its visibility times out (a call to move it failed).
-    Left,
-}
+/// What a run's fate is made of here: the handler's result, and Shoal's error.
+pub(super) type RunFate = Fate<serde_json::Value, JobError>;
 
-impl Disposition {
-    /// The attempt's `outcome` on its trace span.
-    pub(super) fn as_str(self) -> &'static str {
-        match self {
-            Disposition::Deleted => "done",
-            Disposition::DeadLettered => "dead_lettered",
-            Disposition::Returned => "returned",
-            Disposition::Left => "left",
-        }
-    }
-}
-
-/// SQS allows ten message attributes.
-const MAX_ATTRIBUTES: usize = 10;
-
-/// What the handler gave, when it ran.
-pub(super) enum Ran {
-    /// Finished with this result.
-    Done(serde_json::Value),
-    /// Did not run, or ran and is waiting for EC2.
-    NoResult,
-    Failed(JobError),
-}
-
-/// Carries out `decision` for `msg` after `attempt`, whose handler gave `ran`.
+/// Carries out `fate` for `msg` after `attempt`.
 pub(super) async fn apply(
     shared: &Shared,
     msg: &Delivery,
     attempt: &Attempt<'_>,
-    decision: Settle,
-    ran: Ran,
+    fate: RunFate,
 ) -> Disposition {
     let k = attempt
         .envelope
         .map(|e| e.kind().as_str())
         .unwrap_or(UNKNOWN_KIND);
     let metrics = &shared.metrics;
-    match decision {
-        Settle::AnnounceAndDelete => {
+    match fate {
+        Fate::AnnounceAndDelete(result) => {
             metrics.jobs_succeeded.with_label_values(&[k]).inc();
-            let value = match ran {
-                Ran::Done(value) => Some(value),
-                _ => None,
-            };
+            // A chain's follow-ups are built once, here: their ids go in the event, the jobs
+            // on the queue before it.
+            let follow_ups = attempt.envelope.map(|parent| FollowUps {
+                parent,
+                jobs: chain::expand(parent, &result),
+            });
             let mut event = JobEvent::new(
-                attempt.event_source(shared, msg),
+                attempt.event_source(&shared.worker_id, msg),
                 JobStatus::Succeeded,
-                value,
+                Some(result),
                 None,
             );
-            if let (Some(envelope), Some(result)) = (attempt.envelope, &event.result) {
-                event.follow_ups = follow_ups::ids(envelope, result);
+            if let Some(f) = &follow_ups {
+                event.follow_ups = f.jobs.iter().map(|e| e.job_id.clone()).collect();
             }
-            let pending = !event.follow_ups.is_empty();
-            announce_then_delete(shared, msg, attempt.envelope, event, pending).await
+            finish(shared, msg, attempt, follow_ups, event).await
         }
-        Settle::RetryAfter(delay) => {
+        Fate::RetryAfter(delay) => {
             metrics.jobs_retried.with_label_values(&[k]).inc();
-            change_visibility(shared, msg, delay).await
+            calls::change_visibility(shared, msg, delay).await
         }
-        Settle::Copy { delay, for_ } => {
-            let failures = match for_ {
-                CopyFor::Retry => {
+        Fate::Copy { delay, purpose } => {
+            let failures = match purpose {
+                Purpose::Retry => {
                     metrics.jobs_retried.with_label_values(&[k]).inc();
                     attempt.number
                 }
-                CopyFor::Wait => {
+                Purpose::Wait => {
                     metrics.jobs_waiting.with_label_values(&[k]).inc();
-                    attempt.number - 1
+                    attempt.number.saturating_sub(1)
                 }
-                CopyFor::Defer => {
+                Purpose::Defer => {
                     metrics.jobs_deferred.with_label_values(&[k]).inc();
-                    attempt.number - 1
+                    attempt.number.saturating_sub(1)
                 }
-                CopyFor::Announce => msg.carried.failures,
             };
             // This delivery ran the handler unless its kind was busy.
-            let ran_here = u32::from(for_ != CopyFor::Defer);
+            let ran_here = u32::from(purpose != Purpose::Defer);
             let carried = Carried {
                 failures,
-                runs: msg.earlier_runs() + ran_here,
-                copies: msg.carried.copies + 1,
+                runs: msg.earlier_runs().saturating_add(ran_here),
                 progress: msg.progress.to_map(),
-                outcome: None,
-                follow_ups_pending: false,
+                first_started_at: attempt.first_started_at,
+                ..next_copy(msg)
             };
-            copy(shared, msg, delay, carried).await
+            copy_or_return(shared, msg, delay, &carried).await
         }
-        // Both are carried out by the run loop itself; should one arrive here, the message
-        // simply comes back after the delay.
-        Settle::HoldAndRunAgain(delay) => change_visibility(shared, msg, delay).await,
-        Settle::HoldForSlot => change_visibility(shared, msg, Duration::ZERO).await,
-        Settle::DeadLetter(reason) => {
-            let Ran::Failed(error) = ran else {
-                // settle() dead-letters only failed runs; anything else comes back at once.
-                return change_visibility(shared, msg, Duration::ZERO).await;
-            };
+        Fate::DeadLetter(reason, error) => {
             let error = match reason {
                 DeadLetterReason::AttemptsExhausted => JobError::shoal(
                     ShoalCode::AttemptsExhausted,
@@ -148,298 +103,179 @@ pub(super) async fn apply(
                 ),
                 _ => error,
             };
-            super::dead_letter::dead_letter(shared, msg, attempt, error, reason).await
+            let failure = PendingDeadLetter::new(&error, reason, attempt.number);
+            let event = failure_event(shared, msg, attempt, &failure);
+            dead_letter_or_carry(shared, msg, attempt, failure, event).await
         }
     }
 }
 
-/// Announces an outcome an earlier delivery recorded but could not announce.
+/// Announces an outcome an earlier delivery recorded but could not announce, enqueueing its
+/// follow-ups first if they may not all be out.
 pub(super) async fn announce_carried(
     shared: &Shared,
     msg: &Delivery,
     event: JobEvent,
 ) -> Disposition {
     tracing::info!(job_id = ?event.job_id, copies = msg.carried.copies, "announcing a carried outcome; the job does not run again");
-    let envelope = JobEnvelope::from_json(&msg.body).ok();
-    let pending = msg.carried.follow_ups_pending;
-    announce_then_delete(shared, msg, envelope.as_ref(), event, pending).await
+    let envelope = match JobEnvelope::from_json(&msg.body) {
+        Ok(envelope) => Some(envelope),
+        Err(e) if msg.carried.follow_ups_pending => {
+            // The follow-ups can be built only from the body: announce what the job did, and
+            // put the message where an operator sees that its chain stopped, and why.
+            let error = JobError::shoal(
+                ShoalCode::InvalidMessage,
+                format!(
+                    "the job succeeded, but its follow-ups ({}) could not be enqueued: its body no longer decodes: {e}",
+                    event.follow_ups.join(", ")
+                ),
+            );
+            let attempt = Attempt::of(msg, None);
+            let failure = PendingDeadLetter::new(&error, DeadLetterReason::Malformed, msg.carried.failures);
+            return dead_letter_or_carry(shared, msg, &attempt, failure, event).await;
+        }
+        Err(_) => None,
+    };
+    let follow_ups = match (&envelope, &event.result) {
+        (Some(parent), Some(result)) if msg.carried.follow_ups_pending => Some(FollowUps {
+            parent,
+            jobs: chain::expand(parent, result),
+        }),
+        _ => None,
+    };
+    let attempt = Attempt::of(msg, envelope.as_ref());
+    finish(shared, msg, &attempt, follow_ups, event).await
 }
 
-/// Enqueues the follow-ups of a success (when `follow_ups_pending`), publishes `event`, then
-/// deletes the message; if either cannot be done while this delivery holds the message, the
-/// outcome goes forward on a fresh copy.
-pub(super) async fn announce_then_delete(
+/// Dead-letters a failure an earlier delivery could not get into the DLQ; the handler does
+/// not run again.
+pub(super) async fn dead_letter_carried(
     shared: &Shared,
     msg: &Delivery,
-    envelope: Option<&JobEnvelope>,
-    event: JobEvent,
-    follow_ups_pending: bool,
+    failure: PendingDeadLetter,
 ) -> Disposition {
-    let mut announced = Ok(());
-    if follow_ups_pending {
-        if let (Some(envelope), Some(result)) = (envelope, &event.result) {
-            announced = follow_ups::dispatch(shared, msg, envelope, result).await;
+    tracing::info!(copies = msg.carried.copies, reason = failure.reason.label(), "dead-lettering a carried failure; the job does not run again");
+    let envelope = JobEnvelope::from_json(&msg.body).ok();
+    let attempt = Attempt {
+        number: failure.attempt,
+        ..Attempt::of(msg, envelope.as_ref())
+    };
+    let event = failure_event(shared, msg, &attempt, &failure);
+    dead_letter_or_carry(shared, msg, &attempt, failure, event).await
+}
+
+/// Hands back a job whose handler was stopped mid-run at shutdown, as [`after_stop`] says.
+pub(super) async fn release_stopped(shared: &Shared, msg: &Delivery, attempt: &Attempt<'_>) {
+    match after_stop(msg.progress.changed(), shared.config.fifo) {
+        AfterStop::Resume => {
+            // Being stopped is not the job's failure: the next delivery runs the same attempt.
+            let carried = Carried {
+                failures: attempt.number.saturating_sub(1),
+                runs: msg.earlier_runs().saturating_add(1),
+                progress: msg.progress.to_map(),
+                first_started_at: attempt.first_started_at,
+                ..next_copy(msg)
+            };
+            copy_or_return(shared, msg, Duration::ZERO, &carried).await;
         }
+        AfterStop::Release => calls::release(shared, std::iter::once(msg)).await,
     }
-    // Follow-ups that may not all be out stay pending on the copy; once out, they are not
-    // sent again for a failed announcement.
-    let still_pending = follow_ups_pending && announced.is_err();
-    if announced.is_ok() {
-        announced = announce(shared, &event).await;
+}
+
+/// Announces then deletes; an outcome that cannot get out goes forward on a copy.
+async fn finish(
+    shared: &Shared,
+    msg: &Delivery,
+    attempt: &Attempt<'_>,
+    follow_ups: Option<FollowUps<'_>>,
+    event: JobEvent,
+) -> Disposition {
+    match announce_then_delete(shared, msg, follow_ups, event).await {
+        Ok(disposition) => disposition,
+        Err(unannounced) => carry_unannounced(shared, msg, attempt, unannounced).await,
     }
-    match announced {
-        Ok(()) => delete(shared, msg).await,
-        Err(e) => {
-            let situation = Situation {
-                outcome: AttemptOutcome::AnnounceFailed,
-                attempt: msg.attempt(),
-                max_attempts: shared.config.max_attempts,
-                fifo: shared.config.fifo,
-                new_progress: false,
-                copies: msg.carried.copies,
-            };
-            let policy = shared.policy();
-            let delay = match settle(situation, policy) {
-                Settle::Copy { delay, .. } => delay,
-                _ => Duration::ZERO,
-            };
-            let kind = event.kind_label();
-            shared
-                .metrics
-                .announcements_carried
-                .with_label_values(&[kind])
-                .inc();
-            tracing::warn!(code = e.code_or_none(), error = %e.message, carry_in_s = delay.as_secs(), "cannot announce the outcome; carrying it forward on a copy");
+}
+
+/// Dead-letters `failure`, announcing `event`; what the DLQ or SNS would not take goes
+/// forward on a copy that does only what is left.
+async fn dead_letter_or_carry(
+    shared: &Shared,
+    msg: &Delivery,
+    attempt: &Attempt<'_>,
+    failure: PendingDeadLetter,
+    event: JobEvent,
+) -> Disposition {
+    match dead_letter(shared, msg, attempt, &failure, event).await {
+        DeadLettered::Done(disposition) => disposition,
+        DeadLettered::Unannounced(unannounced) => {
+            carry_unannounced(shared, msg, attempt, unannounced).await
+        }
+        DeadLettered::NotSent(error) => {
+            let delay = carry_forward_delay(msg.carried.copies, shared.config.fifo, shared.policy());
+            shared.metrics.dead_letters_carried.inc();
+            tracing::warn!(code = error.code_or_none(), error = %error.message, carry_in_s = delay.as_secs(), "cannot reach the dead-letter queue; carrying the failure forward on a copy");
             let carried = Carried {
                 failures: msg.carried.failures,
-                runs: msg.earlier_runs() + 1,
-                copies: msg.carried.copies + 1,
-                progress: Default::default(),
-                outcome: Some(event),
-                follow_ups_pending: still_pending,
+                runs: msg.earlier_runs(),
+                dead_letter: Some(failure),
+                // A success whose chain could not go on keeps its outcome, so the next
+                // delivery tells that, not a failure.
+                outcome: msg.carried.outcome.clone(),
+                follow_ups_pending: msg.carried.follow_ups_pending,
+                first_started_at: attempt.first_started_at,
+                ..next_copy(msg)
             };
-            copy(shared, msg, delay, carried).await
+            copy_or_return(shared, msg, delay, &carried).await
         }
     }
 }
 
-/// Pauses between tries of a call the delivery keeps retrying while it holds the message.
-fn hold_pause(tries: u32) -> Duration {
-    Duration::from_millis(250 * 2u64.pow(tries.min(6))).min(Duration::from_secs(10))
-}
-
-/// Runs `call` until it succeeds, fails permanently, or the delivery has retried it for
-/// `announce_hold` (the heartbeat keeps the message meanwhile); the last error otherwise.
-pub(super) async fn while_held<T, F, Fut>(
+/// Carries an outcome this delivery could not get out forward on a copy that only
+/// announces it.
+async fn carry_unannounced(
     shared: &Shared,
-    what: &'static str,
-    mut call: F,
-) -> Result<T, EntryError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, EntryError>>,
-{
-    let give_up_at = Instant::now() + shared.config.announce_hold;
-    let mut tries = 0;
-    loop {
-        match call().await {
-            Ok(value) => return Ok(value),
-            Err(e) if e.class == ErrorClass::Permanent || Instant::now() >= give_up_at => {
-                return Err(e)
-            }
-            Err(e) => {
-                tracing::info!(
-                    code = e.code_or_none(),
-                    "cannot {what} yet; retrying while the message is held"
-                );
-                tokio::time::sleep(hold_pause(tries).min(give_up_at - Instant::now())).await;
-                tries += 1;
-            }
-        }
-    }
-}
-
-/// Publishes `event`, retrying while the message is held, for up to `announce_hold`.
-pub(super) async fn announce(shared: &Shared, event: &JobEvent) -> Result<(), EntryError> {
-    let kind = event.kind_label();
-    // The event continues the attempt's trace, for subscribers that trace too.
-    let trace = telemetry::context_of(&tracing::Span::current());
-    let mut cloud_event = CloudEvent::wrap(event.clone(), &shared.config.event_source);
-    for (name, value) in &trace {
-        match *name {
-            telemetry::TRACEPARENT => cloud_event.traceparent = Some(value.clone()),
-            _ => cloud_event.tracestate = Some(value.clone()),
-        }
-    }
-    let status = event.status.as_str();
-    let mut attributes = event.attributes();
-    attributes.extend(trace);
-    let publication = Publication {
-        message: cloud_event.to_json(),
-        attributes,
-    };
-    while_held(shared, "publish the event", || {
-        shared.events.submit(publication.clone())
-    })
-    .await?;
+    msg: &Delivery,
+    attempt: &Attempt<'_>,
+    u: Unannounced,
+) -> Disposition {
+    let delay = carry_forward_delay(msg.carried.copies, shared.config.fifo, shared.policy());
     shared
         .metrics
-        .events_published
-        .with_label_values(&[kind, status])
+        .announcements_carried
+        .with_label_values(&[u.event.kind_label()])
         .inc();
-    Ok(())
+    tracing::warn!(code = u.error.code_or_none(), error = %u.error.message, carry_in_s = delay.as_secs(), "cannot announce the outcome; carrying it forward on a copy");
+    let carried = Carried {
+        failures: msg.carried.failures,
+        runs: msg.earlier_runs().saturating_add(1),
+        outcome: Some(u.event),
+        follow_ups_pending: u.follow_ups_pending,
+        first_started_at: attempt.first_started_at,
+        ..next_copy(msg)
+    };
+    copy_or_return(shared, msg, delay, &carried).await
 }
 
-/// Deletes the message, retrying while it is held; a stale receipt means another delivery
-/// of it is under way, and that one will find the job done.
-pub(super) async fn delete(shared: &Shared, msg: &Delivery) -> Disposition {
-    let deleted = while_held(shared, "delete", || {
-        shared.deletes.submit(msg.receipt.clone())
-    })
-    .await;
-    match deleted {
-        Ok(()) => Disposition::Deleted,
-        Err(e) if e.is(ShoalCode::StaleReceipt) => {
-            shared.metrics.stale_receipts.inc();
-            tracing::info!(
-                code = e.code_or_none(),
-                "receipt handle stale at delete: the message will be delivered again"
-            );
-            Disposition::Left
-        }
-        Err(e) => {
-            tracing::warn!(code = e.code_or_none(), error = %e.message, "cannot delete a finished job; it will be delivered again");
-            Disposition::Left
-        }
+/// The next copy's record, before what the caller sets: one more copy, nothing else.
+fn next_copy(msg: &Delivery) -> Carried {
+    Carried {
+        copies: msg.carried.copies.saturating_add(1),
+        ..Carried::default()
     }
 }
 
-pub(super) async fn change_visibility(
+/// Sends the copy; if it cannot be sent, the original itself comes back after `delay`.
+async fn copy_or_return(
     shared: &Shared,
     msg: &Delivery,
     delay: Duration,
+    carried: &Carried,
 ) -> Disposition {
-    let change = VisibilityChange {
-        receipt: msg.receipt.clone(),
-        timeout: delay.min(MAX_VISIBILITY),
-    };
-    match shared.visibility.submit(change).await {
-        Ok(()) => Disposition::Returned,
-        Err(e) => {
-            if e.is(ShoalCode::StaleReceipt) {
-                shared.metrics.stale_receipts.inc();
-            }
-            tracing::warn!(code = e.code_or_none(), error = %e.message, "cannot set visibility; the message returns after its timeout");
-            Disposition::Left
-        }
-    }
-}
-
-/// Sends a fresh copy of the message carrying `carried`, visible after `delay`, then deletes
-/// the original. If the copy cannot be sent, the original comes back after `delay` instead.
-async fn copy(shared: &Shared, msg: &Delivery, delay: Duration, carried: Carried) -> Disposition {
-    let cfg = &shared.config;
-    let mut send = shared
-        .clients
-        .sqs
-        .send_message()
-        .queue_url(&cfg.queue_url)
-        .message_body(&msg.body);
-    for (name, value) in sender_attributes(msg, 1) {
-        send = send.message_attributes(name, value.clone());
-    }
-    if let Some(state) = carried.to_attribute() {
-        send = send.message_attributes(CARRIED_STATE, state);
-    }
-    if cfg.fifo {
-        // A redelivered original makes the same copy again, which SQS then drops.
-        send = send
-            .message_group_id(msg.group_id.clone().unwrap_or_else(|| "shoal".into()))
-            .message_deduplication_id(format!("{}-copy", msg.message_id));
-    } else {
-        send = send.delay_seconds(delay.as_secs() as i32);
-    }
-    let sent = while_held(shared, "send a copy of the job", || async {
-        send.clone()
-            .send()
-            .await
-            .map_err(|e| classify_sdk_error("SendMessage", &e))
-    })
-    .await;
-    match sent {
-        Ok(_) => match delete(shared, msg).await {
-            Disposition::Deleted => Disposition::Returned,
-            other => other,
-        },
+    match calls::copy(shared, msg, delay, carried).await {
+        Ok(disposition) => disposition,
         Err(err) => {
             tracing::warn!(error = %err, "cannot send a copy of the job; it comes back on its own message");
-            change_visibility(shared, msg, delay).await
+            calls::change_visibility(shared, msg, delay).await
         }
     }
 }
-
-/// The sender's message attributes (not Shoal's own), leaving room for `ours` more.
-pub(super) fn sender_attributes(
-    msg: &Delivery,
-    ours: usize,
-) -> impl Iterator<Item = (&String, &MessageAttributeValue)> {
-    // When there are more than fit, the contract's own (`kind`, `schema`) and the trace
-    // context go first, so a copy keeps its routing and its trace.
-    let first = [
-        "kind",
-        "schema",
-        telemetry::TRACEPARENT,
-        telemetry::TRACESTATE,
-    ];
-    let mut attributes: Vec<_> = msg
-        .attributes
-        .iter()
-        .filter(|(n, _)| !n.starts_with(dead_letter_attribute::PREFIX))
-        .collect();
-    attributes.sort_by_key(|(n, _)| !first.contains(&n.as_str()));
-    attributes.into_iter().take(MAX_ATTRIBUTES - ours)
-}
-
-/// Makes messages visible again at once.
-pub(super) async fn release<'a>(shared: &Shared, messages: impl Iterator<Item = &'a Delivery>) {
-    let changes = messages.map(|m| {
-        shared.visibility.submit(VisibilityChange {
-            receipt: m.receipt.clone(),
-            timeout: Duration::ZERO,
-        })
-    });
-    for result in futures::future::join_all(changes).await {
-        if let Err(e) = result {
-            tracing::warn!(code = e.code_or_none(), error = %e.message, "cannot release a message; it returns after its visibility timeout");
-        }
-    }
-}
-
-/// Hands back a job whose handler was stopped mid-run at shutdown: with the progress it
-/// recorded on a fresh copy, so the next delivery knows what was created; otherwise
-/// (nothing new, or FIFO, where a copy would lose its place) the message itself, at once.
-pub(super) async fn release_aborted(shared: &Shared, msg: &Delivery) {
-    if msg.progress.changed() && !shared.config.fifo {
-        // Being stopped is not the job's failure: the next delivery runs the same attempt.
-        let carried = Carried {
-            failures: msg.attempt() - 1,
-            runs: msg.earlier_runs() + 1,
-            copies: msg.carried.copies + 1,
-            progress: msg.progress.to_map(),
-            outcome: None,
-            follow_ups_pending: false,
-        };
-        copy(shared, msg, Duration::ZERO, carried).await;
-    } else {
-        release(shared, std::iter::once(msg)).await;
-    }
-}
-
-/// Turns a failed job error into the text Shoal stores and announces: the operation that
-/// failed, if one did, and the message.
-pub(super) fn failure_text(error: &JobError) -> String {
-    shoal_common::event::truncate(&error.to_string(), MAX_REASON_CHARS)
-}
-
-/// Longest error text copied into a DLQ attribute or event.
-const MAX_REASON_CHARS: usize = 2000;

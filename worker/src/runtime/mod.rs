@@ -1,30 +1,40 @@
-//! The runtime: poll, run, settle. Each file does one of its jobs:
+//! The runtime: poll, run, settle. Its files are layers, each using only those below it,
+//! so a reader following one message walks down and never back:
 //!
-//! - [`poll`]: long-polls for as many messages as there are free slots (a `Semaphore` of
-//!   `concurrency` permits, each living exactly as long as its job) and starts them; on a
-//!   FIFO queue, one task per message group, its messages held from the start.
-//! - [`job_lock`]: two deliveries of one job id never run side by side in one worker.
-//! - [`run`]: one delivery: decode, announce a carried outcome, or run the handler (a panic
-//!   is a failure like any other) and ask [`settle`] what follows.
-//! - [`settle`]: what happens to a message after an attempt, as one pure function.
-//! - [`carry_out`]: does what was decided: announce then delete, retry, re-send a fresh copy
-//!   carrying the job's state ([`carried`]), release.
-//! - [`follow_ups`]: a chain's next steps, enqueued when a job with `then` succeeds, before
-//!   its event.
-//! - [`dead_letter`]: copies a job to the dead-letter queue with its reason.
-//!
-//! This file sets the worker up and shuts it down: stop receiving, give jobs in flight the
-//! grace period, release the ones still running so another worker takes them at once, flush
-//! the batchers.
+//! - plain types, deciding nothing and calling nothing: [`delivery`] (the received message,
+//!   its attempt, what the handler gave, what became of the message), [`carried`] (what a
+//!   fresh copy carries to the next delivery), [`slots`] (worker and kind slots, given back
+//!   while a job waits), [`job_lock`] (one delivery of a job id at a time in a worker), and
+//!   [`settle`], the pure functions that make every decision: delete, retry after a delay,
+//!   copy, hold, dead-letter, carry forward, and the pauses of held calls;
+//! - [`calls`]: the SQS and SNS calls a delivery makes, each retried while the message is
+//!   held, deciding nothing: publish, delete, change visibility, release, copy, send to the
+//!   dead-letter queue, send a follow-up;
+//! - the steps built from them: [`follow_ups`] (a chain's next jobs), [`announce_then_delete`]
+//!   (follow-ups, event, delete, in that order) and [`dead_letter`] (DLQ copy with its
+//!   reason, failure event, delete);
+//! - [`carry_out`]: does what [`settle`] decided, and carries a finished job forward on a copy
+//!   when its outcome or its dead-letter cannot get out;
+//! - [`run`]: one delivery: decode, finish what a copy carried, or run the handler (a panic is
+//!   a failure like any other), ask [`settle`], carry it out;
+//! - [`poll`]: long-polls for as many messages as there are free worker slots and starts each;
+//!   on a FIFO queue, one task per message group, its messages held from the start;
+//! - this file: the [`Worker`]. It sets up and shuts down: stop receiving, give jobs in flight
+//!   the grace period, release the ones still running so another worker takes them at once,
+//!   flush the batchers.
 
+mod announce_then_delete;
+mod calls;
 mod carried;
 mod carry_out;
 mod dead_letter;
+mod delivery;
 mod follow_ups;
 mod job_lock;
 mod poll;
 mod run;
 pub mod settle;
+mod slots;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -90,10 +100,6 @@ impl Worker {
             registry: Arc::new(registry),
             metrics,
         }
-    }
-
-    pub fn config(&self) -> &WorkerConfig {
-        &self.config
     }
 
     /// Runs until `shutdown` is cancelled, then shuts down gracefully. `metrics_listener`,

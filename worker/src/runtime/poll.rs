@@ -1,4 +1,5 @@
-//! Polling: receive only as many messages as there are free slots, and start each.
+//! Polling: receive only as many messages as there are free worker slots, and start each,
+//! holding its slot until it is done (or gives it back while it waits: see `slots.rs`).
 //!
 //! A standard queue's messages each run in a task of their own. On a FIFO queue the messages
 //! of one group that arrive in one receive run in order in a single task, and all of them are
@@ -11,56 +12,23 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::{Message, MessageAttributeValue, MessageSystemAttributeName};
-use chrono::{DateTime, Utc};
+use aws_sdk_sqs::types::MessageSystemAttributeName;
 use shoal_common::error::classify_sdk_error;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::carried::Carried;
-use super::carry_out::{self, Disposition};
+use super::calls;
+use super::carry_out;
+use super::delivery::{Attempt, Delivery, Disposition};
 use super::run::process;
+use super::slots::WorkerSlots;
 use super::Shared;
-use crate::handler::Progress;
 use crate::http::Health;
 
 /// SQS returns at most ten messages per receive.
 const MAX_RECEIVE: usize = 10;
-
-/// A received message with what the runtime reads from it.
-pub(super) struct Delivery {
-    pub message_id: String,
-    pub receipt: String,
-    pub body: String,
-    /// `ApproximateReceiveCount`: deliveries of this copy of the job, from 1.
-    pub receive_count: u32,
-    pub enqueued_at: Option<DateTime<Utc>>,
-    pub group_id: Option<String>,
-    /// The sender's attributes (and Shoal's own, on a copy).
-    pub attributes: HashMap<String, MessageAttributeValue>,
-    pub received_at: Instant,
-    /// What an earlier copy carried: failures so far, progress, an outcome to announce.
-    pub carried: Carried,
-    /// The handler's progress: carried in, and recorded by this delivery's runs.
-    pub progress: Progress,
-}
-
-impl Delivery {
-    /// This delivery's attempt number if it runs the handler: failed runs on earlier copies,
-    /// plus this copy's receives (each earlier one a failed run, or a worker that died).
-    pub fn attempt(&self) -> u32 {
-        self.carried.failures + self.receive_count
-    }
-
-    /// Runs of the handler before this delivery: on earlier copies, and on this copy's
-    /// earlier receives (each one a run, or a worker that died in one: whatever does not
-    /// run the handler goes back on a copy).
-    pub fn earlier_runs(&self) -> u32 {
-        self.carried.runs + self.receive_count.saturating_sub(1)
-    }
-}
 
 /// One poller: receive as many messages as there are free slots, start each, repeat.
 pub(super) async fn poll(
@@ -136,13 +104,14 @@ pub(super) async fn poll(
         }
         let received: Vec<Delivery> = messages
             .into_iter()
-            .map(|m| read_message(m, received_at))
+            .map(|m| Delivery::read(m, received_at))
             .collect();
         // Unused permits go back as `permits` drops at the end of this iteration.
         for group in fifo_groups(received, cfg.fifo) {
             let held: Vec<OwnedSemaphorePermit> =
                 permits.drain(..group.len().min(permits.len())).collect();
-            jobs.spawn(run_group(shared.clone(), group, held, abort_jobs.clone()));
+            let group_slots = WorkerSlots::new(slots.clone(), held);
+            jobs.spawn(run_group(shared.clone(), group, group_slots, abort_jobs.clone()));
         }
     }
 }
@@ -168,45 +137,13 @@ fn fifo_groups(received: Vec<Delivery>, fifo: bool) -> Vec<Vec<Delivery>> {
         .collect()
 }
 
-fn read_message(m: Message, received_at: Instant) -> Delivery {
-    let system = m.attributes.unwrap_or_default();
-    let attributes = m.message_attributes.unwrap_or_default();
-    let message_id = m.message_id.unwrap_or_default();
-    let carried = match Carried::read(&attributes) {
-        Ok(carried) => carried.unwrap_or_default(),
-        Err(reason) => {
-            tracing::warn!(%message_id, %reason, "ignoring an unreadable carried state");
-            Carried::default()
-        }
-    };
-    Delivery {
-        progress: Progress::from_map(carried.progress.clone()),
-        carried,
-        message_id,
-        receipt: m.receipt_handle.unwrap_or_default(),
-        body: m.body.unwrap_or_default(),
-        receive_count: system
-            .get(&MessageSystemAttributeName::ApproximateReceiveCount)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1),
-        enqueued_at: system
-            .get(&MessageSystemAttributeName::SentTimestamp)
-            .and_then(|v| v.parse::<i64>().ok())
-            .and_then(DateTime::<Utc>::from_timestamp_millis),
-        group_id: system
-            .get(&MessageSystemAttributeName::MessageGroupId)
-            .cloned(),
-        attributes,
-        received_at,
-    }
-}
-
-/// Runs a group of messages in order, each holding one of `permits` until it is done, all
-/// of them kept invisible by the heartbeat until their turn is over.
+/// Runs a group of messages in order, each in turn, all of them kept invisible by the
+/// heartbeat until their turn is over; the group holds a worker slot for each message not yet
+/// done.
 async fn run_group(
     shared: Arc<Shared>,
     group: Vec<Delivery>,
-    mut permits: Vec<OwnedSemaphorePermit>,
+    mut slots: WorkerSlots,
     abort: CancellationToken,
 ) {
     let mut holds: Vec<_> = group
@@ -218,24 +155,25 @@ async fn run_group(
     while let Some(msg) = rest.next() {
         let hold = holds.pop();
         let lease = hold.as_ref().map(|h| h.lease()).unwrap_or_default();
-        let mut permit = permits.pop();
         // Boxed, as the releases below are: a job's future holds every path it may take, the
         // SDK calls of the rare ones included (13.5 KB); inline, that whole state was copied
         // each time the group's task was created, wrapped and started. One allocation per job
         // costs less.
         let disposition = tokio::select! {
-            d = Box::pin(process(&shared, &msg, lease, &mut permit)) => d,
+            d = Box::pin(process(&shared, &msg, lease, &mut slots)) => d,
             _ = abort.cancelled() => {
                 // The handler was dropped mid-run: hand the job to another worker now.
                 shared.metrics.released_on_shutdown.inc();
                 drop(hold);
                 drop(holds);
-                Box::pin(carry_out::release_aborted(&shared, &msg)).await;
-                Box::pin(carry_out::release(&shared, rest.as_slice().iter())).await;
+                let attempt = Attempt::of(&msg, None);
+                Box::pin(carry_out::release_stopped(&shared, &msg, &attempt)).await;
+                Box::pin(calls::release(&shared, rest.as_slice().iter())).await;
                 return;
             }
         };
         drop(hold);
+        slots.finish_one();
         if !matches!(
             disposition,
             Disposition::Deleted | Disposition::DeadLettered
@@ -244,7 +182,7 @@ async fn run_group(
             drop(holds);
             let later: Vec<&Delivery> = rest.as_slice().iter().collect();
             if !later.is_empty() {
-                Box::pin(carry_out::release(&shared, later.into_iter())).await;
+                Box::pin(calls::release(&shared, later.into_iter())).await;
             }
             return;
         }

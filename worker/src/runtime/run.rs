@@ -1,73 +1,38 @@
-//! One delivery: decode it, announce an outcome it carries, or run its kind's handler and ask
-//! [`settle`](super::settle) what follows.
+//! One delivery: decode it, finish what an earlier copy carried (an outcome to announce, a
+//! failure to dead-letter), or run its kind's handler, ask [`settle`](super::settle) what
+//! follows each run, and carry that out.
 //!
 //! A panicking handler is a failure like any other: the panic is caught, its message goes
 //! into the failure event, and every gauge it raised comes down (a guard does that, so an
-//! abort at shutdown lowers them too).
+//! abort at shutdown lowers them too). While the job waits in this process (for EC2 on a
+//! FIFO queue, for its kind's slot, for another delivery of its id) it holds no worker slot.
 
-use std::time::Duration;
-
-use chrono::{DateTime, Utc};
+use chrono::Utc;
+use futures::future::BoxFuture;
 use futures::FutureExt;
 use prometheus::IntGauge;
 use shoal_common::error::{ErrorClass, ShoalCode};
-use shoal_common::event::EventSource;
 use shoal_common::metrics::UNKNOWN_KIND;
 use shoal_common::telemetry;
 use shoal_common::JobEnvelope;
-use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
-use super::carry_out::{self, Disposition, Ran};
-use super::poll::Delivery;
-use super::settle::{settle, AttemptOutcome, DeadLetterReason, Settle, Situation};
+use super::carry_out::{self, RunFate};
+use super::delivery::{Attempt, Delivery, Disposition};
+use super::settle::{settle, AttemptOutcome, DeadLetterReason, Fate, Purpose, Settle, Situation};
+use super::slots::{KindGate, WorkerSlots};
 use super::Shared;
+use crate::ec2_errors::is_not_found;
 use crate::handler::{JobContext, JobError, Lease, Outcome};
 
-/// What the runtime knows of the attempt when it carries out a decision.
-pub(super) struct Attempt<'a> {
-    pub envelope: Option<&'a JobEnvelope>,
-    /// This run's number; for a delivery that never ran the handler, the one it would have.
-    pub number: u32,
-    pub started_at: DateTime<Utc>,
-}
-
-impl Attempt<'_> {
-    /// The event's identity and timings for this attempt of `msg`.
-    pub fn event_source(&self, shared: &Shared, msg: &Delivery) -> EventSource {
-        let (job_id, kind) = match self.envelope {
-            Some(e) => (
-                Some(e.job_id.to_string()),
-                Some(e.kind().as_str().to_owned()),
-            ),
-            None => EventSource::loose_identity(&msg.body),
-        };
-        EventSource {
-            job_id,
-            kind,
-            chain_id: self.envelope.map(|e| e.chain_id().to_string()),
-            parent_job_id: self
-                .envelope
-                .and_then(|e| e.parent_job_id.as_ref())
-                .map(ToString::to_string),
-            attempts: self.number,
-            message_id: msg.message_id.clone(),
-            worker_id: shared.worker_id.to_string(),
-            submitted_at: self.envelope.map(|e| e.submitted_at),
-            enqueued_at: msg.enqueued_at,
-            started_at: self.started_at,
-        }
-    }
-}
-
+/// Runs one delivery in its own trace span: the attempt, continuing the sender's trace when
+/// the message carries one. Its AWS calls are its children; its event carries its context on.
 pub(super) async fn process(
     shared: &Shared,
     msg: &Delivery,
     lease: Lease,
-    permit: &mut Option<OwnedSemaphorePermit>,
+    slots: &mut WorkerSlots,
 ) -> Disposition {
-    // One span per delivery: the attempt, continuing the sender's trace when the message
-    // carries one. Its AWS calls are its children; its event carries its context on.
     let span = tracing::info_span!(
         "job",
         otel.name = "shoal.job",
@@ -90,7 +55,7 @@ pub(super) async fn process(
         tracing::warn!(message_id = %msg.message_id, "the message's traceparent is not a W3C trace context; ignored");
     }
     telemetry::continue_trace(&span, incoming);
-    let disposition = deliver(shared, msg, lease, permit, &span)
+    let disposition = deliver(shared, msg, lease, slots, &span)
         .instrument(span.clone())
         .await;
     span.record("outcome", disposition.as_str());
@@ -101,13 +66,15 @@ async fn deliver(
     shared: &Shared,
     msg: &Delivery,
     lease: Lease,
-    permit: &mut Option<OwnedSemaphorePermit>,
+    slots: &mut WorkerSlots,
     span: &tracing::Span,
 ) -> Disposition {
     if let Some(event) = msg.carried.outcome.clone() {
         return carry_out::announce_carried(shared, msg, event).await;
     }
-    let started_at = Utc::now();
+    if let Some(failure) = msg.carried.dead_letter.clone() {
+        return carry_out::dead_letter_carried(shared, msg, failure).await;
+    }
     let envelope = match JobEnvelope::from_json(&msg.body) {
         Ok(envelope) => envelope,
         Err(e) => {
@@ -118,17 +85,13 @@ async fn deliver(
                 .inc();
             let error = JobError::shoal(ShoalCode::InvalidMessage, e.to_string());
             tracing::warn!(message_id = %msg.message_id, error = %error, "not a valid job: dead-lettering");
-            let attempt = Attempt {
-                envelope: None,
-                number: msg.attempt(),
-                started_at,
-            };
+            let attempt = Attempt::of(msg, None);
             return refuse(shared, msg, &attempt, error, DeadLetterReason::Malformed).await;
         }
     };
     span.record("job_id", tracing::field::display(&envelope.job_id));
     span.record("kind", envelope.kind().as_str());
-    run_job(shared, msg, &envelope, lease, permit).await
+    run_job(shared, msg, &envelope, lease, slots).await
 }
 
 /// Lowers a gauge when dropped, however the attempt ends.
@@ -145,7 +108,7 @@ async fn run_job(
     msg: &Delivery,
     envelope: &JobEnvelope,
     lease: Lease,
-    permit: &mut Option<OwnedSemaphorePermit>,
+    slots: &mut WorkerSlots,
 ) -> Disposition {
     let kind = envelope.kind();
     let k = kind.as_str();
@@ -153,98 +116,90 @@ async fn run_job(
     let cfg = &shared.config;
     let policy = shared.policy();
     metrics.jobs_received.with_label_values(&[k]).inc();
-    let mut attempt = Attempt {
-        envelope: Some(envelope),
-        number: msg.attempt(),
-        started_at: Utc::now(),
-    };
-    if !shared.registry.contains(kind) {
-        let error = JobError::shoal(
-            ShoalCode::NoHandler,
-            format!("this worker has no handler for `{kind}` jobs"),
-        );
-        return refuse(shared, msg, &attempt, error, DeadLetterReason::NoHandler).await;
-    }
-
+    let mut attempt = Attempt::of(msg, Some(envelope));
     if let Err(error) = cfg.guardrails.check(&envelope.job) {
         return refuse(shared, msg, &attempt, error, DeadLetterReason::NotAllowed).await;
     }
 
-    let _same_job = shared.job_locks.lock(&envelope.job_id).await;
-    let _kind_slot = match shared.kind_slots.get(&kind) {
-        None => None,
-        Some(slots) => match slots.clone().try_acquire_owned() {
-            Ok(slot) => Some(slot),
-            Err(_) => {
-                // Holding the message while its kind is saturated would starve other kinds.
-                let situation = situation(shared, msg, &attempt, AttemptOutcome::KindBusy);
-                match settle(situation, policy) {
-                    Settle::HoldForSlot => slots.clone().acquire_owned().await.ok(),
-                    decision => {
-                        return carry_out::apply(shared, msg, &attempt, decision, Ran::NoResult)
-                            .await
-                    }
-                }
-            }
-        },
-    };
-
+    let _same_job = slots
+        .released_while(shared.job_locks.lock(&envelope.job_id))
+        .await;
+    let mut kind_slot = KindGate::new(shared.kind_slots.get(&kind).cloned());
     // Runs of the handler in this delivery (on FIFO, a wait or retry runs it again here).
     let mut runs_here = 0u32;
     loop {
-        attempt.started_at = Utc::now();
-        if let Some(enqueued_at) = msg.enqueued_at {
-            let wait_ms = (attempt.started_at - enqueued_at).num_milliseconds().max(0);
-            metrics
-                .job_queue_wait
-                .with_label_values(&[k])
-                .observe(wait_ms as f64 / 1000.0);
-            tracing::Span::current().record("queue_wait_ms", wait_ms);
-        }
-        let ctx = JobContext {
-            job_id: envelope.job_id.clone(),
-            kind,
+        let outcome = if kind_slot.try_enter() {
+            attempt.started_at = Utc::now();
+            if attempt.first_started_at.is_none() {
+                attempt.first_started_at = msg.first_started_at(attempt.started_at);
+            }
+            if let Some(enqueued_at) = msg.enqueued_at {
+                let wait_ms = (attempt.started_at - enqueued_at).num_milliseconds().max(0);
+                metrics
+                    .job_queue_wait
+                    .with_label_values(&[k])
+                    .observe(wait_ms as f64 / 1000.0);
+                tracing::Span::current().record("queue_wait_ms", wait_ms);
+            }
+            let ctx = JobContext {
+                job_id: envelope.job_id.clone(),
+                kind,
+                attempt: attempt.number,
+                max_attempts: cfg.max_attempts,
+                earlier_runs: msg.earlier_runs().saturating_add(runs_here) > 0,
+                received_at: msg.received_at,
+                lease: lease.clone(),
+                progress: msg.progress.clone(),
+                worker_id: shared.worker_id.clone(),
+                clients: shared.clients.clone(),
+                enqueued_at: msg.enqueued_at,
+                started_at: attempt.started_at,
+            };
+            let Some(run) = shared.registry.run(ctx, envelope.job.clone()) else {
+                let error = JobError::shoal(
+                    ShoalCode::NoHandler,
+                    format!("this worker has no handler for `{kind}` jobs"),
+                );
+                return refuse(shared, msg, &attempt, error, DeadLetterReason::NoHandler).await;
+            };
+            runs_here += 1;
+            match run_handler(shared, k, run).await {
+                Ok(Outcome::Done(value)) => AttemptOutcome::Done(value),
+                Ok(Outcome::CheckAgainAfter(delay)) => AttemptOutcome::CheckAgain(delay),
+                Err(error) => {
+                    let error = not_yet_for_a_follow_up(shared, msg, envelope, error);
+                    metrics
+                        .jobs_failed
+                        .with_label_values(&[k, error.class.as_str()])
+                        .inc();
+                    tracing::info!(error = %error, code = ?error.code, "attempt failed");
+                    AttemptOutcome::Failed(error)
+                }
+            }
+        } else {
+            // Holding the message while its kind is saturated would starve other kinds.
+            AttemptOutcome::KindBusy
+        };
+        let situation = Situation {
+            outcome,
             attempt: attempt.number,
             max_attempts: cfg.max_attempts,
-            earlier_runs: msg.earlier_runs() + runs_here > 0,
-            received_at: msg.received_at,
-            lease: lease.clone(),
-            progress: msg.progress.clone(),
-            worker_id: shared.worker_id.clone(),
-            clients: shared.clients.clone(),
-            enqueued_at: msg.enqueued_at,
-            started_at: attempt.started_at,
+            fifo: cfg.fifo,
+            new_progress: msg.progress.changed(),
         };
-        let result = run_handler(shared, ctx, envelope)
-            .await
-            .map_err(|e| not_yet_for_a_follow_up(shared, msg, envelope, e));
-        runs_here += 1;
-        let (outcome, ran) = match result {
-            Ok(Outcome::Done(value)) => (AttemptOutcome::Done, Ran::Done(value)),
-            Ok(Outcome::CheckAgainAfter(delay)) => {
-                (AttemptOutcome::CheckAgain(delay), Ran::NoResult)
-            }
-            Err(error) => (AttemptOutcome::Failed(error.class), Ran::Failed(error)),
-        };
-        let decision = settle(situation(shared, msg, &attempt, outcome), policy);
-        if let Ran::Failed(error) = &ran {
-            metrics
-                .jobs_failed
-                .with_label_values(&[k, error.class.as_str()])
-                .inc();
-            tracing::info!(error = %error, code = ?error.code, decision = ?decision, "attempt failed");
-        }
-        match decision {
-            Settle::HoldAndRunAgain(delay) => {
-                if matches!(ran, Ran::Failed(_)) {
-                    attempt.number += 1;
+        match settle(situation, policy) {
+            Settle::Let(fate) => return carry_out::apply(shared, msg, &attempt, fate).await,
+            Settle::HoldAndRunAgain { after, purpose } => {
+                if purpose == Purpose::Retry {
+                    attempt.number = attempt.number.saturating_add(1);
                     metrics.jobs_retried.with_label_values(&[k]).inc();
                 } else {
                     metrics.jobs_waiting.with_label_values(&[k]).inc();
                 }
-                hold_without_slot(permit, delay).await;
+                // A FIFO job waiting for EC2 blocks its group, not the worker.
+                slots.released_while(tokio::time::sleep(after)).await;
             }
-            decision => return carry_out::apply(shared, msg, &attempt, decision, ran).await,
+            Settle::HoldForSlot => slots.released_while(kind_slot.enter()).await,
         }
     }
 }
@@ -263,7 +218,7 @@ fn not_yet_for_a_follow_up(
     });
     if envelope.parent_job_id.is_some()
         && error.class == ErrorClass::Permanent
-        && crate::handlers::consistency::is_not_found(&error)
+        && is_not_found(&error)
         && young
     {
         tracing::info!(code = ?error.code, "a follow-up's resource is not visible yet; trying again");
@@ -276,7 +231,7 @@ fn not_yet_for_a_follow_up(
     }
 }
 
-/// A delivery refused before any run: [`settle`] decides its fate like any other's.
+/// A delivery refused before any run: dead-lettered with its reason.
 async fn refuse(
     shared: &Shared,
     msg: &Delivery,
@@ -284,62 +239,21 @@ async fn refuse(
     error: JobError,
     reason: DeadLetterReason,
 ) -> Disposition {
-    let policy = shared.policy();
-    let decision = settle(
-        situation(shared, msg, attempt, AttemptOutcome::Refused(reason)),
-        policy,
-    );
-    carry_out::apply(shared, msg, attempt, decision, Ran::Failed(error)).await
+    let fate: RunFate = Fate::DeadLetter(reason, error);
+    carry_out::apply(shared, msg, attempt, fate).await
 }
 
-fn situation(
-    shared: &Shared,
-    msg: &Delivery,
-    attempt: &Attempt<'_>,
-    outcome: AttemptOutcome,
-) -> Situation {
-    Situation {
-        outcome,
-        attempt: attempt.number,
-        max_attempts: shared.config.max_attempts,
-        fifo: shared.config.fifo,
-        new_progress: msg.progress.changed(),
-        copies: msg.carried.copies,
-    }
-}
-
-/// Waits `delay` while still holding the message but not a worker slot, then takes a slot
-/// again: a FIFO job waiting for EC2 blocks its group, not the worker.
-async fn hold_without_slot(permit: &mut Option<OwnedSemaphorePermit>, delay: Duration) {
-    let semaphore = permit.as_ref().map(|p| p.semaphore().clone());
-    permit.take();
-    tokio::time::sleep(delay).await;
-    if let Some(semaphore) = semaphore {
-        *permit = semaphore.acquire_owned().await.ok();
-    }
-}
-
-/// Runs the kind's handler, with its metrics, turning a panic into a failure.
+/// Runs a handler's future, with its metrics, turning a panic into a failure.
 async fn run_handler(
     shared: &Shared,
-    ctx: JobContext,
-    envelope: &JobEnvelope,
+    k: &str,
+    run: BoxFuture<'_, Result<Outcome, JobError>>,
 ) -> Result<Outcome, JobError> {
-    let k = ctx.kind.as_str();
     let metrics = &shared.metrics;
     let in_flight = metrics.jobs_in_flight.with_label_values(&[k]);
     in_flight.inc();
     let _in_flight = InFlight(in_flight);
     let clock = std::time::Instant::now();
-    let run = match shared.registry.run(ctx, envelope.job.clone()) {
-        Some(run) => run,
-        None => {
-            return Err(JobError::shoal(
-                ShoalCode::NoHandler,
-                format!("no handler for `{k}`"),
-            ))
-        }
-    };
     let result = match std::panic::AssertUnwindSafe(run).catch_unwind().await {
         Ok(result) => result,
         Err(panic) => {

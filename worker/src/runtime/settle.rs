@@ -1,54 +1,81 @@
-//! What happens to a message after an attempt: one pure function of plain inputs
-//! ([`settle`]), with a table test of every row. The rest of the runtime only carries the
-//! answer out.
+//! What happens to a message after an attempt: pure functions of plain inputs, with a
+//! table test of every row. The rest of the runtime only carries the answers out, and each
+//! function's answer is exactly what can vary where it is asked, so no caller has a case to
+//! ignore.
+//!
+//! - [`settle`]: the end of a run of the handler (or of a run that could not start because
+//!   its kind was busy): let the message go ([`Fate`]), or keep holding it here.
+//! - [`carry_forward_delay`]: a delivery whose job is over but whose outcome it could not
+//!   announce, or whose failure the dead-letter queue would not take, goes forward on a copy
+//!   that does only that, after this delay.
+//! - [`after_stop`]: the worker stopped a handler mid-run at shutdown.
+//! - [`hold_pause`]: the pause between tries of a call a delivery retries while it holds the
+//!   message (announce, delete, copy, dead-letter, follow-ups).
 //!
 //! Two rules shape the table. An *attempt* is a run of the handler that failed (or died):
 //! nothing else may spend the message's receives, because SQS dead-letters a message after
 //! `maxReceiveCount` receives whatever they were for. So a job that waits for EC2, is
-//! deferred, or carries an outcome it could not announce goes back on a *fresh copy* of the
-//! message (whose receive count starts again), carrying what the next delivery needs: the
-//! failures so far, the handler's progress, the outcome. On a FIFO queue a copy would go to
-//! the back of its group, so there the worker keeps holding the message instead.
+//! deferred, carries an outcome it could not announce, or a failure the dead-letter queue
+//! could not take yet, goes back on a *fresh copy* of the message (whose receive count starts
+//! again), carrying what the next delivery needs: the failures so far, the handler's
+//! progress, the outcome, the pending dead-letter. On a FIFO queue a copy would go to the back
+//! of its group, so there the worker keeps holding the message instead while the job's work
+//! is not done.
 
 use std::time::Duration;
 
-use shoal_common::error::ErrorClass;
+use serde::{Deserialize, Serialize};
+use shoal_common::error::{Error, ErrorClass};
 
 use crate::retry::retry_delay;
 
 /// SQS's longest per-message delay, the most a copy can be held back.
 pub const MAX_COPY_DELAY: Duration = Duration::from_secs(900);
 
-/// How an attempt ended, as far as the message's fate goes.
+/// The longest pause between tries of a call retried while the message is held.
+pub const MAX_HOLD_PAUSE: Duration = Duration::from_secs(10);
+
+/// What [`settle`] reads of a failure: its class. The runtime passes its errors through, so
+/// a dead-letter decision hands back the very error it was made for.
+pub trait Classified {
+    fn class(&self) -> ErrorClass;
+}
+
+impl Classified for ErrorClass {
+    fn class(&self) -> ErrorClass {
+        *self
+    }
+}
+
+impl Classified for Error {
+    fn class(&self) -> ErrorClass {
+        self.class
+    }
+}
+
+/// How a run ended (or could not start), with what it gave: `R` its result, `E` its error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttemptOutcome {
-    /// The handler finished: announce its event.
-    Done,
+pub enum AttemptOutcome<R, E> {
+    /// The handler finished with this result: announce it.
+    Done(R),
     /// An EC2 operation is under way: look again after this long.
     CheckAgain(Duration),
-    /// The handler failed (or panicked) with an error of this class.
-    Failed(ErrorClass),
+    /// The handler failed (or panicked).
+    Failed(E),
     /// Not started: the kind is at its concurrency limit in this worker.
     KindBusy,
-    /// Refused before any run, for this reason: not a job, no handler, outside the
-    /// worker's limits.
-    Refused(DeadLetterReason),
-    /// The outcome is known but could not be announced for as long as one delivery holds it.
-    AnnounceFailed,
 }
 
 /// Everything [`settle`] decides from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Situation {
-    pub outcome: AttemptOutcome,
+pub struct Situation<R, E> {
+    pub outcome: AttemptOutcome<R, E>,
     /// This run's number: failed runs of the job before it, plus one.
     pub attempt: u32,
     pub max_attempts: u32,
     pub fifo: bool,
     /// The handler recorded progress that the message does not carry yet.
     pub new_progress: bool,
-    /// Fresh copies of this job so far (for the backoff of repeated announcements).
-    pub copies: u32,
 }
 
 /// The delays [`settle`] uses.
@@ -58,21 +85,20 @@ pub struct Policy {
     pub retry_max: Duration,
 }
 
-/// Why a copy is made; it decides what the copy carries and what is counted.
+/// Why the job goes on later; it decides what a copy carries and what is counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CopyFor {
-    /// A failed attempt whose progress must reach the next one.
+pub enum Purpose {
+    /// A failed attempt: the next run is the next attempt.
     Retry,
-    /// A wait for EC2: the next delivery checks again.
+    /// A wait for EC2: the next run checks again, spending no attempt.
     Wait,
-    /// The kind was busy: the next delivery starts it.
+    /// The kind was busy: the next delivery starts it, spending no attempt.
     Defer,
-    /// The outcome waits to be announced: the next delivery only announces.
-    Announce,
 }
 
 /// Why a job is dead-lettered; also the `reason` label of `shoal_jobs_dead_lettered_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DeadLetterReason {
     Permanent,
     AttemptsExhausted,
@@ -95,64 +121,117 @@ impl DeadLetterReason {
     }
 }
 
-/// What to do with the message.
+/// What becomes of the message once this delivery lets it go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Settle {
-    /// Announce the event, then delete the message.
-    AnnounceAndDelete,
+pub enum Fate<R, E> {
+    /// Announce the result, then delete the message.
+    AnnounceAndDelete(R),
     /// Leave the job on this message, visible again after the delay: its next delivery is
     /// its next attempt.
     RetryAfter(Duration),
-    /// Send a fresh copy, visible after the delay, then delete this message.
-    Copy { delay: Duration, for_: CopyFor },
-    /// Keep holding the message and run the handler again in this process after the delay.
-    HoldAndRunAgain(Duration),
-    /// Keep holding the message until its kind has a free slot.
-    HoldForSlot,
-    /// Copy the message to the dead-letter queue with its reason, announce the failure,
+    /// Send a fresh copy carrying the job's state, visible after the delay, then delete this
+    /// message.
+    Copy { delay: Duration, purpose: Purpose },
+    /// Copy the message to the dead-letter queue with this error, announce the failure,
     /// delete it.
-    DeadLetter(DeadLetterReason),
+    DeadLetter(DeadLetterReason, E),
 }
 
-/// The fate of a message after an attempt.
-pub fn settle(s: Situation, policy: Policy) -> Settle {
+/// What to do after a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle<R, E> {
+    /// This delivery is done with the message.
+    Let(Fate<R, E>),
+    /// Keep holding the message and run the handler again in this process after the delay,
+    /// holding no worker slot meanwhile.
+    HoldAndRunAgain { after: Duration, purpose: Purpose },
+    /// Keep holding the message until its kind has a free slot, holding no worker slot
+    /// meanwhile.
+    HoldForSlot,
+}
+
+/// The fate of a message after a run.
+pub fn settle<R, E: Classified>(s: Situation<R, E>, policy: Policy) -> Settle<R, E> {
     use AttemptOutcome::*;
     let retry = || retry_delay(s.attempt, policy.retry_base, policy.retry_max);
-    let copy = |delay: Duration, for_| Settle::Copy {
-        // FIFO queues take no per-message delay.
-        delay: if s.fifo {
-            Duration::ZERO
-        } else {
-            delay.min(MAX_COPY_DELAY)
-        },
-        for_,
+    let copy = |delay: Duration, purpose| {
+        Settle::Let(Fate::Copy {
+            delay: copy_delay(s.fifo, delay),
+            purpose,
+        })
     };
     match s.outcome {
-        Done => Settle::AnnounceAndDelete,
-        // The work is done, so its place in a FIFO group no longer matters.
-        AnnounceFailed => copy(
-            retry_delay(s.copies + 1, policy.retry_base, policy.retry_max),
-            CopyFor::Announce,
-        ),
-        CheckAgain(after) if s.fifo => Settle::HoldAndRunAgain(after),
-        CheckAgain(after) => copy(after, CopyFor::Wait),
+        Done(result) => Settle::Let(Fate::AnnounceAndDelete(result)),
+        CheckAgain(after) if s.fifo => Settle::HoldAndRunAgain {
+            after,
+            purpose: Purpose::Wait,
+        },
+        CheckAgain(after) => copy(after, Purpose::Wait),
         KindBusy if s.fifo => Settle::HoldForSlot,
         KindBusy => copy(
             retry_delay(1, policy.retry_base, policy.retry_max),
-            CopyFor::Defer,
+            Purpose::Defer,
         ),
-        Refused(reason) => Settle::DeadLetter(reason),
-        Failed(ErrorClass::Permanent) => Settle::DeadLetter(DeadLetterReason::Permanent),
-        Failed(ErrorClass::Transient) if s.attempt >= s.max_attempts => {
-            Settle::DeadLetter(DeadLetterReason::AttemptsExhausted)
-        }
-        // Progress must reach the next attempt, and a FIFO copy would lose its place.
-        Failed(ErrorClass::Transient) if s.new_progress && s.fifo => {
-            Settle::HoldAndRunAgain(retry())
-        }
-        Failed(ErrorClass::Transient) if s.new_progress => copy(retry(), CopyFor::Retry),
-        Failed(ErrorClass::Transient) => Settle::RetryAfter(retry()),
+        Failed(e) => match e.class() {
+            ErrorClass::Permanent => Settle::Let(Fate::DeadLetter(DeadLetterReason::Permanent, e)),
+            ErrorClass::Transient if s.attempt >= s.max_attempts => {
+                Settle::Let(Fate::DeadLetter(DeadLetterReason::AttemptsExhausted, e))
+            }
+            // Progress must reach the next attempt, and a FIFO copy would lose its place.
+            ErrorClass::Transient if s.new_progress && s.fifo => Settle::HoldAndRunAgain {
+                after: retry(),
+                purpose: Purpose::Retry,
+            },
+            ErrorClass::Transient if s.new_progress => copy(retry(), Purpose::Retry),
+            ErrorClass::Transient => Settle::Let(Fate::RetryAfter(retry())),
+        },
     }
+}
+
+/// The delay of a copy that only carries a finished job forward: its outcome to announce, or
+/// its failure to dead-letter, after `copies` copies so far. Repeated copies back off, so a
+/// long outage is not a storm of copies; on FIFO, where a copy takes no delay, at once (the
+/// work is done, so its place in the group no longer matters).
+pub fn carry_forward_delay(copies: u32, fifo: bool, policy: Policy) -> Duration {
+    copy_delay(
+        fifo,
+        retry_delay(copies.saturating_add(1), policy.retry_base, policy.retry_max),
+    )
+}
+
+/// What becomes of a message whose handler the worker stopped mid-run at shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterStop {
+    /// A fresh copy at once, carrying what the run created: the next delivery runs the same
+    /// attempt.
+    Resume,
+    /// The message itself, visible again at once.
+    Release,
+}
+
+/// Being stopped is not the job's failure, and what the run created must reach the next
+/// run; on FIFO a copy would lose its place, so the message itself goes back.
+pub fn after_stop(new_progress: bool, fifo: bool) -> AfterStop {
+    if new_progress && !fifo {
+        AfterStop::Resume
+    } else {
+        AfterStop::Release
+    }
+}
+
+/// A copy's delay: FIFO queues take no per-message delay, standard ones at most SQS's.
+fn copy_delay(fifo: bool, delay: Duration) -> Duration {
+    if fifo {
+        Duration::ZERO
+    } else {
+        delay.min(MAX_COPY_DELAY)
+    }
+}
+
+/// The pause after `tries` failed tries of a call retried while the message is held:
+/// doubling from a quarter of a second, at most [`MAX_HOLD_PAUSE`].
+pub fn hold_pause(tries: u32) -> Duration {
+    Duration::from_millis(250 * 2u64.pow(tries.min(6))).min(MAX_HOLD_PAUSE)
 }
 
 #[cfg(test)]
@@ -166,71 +245,53 @@ mod tests {
     };
     const SECS: fn(u64) -> Duration = Duration::from_secs;
 
-    fn situation(outcome: AttemptOutcome) -> Situation {
+    /// In the table, a result is `()` and an error is its class alone.
+    type Outcome = AttemptOutcome<(), ErrorClass>;
+    type Decision = Settle<(), ErrorClass>;
+
+    fn situation(outcome: Outcome) -> Situation<(), ErrorClass> {
         Situation {
             outcome,
             attempt: 1,
             max_attempts: 3,
             fifo: false,
             new_progress: false,
-            copies: 0,
         }
     }
+
+    fn copy(delay: Duration, purpose: Purpose) -> Decision {
+        Settle::Let(Fate::Copy { delay, purpose })
+    }
+
+    const PERMANENT: Outcome = Failed(ErrorClass::Permanent);
+    const TRANSIENT: Outcome = Failed(ErrorClass::Transient);
 
     /// Each row: the situation, changed from the default; what must happen. The retry
     /// delays are jittered, so a row with a delay checks its bounds (±50% of 2 s).
     #[test]
     fn every_row_of_the_settle_table() {
-        type Row = (&'static str, Situation, fn(Settle) -> bool);
+        type Row = (&'static str, Situation<(), ErrorClass>, fn(Decision) -> bool);
         let rows: Vec<Row> = vec![
-            ("done: announce, then delete", situation(Done), |s| {
-                s == Settle::AnnounceAndDelete
+            ("done: announce, then delete", situation(Done(())), |s| {
+                s == Settle::Let(Fate::AnnounceAndDelete(()))
             }),
             (
                 "done on FIFO: the same",
                 Situation {
                     fifo: true,
-                    ..situation(Done)
+                    ..situation(Done(()))
                 },
-                |s| s == Settle::AnnounceAndDelete,
-            ),
-            (
-                "announce failed: a copy that only announces, after a backoff",
-                situation(AnnounceFailed),
-                |s| matches!(s, Settle::Copy { delay, for_: CopyFor::Announce } if delay >= SECS(1) && delay <= SECS(3)),
-            ),
-            (
-                "announce failed on FIFO: a copy at once (no per-message delay)",
-                Situation {
-                    fifo: true,
-                    ..situation(AnnounceFailed)
-                },
-                |s| {
-                    s == Settle::Copy {
-                        delay: Duration::ZERO,
-                        for_: CopyFor::Announce,
-                    }
-                },
+                |s| s == Settle::Let(Fate::AnnounceAndDelete(())),
             ),
             (
                 "waiting: a copy that checks again, spending no attempt",
                 situation(CheckAgain(SECS(40))),
-                |s| {
-                    s == Settle::Copy {
-                        delay: SECS(40),
-                        for_: CopyFor::Wait,
-                    }
-                },
+                |s| s == copy(SECS(40), Purpose::Wait),
             ),
             (
                 "waiting longer than SQS can delay: the copy comes back at the limit",
                 situation(CheckAgain(SECS(3600))),
-                |s| {
-                    s == Settle::Copy {
-                        delay: MAX_COPY_DELAY,
-                        for_: CopyFor::Wait,
-                    }
-                },
+                |s| s == copy(MAX_COPY_DELAY, Purpose::Wait),
             ),
             (
                 "waiting on the last attempt: still a copy, never the DLQ",
@@ -238,12 +299,7 @@ mod tests {
                     attempt: 3,
                     ..situation(CheckAgain(SECS(5)))
                 },
-                |s| {
-                    s == Settle::Copy {
-                        delay: SECS(5),
-                        for_: CopyFor::Wait,
-                    }
-                },
+                |s| s == copy(SECS(5), Purpose::Wait),
             ),
             (
                 "waiting on FIFO: keep holding, keep the group's order",
@@ -251,7 +307,12 @@ mod tests {
                     fifo: true,
                     ..situation(CheckAgain(SECS(5)))
                 },
-                |s| s == Settle::HoldAndRunAgain(SECS(5)),
+                |s| {
+                    s == Settle::HoldAndRunAgain {
+                        after: SECS(5),
+                        purpose: Purpose::Wait,
+                    }
+                },
             ),
             (
                 "kind busy: a deferred copy, spending no attempt",
@@ -262,10 +323,10 @@ mod tests {
                 |s| {
                     matches!(
                         s,
-                        Settle::Copy {
-                            for_: CopyFor::Defer,
+                        Settle::Let(Fate::Copy {
+                            purpose: Purpose::Defer,
                             ..
-                        }
+                        })
                     )
                 },
             ),
@@ -278,49 +339,59 @@ mod tests {
                 |s| s == Settle::HoldForSlot,
             ),
             (
-                "not a job: dead-letter as malformed",
-                situation(Refused(DeadLetterReason::Malformed)),
-                |s| s == Settle::DeadLetter(DeadLetterReason::Malformed),
+                "permanent failure: dead-letter at once, with its error",
+                situation(PERMANENT),
+                |s| {
+                    s == Settle::Let(Fate::DeadLetter(
+                        DeadLetterReason::Permanent,
+                        ErrorClass::Permanent,
+                    ))
+                },
             ),
             (
-                "outside the worker's limits: dead-letter as not allowed, even on FIFO",
+                "permanent failure on FIFO: the same",
                 Situation {
                     fifo: true,
-                    ..situation(Refused(DeadLetterReason::NotAllowed))
+                    ..situation(PERMANENT)
                 },
-                |s| s == Settle::DeadLetter(DeadLetterReason::NotAllowed),
-            ),
-            (
-                "permanent failure: dead-letter at once",
-                situation(Failed(ErrorClass::Permanent)),
-                |s| s == Settle::DeadLetter(DeadLetterReason::Permanent),
+                |s| {
+                    matches!(
+                        s,
+                        Settle::Let(Fate::DeadLetter(DeadLetterReason::Permanent, _))
+                    )
+                },
             ),
             (
                 "transient failure: retry on this message after the backoff",
-                situation(Failed(ErrorClass::Transient)),
-                |s| matches!(s, Settle::RetryAfter(d) if d >= SECS(1) && d <= SECS(3)),
+                situation(TRANSIENT),
+                |s| matches!(s, Settle::Let(Fate::RetryAfter(d)) if d >= SECS(1) && d <= SECS(3)),
             ),
             (
                 "transient failure on the last attempt: dead-letter, attempts exhausted",
                 Situation {
                     attempt: 3,
-                    ..situation(Failed(ErrorClass::Transient))
+                    ..situation(TRANSIENT)
                 },
-                |s| s == Settle::DeadLetter(DeadLetterReason::AttemptsExhausted),
+                |s| {
+                    matches!(
+                        s,
+                        Settle::Let(Fate::DeadLetter(DeadLetterReason::AttemptsExhausted, _))
+                    )
+                },
             ),
             (
                 "transient failure after progress: a copy that carries it",
                 Situation {
                     new_progress: true,
-                    ..situation(Failed(ErrorClass::Transient))
+                    ..situation(TRANSIENT)
                 },
                 |s| {
                     matches!(
                         s,
-                        Settle::Copy {
-                            for_: CopyFor::Retry,
+                        Settle::Let(Fate::Copy {
+                            purpose: Purpose::Retry,
                             ..
-                        }
+                        })
                     )
                 },
             ),
@@ -329,18 +400,37 @@ mod tests {
                 Situation {
                     new_progress: true,
                     fifo: true,
-                    ..situation(Failed(ErrorClass::Transient))
+                    ..situation(TRANSIENT)
                 },
-                |s| matches!(s, Settle::HoldAndRunAgain(d) if d >= SECS(1) && d <= SECS(3)),
+                |s| matches!(s, Settle::HoldAndRunAgain { after, purpose: Purpose::Retry } if after >= SECS(1) && after <= SECS(3)),
             ),
             (
                 "transient failure after progress on the last attempt: dead-letter",
                 Situation {
                     new_progress: true,
                     attempt: 3,
-                    ..situation(Failed(ErrorClass::Transient))
+                    ..situation(TRANSIENT)
                 },
-                |s| s == Settle::DeadLetter(DeadLetterReason::AttemptsExhausted),
+                |s| {
+                    matches!(
+                        s,
+                        Settle::Let(Fate::DeadLetter(DeadLetterReason::AttemptsExhausted, _))
+                    )
+                },
+            ),
+            (
+                "an attempt number past every bound (a forged count): dead-letter, no spin",
+                Situation {
+                    attempt: u32::MAX,
+                    max_attempts: u32::MAX,
+                    ..situation(TRANSIENT)
+                },
+                |s| {
+                    matches!(
+                        s,
+                        Settle::Let(Fate::DeadLetter(DeadLetterReason::AttemptsExhausted, _))
+                    )
+                },
             ),
         ];
         for (name, situation, expected) in rows {
@@ -350,23 +440,47 @@ mod tests {
     }
 
     #[test]
-    fn repeated_announcements_back_off() {
+    fn a_finished_job_goes_forward_after_a_backoff_that_grows_with_its_copies() {
         let policy = Policy {
             retry_base: SECS(1),
             retry_max: SECS(600),
         };
-        let delay = |copies| match settle(
-            Situation {
-                copies,
-                ..situation(AnnounceFailed)
-            },
-            policy,
-        ) {
-            Settle::Copy { delay, .. } => delay,
-            other => panic!("{other:?}"),
-        };
-        assert!(delay(0) <= SECS(2));
-        assert!(delay(6) >= SECS(32), "{:?}", delay(6));
-        assert!(delay(30) <= MAX_COPY_DELAY);
+        let first = carry_forward_delay(0, false, POLICY);
+        assert!(first >= SECS(1) && first <= SECS(3), "{first:?}");
+        assert_eq!(
+            carry_forward_delay(5, true, policy),
+            Duration::ZERO,
+            "FIFO: at once"
+        );
+        assert!(carry_forward_delay(0, false, policy) <= SECS(2));
+        assert!(carry_forward_delay(6, false, policy) >= SECS(32));
+        assert!(carry_forward_delay(30, false, policy) <= MAX_COPY_DELAY);
+        assert!(
+            carry_forward_delay(u32::MAX, false, policy) <= MAX_COPY_DELAY,
+            "a forged count is bounded"
+        );
+    }
+
+    #[test]
+    fn a_stopped_run_resumes_on_a_copy_only_with_new_progress_on_a_standard_queue() {
+        let rows = [
+            ((true, false), AfterStop::Resume, "progress: a copy carries it"),
+            ((false, false), AfterStop::Release, "nothing new: the message itself"),
+            ((true, true), AfterStop::Release, "FIFO: the message keeps its place"),
+            ((false, true), AfterStop::Release, "FIFO, nothing new"),
+        ];
+        for ((progress, fifo), expected, name) in rows {
+            assert_eq!(after_stop(progress, fifo), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn held_calls_pause_longer_each_try_up_to_the_cap() {
+        let pauses: Vec<Duration> = (0..10).map(hold_pause).collect();
+        assert_eq!(pauses[0], Duration::from_millis(250));
+        assert_eq!(pauses[1], Duration::from_millis(500));
+        assert!(pauses.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(pauses[9], MAX_HOLD_PAUSE);
+        assert_eq!(hold_pause(u32::MAX), MAX_HOLD_PAUSE);
     }
 }
