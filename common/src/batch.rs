@@ -31,6 +31,42 @@ pub trait BatchCall: Send + Sync {
     ) -> impl Future<Output = Vec<Result<Self::Ok, Error>>> + Send;
 }
 
+/// Each entry's result from a batch call's answer, by position in `ids` (the ids the request
+/// gave its entries): an entry is done only when the answer says so. An entry the answer
+/// leaves out, or one whose request entry could not be built and was never sent, fails as
+/// [`ShoalCode::MissingEntry`] (transient, so it is resent) rather than pass as done.
+pub fn entry_results<'a, T>(
+    ids: &[String],
+    answers: impl IntoIterator<Item = (&'a str, Result<T, Error>)>,
+) -> Vec<Result<T, Error>> {
+    let mut results: Vec<Result<T, Error>> = ids
+        .iter()
+        .map(|_| {
+            Err(Error::shoal(
+                ShoalCode::MissingEntry,
+                "the batch answer left this entry out",
+            ))
+        })
+        .collect();
+    for (id, result) in answers {
+        if let Some(i) = ids.iter().position(|known| known == id) {
+            results[i] = result;
+        }
+    }
+    results
+}
+
+/// A failed entry as SQS and SNS report it: permanent when the service blames the sender,
+/// worth resending otherwise.
+pub fn failed_entry(sender_fault: bool, code: &str, message: Option<&str>) -> Error {
+    let message = message.unwrap_or_default();
+    if sender_fault {
+        Error::permanent(code, message)
+    } else {
+        Error::transient(code, message)
+    }
+}
+
 /// What sending a batch came to.
 pub struct Sent<I, T> {
     /// Each item with its final result.
@@ -129,6 +165,34 @@ mod tests {
                 })
                 .collect()
         }
+    }
+
+    #[test]
+    fn an_entry_is_done_only_when_the_answer_says_so() {
+        let ids: Vec<String> = (0..4).map(|i| i.to_string()).collect();
+        let results = entry_results(
+            &ids,
+            vec![
+                ("0", Ok("m-0")),
+                ("2", Err(failed_entry(true, "InvalidParameterValue", None))),
+                ("9", Ok("an id the request never gave")),
+            ],
+        );
+        assert_eq!(results[0], Ok("m-0"));
+        assert_eq!(
+            results[1].as_ref().map_err(|e| (e.code.clone(), e.class)),
+            Err((Some("MissingEntry".into()), ErrorClass::Transient)),
+            "left out of the answer: not done, and resent"
+        );
+        assert_eq!(
+            results[2].as_ref().map_err(|e| e.class),
+            Err(ErrorClass::Permanent)
+        );
+        assert!(results[3].is_err(), "left out too");
+        assert_eq!(
+            failed_entry(false, "InternalError", Some("x")).class,
+            ErrorClass::Transient
+        );
     }
 
     #[tokio::test(start_paused = true)]

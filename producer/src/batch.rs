@@ -10,7 +10,7 @@
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use aws_sdk_sqs::Client as SqsClient;
 use futures::stream::{FuturesUnordered, StreamExt};
-use shoal_common::batch::{send_with_resends, BatchCall};
+use shoal_common::batch::{entry_results, failed_entry, send_with_resends, BatchCall};
 use shoal_common::error::{classify_sdk_error, Error, ShoalCode};
 use shoal_common::job::MAX_MESSAGE_BYTES;
 use shoal_common::JobId;
@@ -180,30 +180,18 @@ impl BatchCall for SendBatch<'_> {
             Ok(out) => out,
             Err(e) => return vec![Err(classify_sdk_error("SendMessageBatch", &e)); entries.len()],
         };
-        let position = |id: &str| entries.iter().position(|e| e.id() == id);
-        let mut results: Vec<Result<String, Error>> = vec![
-            Err(Error::shoal(
-                ShoalCode::MissingEntry,
-                "the batch answer left this entry out"
-            ));
-            entries.len()
-        ];
-        for ok in out.successful() {
-            if let Some(i) = position(ok.id()) {
-                results[i] = Ok(ok.message_id().to_owned());
-            }
-        }
-        for failed in out.failed() {
-            if let Some(i) = position(failed.id()) {
-                let message = failed.message().unwrap_or_default();
-                results[i] = Err(if failed.sender_fault() {
-                    Error::permanent(failed.code(), message)
-                } else {
-                    Error::transient(failed.code(), message)
-                });
-            }
-        }
-        results
+        let ids: Vec<String> = entries.iter().map(|e| e.id().to_owned()).collect();
+        let done = out
+            .successful()
+            .iter()
+            .map(|ok| (ok.id(), Ok(ok.message_id().to_owned())));
+        let failed = out.failed().iter().map(|f| {
+            (
+                f.id(),
+                Err(failed_entry(f.sender_fault(), f.code(), f.message())),
+            )
+        });
+        entry_results(&ids, done.chain(failed))
     }
 }
 

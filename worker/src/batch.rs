@@ -16,7 +16,7 @@ use aws_sdk_sns::types::{MessageAttributeValue as SnsAttribute, PublishBatchRequ
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
 };
-use shoal_common::batch::{send_with_resends, BatchCall};
+use shoal_common::batch::{entry_results, failed_entry, send_with_resends, BatchCall};
 use shoal_common::error::{classify_sdk_error, ShoalCode};
 use shoal_common::metrics::Metrics;
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -170,45 +170,77 @@ async fn send_batch<O: BatchOp>(op: &O, batch: Vec<Pending<O::Entry>>, metrics: 
     }
 }
 
-/// A batch call's output, as the entries it reports failed: id (our index), whether the
-/// sender was at fault, code and message.
-trait FailedEntries {
+/// A batch call's output: the ids of the entries it reports done, and of those it reports
+/// failed, with whether the sender was at fault, the code and the message.
+trait EntryAnswers {
+    fn successful_ids(&self) -> Vec<&str>;
     fn failed_entries(&self) -> Vec<(&str, bool, &str, Option<&str>)>;
 }
 
-impl FailedEntries for aws_sdk_sqs::operation::delete_message_batch::DeleteMessageBatchOutput {
-    fn failed_entries(&self) -> Vec<(&str, bool, &str, Option<&str>)> {
-        self.failed()
-            .iter()
-            .map(|f| (f.id(), f.sender_fault(), f.code(), f.message()))
-            .collect()
+/// SQS's answers name every successful entry's id; SNS's may leave one out, which then
+/// counts as not done.
+trait EntryId {
+    fn entry_id(&self) -> Option<&str>;
+}
+
+impl EntryId for aws_sdk_sqs::types::DeleteMessageBatchResultEntry {
+    fn entry_id(&self) -> Option<&str> {
+        Some(self.id())
     }
 }
 
-impl FailedEntries
-    for aws_sdk_sqs::operation::change_message_visibility_batch::ChangeMessageVisibilityBatchOutput
-{
-    fn failed_entries(&self) -> Vec<(&str, bool, &str, Option<&str>)> {
-        self.failed()
-            .iter()
-            .map(|f| (f.id(), f.sender_fault(), f.code(), f.message()))
-            .collect()
+impl EntryId for aws_sdk_sqs::types::ChangeMessageVisibilityBatchResultEntry {
+    fn entry_id(&self) -> Option<&str> {
+        Some(self.id())
     }
 }
 
-impl FailedEntries for aws_sdk_sns::operation::publish_batch::PublishBatchOutput {
-    fn failed_entries(&self) -> Vec<(&str, bool, &str, Option<&str>)> {
-        self.failed()
-            .iter()
-            .map(|f| (f.id(), f.sender_fault(), f.code(), f.message()))
-            .collect()
+impl EntryId for aws_sdk_sns::types::PublishBatchResultEntry {
+    fn entry_id(&self) -> Option<&str> {
+        self.id()
     }
 }
 
-/// Each entry's result from a batch call's result: a failed call fails every entry with the
-/// call's classified error; entries the service reports failed are permanent when it blames
-/// the sender and worth resending otherwise.
-fn per_entry<O: FailedEntries, E>(
+macro_rules! entry_answers {
+    ($output:ty, $successful:ident, $failed:ident) => {
+        impl EntryAnswers for $output {
+            fn successful_ids(&self) -> Vec<&str> {
+                self.$successful()
+                    .iter()
+                    .filter_map(EntryId::entry_id)
+                    .collect()
+            }
+
+            fn failed_entries(&self) -> Vec<(&str, bool, &str, Option<&str>)> {
+                self.$failed()
+                    .iter()
+                    .map(|f| (f.id(), f.sender_fault(), f.code(), f.message()))
+                    .collect()
+            }
+        }
+    };
+}
+
+entry_answers!(
+    aws_sdk_sqs::operation::delete_message_batch::DeleteMessageBatchOutput,
+    successful,
+    failed
+);
+entry_answers!(
+    aws_sdk_sqs::operation::change_message_visibility_batch::ChangeMessageVisibilityBatchOutput,
+    successful,
+    failed
+);
+entry_answers!(
+    aws_sdk_sns::operation::publish_batch::PublishBatchOutput,
+    successful,
+    failed
+);
+
+/// Each entry's result from a batch call's result, entry `i` having had id `i`: a failed
+/// call fails every entry with the call's classified error; otherwise an entry is done only
+/// when the answer lists it done ([`entry_results`]).
+fn per_entry<O: EntryAnswers, E>(
     operation: &'static str,
     receipts: bool,
     n: usize,
@@ -224,21 +256,35 @@ where
             return (0..n).map(|_| Err(e.clone())).collect();
         }
     };
-    let mut results: Vec<Result<(), EntryError>> = (0..n).map(|_| Ok(())).collect();
-    for (id, sender_fault, code, message) in out.failed_entries() {
-        if let Some(slot) = id.parse::<usize>().ok().and_then(|i| results.get_mut(i)) {
-            let message = message.unwrap_or_default();
-            *slot = Err(if receipts && STALE_RECEIPT_CODES.contains(&code) {
-                EntryError::shoal(ShoalCode::StaleReceipt, format!("{code}: {message}"))
-            } else if sender_fault {
-                EntryError::permanent(code, message)
+    answer_per_entry(operation, receipts, n, &out)
+}
+
+fn answer_per_entry<O: EntryAnswers>(
+    operation: &'static str,
+    receipts: bool,
+    n: usize,
+    out: &O,
+) -> Vec<Result<(), EntryError>> {
+    let ids: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+    let done = out.successful_ids().into_iter().map(|id| (id, Ok(())));
+    let failed = out
+        .failed_entries()
+        .into_iter()
+        .map(|(id, sender_fault, code, message)| {
+            let error = if receipts && STALE_RECEIPT_CODES.contains(&code) {
+                EntryError::shoal(
+                    ShoalCode::StaleReceipt,
+                    format!("{code}: {}", message.unwrap_or_default()),
+                )
             } else {
-                EntryError::transient(code, message)
-            }
-            .in_operation(operation));
-        }
-    }
-    results
+                failed_entry(sender_fault, code, message)
+            };
+            (id, Err(error))
+        });
+    entry_results(&ids, done.chain(failed))
+        .into_iter()
+        .map(|r| r.map_err(|e| e.in_operation(operation)))
+        .collect()
 }
 
 /// `DeleteMessageBatch` on the job queue; an entry is a receipt handle.
@@ -402,5 +448,41 @@ impl BatchCall for PublishOp {
             entries.len(),
             result,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_sqs::operation::delete_message_batch::DeleteMessageBatchOutput;
+    use aws_sdk_sqs::types::{BatchResultErrorEntry, DeleteMessageBatchResultEntry};
+
+    fn done(id: &str) -> DeleteMessageBatchResultEntry {
+        DeleteMessageBatchResultEntry::builder()
+            .id(id)
+            .build()
+            .expect("entry")
+    }
+
+    #[test]
+    fn an_entry_the_answer_leaves_out_is_not_done() {
+        let out = DeleteMessageBatchOutput::builder()
+            .set_successful(Some(vec![done("0"), done("2")]))
+            .set_failed(Some(vec![BatchResultErrorEntry::builder()
+                .id("3")
+                .sender_fault(true)
+                .code("ReceiptHandleIsInvalid")
+                .build()
+                .expect("entry")]))
+            .build()
+            .expect("output");
+        let results = answer_per_entry("DeleteMessageBatch", true, 4, &out);
+        assert_eq!(results[0], Ok(()));
+        assert_eq!(results[2], Ok(()));
+        let missing = results[1].as_ref().expect_err("left out: not deleted");
+        assert!(missing.is(ShoalCode::MissingEntry), "{missing:?}");
+        assert_eq!(missing.operation, Some("DeleteMessageBatch"));
+        let stale = results[3].as_ref().expect_err("failed");
+        assert!(stale.is(ShoalCode::StaleReceipt), "{stale:?}");
     }
 }
