@@ -99,6 +99,9 @@ pub struct Rule {
     pub operations: Vec<String>,
     pub fault: Fault,
     pub trigger: Trigger,
+    /// Only calls on the SQS queue whose URL ends with this name (e.g. the dead-letter
+    /// queue's), when set.
+    pub queue: Option<String>,
 }
 
 impl Rule {
@@ -113,7 +116,14 @@ impl Rule {
             operations: operations.iter().map(|s| (*s).to_owned()).collect(),
             fault,
             trigger,
+            queue: None,
         }
+    }
+
+    /// The same rule, for calls on the SQS queue named `name` alone.
+    pub fn on_queue(mut self, name: &str) -> Self {
+        self.queue = Some(name.to_owned());
+        self
     }
 
     /// `service`'s `operations` fail with `fault` for `duration` from now.
@@ -131,9 +141,14 @@ impl Rule {
         )
     }
 
-    fn matches(&self, service: Service, operation: &str) -> bool {
-        self.service.is_none_or(|s| s == service)
-            && (self.operations.is_empty() || self.operations.iter().any(|o| o == operation))
+    fn matches(&self, call: &Call) -> bool {
+        self.service.is_none_or(|s| s == call.service)
+            && (self.operations.is_empty() || self.operations.contains(&call.operation))
+            && self.queue.as_deref().is_none_or(|name| {
+                call.queue_url
+                    .as_deref()
+                    .is_some_and(|url| url.trim_end_matches('/').rsplit('/').next() == Some(name))
+            })
     }
 }
 
@@ -331,6 +346,8 @@ struct Call {
     observer: bool,
     /// The query protocol's form fields (SNS, EC2); empty for JSON.
     form: Vec<(String, String)>,
+    /// The SQS queue the call is on, when it names one.
+    queue_url: Option<String>,
 }
 
 fn read_call(req: &hyper::http::request::Parts, body: &[u8]) -> Call {
@@ -368,11 +385,21 @@ fn read_call(req: &hyper::http::request::Parts, body: &[u8]) -> Call {
             .map(|(_, v)| v.clone())
             .unwrap_or_default(),
     };
+    let queue_url = if target.is_empty() {
+        form.iter()
+            .find(|(k, _)| k == "QueueUrl")
+            .map(|(_, v)| v.clone())
+    } else {
+        serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.get("QueueUrl")?.as_str().map(str::to_owned))
+    };
     Call {
         service,
         operation,
         observer,
         form,
+        queue_url,
     }
 }
 
@@ -526,7 +553,7 @@ async fn handle(
 fn choose_fault(s: &mut State, call: &Call) -> Option<Fault> {
     let now = Instant::now();
     for i in 0..s.rules.len() {
-        if !s.rules[i].matches(call.service, &call.operation) {
+        if !s.rules[i].matches(call) {
             continue;
         }
         let fire = match s.rules[i].trigger.clone() {

@@ -194,6 +194,115 @@ async fn an_sns_outage_longer_than_a_delivery_loses_no_outcome_and_reruns_no_han
     worker.stop().await;
 }
 
+/// A dead-letter queue that refuses every `SendMessage` for longer than the job queue's
+/// receives would last (`maxReceiveCount` 3, five-second visibility): a failure that cannot
+/// reach the DLQ goes forward on copies that only dead-letter, so SQS's redrive never moves a
+/// job without its reason, and no failing handler runs twice.
+#[tokio::test]
+async fn a_dlq_outage_longer_than_the_receives_keeps_every_reason_and_reruns_no_handler() {
+    let mut spec = StackSpec::new(unique("dlq-outage"));
+    spec.max_receive_count = 3;
+    spec.visibility_timeout_secs = 5;
+    let (proxy, t) = behind_proxy(spec).await;
+    let outage = Duration::from_secs(45);
+    let dlq = shoal_common::queue::name_from_url(&t.stack.dlq_url).to_owned();
+    proxy.add(
+        Rule::outage(
+            Service::Sqs,
+            &["SendMessage", "SendMessageBatch"],
+            AwsFault::ServiceUnavailable,
+            outage,
+        )
+        .on_queue(&dlq),
+    );
+    let outage_ends = Instant::now() + outage;
+
+    let runs = Runs::default();
+    let log = runs.clone();
+    let mut registry = Registry::new();
+    registry.register_fn(move |ctx: JobContext, _: Canary| {
+        log.record(&ctx.job_id);
+        async move {
+            Err::<Outcome, _>(JobError::permanent(
+                "InvalidParameterValue",
+                "this job cannot succeed",
+            ))
+        }
+    });
+    let doomed: Vec<String> = (0..5).map(|i| format!("dlq-down-{i}")).collect();
+    for id in &doomed {
+        enqueue(
+            &t,
+            Job::Canary(Canary::default()),
+            id,
+            &SendOptions::default(),
+        )
+        .await;
+    }
+    let mut config = t.worker_config("w");
+    config.max_attempts = 3;
+    config.retry_max = Duration::from_secs(8);
+    let worker = start(&proxy, config, registry).await;
+
+    let during = t
+        .events(1, outage.saturating_sub(Duration::from_secs(5)))
+        .await;
+    assert!(
+        during.is_empty(),
+        "no failure is announced before its job is in the DLQ: {during:?}"
+    );
+    assert_eq!(
+        t.depth(&t.stack.dlq_url).await,
+        0,
+        "SQS's redrive moved nothing without its reason"
+    );
+    let events = t.events(5, Duration::from_secs(90)).await;
+    assert!(Instant::now() >= outage_ends);
+    let events = by_job(&events);
+    for id in &doomed {
+        let e = events
+            .get(id)
+            .unwrap_or_else(|| panic!("{id}: no failure event after the outage"));
+        assert_eq!(e.len(), 1, "{id}: one failure event: {e:?}");
+        assert!(
+            e[0].error.as_ref().is_some_and(
+                |err| err.dead_lettered && err.code.as_deref() == Some("InvalidParameterValue")
+            ),
+            "{id}: {e:?}"
+        );
+        assert_eq!(runs.of(id), 1, "{id}: the failing handler ran once");
+    }
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            t.depth(&t.stack.queue_url).await == 0
+        })
+        .await,
+        "every job left the job queue"
+    );
+    let dead = t
+        .receive(&t.stack.dlq_url, 10, Duration::from_secs(3))
+        .await;
+    assert_eq!(dead.len(), doomed.len(), "each job reached the DLQ once");
+    for message in &dead {
+        assert_eq!(
+            attribute(message, "shoal-error-code").as_deref(),
+            Some("InvalidParameterValue"),
+            "with its reason"
+        );
+        assert_eq!(
+            attribute(message, "shoal-state"),
+            None,
+            "and none of Shoal's carried state"
+        );
+    }
+    let text = worker.get("/metrics").await.1;
+    assert!(
+        metric(&text, "shoal_dead_letters_carried_total") >= 5.0,
+        "the failures went forward on copies"
+    );
+    worker.stop().await;
+}
+
 // ---- EC2 eventual consistency -------------------------------------------------------------
 
 /// How long the proxy hides what was just created, and the worker's window: wider.

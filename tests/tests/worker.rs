@@ -400,6 +400,59 @@ async fn fifo_messages_of_one_group_run_in_order_one_at_a_time() {
     worker.stop().await;
 }
 
+/// FIFO, custom groups and a kind limit of one, with fewer worker slots than groups: the
+/// holder of the kind's slot gives its worker slot back while it waits for EC2, and the
+/// messages of the other groups take them all to wait for the kind's slot. If they waited
+/// holding those worker slots, the holder could never run again, and neither could they.
+#[tokio::test]
+async fn fifo_waiters_for_a_kind_slot_never_starve_its_holder() {
+    let mut spec = StackSpec::new(unique("fifo-stall"));
+    spec.fifo = true;
+    let t = TestStack::with_spec(spec).await;
+    let producer = Producer::new(t.clients.sqs.clone(), QueueTarget::new(&t.stack.queue_url));
+    let ids: Vec<String> = (0..4).map(|i| format!("stall-{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let envelope = JobEnvelope::new(Job::Canary(Canary::default()))
+            .with_job_id(JobId::parse(id).expect("id"));
+        let options = SendOptions {
+            message_group_id: Some(format!("tenant-{i}")),
+            ..SendOptions::default()
+        };
+        producer
+            .enqueue(&envelope, &options)
+            .await
+            .expect("enqueue");
+    }
+    let seen: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
+    let s = seen.clone();
+    // Each job waits once for "EC2", long enough for the poller to fill every free slot.
+    let registry = canary_handler(move |ctx: JobContext, _| {
+        let first = s.lock().expect("lock").insert(ctx.job_id.to_string());
+        async move {
+            Ok(if first {
+                Outcome::CheckAgainAfter(Duration::from_millis(1500))
+            } else {
+                Outcome::Done(serde_json::Value::Null)
+            })
+        }
+    });
+    let mut config = t.worker_config("w1");
+    config.concurrency = 2;
+    config.kind_limits.insert(shoal_common::JobKind::Canary, 1);
+    let worker = t.start_worker(config, registry).await;
+    let events = t.events(ids.len(), Duration::from_secs(60)).await;
+    assert_eq!(
+        events.len(),
+        ids.len(),
+        "the worker stalled: {} of {} jobs finished; queue depth {}",
+        events.len(),
+        ids.len(),
+        t.depth(&t.stack.queue_url).await
+    );
+    assert!(events.iter().all(|e| e.status == JobStatus::Succeeded));
+    worker.stop().await;
+}
+
 #[tokio::test]
 async fn a_kind_limit_bounds_that_kind_and_its_jobs_still_all_complete() {
     let t = TestStack::new("kind-limit").await;

@@ -131,7 +131,8 @@ pub(super) async fn announce_carried(
                 ),
             );
             let attempt = Attempt::of(msg, None);
-            let failure = PendingDeadLetter::new(&error, DeadLetterReason::Malformed, msg.carried.failures);
+            let failure =
+                PendingDeadLetter::new(&error, DeadLetterReason::Malformed, msg.carried.failures);
             return dead_letter_or_carry(shared, msg, &attempt, failure, event).await;
         }
         Err(_) => None,
@@ -154,7 +155,11 @@ pub(super) async fn dead_letter_carried(
     msg: &Delivery,
     failure: PendingDeadLetter,
 ) -> Disposition {
-    tracing::info!(copies = msg.carried.copies, reason = failure.reason.label(), "dead-lettering a carried failure; the job does not run again");
+    tracing::info!(
+        copies = msg.carried.copies,
+        reason = failure.reason.label(),
+        "dead-lettering a carried failure; the job does not run again"
+    );
     let envelope = JobEnvelope::from_json(&msg.body).ok();
     let attempt = Attempt {
         number: failure.attempt,
@@ -208,10 +213,11 @@ async fn dead_letter_or_carry(
     match dead_letter(shared, msg, attempt, &failure, event).await {
         DeadLettered::Done(disposition) => disposition,
         DeadLettered::Unannounced(unannounced) => {
-            carry_unannounced(shared, msg, attempt, unannounced).await
+            carry_unannounced(shared, msg, attempt, *unannounced).await
         }
         DeadLettered::NotSent(error) => {
-            let delay = carry_forward_delay(msg.carried.copies, shared.config.fifo, shared.policy());
+            let delay =
+                carry_forward_delay(msg.carried.copies, shared.config.fifo, shared.policy());
             shared.metrics.dead_letters_carried.inc();
             tracing::warn!(code = error.code_or_none(), error = %error.message, carry_in_s = delay.as_secs(), "cannot reach the dead-letter queue; carrying the failure forward on a copy");
             let carried = Carried {

@@ -27,7 +27,7 @@ pub(super) enum DeadLettered {
     /// The DLQ did not take the copy.
     NotSent(Error),
     /// In the DLQ, but its failure event could not be published.
-    Unannounced(Unannounced),
+    Unannounced(Box<Unannounced>),
 }
 
 /// Moves `msg` to the dead-letter queue with `failure`'s reason, announces `event` (the
@@ -74,7 +74,7 @@ pub(super) async fn dead_letter(
     match announce_then_delete(shared, msg, None, event).await {
         Ok(Disposition::Deleted) => DeadLettered::Done(Disposition::DeadLettered),
         Ok(other) => DeadLettered::Done(other),
-        Err(unannounced) => DeadLettered::Unannounced(unannounced),
+        Err(unannounced) => DeadLettered::Unannounced(Box::new(unannounced)),
     }
 }
 

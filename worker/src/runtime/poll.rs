@@ -111,7 +111,12 @@ pub(super) async fn poll(
             let held: Vec<OwnedSemaphorePermit> =
                 permits.drain(..group.len().min(permits.len())).collect();
             let group_slots = WorkerSlots::new(slots.clone(), held);
-            jobs.spawn(run_group(shared.clone(), group, group_slots, abort_jobs.clone()));
+            jobs.spawn(run_group(
+                shared.clone(),
+                group,
+                group_slots,
+                abort_jobs.clone(),
+            ));
         }
     }
 }

@@ -195,7 +195,11 @@ pub fn settle<R, E: Classified>(s: Situation<R, E>, policy: Policy) -> Settle<R,
 pub fn carry_forward_delay(copies: u32, fifo: bool, policy: Policy) -> Duration {
     copy_delay(
         fifo,
-        retry_delay(copies.saturating_add(1), policy.retry_base, policy.retry_max),
+        retry_delay(
+            copies.saturating_add(1),
+            policy.retry_base,
+            policy.retry_max,
+        ),
     )
 }
 
@@ -270,7 +274,11 @@ mod tests {
     /// delays are jittered, so a row with a delay checks its bounds (±50% of 2 s).
     #[test]
     fn every_row_of_the_settle_table() {
-        type Row = (&'static str, Situation<(), ErrorClass>, fn(Decision) -> bool);
+        type Row = (
+            &'static str,
+            Situation<(), ErrorClass>,
+            fn(Decision) -> bool,
+        );
         let rows: Vec<Row> = vec![
             ("done: announce, then delete", situation(Done(())), |s| {
                 s == Settle::Let(Fate::AnnounceAndDelete(()))
@@ -464,9 +472,21 @@ mod tests {
     #[test]
     fn a_stopped_run_resumes_on_a_copy_only_with_new_progress_on_a_standard_queue() {
         let rows = [
-            ((true, false), AfterStop::Resume, "progress: a copy carries it"),
-            ((false, false), AfterStop::Release, "nothing new: the message itself"),
-            ((true, true), AfterStop::Release, "FIFO: the message keeps its place"),
+            (
+                (true, false),
+                AfterStop::Resume,
+                "progress: a copy carries it",
+            ),
+            (
+                (false, false),
+                AfterStop::Release,
+                "nothing new: the message itself",
+            ),
+            (
+                (true, true),
+                AfterStop::Release,
+                "FIFO: the message keeps its place",
+            ),
             ((false, true), AfterStop::Release, "FIFO, nothing new"),
         ];
         for ((progress, fifo), expected, name) in rows {

@@ -124,7 +124,11 @@ mod tests {
             .released_while(async { semaphore.available_permits() })
             .await;
         assert_eq!(seen_free, 3, "nothing is held while waiting");
-        assert_eq!(group.held(), 2, "the two messages left take their slots back");
+        assert_eq!(
+            group.held(),
+            2,
+            "the two messages left take their slots back"
+        );
         group.finish_one();
         group.finish_one();
         assert_eq!((group.held(), semaphore.available_permits()), (0, 3));
