@@ -599,7 +599,19 @@ async fn a_wait_survives_a_worker_restart_and_leaves_no_slot_held() {
     assert_eq!(e.status, JobStatus::Succeeded, "{:?}", e.error);
     assert_eq!(e.worker_id, "after");
     let result = e.result.as_ref().expect("result");
-    assert_eq!(result["reused_existing_launch"], true);
+    assert_eq!(
+        result["reused_existing_launch"], false,
+        "the launch was this job's own, found by the delivery that finished the wait"
+    );
+    let first = e.timings.first_started_at.expect("the job's first start");
+    assert!(first < e.timings.started_at, "{:?}", e.timings);
+    assert!(
+        e.timings
+            .job_ms
+            .is_some_and(|ms| ms >= 3000 && ms > e.timings.run_ms),
+        "the whole job's time, waits included: {:?}",
+        e.timings
+    );
     assert!(result["instances"]
         .as_array()
         .expect("instances")
@@ -614,6 +626,19 @@ async fn a_wait_survives_a_worker_restart_and_leaves_no_slot_held() {
         t.depth(&t.stack.dlq_url).await,
         0,
         "the wait did not use up the receive count"
+    );
+
+    // The same job id sent again as a new message: another job's launch, reused.
+    let mut params = launch(&ami, false);
+    params.wait = true;
+    enqueue(&t, Job::RunInstances(params), "wait-1").await;
+    let again = t.one_event(WAIT).await;
+    let result = again.result.as_ref().expect("result");
+    assert_eq!(result["reused_existing_launch"], true, "{result}");
+    assert_eq!(
+        reservations_of(&t, "wait-1").await.len(),
+        1,
+        "still one launch"
     );
     after.stop().await;
 }

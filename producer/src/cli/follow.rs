@@ -94,9 +94,9 @@ fn print_event(event: &JobEvent, out: &mut Output<'_, '_>) -> Result<(), CliErro
             ),
             _ => writeln!(
                 w,
-                "{id} {kind} {} in {} ms{}",
+                "{id} {kind} {} in {}{}",
                 event.status.as_str(),
-                event.timings.run_ms,
+                took(&event.timings),
                 match event.follow_ups.len() {
                     0 => String::new(),
                     n => format!("; {n} follow-up(s): {}", event.follow_ups.join(", ")),
@@ -104,6 +104,25 @@ fn print_event(event: &JobEvent, out: &mut Output<'_, '_>) -> Result<(), CliErro
             ),
         }
     })
+}
+
+/// How long a job took, as a person reads it: the whole job from its first start (its waits
+/// for EC2 and retries included) and, when that differs, this last run.
+fn took(t: &shoal_common::event::Timings) -> String {
+    match t.job_ms {
+        Some(job_ms) if job_ms > t.run_ms => {
+            format!("{} (last run {} ms)", human_ms(job_ms), t.run_ms)
+        }
+        _ => format!("{} ms", t.run_ms),
+    }
+}
+
+fn human_ms(ms: u64) -> String {
+    match ms {
+        0..=9_999 => format!("{ms} ms"),
+        10_000..=599_999 => format!("{:.1} s", ms as f64 / 1000.0),
+        _ => format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60),
+    }
 }
 
 /// Looks for the followed jobs (and their chains) in the dead-letter queue, where a job that
@@ -147,4 +166,32 @@ pub(super) async fn look_in_dead_letters(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use shoal_common::event::Timings;
+
+    fn timings(run_ms: u64, job_ms: Option<u64>) -> Timings {
+        Timings {
+            submitted_at: None,
+            enqueued_at: None,
+            first_started_at: None,
+            started_at: Utc::now(),
+            finished_at: Utc::now(),
+            queue_ms: None,
+            run_ms,
+            job_ms,
+        }
+    }
+
+    #[test]
+    fn a_job_that_waited_reports_its_whole_time_and_its_last_run() {
+        assert_eq!(took(&timings(37, Some(154_000))), "2m34s (last run 37 ms)");
+        assert_eq!(took(&timings(37, Some(12_300))), "12.3 s (last run 37 ms)");
+        assert_eq!(took(&timings(37, Some(37))), "37 ms");
+        assert_eq!(took(&timings(37, None)), "37 ms", "the first start unknown");
+    }
 }

@@ -34,6 +34,33 @@ pub struct RunInstancesHandler {
 /// The progress key under which a run records its launch: reservation and instance ids.
 const LAUNCH: &str = "launch";
 
+/// How a job's existing launch was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    /// This message's own earlier run recorded it.
+    Recorded,
+    /// By the job-id tag: an earlier delivery of this message that died before it could
+    /// record the launch, or another message with the same job id.
+    ByTag,
+}
+
+/// Whether a launch found for this job was made by an earlier job (another message with the
+/// same id, a resubmission) rather than by an earlier delivery of this one: the result's
+/// `reused_existing_launch`. A launch this message recorded is its own; one found by tag is
+/// an earlier job's only if it started before this message was enqueued.
+fn made_by_an_earlier_job(how: Found, instances: &[Instance], ctx: &JobContext) -> bool {
+    let launched = instances
+        .iter()
+        .filter_map(|i| to_chrono(i.launch_time()))
+        .min();
+    match (how, launched, ctx.enqueued_at) {
+        (Found::Recorded, _, _) => false,
+        (Found::ByTag, Some(launched), Some(enqueued)) => launched < enqueued,
+        // Without both instants there is no proof the launch is another job's.
+        (Found::ByTag, _, _) => false,
+    }
+}
+
 impl JobHandler for RunInstancesHandler {
     type Params = RunInstances;
 
@@ -77,8 +104,8 @@ impl JobHandler for RunInstancesHandler {
 
         // Since when EC2 may still be catching up with this launch.
         let mut since = ctx.received_at;
-        let (reservation_id, mut instances, reused) = match self.find(&ctx).await? {
-            Some((reservation, instances)) => (reservation, instances, true),
+        let (reservation_id, mut instances, found) = match self.find(&ctx).await? {
+            Some((reservation, instances, how)) => (reservation, instances, Some(how)),
             None => {
                 ensure_lease(&ctx)?;
                 let out = self.limiter.call("RunInstances", request().send()).await?;
@@ -92,9 +119,10 @@ impl JobHandler for RunInstancesHandler {
                         "instance_ids": instances.iter().filter_map(|i| i.instance_id()).collect::<Vec<_>>(),
                     }),
                 );
-                (reservation, instances, false)
+                (reservation, instances, None)
             }
         };
+        let reused = found.is_some_and(|how| made_by_an_earlier_job(how, &instances, &ctx));
         if p.disable_api_termination {
             self.ensure_protected(&ctx, &instances, since).await?;
         }
@@ -103,7 +131,7 @@ impl JobHandler for RunInstancesHandler {
                 .iter()
                 .filter_map(|i| to_chrono(i.launch_time()))
                 .min();
-            if !reused {
+            if found.is_none() {
                 // Freshly launched instances are pending: look again later rather than here.
                 return next_check(self.limiter.settings(), "the launch", started);
             }
@@ -173,8 +201,11 @@ impl RunInstancesHandler {
         ))
     }
 
-    /// The reservation this job already launched, if any.
-    async fn find(&self, ctx: &JobContext) -> Result<Option<(String, Vec<Instance>)>, JobError> {
+    /// The reservation this job already launched, if any, and how it was found.
+    async fn find(
+        &self,
+        ctx: &JobContext,
+    ) -> Result<Option<(String, Vec<Instance>, Found)>, JobError> {
         let ec2 = &ctx.clients.ec2;
         let recorded: Vec<String> = ctx
             .progress
@@ -223,10 +254,16 @@ impl RunInstancesHandler {
                 "more than one reservation carries this job's id; reporting the first"
             );
         }
+        let how = if recorded.is_empty() {
+            Found::ByTag
+        } else {
+            Found::Recorded
+        };
         Ok(reservations.into_iter().next().map(|r| {
             (
                 r.reservation_id.unwrap_or_default(),
                 r.instances.unwrap_or_default(),
+                how,
             )
         }))
     }
