@@ -45,17 +45,7 @@ impl OutgoingMessage {
         options: &SendOptions,
         fifo: bool,
     ) -> Result<Self, EnqueueError> {
-        job.validate()?;
-        let mut violations = Violations::under("params");
-        violations.tag_rules(options.tag_rules, "tags", job.job.tags());
-        let stricter: Vec<String> = violations
-            .into_errors()
-            .iter()
-            .map(|e| e.to_string())
-            .collect();
-        if !stricter.is_empty() {
-            return Err(EnqueueError::TagRules(stricter.join("; ")));
-        }
+        check_job(job, options)?;
         if let Some(delay) = options.delay_seconds {
             if fifo {
                 return Err(EnqueueError::Option {
@@ -151,6 +141,24 @@ impl OutgoingMessage {
             .build()
             .unwrap_or_else(|e| unreachable!("id and body are always set: {e}"))
     }
+}
+
+/// Whether `job` may be sent at all, by the contract and the opt-in tag rules: what can be
+/// told without AWS, so a bad job is refused, naming its field, before any AWS setup is
+/// looked at.
+pub fn check_job(job: &JobEnvelope, options: &SendOptions) -> Result<(), EnqueueError> {
+    job.validate()?;
+    let mut violations = Violations::under("params");
+    violations.tag_rules(options.tag_rules, "tags", job.job.tags());
+    let stricter: Vec<String> = violations
+        .into_errors()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    if !stricter.is_empty() {
+        return Err(EnqueueError::TagRules(stricter.join("; ")));
+    }
+    Ok(())
 }
 
 /// SQS's rule for group ids: 1 to 128 characters of letters, digits and punctuation.

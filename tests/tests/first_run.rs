@@ -85,6 +85,28 @@ async fn no_region_is_one_line_naming_aws_region() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// An invalid job is refused for what is wrong with it, before AWS's setup is looked at:
+/// a user fixing their command learns of its flaw first, not of a region they have not set.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invalid_job_is_named_before_any_missing_aws_setup() {
+    let (out, _) = run(
+        PRODUCER,
+        &[
+            "--queue-name",
+            "shoal-jobs",
+            "run-instances",
+            "--image-id",
+            "ami-zz",
+            "--instance-type",
+            "t3.micro",
+        ],
+        &[],
+    )
+    .await;
+    let line = one_line(&out, &["params.image_id"]);
+    assert!(!line.contains("AWS_REGION"), "{line}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn no_credentials_is_one_line_naming_what_to_set() {
     let env = [("AWS_REGION", "us-east-1")];

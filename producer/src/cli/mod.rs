@@ -26,7 +26,7 @@ use shoal_common::aws::AwsClients;
 use shoal_common::config::{QueueArgs, QueueConfigError, QueueTarget};
 use shoal_common::error::Error;
 use shoal_common::stack::{self, StackSpec};
-use shoal_common::{JobEnvelope, JobId};
+use shoal_common::{Job, JobEnvelope, JobId};
 
 use crate::{EnqueueError, Producer, SendOptions};
 
@@ -218,15 +218,17 @@ pub async fn run(cli: Cli, sdk: &SdkConfig, io: &mut Io<'_>) -> i32 {
 
 async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<Done, CliError> {
     let send = &cli.send;
-    if !matches!(cli.command, Command::Schema(_)) {
-        shoal_common::aws::check_setup(sdk).await?;
-    }
-    let clients = AwsClients::new(sdk);
     let options = SendOptions {
         delay_seconds: send.delay,
         message_group_id: send.group_id.clone(),
         tag_rules: send.tag_rules,
     };
+    // A job given here is checked first, in its own arm: an invalid one is refused, naming
+    // its field, before any AWS setup is looked at.
+    if !matches!(cli.command, Command::Schema(_) | Command::Job(_)) {
+        shoal_common::aws::check_setup(sdk).await?;
+    }
+    let clients = AwsClients::new(sdk);
     match cli.command {
         Command::Schema(args) => {
             let schema = if args.event {
@@ -260,17 +262,15 @@ async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<
             Ok(Done::All)
         }
         Command::Job(job) => {
+            let envelope = job_envelope(job, send.job_id.as_deref())?;
+            crate::message::check_job(&envelope, &options)?;
+            shoal_common::aws::check_setup(sdk).await?;
             let following = &cli.follow;
             let topic = following
                 .follow
                 .then(|| follow::topic(&following.topic_arn))
                 .transpose()?;
             let producer = connect(&cli.queue, &clients).await?;
-            let mut envelope = JobEnvelope::new(job);
-            if let Some(id) = &send.job_id {
-                let id = JobId::parse(id).map_err(|m| CliError::Refused(format!("job_id: {m}")))?;
-                envelope = envelope.with_job_id(id);
-            }
             let (enqueued, follower) = match topic {
                 Some(topic) => {
                     let (enqueued, follower) = producer
@@ -374,6 +374,18 @@ fn follow_error(e: crate::FollowError) -> CliError {
         crate::FollowError::Enqueue(e) => e.into(),
         crate::FollowError::Aws(e) => CliError::Aws(e),
         other => CliError::Refused(other.to_string()),
+    }
+}
+
+/// The envelope of a job given on the command line, under `--job-id` when given.
+fn job_envelope(job: Job, job_id: Option<&str>) -> Result<JobEnvelope, CliError> {
+    let envelope = JobEnvelope::new(job);
+    match job_id {
+        Some(id) => {
+            let id = JobId::parse(id).map_err(|m| CliError::Refused(format!("job_id: {m}")))?;
+            Ok(envelope.with_job_id(id))
+        }
+        None => Ok(envelope),
     }
 }
 
