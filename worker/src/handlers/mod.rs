@@ -15,9 +15,9 @@ use std::sync::Arc;
 
 pub use canary::CanaryHandler;
 pub use create_image::CreateImageHandler;
-pub use settings::Ec2Settings;
 pub use limiter::Ec2Limiter;
 pub use run_instances::RunInstancesHandler;
+pub use settings::Ec2Settings;
 use shoal_common::JobKind;
 pub use snapshot::SnapshotHandler;
 pub use termination::TerminationProtectionHandler;
