@@ -530,3 +530,75 @@ async fn follow_ups_that_cannot_be_sent_hold_the_parents_outcome_back_until_they
         "one snapshot call"
     );
 }
+
+/// A copy that carries a success whose follow-ups are still to be enqueued, but whose body no
+/// longer decodes, so the follow-ups cannot be built: the chain is not cut silently. The
+/// recorded outcome is announced (the job did succeed) and the message goes to the
+/// dead-letter queue with a reason that names the follow-ups it could not enqueue.
+#[tokio::test]
+async fn a_carried_outcome_whose_follow_ups_cannot_be_built_is_dead_lettered_with_its_reason() {
+    let t = TestStack::new("undecodable-chain").await;
+    let event = JobEvent::new(
+        shoal_common::event::EventSource::not_run(
+            Some("cut-1".into()),
+            Some("canary".into()),
+            1,
+            "m-0".into(),
+            "w-0".into(),
+        ),
+        JobStatus::Succeeded,
+        Some(json!({"slept_ms": 0})),
+        None,
+    );
+    let mut event = event;
+    event.follow_ups = vec!["cut-1.1".into()];
+    let state = json!({
+        "failures": 0, "runs": 1, "copies": 1,
+        "outcome": event, "follow_ups_pending": true,
+    });
+    t.clients
+        .sqs
+        .send_message()
+        .queue_url(&t.stack.queue_url)
+        .message_body(r#"{"schema_version": 1, "job_id": "cut-1", "kind": "canary", "params": {"sleep_ms": "not a number"}}"#)
+        .message_attributes(
+            "shoal-state",
+            aws_sdk_sqs::types::MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(state.to_string())
+                .build()
+                .expect("attribute"),
+        )
+        .send()
+        .await
+        .expect("send");
+    let worker = t
+        .start_worker(t.worker_config("w"), default_registry())
+        .await;
+    let events = t.events(2, Duration::from_secs(8)).await;
+    assert_eq!(events.len(), 1, "one event: {events:?}");
+    assert_eq!(
+        events[0].status,
+        JobStatus::Succeeded,
+        "the job's own outcome"
+    );
+    assert_eq!(events[0].follow_ups, vec!["cut-1.1".to_owned()]);
+    let dead = t.receive(&t.stack.dlq_url, 1, WAIT).await;
+    assert_eq!(dead.len(), 1, "the message is in the DLQ");
+    assert_eq!(
+        shoal_tests::attribute(&dead[0], "shoal-error-code").as_deref(),
+        Some("InvalidMessage")
+    );
+    let reason = shoal_tests::attribute(&dead[0], "shoal-error").unwrap_or_default();
+    assert!(
+        reason.contains("cut-1.1") && reason.contains("could not be enqueued"),
+        "{reason}"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            t.depth(&t.stack.queue_url).await == 0
+        })
+        .await
+    );
+    worker.stop().await;
+}

@@ -120,7 +120,7 @@ fn took(t: &shoal_common::event::Timings) -> String {
 fn human_ms(ms: u64) -> String {
     match ms {
         0..=9_999 => format!("{ms} ms"),
-        10_000..=599_999 => format!("{:.1} s", ms as f64 / 1000.0),
+        10_000..=59_999 => format!("{:.1} s", ms as f64 / 1000.0),
         _ => format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60),
     }
 }
