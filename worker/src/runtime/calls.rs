@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use aws_sdk_sqs::operation::send_message::builders::SendMessageFluentBuilder;
 use aws_sdk_sqs::types::MessageAttributeValue;
 use shoal_common::error::{classify_sdk_error, Error, ErrorClass, ShoalCode};
 use shoal_common::event::{CloudEvent, JobEvent};
@@ -158,15 +159,7 @@ pub(super) async fn copy(
     carried: &Carried,
 ) -> Result<Disposition, Error> {
     let cfg = &shared.config;
-    let mut send = shared
-        .clients
-        .sqs
-        .send_message()
-        .queue_url(&cfg.queue_url)
-        .message_body(&msg.body);
-    for (name, value) in sender_attributes(msg, 1) {
-        send = send.message_attributes(name, value.clone());
-    }
+    let mut send = message_again(shared, msg, &cfg.queue_url, 1);
     if let Some(state) = carried.to_attribute() {
         send = send.message_attributes(CARRIED_STATE, state);
     }
@@ -178,13 +171,7 @@ pub(super) async fn copy(
     } else {
         send = send.delay_seconds(delay.as_secs() as i32);
     }
-    while_held(shared, "send a copy of the job", || async {
-        send.clone()
-            .send()
-            .await
-            .map_err(|e| classify_sdk_error("SendMessage", &e))
-    })
-    .await?;
+    send_while_held(shared, "send a copy of the job", send).await?;
     Ok(match delete(shared, msg).await {
         Disposition::Deleted => Disposition::Returned,
         other => other,
@@ -199,15 +186,7 @@ pub(super) async fn send_to_dead_letter_queue(
     ours: &[(&'static str, String)],
 ) -> Result<(), Error> {
     let cfg = &shared.config;
-    let mut send = shared
-        .clients
-        .sqs
-        .send_message()
-        .queue_url(&cfg.dlq_url)
-        .message_body(&msg.body);
-    for (name, value) in sender_attributes(msg, ours.len()) {
-        send = send.message_attributes(name, value.clone());
-    }
+    let mut send = message_again(shared, msg, &cfg.dlq_url, ours.len());
     for (name, value) in ours {
         send = send.message_attributes(*name, attribute_value("String", value));
     }
@@ -216,14 +195,7 @@ pub(super) async fn send_to_dead_letter_queue(
             .message_group_id(msg.group_id.clone().unwrap_or_else(|| "dead-letter".into()))
             .message_deduplication_id(&msg.message_id);
     }
-    while_held(shared, "move the job to the dead-letter queue", || async {
-        send.clone()
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| classify_sdk_error("SendMessage", &e))
-    })
-    .await
+    send_while_held(shared, "move the job to the dead-letter queue", send).await
 }
 
 /// Sends one follow-up of `msg`'s job, with the attributes a producer gives every job.
@@ -250,7 +222,36 @@ pub(super) async fn send_follow_up(
             .message_group_id(msg.group_id.clone().unwrap_or_else(|| "shoal".into()))
             .message_deduplication_id(job.job_id.to_string());
     }
-    while_held(shared, "enqueue a follow-up", || async {
+    send_while_held(shared, "enqueue a follow-up", request).await
+}
+
+/// `msg` again, for `queue_url`: its body and the sender's attributes, leaving room for
+/// `ours` attributes more.
+fn message_again(
+    shared: &Shared,
+    msg: &Delivery,
+    queue_url: &str,
+    ours: usize,
+) -> SendMessageFluentBuilder {
+    let mut send = shared
+        .clients
+        .sqs
+        .send_message()
+        .queue_url(queue_url)
+        .message_body(&msg.body);
+    for (name, value) in sender_attributes(msg, ours) {
+        send = send.message_attributes(name, value.clone());
+    }
+    send
+}
+
+/// Sends `request`, retrying while the message is held.
+async fn send_while_held(
+    shared: &Shared,
+    what: &'static str,
+    request: SendMessageFluentBuilder,
+) -> Result<(), Error> {
+    while_held(shared, what, || async {
         request
             .clone()
             .send()
