@@ -20,7 +20,7 @@
 //! The window: a follower sees only events published after its subscription took effect.
 //! `--follow` at submission subscribes before it sends, so nothing is missed there (on AWS a
 //! new subscription can take a few seconds to receive, and jobs rarely finish faster than
-//! that; see the README). `follow JOB_ID` for a job submitted earlier first looks in the
+//! that; see docs/producer.md). `follow JOB_ID` for a job submitted earlier first looks in the
 //! dead-letter queue, where a failed job waits with its reason; a job that already succeeded
 //! left no trace to find, and the follow ends at its timeout (exit 124) saying so.
 
