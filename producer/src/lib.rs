@@ -1,14 +1,44 @@
 //! # shoal-producer
 //!
 //! Puts jobs on the queue. [`Producer::enqueue`] sends one job, [`Producer::enqueue_many`]
-//! sends many through `SendMessageBatch`, and [`cli`] is the `shoal-producer` command line
-//! built on both.
+//! sends many through `SendMessageBatch`, [`Producer::enqueue_and_wait`] sends one and waits
+//! for its outcome (and its chain's), and [`cli`] is the `shoal-producer` command line built
+//! on them.
 //!
 //! Every job is validated before anything is sent, with the same rules the worker applies
 //! ([`shoal_common::JobEnvelope::validate`]), so a bad job is refused at the caller's desk
 //! rather than dead-lettered later. Every message carries the `kind` and `schema` message
 //! attributes, for routing and filtering without parsing bodies.
 //!
+//! Enqueue a job and await its outcome; the clients come from the SDK's standard chain
+//! (`AWS_REGION`, credentials, and `AWS_ENDPOINT_URL` for a local emulator):
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! use shoal_common::aws::AwsClients;
+//! use shoal_common::config::QueueTarget;
+//! use shoal_common::job::Canary;
+//! use shoal_common::{Job, JobEnvelope};
+//! use shoal_producer::{Producer, SendOptions};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let clients = AwsClients::from_env().await;
+//! let producer = Producer::new(clients.sqs.clone(), QueueTarget::new(std::env::var("SHOAL_QUEUE_URL")?));
+//! let job = JobEnvelope::new(Job::Canary(Canary { sleep_ms: 10 }));
+//! let topic_arn = std::env::var("SHOAL_TOPIC_ARN")?;
+//! let outcome = producer
+//!     .enqueue_and_wait(&clients, &topic_arn, &job, &SendOptions::default(), Duration::from_secs(300))
+//!     .await?;
+//! for event in &outcome.events {
+//!     println!("{:?} {}", event.job_id, event.status.as_str());
+//! }
+//! assert!(outcome.succeeded);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The parts:
 //! - [`message`] turns an envelope into an SQS message (attributes, FIFO ids, size).
 //! - [`batch`] packs messages into batches and resends the entries SQS reports as failed.
 //! - [`operate`] is for operators: queue status, the dead-letter queue listed and redriven.
@@ -85,6 +115,23 @@ pub(crate) fn enqueue_span(job: &JobEnvelope) -> tracing::Span {
 }
 
 impl Producer {
+    /// A producer for the queue `queue` names (by URL; [`QueueTarget::resolve`] finds one
+    /// by name), sending with `sqs`.
+    ///
+    /// ```no_run
+    /// # async fn example() {
+    /// use shoal_common::aws::AwsClients;
+    /// use shoal_common::config::QueueTarget;
+    /// use shoal_producer::Producer;
+    ///
+    /// let clients = AwsClients::from_env().await;
+    /// let producer = Producer::new(
+    ///     clients.sqs.clone(),
+    ///     QueueTarget::new("https://sqs.us-east-1.amazonaws.com/123456789012/shoal-jobs"),
+    /// );
+    /// assert!(!producer.queue().is_fifo());
+    /// # }
+    /// ```
     pub fn new(sqs: SqsClient, queue: QueueTarget) -> Self {
         Producer {
             sqs,
@@ -98,6 +145,24 @@ impl Producer {
     }
 
     /// Validates and sends one job. Nothing is sent if the job or the options are invalid.
+    ///
+    /// ```no_run
+    /// # async fn example(producer: shoal_producer::Producer) -> Result<(), shoal_producer::EnqueueError> {
+    /// use shoal_common::job::SetTerminationProtection;
+    /// use shoal_common::{Job, JobEnvelope, JobId};
+    /// use shoal_producer::SendOptions;
+    ///
+    /// let job = JobEnvelope::new(Job::SetTerminationProtection(SetTerminationProtection {
+    ///     instance_ids: vec!["i-0123456789abcdef0".into()],
+    ///     disable_api_termination: false,
+    /// }))
+    /// // The job id is the idempotency key: sending it again has no second effect.
+    /// .with_job_id(JobId::parse("unprotect-web-1").expect("a valid id"));
+    /// let enqueued = producer.enqueue(&job, &SendOptions::default()).await?;
+    /// println!("{} is message {}", enqueued.job_id, enqueued.message_id);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn enqueue(
         &self,
         job: &JobEnvelope,
@@ -122,6 +187,29 @@ impl Producer {
     /// Subscribes a [`Follower`] for `job` (and its chain) on the completion topic, then
     /// sends the job: subscribing first, no event can be missed. Read the events with
     /// [`Follower::next_event`], or wait for them all with [`Follower::outcome`].
+    ///
+    /// ```no_run
+    /// # async fn example(
+    /// #     producer: shoal_producer::Producer,
+    /// #     clients: shoal_common::aws::AwsClients,
+    /// #     job: shoal_common::JobEnvelope,
+    /// # ) -> Result<(), shoal_producer::FollowError> {
+    /// use std::time::Duration;
+    ///
+    /// use shoal_producer::SendOptions;
+    ///
+    /// let timeout = Duration::from_secs(600);
+    /// let (enqueued, mut follower) = producer
+    ///     .enqueue_and_follow(&clients, "arn:aws:sns:us-east-1:123456789012:shoal-events", &job, &SendOptions::default(), timeout)
+    ///     .await?;
+    /// let deadline = tokio::time::Instant::now() + timeout;
+    /// // Each event of the job and of its chain's follow-ups, as it arrives; `None` at the end.
+    /// while let Some(event) = follower.next_event(deadline).await? {
+    ///     println!("{}: {:?} {}", enqueued.job_id, event.step, event.status.as_str());
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn enqueue_and_follow(
         &self,
         clients: &AwsClients,
@@ -144,7 +232,32 @@ impl Producer {
     }
 
     /// Sends `job` and waits up to `timeout` for its outcome: its event, and for a chain the
-    /// event of every job of it.
+    /// event of every job of it. The crate's front page has the whole example.
+    ///
+    /// ```no_run
+    /// # async fn example(
+    /// #     producer: shoal_producer::Producer,
+    /// #     clients: shoal_common::aws::AwsClients,
+    /// # ) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    ///
+    /// use shoal_common::JobEnvelope;
+    /// use shoal_producer::SendOptions;
+    ///
+    /// // A chain: launch, then snapshot what was launched.
+    /// let chain = JobEnvelope::from_request(serde_json::json!({
+    ///     "kind": "run-instances",
+    ///     "params": {"image_id": "ami-0abcdef1234567890", "instance_type": "t3.micro"},
+    ///     "then": [{"kind": "snapshot",
+    ///               "params": {"instance_id": {"$from": "/instances/0/instance_id"}}}],
+    /// }))?;
+    /// let outcome = producer
+    ///     .enqueue_and_wait(&clients, "arn:aws:sns:us-east-1:123456789012:shoal-events", &chain, &SendOptions::default(), Duration::from_secs(1800))
+    ///     .await?;
+    /// assert_eq!(outcome.events.len(), 2, "the launch and the snapshot");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn enqueue_and_wait(
         &self,
         clients: &AwsClients,
@@ -164,6 +277,22 @@ impl Producer {
     /// reasons of its own are resent with a backoff; those still failing, or failing through
     /// the sender's fault, are in the report by index. `on_sent` is told how many messages
     /// each successful call carried, for progress display.
+    ///
+    /// ```no_run
+    /// # async fn example(producer: shoal_producer::Producer) {
+    /// use shoal_common::job::Canary;
+    /// use shoal_common::{Job, JobEnvelope};
+    /// use shoal_producer::SendOptions;
+    ///
+    /// let jobs: Vec<JobEnvelope> = (0..100)
+    ///     .map(|_| JobEnvelope::new(Job::Canary(Canary { sleep_ms: 0 })))
+    ///     .collect();
+    /// match producer.enqueue_many(&jobs, &SendOptions::default(), &|_| {}).await {
+    ///     Ok(report) => println!("{} sent in {} calls, {} failed", report.enqueued.len(), report.calls, report.failed.len()),
+    ///     Err(invalid) => eprintln!("nothing sent: {} jobs are invalid", invalid.len()),
+    /// }
+    /// # }
+    /// ```
     pub async fn enqueue_many(
         &self,
         jobs: &[JobEnvelope],

@@ -103,7 +103,34 @@ pub enum Outcome {
 /// ([`shoal_common::error::Error`]), named for what handlers return.
 pub type JobError = shoal_common::error::Error;
 
-/// Runs the jobs of one kind.
+/// Runs the jobs of one kind. A handler is idempotent by its job id: SQS delivers at least
+/// once, so a second run of the same job must find what the first created (by the job-id tag,
+/// a client token, or what `ctx.progress` recorded) rather than create it again.
+///
+/// ```
+/// use shoal_common::job::Canary;
+/// use shoal_worker::{JobContext, JobError, JobHandler, Outcome, Registry};
+///
+/// /// Sleeps as asked, then reports how long it slept.
+/// struct Sleepy;
+///
+/// impl JobHandler for Sleepy {
+///     type Params = Canary;
+///
+///     async fn run(&self, ctx: JobContext, params: Canary) -> Result<Outcome, JobError> {
+///         if ctx.attempt > 5 {
+///             // Classified where it arises: permanent goes to the dead-letter queue.
+///             return Err(JobError::permanent("TooManyTries", "this sleeper gives up"));
+///         }
+///         tokio::time::sleep(std::time::Duration::from_millis(params.sleep_ms)).await;
+///         Ok(Outcome::Done(serde_json::json!({"slept_ms": params.sleep_ms})))
+///     }
+/// }
+///
+/// let mut registry = Registry::new();
+/// registry.register(Sleepy);
+/// assert!(registry.contains(shoal_common::JobKind::Canary));
+/// ```
 pub trait JobHandler: Send + Sync + 'static {
     type Params: JobParams + Send + 'static;
 
@@ -151,6 +178,22 @@ impl<H: JobHandler> TypedHandler<H::Params> for H {
 /// Handlers by kind. Each is stored under its own kind as an `Arc<dyn TypedHandler<P>>`;
 /// [`Job::visit`] hands the job's parameters back typed, so the lookup by kind and type is
 /// the only question dispatch asks.
+///
+/// ```
+/// use shoal_common::job::Canary;
+/// use shoal_common::JobKind;
+/// use shoal_worker::{handlers, JobContext, Outcome, Registry};
+///
+/// // Only canaries: every other kind would be dead-lettered as `NoHandler`.
+/// let mut registry = Registry::new();
+/// registry.register_fn(|_ctx: JobContext, _canary: Canary| async {
+///     Ok(Outcome::Done(serde_json::Value::Null))
+/// });
+/// assert!(registry.missing().contains(&JobKind::Snapshot));
+///
+/// // Every built-in handler.
+/// assert!(handlers::default_registry().missing().is_empty());
+/// ```
 #[derive(Clone, Default)]
 pub struct Registry {
     handlers: HashMap<JobKind, Arc<dyn Any + Send + Sync>>,

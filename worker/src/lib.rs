@@ -16,6 +16,45 @@
 //! - [`config`] resolves flags against the queue's own settings; [`http`] serves
 //!   `/metrics`, `/healthz` and `/readyz`; [`cli`] is the binary, and [`healthcheck`] its
 //!   probe of a running worker.
+//!
+//! A worker of one's own: the binary's flags (and their `SHOAL_*` variables) resolved against
+//! the queue's settings, the built-in handlers with one replaced, run until Ctrl-C.
+//!
+//! ```no_run
+//! use clap::Parser;
+//! use shoal_common::aws::AwsClients;
+//! use shoal_common::job::Canary;
+//! use shoal_common::metrics::Metrics;
+//! use shoal_worker::{cli::Cli, handlers, JobContext, Outcome, Worker};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let args = Cli::parse_from([
+//!     "shoal-worker",
+//!     "--queue-name", "shoal-jobs",
+//!     "--topic-arn", "arn:aws:sns:us-east-1:123456789012:shoal-events",
+//! ])
+//! .args;
+//! let metrics = Metrics::new();
+//! let clients = AwsClients::instrumented(&shoal_common::aws::load_sdk_config().await, &metrics);
+//! let config = args.resolve(&clients).await?;
+//!
+//! let mut registry = handlers::registry_with(args.ec2_settings());
+//! registry.register_fn(|ctx: JobContext, canary: Canary| async move {
+//!     Ok(Outcome::Done(serde_json::json!({"job": ctx.job_id, "slept_ms": canary.sleep_ms})))
+//! });
+//! assert!(registry.missing().is_empty(), "every kind has a handler");
+//!
+//! let shutdown = CancellationToken::new();
+//! let stop = shutdown.clone();
+//! tokio::spawn(async move {
+//!     let _ = tokio::signal::ctrl_c().await;
+//!     stop.cancel();
+//! });
+//! Worker::new(config, clients, registry, metrics).run(shutdown, None).await;
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod batch;
 pub mod cli;

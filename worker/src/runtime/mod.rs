@@ -54,7 +54,8 @@ use crate::heartbeat::VisibilityHeartbeat;
 use crate::http::{self, Health};
 use crate::queue_stats;
 
-/// A worker: the configuration, clients and handlers it runs with.
+/// A worker: the configuration, clients and handlers it runs with. The crate's front page
+/// builds and runs one.
 pub struct Worker {
     config: Arc<WorkerConfig>,
     clients: AwsClients,
@@ -88,6 +89,8 @@ impl Shared {
 }
 
 impl Worker {
+    /// A worker running `registry`'s handlers with `config` (from
+    /// [`WorkerArgs::resolve`](crate::WorkerArgs::resolve)), counting into `metrics`.
     pub fn new(
         config: WorkerConfig,
         clients: AwsClients,
