@@ -55,6 +55,8 @@ pub async fn check_setup(config: &SdkConfig) -> Result<(), SetupError> {
 pub struct AwsClients {
     pub sqs: aws_sdk_sqs::Client,
     pub sns: aws_sdk_sns::Client,
+    /// The job ledger's table.
+    pub dynamodb: aws_sdk_dynamodb::Client,
     #[cfg(feature = "ec2")]
     pub ec2: aws_sdk_ec2::Client,
 }
@@ -64,6 +66,7 @@ impl AwsClients {
         AwsClients {
             sqs: aws_sdk_sqs::Client::new(config),
             sns: aws_sdk_sns::Client::new(config),
+            dynamodb: aws_sdk_dynamodb::Client::new(config),
             #[cfg(feature = "ec2")]
             ec2: aws_sdk_ec2::Client::new(config),
         }
@@ -91,6 +94,11 @@ impl AwsClients {
             ),
             sns: aws_sdk_sns::Client::from_conf(
                 aws_sdk_sns::config::Builder::from(config)
+                    .interceptor(counter.clone())
+                    .build(),
+            ),
+            dynamodb: aws_sdk_dynamodb::Client::from_conf(
+                aws_sdk_dynamodb::config::Builder::from(config)
                     .interceptor(counter.clone())
                     .build(),
             ),

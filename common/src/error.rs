@@ -249,6 +249,10 @@ const TRANSIENT_CODES: &[&str] = &[
     "SnapshotCreationPerVolumeRateExceeded",
     "ConcurrentSnapshotLimitExceeded",
     "KMS.ThrottlingException",
+    // DynamoDB's (the job ledger's): over its throughput, and a write that raced a
+    // transaction on the same item.
+    "ProvisionedThroughputExceededException",
+    "TransactionConflictException",
     "KmsThrottled",
     "EC2ThrottledException",
 ];

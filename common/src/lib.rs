@@ -10,7 +10,7 @@
 //! - [`error`] classifies failures as transient or permanent where they arise, so the worker
 //!   decides retry versus dead-letter from the class alone.
 //! - [`batch`] resends the entries a batch call failed through no fault of the sender.
-//! - [`aws`] builds the SQS, SNS (and, with the `ec2` feature, EC2) clients from the standard
+//! - [`aws`] builds the SQS, SNS, DynamoDB (and, with the `ec2` feature, EC2) clients from the standard
 //!   credential chain and the SDK's own endpoint settings.
 //! - [`config`] holds the settings the producer and worker share (which queue).
 //! - [`event`] is the completion event the worker publishes to SNS, a CloudEvent.
@@ -19,6 +19,8 @@
 //!   context carried in message attributes.
 //! - [`metrics`] declares every Prometheus metric and counts AWS calls with an interceptor.
 //! - [`queue`] reads what a queue says of itself: redrive policy and depth.
+//! - [`ledger`] is the job ledger on DynamoDB: one record per job id, claimed under a fenced
+//!   lease, holding what a run created and the job's outcome.
 //! - [`stack`] creates the queues and topic Shoal runs on, for the local emulator and tests.
 
 pub mod aws;
@@ -27,6 +29,7 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod job;
+pub mod ledger;
 pub mod logging;
 pub mod metrics;
 pub mod queue;

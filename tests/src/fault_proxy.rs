@@ -5,13 +5,18 @@
 //! The emulators are perfect: instantly consistent, never throttled, never down. This proxy
 //! makes them behave like AWS on a bad day. Each call's service comes from the SigV4
 //! credential scope in its `Authorization` header, and its operation from `X-Amz-Target`
-//! (SQS, JSON protocol) or the form field `Action` (SNS and EC2, query protocol). A test
+//! (SQS and DynamoDB, JSON protocol) or the form field `Action` (SNS and EC2, query
+//! protocol). A test
 //! programs [`Rule`]s that answer with AWS errors in each protocol's own shape, delay,
 //! reset the connection, truncate the answer after the call went through, or fail some
 //! entries of a batch call; and it can make EC2 eventually consistent, hiding what was just
 //! created from later calls for a window, the way AWS documents it. Every call is counted
 //! per operation, and the bodies of EC2 create calls that went through are kept, so a test
 //! can count the effects one job had.
+//!
+//! Where the emulator is laxer than AWS, the proxy restores AWS's rule: DynamoDB calls reach
+//! moto one at a time, since moto lets two simultaneous conditional writes of one item both
+//! succeed, which DynamoDB never does.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,6 +37,8 @@ pub enum Service {
     Sqs,
     Sns,
     Ec2,
+    /// The job ledger's table.
+    DynamoDb,
     Other,
 }
 
@@ -212,6 +219,10 @@ struct Upstreams {
     default: String,
     by_service: HashMap<Service, String>,
     client: Client<HttpConnector, Full<Bytes>>,
+    /// DynamoDB calls go to the emulator one at a time: moto evaluates two conditional
+    /// writes that arrive together against the same old item (both claims of one job id
+    /// win), where DynamoDB makes each conditional write atomic on its item.
+    dynamodb_one_at_a_time: tokio::sync::Mutex<()>,
 }
 
 impl FaultProxy {
@@ -243,6 +254,7 @@ impl FaultProxy {
                 .map(|(s, u)| (s, u.trim_end_matches('/').to_owned()))
                 .collect(),
             client: Client::builder(TokioExecutor::new()).build_http(),
+            dynamodb_one_at_a_time: tokio::sync::Mutex::new(()),
         });
         let task = tokio::spawn(serve(listener, state.clone(), upstreams));
         FaultProxy {
@@ -369,6 +381,7 @@ fn read_call(req: &hyper::http::request::Parts, body: &[u8]) -> Call {
         "sqs" => Service::Sqs,
         "sns" => Service::Sns,
         "ec2" => Service::Ec2,
+        "dynamodb" => Service::DynamoDb,
         _ => Service::Other,
     };
     let target = header("x-amz-target");
@@ -490,11 +503,16 @@ async fn handle(
     let forward = forward
         .body(Full::new(body.clone()))
         .map_err(std::io::Error::other)?;
+    let one_at_a_time = match call.service {
+        Service::DynamoDb => Some(up.dynamodb_one_at_a_time.lock().await),
+        _ => None,
+    };
     let response = up
         .client
         .request(forward)
         .await
         .map_err(std::io::Error::other)?;
+    drop(one_at_a_time);
     let (mut rparts, rbody) = response.into_parts();
     let rbody = rbody
         .collect()
@@ -594,13 +612,16 @@ fn error_response(service: Service, fault: AwsFault, operation: &str) -> Respons
         (_, AwsFault::Http500) => return bare(500),
         (_, AwsFault::Http503) => return bare(503),
         (Service::Sqs, AwsFault::Throttling) => (400, "ThrottlingException"),
+        (Service::DynamoDb, AwsFault::Throttling) => (400, "ThrottlingException"),
         (Service::Sns, AwsFault::Throttling) => (400, "Throttling"),
         (_, AwsFault::Throttling) => (503, "RequestLimitExceeded"),
         (Service::Sqs, AwsFault::InternalError) => (500, "InternalFailure"),
+        (Service::DynamoDb, AwsFault::InternalError) => (500, "InternalServerError"),
         (_, AwsFault::InternalError) => (500, "InternalError"),
         (Service::Ec2, AwsFault::ServiceUnavailable) => (503, "Unavailable"),
         (_, AwsFault::ServiceUnavailable) => (503, "ServiceUnavailable"),
         (Service::Sqs, AwsFault::AccessDenied) => (403, "AccessDenied"),
+        (Service::DynamoDb, AwsFault::AccessDenied) => (400, "AccessDeniedException"),
         (Service::Ec2, AwsFault::AccessDenied) => (403, "UnauthorizedOperation"),
         (_, AwsFault::AccessDenied) => (403, "AuthorizationError"),
     };
@@ -618,6 +639,14 @@ fn aws_error(service: Service, status: u16, code: &str, message: &str) -> Respon
             .header("x-amzn-query-error", format!("{code};Sender"))
             .body(full(
                 serde_json::json!({"__type": format!("com.amazonaws.sqs#{code}"), "message": message})
+                    .to_string(),
+            )),
+        // The JSON protocol, as DynamoDB writes its errors.
+        Service::DynamoDb => builder
+            .header("content-type", "application/x-amz-json-1.0")
+            .header("x-amzn-requestid", request_id)
+            .body(full(
+                serde_json::json!({"__type": format!("com.amazonaws.dynamodb.v20120810#{code}"), "message": message})
                     .to_string(),
             )),
         Service::Ec2 => builder.header("content-type", "text/xml").body(full(format!(

@@ -1,0 +1,652 @@
+//! The job ledger: one DynamoDB item per job id, shared by the whole fleet, so that
+//! exactly-once holds across workers and a finished job can be looked up.
+//!
+//! A record moves through these states:
+//!
+//! - **running**: a worker holds the job under a *lease*: its id (`holder`), an expiry
+//!   (`lease_until`, which the heartbeat extends with the message's visibility) and a
+//!   *fence*, a number that grows with every claim. A claim is one conditional write that
+//!   succeeds only where there is no record, or the record is unfinished and its lease has
+//!   expired ([`Ledger::claim`]): two deliveries of one job id, on two workers at the same
+//!   instant, cannot both hold it. Every later write of that run is conditioned on its fence,
+//!   so a holder that lost its lease (paused, partitioned, its lease taken over) records
+//!   nothing more ([`LedgerError::LeaseLost`]).
+//! - **open**: the run ended unfinished (a transient failure, a wait for EC2, a deferral, a
+//!   shutdown) and gave its lease back ([`Ledger::release`]); what it recorded (`progress`,
+//!   the ids it created) stays for the next holder.
+//! - **succeeded** / **failed**: the outcome is written, conditioned on the fence, before it is
+//!   announced ([`Ledger::finish`]). A finished record is never claimed again: a delivery of
+//!   its job id runs nothing and announces the recorded outcome.
+//!
+//! A record lives `ttl` after its last write (`expires_at`, the table's TTL attribute). DynamoDB
+//! deletes expired items lazily, days later, and reads return them until then, so a record
+//! past its own `expires_at` is treated as absent here: by the claim's condition and by
+//! [`Ledger::get`]. Reads are strongly consistent: a lease read from a lagging replica would
+//! be a lease that may no longer be.
+//!
+//! Times are the writer's clock, in milliseconds since the epoch. A lease is judged by the
+//! claimer's clock against the holder's expiry, so clocks that disagree by more than a lease's
+//! margin could let a claim through early; fleet hosts keep NTP time, and the fence makes
+//! such a claim harmless to what the old holder writes after.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, Projection, ProjectionType, ReturnValue, ScalarAttributeType, TimeToLiveSpecification,
+};
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use crate::error::{classify_sdk_error, Error, ErrorClass};
+use crate::event::{JobEvent, JobStatus};
+use crate::{JobId, JobKind};
+
+/// The attribute names of a record: the table's contract with every reader.
+pub mod attr {
+    pub const JOB_ID: &str = "job_id";
+    pub const STATUS: &str = "status";
+    pub const KIND: &str = "kind";
+    pub const CHAIN_ID: &str = "chain_id";
+    pub const PARENT_JOB_ID: &str = "parent_job_id";
+    pub const HOLDER: &str = "holder";
+    /// Milliseconds since the epoch; 0 once given back.
+    pub const LEASE_UNTIL: &str = "lease_until";
+    pub const FENCE: &str = "fence";
+    /// The attempt the latest claim was made for.
+    pub const ATTEMPT: &str = "attempt";
+    /// JSON: what the handler recorded (the ids it created).
+    pub const PROGRESS: &str = "progress";
+    /// JSON: the job's event, as announced.
+    pub const OUTCOME: &str = "outcome";
+    pub const FIRST_STARTED_AT: &str = "first_started_at";
+    pub const UPDATED_AT: &str = "updated_at";
+    pub const FINISHED_AT: &str = "finished_at";
+    /// Seconds since the epoch: the table's TTL attribute.
+    pub const EXPIRES_AT: &str = "expires_at";
+}
+
+/// The index of records by status, newest update last: `jobs --status failed --since 1h`.
+pub const BY_STATUS_INDEX: &str = "by-status";
+/// The index of records by chain: a chain's every step in one query.
+pub const BY_CHAIN_INDEX: &str = "by-chain";
+
+/// Where a job is in its life, as the ledger records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Running,
+    Open,
+    Succeeded,
+    Failed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Open => "open",
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        [
+            Status::Running,
+            Status::Open,
+            Status::Succeeded,
+            Status::Failed,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == s)
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(self, Status::Succeeded | Status::Failed)
+    }
+}
+
+/// The job a claim is for: what its record names besides its id.
+#[derive(Debug, Clone, Copy)]
+pub struct JobRef<'a> {
+    pub job_id: &'a JobId,
+    pub kind: JobKind,
+    pub chain_id: &'a JobId,
+    pub parent_job_id: Option<&'a JobId>,
+    /// The attempt the claim is made for.
+    pub attempt: u32,
+}
+
+/// One job's record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub job_id: String,
+    pub status: Status,
+    pub kind: Option<String>,
+    pub chain_id: Option<String>,
+    pub parent_job_id: Option<String>,
+    pub holder: Option<String>,
+    pub lease_until: Option<DateTime<Utc>>,
+    pub fence: u64,
+    pub attempt: u32,
+    pub progress: Map<String, Value>,
+    pub outcome: Option<JobEvent>,
+    pub first_started_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A run's hold on its job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lease {
+    pub job_id: JobId,
+    /// This claim's number: every write of the run is conditioned on it.
+    pub fence: u64,
+    pub holder: String,
+    pub until: DateTime<Utc>,
+    /// What earlier runs recorded.
+    pub progress: Map<String, Value>,
+    pub first_started_at: Option<DateTime<Utc>>,
+}
+
+/// What a claim came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// The job is this run's.
+    Granted(Lease),
+    /// Another run holds a live lease: set the delivery aside, create nothing.
+    HeldElsewhere {
+        holder: String,
+        until: DateTime<Utc>,
+    },
+    /// The job is over: announce this record's outcome, run nothing.
+    Finished(Box<Record>),
+}
+
+/// Why a write of a run did not happen.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LedgerError {
+    /// The run's fence is no longer the record's: another run claimed the job (or the
+    /// record is finished, or gone). This run must record nothing more.
+    #[error("the lease on job {0} is lost: another run holds it, or it is over")]
+    LeaseLost(String),
+    /// The call failed, classified.
+    #[error(transparent)]
+    Call(#[from] Error),
+}
+
+/// The job ledger on one DynamoDB table.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+    /// How long a record lives after its last write.
+    ttl: Duration,
+}
+
+fn ms(t: DateTime<Utc>) -> AttributeValue {
+    AttributeValue::N(t.timestamp_millis().to_string())
+}
+
+fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn is_condition_failure<E: aws_smithy_types::error::metadata::ProvideErrorMetadata>(
+    e: &aws_sdk_dynamodb::error::SdkError<E>,
+) -> bool {
+    matches!(e, aws_sdk_dynamodb::error::SdkError::ServiceError(service)
+        if service.err().code() == Some("ConditionalCheckFailedException"))
+}
+
+impl Ledger {
+    /// The ledger on `table`, its records living `ttl` after their last write.
+    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>, ttl: Duration) -> Self {
+        Ledger {
+            client,
+            table: table.into(),
+            ttl,
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    fn expires_at(&self, now: DateTime<Utc>) -> AttributeValue {
+        let at = now + chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::MAX);
+        n(at.timestamp().max(0) as u64)
+    }
+
+    fn key(job_id: &str) -> HashMap<String, AttributeValue> {
+        HashMap::from([(attr::JOB_ID.to_owned(), s(job_id))])
+    }
+
+    fn update(&self, job_id: &str) -> UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(job_id)))
+    }
+
+    /// Claims `job` for `holder` for `lease_for`: granted where there is no record, or the
+    /// record is unfinished and its lease has expired (or the record itself has).
+    pub async fn claim(
+        &self,
+        job: JobRef<'_>,
+        holder: &str,
+        lease_for: Duration,
+    ) -> Result<Claim, Error> {
+        let now = Utc::now();
+        let until = now + chrono::Duration::from_std(lease_for).unwrap_or(chrono::Duration::MAX);
+        let mut set = vec![
+            "#status = :running",
+            "#kind = :kind",
+            "#chain = :chain",
+            "#holder = :holder",
+            "#lease = :until",
+            "#fence = if_not_exists(#fence, :zero) + :one",
+            "#attempt = :attempt",
+            "#first = if_not_exists(#first, :now)",
+            "#updated = :now",
+            "#expires = :expires",
+        ];
+        let mut request = self
+            .update(job.job_id.as_str())
+            .condition_expression(
+                "attribute_not_exists(#id) OR #expires < :now_s \
+                 OR (NOT #status IN (:succeeded, :failed) AND #lease < :now)",
+            )
+            .expression_attribute_names("#id", attr::JOB_ID)
+            .expression_attribute_names("#status", attr::STATUS)
+            .expression_attribute_names("#kind", attr::KIND)
+            .expression_attribute_names("#chain", attr::CHAIN_ID)
+            .expression_attribute_names("#holder", attr::HOLDER)
+            .expression_attribute_names("#lease", attr::LEASE_UNTIL)
+            .expression_attribute_names("#fence", attr::FENCE)
+            .expression_attribute_names("#attempt", attr::ATTEMPT)
+            .expression_attribute_names("#first", attr::FIRST_STARTED_AT)
+            .expression_attribute_names("#updated", attr::UPDATED_AT)
+            .expression_attribute_names("#expires", attr::EXPIRES_AT)
+            .expression_attribute_values(":running", s(Status::Running.as_str()))
+            .expression_attribute_values(":succeeded", s(Status::Succeeded.as_str()))
+            .expression_attribute_values(":failed", s(Status::Failed.as_str()))
+            .expression_attribute_values(":kind", s(job.kind.as_str()))
+            .expression_attribute_values(":chain", s(job.chain_id.as_str()))
+            .expression_attribute_values(":holder", s(holder))
+            .expression_attribute_values(":until", ms(until))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":attempt", n(u64::from(job.attempt)))
+            .expression_attribute_values(":now", ms(now))
+            .expression_attribute_values(":now_s", n(now.timestamp().max(0) as u64))
+            .expression_attribute_values(":expires", self.expires_at(now))
+            .return_values(ReturnValue::AllNew);
+        if let Some(parent) = job.parent_job_id {
+            set.push("#parent = :parent");
+            request = request
+                .expression_attribute_names("#parent", attr::PARENT_JOB_ID)
+                .expression_attribute_values(":parent", s(parent.as_str()));
+        }
+        let sent = request
+            .update_expression(format!("SET {}", set.join(", ")))
+            .send()
+            .await;
+        match sent {
+            Ok(out) => {
+                let record = read_record(&out.attributes.unwrap_or_default())?;
+                let mut lease = Lease {
+                    job_id: job.job_id.clone(),
+                    fence: record.fence,
+                    holder: holder.to_owned(),
+                    until,
+                    progress: record.progress,
+                    first_started_at: record.first_started_at,
+                };
+                if record.outcome.is_some() {
+                    // Only a finished record past its expiry could be claimed: it counts as
+                    // absent, so what it held is not this job's to go on from.
+                    self.forget_expired(&lease).await?;
+                    lease.progress = Map::new();
+                    lease.first_started_at = Some(now);
+                }
+                Ok(Claim::Granted(lease))
+            }
+            Err(e) if is_condition_failure(&e) => {
+                // The record that refused the claim, read consistently: finished, or held.
+                match self.get(job.job_id.as_str()).await? {
+                    Some(record) if record.status.is_finished() => {
+                        Ok(Claim::Finished(Box::new(record)))
+                    }
+                    Some(record) => Ok(Claim::HeldElsewhere {
+                        holder: record.holder.unwrap_or_default(),
+                        until: record.lease_until.unwrap_or(now),
+                    }),
+                    // Gone (or expired) since: the next delivery claims it.
+                    None => Ok(Claim::HeldElsewhere {
+                        holder: String::new(),
+                        until: now,
+                    }),
+                }
+            }
+            Err(e) => Err(classify_sdk_error("UpdateItem", &e)),
+        }
+    }
+
+    /// Clears what an expired record held, for the run that claimed its job id anew.
+    async fn forget_expired(&self, lease: &Lease) -> Result<(), Error> {
+        let now = Utc::now();
+        self.update(lease.job_id.as_str())
+            .condition_expression("#fence = :fence")
+            .update_expression("REMOVE #outcome, #progress, #finished SET #first = :now")
+            .expression_attribute_names("#fence", attr::FENCE)
+            .expression_attribute_names("#outcome", attr::OUTCOME)
+            .expression_attribute_names("#progress", attr::PROGRESS)
+            .expression_attribute_names("#finished", attr::FINISHED_AT)
+            .expression_attribute_names("#first", attr::FIRST_STARTED_AT)
+            .expression_attribute_values(":fence", n(lease.fence))
+            .expression_attribute_values(":now", ms(now))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify_sdk_error("UpdateItem", &e))
+    }
+
+    /// A write of `lease`'s run, conditioned on its fence.
+    async fn fenced(
+        &self,
+        lease: &Lease,
+        set: &str,
+        values: Vec<(&str, AttributeValue)>,
+        names: Vec<(&str, &str)>,
+    ) -> Result<(), LedgerError> {
+        let now = Utc::now();
+        let mut request = self
+            .update(lease.job_id.as_str())
+            .condition_expression("#fence = :fence")
+            .update_expression(format!("SET {set}, #updated = :now, #expires = :expires"))
+            .expression_attribute_names("#fence", attr::FENCE)
+            .expression_attribute_names("#updated", attr::UPDATED_AT)
+            .expression_attribute_names("#expires", attr::EXPIRES_AT)
+            .expression_attribute_values(":fence", n(lease.fence))
+            .expression_attribute_values(":now", ms(now))
+            .expression_attribute_values(":expires", self.expires_at(now));
+        for (name, value) in names {
+            request = request.expression_attribute_names(name, value);
+        }
+        for (name, value) in values {
+            request = request.expression_attribute_values(name, value);
+        }
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => {
+                Err(LedgerError::LeaseLost(lease.job_id.to_string()))
+            }
+            Err(e) => Err(LedgerError::Call(classify_sdk_error("UpdateItem", &e))),
+        }
+    }
+
+    /// Extends `lease` to `lease_for` from now; the new expiry.
+    pub async fn extend(
+        &self,
+        lease: &Lease,
+        lease_for: Duration,
+    ) -> Result<DateTime<Utc>, LedgerError> {
+        let until =
+            Utc::now() + chrono::Duration::from_std(lease_for).unwrap_or(chrono::Duration::MAX);
+        self.fenced(
+            lease,
+            "#lease = :until",
+            vec![(":until", ms(until))],
+            vec![("#lease", attr::LEASE_UNTIL)],
+        )
+        .await?;
+        Ok(until)
+    }
+
+    /// Records what the run created, for the next run on any worker.
+    pub async fn record_progress(
+        &self,
+        lease: &Lease,
+        progress: &Map<String, Value>,
+    ) -> Result<(), LedgerError> {
+        let json = Value::Object(progress.clone()).to_string();
+        self.fenced(
+            lease,
+            "#progress = :progress",
+            vec![(":progress", s(json))],
+            vec![("#progress", attr::PROGRESS)],
+        )
+        .await
+    }
+
+    /// Gives the lease back: the run ended unfinished, and the next delivery (on any worker)
+    /// may claim the job at once.
+    pub async fn release(&self, lease: &Lease) -> Result<(), LedgerError> {
+        self.fenced(
+            lease,
+            "#status = :open, #lease = :zero",
+            vec![(":open", s(Status::Open.as_str())), (":zero", n(0))],
+            vec![("#status", attr::STATUS), ("#lease", attr::LEASE_UNTIL)],
+        )
+        .await
+    }
+
+    /// Records the job's outcome, before it is announced: the record is finished.
+    pub async fn finish(&self, lease: &Lease, event: &JobEvent) -> Result<(), LedgerError> {
+        let status = match event.status {
+            JobStatus::Succeeded => Status::Succeeded,
+            JobStatus::Failed => Status::Failed,
+        };
+        let outcome = serde_json::to_string(event).map_err(|e| {
+            LedgerError::Call(Error {
+                class: ErrorClass::Permanent,
+                code: None,
+                operation: Some("UpdateItem"),
+                message: format!("the outcome does not serialize: {e}"),
+            })
+        })?;
+        self.fenced(
+            lease,
+            "#status = :status, #outcome = :outcome, #lease = :zero, #finished = :finished",
+            vec![
+                (":status", s(status.as_str())),
+                (":outcome", s(outcome)),
+                (":zero", n(0)),
+                (":finished", ms(event.timings.finished_at)),
+            ],
+            vec![
+                ("#status", attr::STATUS),
+                ("#outcome", attr::OUTCOME),
+                ("#lease", attr::LEASE_UNTIL),
+                ("#finished", attr::FINISHED_AT),
+            ],
+        )
+        .await
+    }
+
+    /// The record of `job_id`, read consistently; `None` when there is none or it has
+    /// expired.
+    pub async fn get(&self, job_id: &str) -> Result<Option<Record>, Error> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(job_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify_sdk_error("GetItem", &e))?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let record = read_record(&item)?;
+        Ok(record
+            .expires_at
+            .is_none_or(|at| at > Utc::now())
+            .then_some(record))
+    }
+
+    /// Creates the ledger's table, on demand, with its indexes and TTL: what
+    /// `deploy/aws/shoal.yaml` declares, for stacks made without the template.
+    pub async fn create_table(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<(), Error> {
+        let key = |name: &str, kind: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(kind)
+                .build()
+        };
+        let defined = |name: &str, kind: ScalarAttributeType| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(kind)
+                .build()
+        };
+        let index = |name: &str, hash: &str, range: &str| {
+            GlobalSecondaryIndex::builder()
+                .index_name(name)
+                .key_schema(key(hash, KeyType::Hash)?)
+                .key_schema(key(range, KeyType::Range)?)
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
+                .build()
+        };
+        let build = |e: aws_sdk_dynamodb::error::BuildError| Error {
+            class: ErrorClass::Permanent,
+            code: None,
+            operation: Some("CreateTable"),
+            message: e.to_string(),
+        };
+        let created = client
+            .create_table()
+            .table_name(table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .key_schema(key(attr::JOB_ID, KeyType::Hash).map_err(build)?)
+            .attribute_definitions(defined(attr::JOB_ID, ScalarAttributeType::S).map_err(build)?)
+            .attribute_definitions(defined(attr::STATUS, ScalarAttributeType::S).map_err(build)?)
+            .attribute_definitions(
+                defined(attr::UPDATED_AT, ScalarAttributeType::N).map_err(build)?,
+            )
+            .attribute_definitions(defined(attr::CHAIN_ID, ScalarAttributeType::S).map_err(build)?)
+            .global_secondary_indexes(
+                index(BY_STATUS_INDEX, attr::STATUS, attr::UPDATED_AT).map_err(build)?,
+            )
+            .global_secondary_indexes(
+                index(BY_CHAIN_INDEX, attr::CHAIN_ID, attr::JOB_ID).map_err(build)?,
+            )
+            .send()
+            .await;
+        match created {
+            Ok(_) => {}
+            // Made before: stack creation is idempotent.
+            Err(e)
+                if matches!(&e, aws_sdk_dynamodb::error::SdkError::ServiceError(service)
+                    if aws_smithy_types::error::metadata::ProvideErrorMetadata::code(service.err())
+                        == Some("ResourceInUseException")) => {}
+            Err(e) => return Err(classify_sdk_error("CreateTable", &e)),
+        }
+        client
+            .update_time_to_live()
+            .table_name(table)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .enabled(true)
+                    .attribute_name(attr::EXPIRES_AT)
+                    .build()
+                    .map_err(|e| Error {
+                        operation: Some("UpdateTimeToLive"),
+                        ..build(e)
+                    })?,
+            )
+            .send()
+            .await
+            .map_err(|e| classify_sdk_error("UpdateTimeToLive", &e))?;
+        Ok(())
+    }
+}
+
+/// A record from its item. Whatever the table holds was written by a worker, but a record is
+/// still read defensively: an attribute that does not parse is absent, never a panic.
+fn read_record(item: &HashMap<String, AttributeValue>) -> Result<Record, Error> {
+    let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+    let number = |name: &str| {
+        item.get(name)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse::<i64>().ok())
+    };
+    let instant = |name: &str| {
+        number(name)
+            .filter(|ms| *ms > 0)
+            .and_then(DateTime::<Utc>::from_timestamp_millis)
+    };
+    let Some(job_id) = text(attr::JOB_ID) else {
+        return Err(Error {
+            class: ErrorClass::Permanent,
+            code: None,
+            operation: Some("GetItem"),
+            message: "a ledger record without a job id".into(),
+        });
+    };
+    Ok(Record {
+        status: text(attr::STATUS)
+            .as_deref()
+            .and_then(Status::parse)
+            .unwrap_or(Status::Open),
+        kind: text(attr::KIND),
+        chain_id: text(attr::CHAIN_ID),
+        parent_job_id: text(attr::PARENT_JOB_ID),
+        holder: text(attr::HOLDER),
+        lease_until: instant(attr::LEASE_UNTIL),
+        fence: number(attr::FENCE)
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(0),
+        attempt: number(attr::ATTEMPT)
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(0),
+        progress: text(attr::PROGRESS)
+            .and_then(|p| serde_json::from_str(&p).ok())
+            .unwrap_or_default(),
+        outcome: text(attr::OUTCOME).and_then(|o| serde_json::from_str(&o).ok()),
+        first_started_at: instant(attr::FIRST_STARTED_AT),
+        updated_at: instant(attr::UPDATED_AT),
+        finished_at: instant(attr::FINISHED_AT),
+        expires_at: number(attr::EXPIRES_AT).and_then(|s| DateTime::<Utc>::from_timestamp(s, 0)),
+        job_id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_is_read_defensively() {
+        let mut item = HashMap::from([
+            (attr::JOB_ID.to_owned(), s("job-1")),
+            (attr::STATUS.to_owned(), s("succeeded")),
+            (attr::FENCE.to_owned(), n(3)),
+            (attr::ATTEMPT.to_owned(), AttributeValue::N("-1".into())),
+            (attr::PROGRESS.to_owned(), s("{not json")),
+            (attr::LEASE_UNTIL.to_owned(), n(0)),
+        ]);
+        let record = read_record(&item).expect("a record");
+        assert_eq!(record.status, Status::Succeeded);
+        assert_eq!(record.fence, 3);
+        assert_eq!(record.attempt, 0, "a count out of range reads as none");
+        assert!(record.progress.is_empty(), "unreadable progress is none");
+        assert_eq!(record.lease_until, None, "a lease given back");
+        item.remove(attr::JOB_ID);
+        assert!(read_record(&item).is_err());
+        assert_eq!(Status::parse("bogus"), None);
+    }
+}
