@@ -597,3 +597,109 @@ async fn metrics_health_and_readiness_report_what_the_worker_did() {
         "the job in flight finished within the grace period"
     );
 }
+
+/// Anyone who may send to the queue can write `shoal-state`. Counters near `u32::MAX` and a
+/// state that is not JSON are sent straight to the queue: no panic (this test's worker is a
+/// debug build, where an overflow would be one), no stall, no spinning on a forged attempt
+/// number; each job is handled or dead-lettered with its reason.
+#[tokio::test]
+async fn forged_counters_and_unreadable_state_neither_panic_nor_stall() {
+    let t = TestStack::new("forged").await;
+    let registry = canary_handler(|_, params: Canary| async move {
+        if params.sleep_ms == 1 {
+            Err(JobError::transient("InternalError", "try again later"))
+        } else {
+            Ok(Outcome::Done(
+                serde_json::json!({"slept_ms": params.sleep_ms}),
+            ))
+        }
+    });
+    let huge = u32::MAX;
+    let cases = [
+        (
+            "forged-fails",
+            1,
+            format!(r#"{{"failures": {huge}, "runs": {huge}, "copies": {huge}}}"#),
+        ),
+        (
+            "forged-works",
+            0,
+            format!(
+                r#"{{"failures": {}, "runs": {huge}, "copies": {huge}}}"#,
+                huge - 1
+            ),
+        ),
+        ("unreadable", 0, "{not json".to_owned()),
+        (
+            "wrong-shape",
+            0,
+            r#"{"failures": -1, "progress": [1, 2]}"#.to_owned(),
+        ),
+    ];
+    for (id, sleep_ms, state) in &cases {
+        let body = serde_json::json!({
+            "schema_version": 1, "job_id": id, "submitted_at": "2026-12-01T00:00:00Z",
+            "kind": "canary", "params": {"sleep_ms": sleep_ms},
+        });
+        t.clients
+            .sqs
+            .send_message()
+            .queue_url(&t.stack.queue_url)
+            .message_body(body.to_string())
+            .message_attributes(
+                "shoal-state",
+                aws_sdk_sqs::types::MessageAttributeValue::builder()
+                    .data_type("String")
+                    .string_value(state)
+                    .build()
+                    .expect("attribute"),
+            )
+            .send()
+            .await
+            .expect("send");
+    }
+    let mut config = t.worker_config("w1");
+    config.max_attempts = 3;
+    let worker = t.start_worker(config, registry).await;
+    let events = t.events(cases.len(), WAIT).await;
+    let status = |id: &str| {
+        events
+            .iter()
+            .find(|e| e.job_id.as_deref() == Some(id))
+            .map(|e| (e.status, e.error.as_ref().and_then(|err| err.code.clone())))
+    };
+    assert_eq!(
+        status("forged-fails"),
+        Some((JobStatus::Failed, Some("AttemptsExhausted".into()))),
+        "a forged attempt count past the limit ends the job at once, with its reason: {events:?}"
+    );
+    for id in ["forged-works", "unreadable", "wrong-shape"] {
+        assert_eq!(
+            status(id),
+            Some((JobStatus::Succeeded, None)),
+            "{id}: {events:?}"
+        );
+    }
+    let dead = t.receive(&t.stack.dlq_url, 2, Duration::from_secs(3)).await;
+    assert_eq!(dead.len(), 1, "only the failing job is dead-lettered");
+    assert_eq!(
+        attribute(&dead[0], "shoal-error-code").as_deref(),
+        Some("AttemptsExhausted")
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            t.depth(&t.stack.queue_url).await == 0
+        })
+        .await,
+        "every job left the queue"
+    );
+    assert_eq!(
+        worker
+            .metrics
+            .handler_panics
+            .with_label_values(&["canary"])
+            .get(),
+        0
+    );
+    worker.stop().await;
+}
