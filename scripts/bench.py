@@ -8,7 +8,11 @@ release build of shoal-worker:
   - resident memory idle and with 500 jobs in flight;
   - enqueue-to-completion latency (send -> completion event received) on an idle queue;
   - a baseline on the same machine: a plain boto3 receive + batch-delete loop over bare
-    messages (no events), so the figures read as ratios, not machine-dependent absolutes.
+    messages (no events), so the figures read as ratios, not machine-dependent absolutes;
+  - the floor Shoal is measured against: the AWS SDK for Rust making exactly the worker's
+    calls per ten jobs (receive ten, publish ten events of Shoal's size, delete ten) with the
+    worker's own clients and nothing else (worker/examples/sdk_floor.rs). The worker's CPU
+    per job over the floor's is what Shoal itself costs on top of the SDK.
 
 Usage: scripts/bench (which builds and sets SHOAL_BIN_DIR), or
        SHOAL_BIN_DIR=target/release python3 scripts/bench.py [--jobs N]
@@ -239,6 +243,28 @@ class Bench:
         results.sort()
         return statistics.median(results), results[min(len(results) - 1, int(len(results) * 0.99))]
 
+    def sdk_floor(self, jobs):
+        """The SDK's floor: CPU s per 1,000 jobs of the bare loop draining `jobs` canaries,
+        less what it spends starting up (measured by a run that drains none), as the
+        workers' startup is subtracted from theirs."""
+        stack = self.stack()
+        self.enqueue_canaries(stack, jobs)
+
+        def run(n):
+            proc = subprocess.Popen([os.path.join(BIN, "examples", "sdk_floor")],
+                                    env={**self.env, "SHOAL_QUEUE_URL": stack["SHOAL_QUEUE_URL"],
+                                         "SHOAL_TOPIC_ARN": stack["SHOAL_TOPIC_ARN"],
+                                         "SHOAL_FLOOR_JOBS": str(n)})
+            _, status, usage = os.wait4(proc.pid, 0)
+            if status != 0:
+                raise RuntimeError("the SDK floor loop failed")
+            return usage.ru_utime + usage.ru_stime
+
+        startup = run(0)
+        cpu = max(run(jobs) - startup, 0.0)
+        self.sqs.delete_queue(QueueUrl=stack["SHOAL_QUEUE_URL"])
+        return cpu / jobs * 1000
+
     def boto3_baseline(self, messages):
         """A plain boto3 consumer: receive 10, batch-delete, no events."""
         url = self.sqs.create_queue(QueueName=f"baseline-{uuid.uuid4().hex[:8]}")["QueueUrl"]
@@ -310,8 +336,10 @@ def compare(bench, args):
     builds = [BIN] + args.compare
     cpu = {b: [] for b in builds}
     baselines = []
+    floors = []
     for rep in range(args.repeat):
         baselines.append(bench.boto3_baseline(args.jobs))
+        floors.append(bench.sdk_floor(args.jobs))
         for build in builds:
             bench.worker_bin = os.path.join(build, "shoal-worker")
             startup = bench.startup_cpu()
@@ -319,25 +347,29 @@ def compare(bench, args):
         print(f"run {rep + 1} of {args.repeat}: " +
               ", ".join(f"{cpu[b][-1]:.4f}" for b in builds), file=sys.stderr, flush=True)
     baseline = statistics.median(baselines)
+    floor = statistics.median(floors)
     print(f"\n1 worker, {args.jobs} canary jobs per run, {args.repeat} interleaved runs per build\n")
-    print("| build | CPU s per 1,000 jobs, median | min | max | vs this build | vs boto3 loop |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| build | CPU s per 1,000 jobs, median | min | max | vs this build | vs SDK floor | vs boto3 loop |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     this = statistics.median(cpu[builds[0]])
     for build in builds:
         med = statistics.median(cpu[build])
         label = "this build" if build == builds[0] else build
         print(f"| {label} | {med:.4f} | {min(cpu[build]):.4f} | {max(cpu[build]):.4f} | "
-              f"{med / this:.2f}x | {med / baseline:.2f}x |")
-    print(f"\nboto3 loop, median of {args.repeat}: {baseline:.3f} CPU s per 1,000 bare messages")
+              f"{med / this:.2f}x | {med / floor:.2f}x | {med / baseline:.2f}x |")
+    print(f"\nSDK floor (the worker's calls and nothing else), median of {args.repeat}: "
+          f"{floor:.4f} CPU s per 1,000 jobs")
+    print(f"boto3 loop, median of {args.repeat}: {baseline:.3f} CPU s per 1,000 bare messages")
 
 
-def print_throughput(args, rows, baseline, startup, by_op=None):
+def print_throughput(args, rows, baseline, floor, startup, by_op=None):
     print(f"\nShoal worker benchmark: {args.jobs} canary jobs per run, SQS+SNS on fauxqs, release build\n")
-    print("| workers | jobs/s | CPU s per 1,000 jobs (with events) | vs boto3 loop (no events) | SQS+SNS calls per job |")
-    print("| ---: | ---: | ---: | ---: | ---: |")
+    print("| workers | jobs/s | CPU s per 1,000 jobs (with events) | vs SDK floor | vs boto3 loop (no events) | SQS+SNS calls per job |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     for n, rate, cpu, calls in rows:
-        print(f"| {n} | {rate:,.0f} | {cpu:.3f} | {cpu / baseline:.2f}x | {calls:.3f} |")
-    print(f"\nboto3 receive + batch-delete loop, same machine: {baseline:.3f} CPU s per 1,000 bare messages")
+        print(f"| {n} | {rate:,.0f} | {cpu:.3f} | {cpu / floor:.2f}x | {cpu / baseline:.2f}x | {calls:.3f} |")
+    print(f"\nSDK floor, the worker's calls with its clients and nothing else: {floor:.3f} CPU s per 1,000 jobs")
+    print(f"boto3 receive + batch-delete loop, same machine: {baseline:.3f} CPU s per 1,000 bare messages")
     print(f"worker startup CPU (subtracted above): {startup:.3f} s")
     if by_op:
         print(f"SQS+SNS calls per job by operation ({rows[-1][0]} workers): " +
@@ -380,13 +412,14 @@ def main():
         return
     try:
         baseline = bench.boto3_baseline(args.jobs)
+        floor = bench.sdk_floor(args.jobs)
         startup = bench.startup_cpu()
         for n in args.workers:
             rate, cpu, calls = bench.throughput(n, args.jobs, startup)
             rows.append((n, rate, cpu, calls))
         by_op = bench.last_calls_by_operation
         if args.quick:
-            print_throughput(args, rows, baseline, startup, by_op)
+            print_throughput(args, rows, baseline, floor, startup, by_op)
             return
         sink, sink_url = otlp_sink()
         tracing_rows = []
@@ -407,7 +440,7 @@ def main():
     finally:
         tear_down(bench, fauxqs)
 
-    print_throughput(args, rows, baseline, startup, by_op)
+    print_throughput(args, rows, baseline, floor, startup, by_op)
     print("\n| tracing (1 worker, OTLP/HTTP to a sink) | CPU s per 1,000 jobs | vs off |")
     print("| --- | ---: | ---: |")
     off = tracing_rows[0][1]
