@@ -794,10 +794,19 @@ fn record_ec2_effects(s: &mut State, call: &Call, request: &Bytes, response: &By
     }
     let now = Instant::now();
     let text = String::from_utf8_lossy(response);
-    let created: Vec<String> = match op {
-        "RunInstances" | "CreateImage" | "CreateSnapshot" | "CreateVolume" => ids_in(&text),
-        _ => Vec::new(),
+    // What the call created, not every id its answer names: a snapshot's answer names its
+    // volume, a launch's its AMI, and those existed before.
+    let made: &[&str] = match op {
+        "RunInstances" => &["i-", "vol-"],
+        "CreateImage" => &["ami-"],
+        "CreateSnapshot" => &["snap-"],
+        "CreateVolume" => &["vol-"],
+        _ => &[],
     };
+    let created: Vec<String> = ids_in(&text)
+        .into_iter()
+        .filter(|id| made.iter().any(|p| id.starts_with(p)))
+        .collect();
     if op == "CreateSnapshot" {
         for id in &created {
             s.snapshots_created.insert(id.clone(), now);
