@@ -91,6 +91,8 @@ pub enum ShoalCode {
     /// A follow-up's reference (`$from`, `$each`, `for_each`) names nothing in its parent's
     /// result, or resolves to a value its kind refuses: the follow-up is never enqueued.
     UnresolvedReference,
+    /// The job ledger records the job as over but holds no outcome that can be read.
+    UnreadableRecord,
 }
 
 impl ShoalCode {
@@ -119,6 +121,7 @@ impl ShoalCode {
             ShoalCode::UnresolvedReference => "UnresolvedReference",
             ShoalCode::NoCredentials => "NoCredentials",
             ShoalCode::EndpointUnreachable => "EndpointUnreachable",
+            ShoalCode::UnreadableRecord => "UnreadableRecord",
         }
     }
 
@@ -149,7 +152,8 @@ impl ShoalCode {
             | ShoalCode::StaleReceipt
             | ShoalCode::NoRedrivePolicy
             | ShoalCode::NotAllowed
-            | ShoalCode::UnresolvedReference => ErrorClass::Permanent,
+            | ShoalCode::UnresolvedReference
+            | ShoalCode::UnreadableRecord => ErrorClass::Permanent,
         }
     }
 }

@@ -69,6 +69,14 @@ pub struct Metrics {
     /// Failures the dead-letter queue could not take while one delivery held the message,
     /// carried forward on a fresh copy that only dead-letters.
     pub dead_letters_carried: IntCounter,
+    /// Deliveries set aside because another run holds the job's ledger claim.
+    pub ledger_claims_refused: IntCounter,
+    /// Claims lost to another run mid-job: this run recorded and announced nothing more.
+    pub ledger_leases_lost: IntCounter,
+    /// Ledger calls that did not go through (a claim, an outcome) while the message was held.
+    pub ledger_unavailable: IntCounter,
+    /// Deliveries of a finished job that announced its recorded outcome and ran nothing.
+    pub ledger_outcomes_reannounced: IntCounter,
     /// Every HTTP attempt of an AWS call, the SDK's own retries included.
     pub api_attempts: IntCounterVec,
 }
@@ -274,6 +282,26 @@ impl Metrics {
                 &r,
                 "shoal_dead_letters_carried_total",
                 "Failures carried forward on a fresh copy because the dead-letter queue could not take them",
+            ),
+            ledger_claims_refused: counter(
+                &r,
+                "shoal_ledger_claims_refused_total",
+                "Deliveries set aside because another run holds the job's ledger claim",
+            ),
+            ledger_leases_lost: counter(
+                &r,
+                "shoal_ledger_leases_lost_total",
+                "Ledger claims lost to another run mid-job",
+            ),
+            ledger_unavailable: counter(
+                &r,
+                "shoal_ledger_unavailable_total",
+                "Ledger claims and outcome writes that did not go through while the message was held",
+            ),
+            ledger_outcomes_reannounced: counter(
+                &r,
+                "shoal_ledger_outcomes_reannounced_total",
+                "Deliveries of a finished job that announced its recorded outcome and ran nothing",
             ),
             api_attempts: counter_vec(
                 &r,

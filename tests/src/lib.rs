@@ -324,6 +324,20 @@ impl TestStack {
         events.remove(0)
     }
 
+    /// A fresh job-ledger table beside this stack, and the ledger on it as a worker reaching
+    /// AWS through `sdk` sees it.
+    pub async fn ledger(&self, sdk: &SdkConfig) -> shoal_common::ledger::Ledger {
+        let table = unique("ledger");
+        shoal_common::ledger::Ledger::create_table(&self.clients.dynamodb, &table)
+            .await
+            .expect("create the ledger table");
+        shoal_common::ledger::Ledger::new(
+            aws_sdk_dynamodb::Client::new(sdk),
+            table,
+            Duration::from_secs(14 * 24 * 3600),
+        )
+    }
+
     /// Worker settings for this stack, quick enough for tests: 1 s long polls, 5 s
     /// visibility, 1 s retries.
     pub fn worker_config(&self, worker_id: &str) -> WorkerConfig {
@@ -349,6 +363,7 @@ impl TestStack {
             consistency_window: Duration::from_secs(2),
             on_panic: shoal_common::error::ErrorClass::Permanent,
             guardrails: Default::default(),
+            ledger: None,
         }
     }
 

@@ -842,3 +842,160 @@ async fn contradictory_settings_stop_the_worker_at_start_up_with_the_reason() {
         "{stderr}"
     );
 }
+
+// ---- The job ledger: one run per job id across the fleet --------------------------------
+
+/// One job id sent twice, on two workers, while EC2 hides what was just created for 15 s:
+/// without the ledger each copy was a "first run", trusted an empty lookup by tag, and
+/// created again (two snapshots and two AMIs per job id). With it, the second copy finds
+/// the first's claim (or its recorded outcome) and creates nothing: one `CreateSnapshot` per
+/// volume and one `CreateImage` per job id, and no failure event. Each pair is sent 1.5 s
+/// apart, and one pair of each at the same instant.
+#[tokio::test]
+async fn a_job_id_sent_twice_to_two_workers_while_ec2_lags_creates_once() {
+    let (proxy, t) = behind_proxy(StackSpec::new(unique("ledger-twice"))).await;
+    // The instance and its volumes exist before EC2 starts to lag: the lag is for what the
+    // jobs create.
+    let instance = instance_with_two_volumes(&t).await;
+    proxy.eventual_consistency(HIDDEN, HIDDEN);
+    let sdk = sdk_config(&proxy.endpoint).await;
+    let ledger = t.ledger(&sdk).await;
+    let image = |i: usize| {
+        Job::CreateImage(CreateImage {
+            instance_id: instance.clone(),
+            name: unique(&format!("twice {i}")),
+            description: None,
+            no_reboot: true,
+            tags: vec![],
+            wait: false,
+            dry_run: false,
+        })
+    };
+    let mut jobs: Vec<(String, Job)> = Vec::new();
+    for i in 0..3 {
+        jobs.push((format!("twice-snap-{i}"), snapshot_of(&instance, false)));
+        jobs.push((format!("twice-image-{i}"), image(i)));
+    }
+    let mut workers = Vec::new();
+    for name in ["a", "b"] {
+        let mut config = t.worker_config(name);
+        config.ledger = Some(ledger.clone());
+        workers.push(start(&proxy, config, registry_with(ec2_settings())).await);
+    }
+    // The same message twice (an SQS duplicate, a producer's retry): the first pairs at the
+    // same instant, the rest 1.5 s apart.
+    for (n, (id, job)) in jobs.iter().enumerate() {
+        let envelope = JobEnvelope::new(job.clone()).with_job_id(JobId::parse(id).expect("id"));
+        let producer = Producer::new(t.clients.sqs.clone(), QueueTarget::new(&t.stack.queue_url));
+        let options = SendOptions::default();
+        if n < 2 {
+            let (a, b) = tokio::join!(
+                producer.enqueue(&envelope, &options),
+                producer.enqueue(&envelope, &options)
+            );
+            a.expect("enqueue");
+            b.expect("enqueue");
+        } else {
+            producer
+                .enqueue(&envelope, &SendOptions::default())
+                .await
+                .expect("enqueue");
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            producer
+                .enqueue(&envelope, &SendOptions::default())
+                .await
+                .expect("enqueue");
+        }
+    }
+    // Two events per job id (one per message), every one a success.
+    let events = t.events(jobs.len() * 2, Duration::from_secs(120)).await;
+    let events = by_job(&events);
+    for (id, _) in &jobs {
+        let e = events.get(id).unwrap_or_else(|| panic!("{id}: no event"));
+        assert!(
+            e.iter().all(|e| e.status == JobStatus::Succeeded),
+            "{id}: no failure event: {e:?}"
+        );
+        let creates = if id.contains("snap") {
+            proxy.creates_with("CreateSnapshot", id)
+        } else {
+            proxy.creates_with("CreateImage", id)
+        };
+        let expected = if id.contains("snap") { 2 } else { 1 };
+        assert_eq!(creates, expected, "{id}: one effect per job id");
+        // A re-announcement is the recorded outcome, so it keeps its result.
+        let results: Vec<_> = e.iter().map(|e| e.result.clone()).collect();
+        assert!(
+            results.windows(2).all(|w| w[0] == w[1]),
+            "{id}: {results:?}"
+        );
+    }
+    assert_eq!(t.depth(&t.stack.dlq_url).await, 0, "nothing dead-lettered");
+    let reannounced: u64 = workers
+        .iter()
+        .map(|w| w.metrics.ledger_outcomes_reannounced.get())
+        .sum();
+    let refused: u64 = workers
+        .iter()
+        .map(|w| w.metrics.ledger_claims_refused.get())
+        .sum();
+    assert!(
+        reannounced + refused >= jobs.len() as u64,
+        "each second copy found the first's claim or its outcome: {reannounced} re-announced, {refused} set aside"
+    );
+    for worker in workers {
+        worker.stop().await;
+    }
+}
+
+/// The ledger down for 20 s, on a queue that dead-letters after two receives: no create runs
+/// without a claim, the jobs wait without spending attempts (nothing reaches the DLQ because
+/// of the outage), and once the ledger is back each completes, once, with one effect.
+#[tokio::test]
+async fn a_ledger_outage_creates_nothing_spends_no_attempt_and_every_job_completes_after() {
+    let mut spec = StackSpec::new(unique("ledger-down"));
+    spec.max_receive_count = 2;
+    let (proxy, t) = behind_proxy(spec).await;
+    let instance = instance_with_two_volumes(&t).await;
+    let sdk = sdk_config(&proxy.endpoint).await;
+    let ledger = t.ledger(&sdk).await;
+    let outage = Duration::from_secs(20);
+    proxy.add(Rule::outage(
+        Service::DynamoDb,
+        &[],
+        AwsFault::ServiceUnavailable,
+        outage,
+    ));
+    let outage_ends = Instant::now() + outage;
+    let ids: Vec<String> = (0..2).map(|i| format!("ledger-down-{i}")).collect();
+    for id in &ids {
+        enqueue(&t, snapshot_of(&instance, false), id, &SendOptions::default()).await;
+    }
+    let mut config = t.worker_config("w");
+    config.max_attempts = 2;
+    config.ledger = Some(ledger);
+    let worker = start(&proxy, config, registry_with(ec2_settings())).await;
+
+    assert_no_event_during(&t, outage, "nothing is announced while no job can be claimed").await;
+    for id in &ids {
+        assert_eq!(
+            proxy.creates_with("CreateSnapshot", id),
+            0,
+            "{id}: nothing created without a claim"
+        );
+    }
+    let events = t.events(ids.len(), Duration::from_secs(60)).await;
+    assert!(Instant::now() >= outage_ends);
+    let events = by_job(&events);
+    for id in &ids {
+        let e = events.get(id).unwrap_or_else(|| panic!("{id}: no event"));
+        assert!(
+            e.iter().all(|e| e.status == JobStatus::Succeeded),
+            "{id}: {e:?}"
+        );
+        assert_eq!(proxy.creates_with("CreateSnapshot", id), 2, "{id}: one per volume");
+    }
+    assert_eq!(t.depth(&t.stack.dlq_url).await, 0, "the outage dead-lettered nothing");
+    assert!(worker.metrics.ledger_unavailable.get() >= 1);
+    worker.stop().await;
+}

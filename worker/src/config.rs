@@ -14,6 +14,7 @@ use clap::{Args, ValueEnum};
 use shoal_common::aws::AwsClients;
 use shoal_common::config::{QueueArgs, QueueConfigError};
 use shoal_common::error::{Error, ErrorClass};
+use shoal_common::ledger::Ledger;
 use shoal_common::queue::{self, QueueAttributes};
 use shoal_common::validate::TagRules;
 use shoal_common::JobKind;
@@ -143,6 +144,17 @@ pub struct WorkerArgs {
     /// `instance-metadata` (also keys instance metadata can expose).
     #[arg(long, env = "SHOAL_TAG_RULES", value_enum, default_value_t = TagRules::Ec2)]
     pub tag_rules: TagRules,
+    /// The job ledger's DynamoDB table: with it, a job of a kind that creates something is
+    /// claimed across the fleet before it runs (one run per job id at a time), what it
+    /// creates is recorded there, and its outcome too, so a redelivery or a resubmission
+    /// announces the recorded outcome instead of running again.
+    #[arg(long, env = "SHOAL_LEDGER_TABLE")]
+    pub ledger_table: Option<String>,
+    /// How long a job's ledger record lives after its last write: for that long, its job id
+    /// is an idempotency key. 14 days, as long as the dead-letter queue keeps a message, so
+    /// a job redriven from it still finds its record.
+    #[arg(long, env = "SHOAL_LEDGER_TTL", default_value = "14d", value_parser = humantime::parse_duration)]
+    pub ledger_ttl: Duration,
     /// What a panicking handler counts as: `dead-letter` (a permanent failure, the default:
     /// a bug rarely heals itself) or `retry` (a transient one).
     #[arg(long, env = "SHOAL_ON_PANIC", value_enum, default_value_t = OnPanic::DeadLetter)]
@@ -259,6 +271,8 @@ pub struct WorkerConfig {
     pub on_panic: ErrorClass,
     /// What jobs this worker accepts.
     pub guardrails: Guardrails,
+    /// The job ledger, when the worker has one (`--ledger-table`).
+    pub ledger: Option<Ledger>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -357,6 +371,31 @@ impl WorkerArgs {
             ));
         }
 
+        // A missing table would otherwise show only when the first job cannot be claimed.
+        let ledger = match &self.ledger_table {
+            None => None,
+            Some(table) => {
+                clients
+                    .dynamodb
+                    .describe_table()
+                    .table_name(table)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        let e = shoal_common::error::classify_sdk_error("DescribeTable", &e);
+                        invalid(
+                            "ledger_table",
+                            format!("cannot use the ledger table `{table}`: {e}"),
+                        )
+                    })?;
+                Some(Ledger::new(
+                    clients.dynamodb.clone(),
+                    table.clone(),
+                    self.ledger_ttl,
+                ))
+            }
+        };
+
         let worker_id = self.worker_id.clone().unwrap_or_else(default_worker_id);
         Ok(WorkerConfig {
             event_source: self
@@ -383,6 +422,7 @@ impl WorkerArgs {
             consistency_window: self.ec2_consistency_window,
             on_panic: self.on_panic.class(),
             guardrails: self.guardrails(),
+            ledger,
         })
     }
 

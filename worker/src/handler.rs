@@ -79,6 +79,15 @@ impl Progress {
         }
     }
 
+    /// Takes what the job ledger recorded for the job as what earlier runs recorded: the
+    /// ledger, written by workers alone, speaks for the job, where a message's carried
+    /// state may have been written by anyone.
+    pub fn adopt(&self, recorded: serde_json::Map<String, serde_json::Value>) {
+        let mut guard = self.lock();
+        guard.0 = recorded;
+        guard.1 = false;
+    }
+
     /// Whether this run recorded anything the message does not carry yet.
     pub fn changed(&self) -> bool {
         self.lock().1

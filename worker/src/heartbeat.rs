@@ -8,7 +8,7 @@
 //! The same registry tells shutdown how many messages are still held.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,6 +46,7 @@ impl HeldMessage {
         Lease {
             heartbeat: Some(self.heartbeat.clone()),
             token: self.token,
+            ledger_until_ms: None,
         }
     }
 }
@@ -57,6 +58,9 @@ impl HeldMessage {
 pub struct Lease {
     heartbeat: Option<Arc<VisibilityHeartbeat>>,
     token: u64,
+    /// The job ledger's lease on the job, when it takes one: its expiry in milliseconds since
+    /// the epoch, kept up by the run's lease keeper (0 once lost).
+    ledger_until_ms: Option<Arc<AtomicI64>>,
 }
 
 impl Lease {
@@ -64,13 +68,30 @@ impl Lease {
     /// a message no longer held has none left. A lease made without a heartbeat (a handler
     /// called outside the runtime) never runs out.
     pub fn remaining(&self) -> Duration {
-        match &self.heartbeat {
+        let message = match &self.heartbeat {
             None => Duration::MAX,
             Some(heartbeat) => heartbeat
                 .lock()
                 .get(&self.token)
                 .map(|held| held.visible_at.saturating_duration_since(Instant::now()))
                 .unwrap_or_default(),
+        };
+        let ledger = match &self.ledger_until_ms {
+            None => Duration::MAX,
+            Some(until) => {
+                let left = until.load(Ordering::Relaxed) - chrono::Utc::now().timestamp_millis();
+                Duration::from_millis(u64::try_from(left).unwrap_or(0))
+            }
+        };
+        message.min(ledger)
+    }
+
+    /// This lease, also bounded by the job ledger's lease on the job, whose expiry `until_ms`
+    /// holds: a run that lost its claim creates nothing more.
+    pub fn with_ledger(&self, until_ms: Arc<AtomicI64>) -> Lease {
+        Lease {
+            ledger_until_ms: Some(until_ms),
+            ..self.clone()
         }
     }
 }

@@ -154,6 +154,20 @@ impl Job {
     }
 }
 
+impl JobKind {
+    /// Whether a job of this kind claims its job id in the job ledger before its handler
+    /// runs: the kinds whose effects are not idempotent by themselves (a second
+    /// `CreateSnapshot` or `CreateImage` makes a second resource). Canaries create nothing
+    /// and termination protection set twice is set; they skip the lease. An exhaustive
+    /// `match`: a new kind does not compile until it says.
+    pub const fn takes_lease(self) -> bool {
+        match self {
+            JobKind::RunInstances | JobKind::CreateImage | JobKind::Snapshot => true,
+            JobKind::SetTerminationProtection | JobKind::Canary => false,
+        }
+    }
+}
+
 impl fmt::Display for JobKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -14,12 +14,14 @@ use std::time::Duration;
 use shoal_common::error::ShoalCode;
 use shoal_common::event::{JobEvent, JobStatus};
 use shoal_common::job::chain;
+use shoal_common::ledger::Record;
 use shoal_common::metrics::UNKNOWN_KIND;
 use shoal_common::JobEnvelope;
 
 use super::announce_then_delete::{announce_then_delete, FollowUps, Unannounced};
 use super::calls;
 use super::carried::{Carried, PendingDeadLetter};
+use super::claim::{JobClaim, Unrecorded};
 use super::dead_letter::{dead_letter, failure_event, DeadLettered};
 use super::delivery::{Attempt, Delivery, Disposition};
 use super::settle::{after_stop, carry_forward_delay, AfterStop, DeadLetterReason, Fate, Purpose};
@@ -29,12 +31,15 @@ use crate::handler::JobError;
 /// What a run's fate is made of here: the handler's result, and Shoal's error.
 pub(super) type RunFate = Fate<serde_json::Value, JobError>;
 
-/// Carries out `fate` for `msg` after `attempt`.
+/// Carries out `fate` for `msg` after `attempt`, whose run held `claim` on its job in the
+/// ledger, if the job takes one: an outcome is on record before it is announced, and a run
+/// that ends unfinished gives its claim back.
 pub(super) async fn apply(
     shared: &Shared,
     msg: &Delivery,
     attempt: &Attempt<'_>,
     fate: RunFate,
+    claim: Option<JobClaim>,
 ) -> Disposition {
     let k = attempt
         .envelope
@@ -59,13 +64,24 @@ pub(super) async fn apply(
             if let Some(f) = &follow_ups {
                 event.follow_ups = f.jobs.iter().map(|e| e.job_id.clone()).collect();
             }
+            if let Some(c) = &claim {
+                if let Err(instead) = record_outcome(shared, msg, attempt, c, &event).await {
+                    return instead;
+                }
+            }
             finish(shared, msg, attempt, follow_ups, event).await
         }
         Fate::RetryAfter(delay) => {
             metrics.jobs_retried.with_label_values(&[k]).inc();
+            if let Some(c) = claim {
+                c.release().await;
+            }
             calls::change_visibility(shared, msg, delay).await
         }
         Fate::Copy { delay, purpose } => {
+            if let Some(c) = claim {
+                c.release().await;
+            }
             let failures = match purpose {
                 Purpose::Retry => {
                     metrics.jobs_retried.with_label_values(&[k]).inc();
@@ -105,7 +121,112 @@ pub(super) async fn apply(
             };
             let failure = PendingDeadLetter::new(&error, reason, attempt.number);
             let event = failure_event(shared, msg, attempt, &failure);
+            if let Some(c) = &claim {
+                if let Err(instead) = record_outcome(shared, msg, attempt, c, &event).await {
+                    return instead;
+                }
+            }
             dead_letter_or_carry(shared, msg, attempt, failure, event).await
+        }
+    }
+}
+
+/// Writes the job's outcome to the ledger before it is announced. When it cannot be, what
+/// became of the message instead: left alone when another run holds the job now (it reports
+/// it); otherwise (the ledger did not take it while the message was held) the outcome is not
+/// announced, since it is not on record, and the job comes back on a copy, spending no
+/// attempt: its next run, on any worker, finds what this one created, recorded as it went,
+/// and reports it.
+async fn record_outcome(
+    shared: &Shared,
+    msg: &Delivery,
+    attempt: &Attempt<'_>,
+    claim: &JobClaim,
+    event: &JobEvent,
+) -> Result<(), Disposition> {
+    match claim.finish(shared, event).await {
+        Ok(()) => Ok(()),
+        Err(Unrecorded::Lost) => {
+            shared.metrics.ledger_leases_lost.inc();
+            tracing::warn!("the job's claim was lost to another run before its outcome was recorded; that run reports it");
+            Err(Disposition::Left)
+        }
+        Err(Unrecorded::NotTaken(e)) => {
+            shared.metrics.ledger_unavailable.inc();
+            let delay =
+                carry_forward_delay(msg.carried.copies, shared.config.fifo, shared.policy());
+            tracing::warn!(code = e.code_or_none(), error = %e.message, retry_in_s = delay.as_secs(), "cannot record the outcome in the ledger; the job comes back to be reported then");
+            let carried = Carried {
+                failures: attempt.number.saturating_sub(1),
+                runs: msg.earlier_runs().saturating_add(1),
+                progress: msg.progress.to_map(),
+                first_started_at: attempt.first_started_at,
+                ..next_copy(msg)
+            };
+            Err(copy_or_return(shared, msg, delay, &carried).await)
+        }
+    }
+}
+
+/// A delivery of a job whose ledger record says it is over: nothing runs. A success is
+/// announced again (the same event, so the same CloudEvents id) with its follow-ups sent
+/// first, as they may not all have been; a failure goes to the dead-letter queue with its
+/// recorded reason (its first delivery may have died before the copy) and is announced again.
+pub(super) async fn announce_recorded(
+    shared: &Shared,
+    msg: &Delivery,
+    envelope: &JobEnvelope,
+    record: Record,
+) -> Disposition {
+    let attempt = Attempt::of(msg, Some(envelope));
+    let Some(event) = record.outcome else {
+        let error = JobError::shoal(
+            ShoalCode::UnreadableRecord,
+            format!(
+                "the ledger records job {} as {}, but its outcome cannot be read",
+                record.job_id,
+                record.status.as_str()
+            ),
+        );
+        return apply(
+            shared,
+            msg,
+            &attempt,
+            Fate::DeadLetter(DeadLetterReason::Permanent, error),
+            None,
+        )
+        .await;
+    };
+    shared.metrics.ledger_outcomes_reannounced.inc();
+    tracing::info!(
+        status = event.status.as_str(),
+        "the job is over by its ledger record; announcing its outcome again, running nothing"
+    );
+    match (&event.status, &event.error) {
+        (JobStatus::Failed, Some(failed)) => {
+            let error = JobError {
+                class: failed.class,
+                code: failed.code.clone(),
+                operation: None,
+                message: failed.message.clone(),
+            };
+            let reason = if error.is(ShoalCode::AttemptsExhausted) {
+                DeadLetterReason::AttemptsExhausted
+            } else {
+                DeadLetterReason::Permanent
+            };
+            let failure = PendingDeadLetter::new(&error, reason, event.attempts);
+            dead_letter_or_carry(shared, msg, &attempt, failure, event).await
+        }
+        _ => {
+            let follow_ups = match &event.result {
+                Some(result) if !envelope.then.is_empty() => Some(FollowUps {
+                    parent: envelope,
+                    jobs: chain::expand(envelope, result),
+                }),
+                _ => None,
+            };
+            finish(shared, msg, &attempt, follow_ups, event).await
         }
     }
 }

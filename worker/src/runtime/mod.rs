@@ -9,7 +9,8 @@
 //!   copy, hold, dead-letter, carry forward, and the pauses of held calls;
 //! - [`calls`]: the SQS and SNS calls a delivery makes, each retried while the message is
 //!   held, deciding nothing: publish, delete, change visibility, release, copy, send to the
-//!   dead-letter queue, send a follow-up;
+//!   dead-letter queue, send a follow-up; and [`claim`], its calls to the job ledger: claim,
+//!   keep, record progress, record the outcome, give back;
 //! - the steps built from them: [`follow_ups`] (a chain's next jobs), [`announce_then_delete`]
 //!   (follow-ups, event, delete, in that order) and [`dead_letter`] (DLQ copy with its
 //!   reason, failure event, delete);
@@ -27,6 +28,7 @@ mod announce_then_delete;
 mod calls;
 mod carried;
 mod carry_out;
+mod claim;
 mod dead_letter;
 mod delivery;
 mod follow_ups;

@@ -18,6 +18,7 @@ use shoal_common::JobEnvelope;
 use tracing::Instrument;
 
 use super::carry_out::{self, RunFate};
+use super::claim::{self, Entry, JobClaim};
 use super::delivery::{Attempt, Delivery, Disposition};
 use super::settle::{settle, AttemptOutcome, DeadLetterReason, Fate, Purpose, Settle, Situation};
 use super::slots::{KindGate, WorkerSlots};
@@ -69,11 +70,21 @@ async fn deliver(
     slots: &mut WorkerSlots,
     span: &tracing::Span,
 ) -> Disposition {
-    if let Some(event) = msg.carried.outcome.clone() {
-        return carry_out::announce_carried(shared, msg, event).await;
-    }
-    if let Some(failure) = msg.carried.dead_letter.clone() {
-        return carry_out::dead_letter_carried(shared, msg, failure).await;
+    // What a copy carries can only be trusted where the ledger cannot speak: for a kind it
+    // records, it asks the ledger instead (the claim finds the recorded outcome).
+    if !ledger_speaks_for(shared, &msg.body) {
+        if let Some(event) = msg.carried.outcome.clone() {
+            return carry_out::announce_carried(shared, msg, event).await;
+        }
+        if let Some(failure) = msg.carried.dead_letter.clone() {
+            return carry_out::dead_letter_carried(shared, msg, failure).await;
+        }
+    } else if let Some(failure) = msg.carried.dead_letter.clone() {
+        // A failure the DLQ could not take yet: the ledger recorded it before the DLQ copy,
+        // so a pending dead-letter is trusted only where the ledger says the job failed.
+        if recorded_failed(shared, &msg.body).await {
+            return carry_out::dead_letter_carried(shared, msg, failure).await;
+        }
     }
     let envelope = match JobEnvelope::from_json(&msg.body) {
         Ok(envelope) => envelope,
@@ -125,60 +136,128 @@ async fn run_job(
         .released_while(shared.job_locks.lock(&envelope.job_id))
         .await;
     let mut kind_slot = KindGate::new(shared.kind_slots.get(&kind).cloned());
+    let ledger = cfg.ledger.as_ref().filter(|_| kind.takes_lease());
+    let mut job_claim: Option<JobClaim> = None;
     // Runs of the handler in this delivery (on FIFO, a wait or retry runs it again here).
     let mut runs_here = 0u32;
     loop {
-        let outcome = if kind_slot.try_enter() {
-            attempt.started_at = Utc::now();
-            if attempt.first_started_at.is_none() {
-                attempt.first_started_at = msg.first_started_at(attempt.started_at);
+        let gate = if !kind_slot.try_enter() {
+            // Holding the message while its kind is saturated would starve other kinds.
+            Err(AttemptOutcome::KindBusy)
+        } else {
+            match (ledger, &job_claim) {
+                (Some(ledger), None) => {
+                    match claim::claim(shared, ledger, envelope, attempt.number).await {
+                        Entry::Granted(granted) => {
+                            msg.progress.adopt(granted.progress());
+                            job_claim = Some(granted);
+                            Ok(())
+                        }
+                        Entry::HeldElsewhere(left) => {
+                            metrics.ledger_claims_refused.inc();
+                            tracing::info!(
+                                held_for_ms = left.as_millis() as u64,
+                                "another run holds this job; set aside"
+                            );
+                            Err(AttemptOutcome::NotClaimed(Some(left)))
+                        }
+                        Entry::Unavailable(e) => {
+                            metrics.ledger_unavailable.inc();
+                            tracing::warn!(code = e.code_or_none(), error = %e.message, "cannot claim the job: the ledger does not answer; nothing is created");
+                            Err(AttemptOutcome::NotClaimed(None))
+                        }
+                        Entry::Finished(record) => {
+                            return carry_out::announce_recorded(shared, msg, envelope, *record)
+                                .await
+                        }
+                    }
+                }
+                _ => Ok(()),
             }
-            if let Some(enqueued_at) = msg.enqueued_at {
-                let wait_ms = (attempt.started_at - enqueued_at).num_milliseconds().max(0);
-                metrics
-                    .job_queue_wait
-                    .with_label_values(&[k])
-                    .observe(wait_ms as f64 / 1000.0);
-                tracing::Span::current().record("queue_wait_ms", wait_ms);
-            }
-            let ctx = JobContext {
-                job_id: envelope.job_id.clone(),
-                kind,
-                attempt: attempt.number,
-                max_attempts: cfg.max_attempts,
-                earlier_runs: msg.earlier_runs().saturating_add(runs_here) > 0,
-                received_at: msg.received_at,
-                lease: lease.clone(),
-                progress: msg.progress.clone(),
-                worker_id: shared.worker_id.clone(),
-                clients: shared.clients.clone(),
-                enqueued_at: msg.enqueued_at,
-                started_at: attempt.started_at,
-            };
-            let Some(run) = shared.registry.run(ctx, envelope.job.clone()) else {
-                let error = JobError::shoal(
-                    ShoalCode::NoHandler,
-                    format!("this worker has no handler for `{kind}` jobs"),
-                );
-                return refuse(shared, msg, &attempt, error, DeadLetterReason::NoHandler).await;
-            };
-            runs_here += 1;
-            match run_handler(shared, k, run).await {
-                Ok(Outcome::Done(value)) => AttemptOutcome::Done(value),
-                Ok(Outcome::CheckAgainAfter(delay)) => AttemptOutcome::CheckAgain(delay),
-                Err(error) => {
-                    let error = not_yet_for_a_follow_up(shared, msg, envelope, error);
+        };
+        let outcome = match gate {
+            Err(not_run) => not_run,
+            Ok(()) => {
+                attempt.started_at = Utc::now();
+                if attempt.first_started_at.is_none() {
+                    attempt.first_started_at = msg.first_started_at(attempt.started_at);
+                }
+                if let Some(enqueued_at) = msg.enqueued_at {
+                    let wait_ms = (attempt.started_at - enqueued_at).num_milliseconds().max(0);
                     metrics
-                        .jobs_failed
-                        .with_label_values(&[k, error.class.as_str()])
-                        .inc();
-                    tracing::info!(error = %error, code = ?error.code, "attempt failed");
-                    AttemptOutcome::Failed(error)
+                        .job_queue_wait
+                        .with_label_values(&[k])
+                        .observe(wait_ms as f64 / 1000.0);
+                    tracing::Span::current().record("queue_wait_ms", wait_ms);
+                }
+                let ctx = JobContext {
+                    job_id: envelope.job_id.clone(),
+                    kind,
+                    attempt: attempt.number,
+                    max_attempts: cfg.max_attempts,
+                    earlier_runs: msg.earlier_runs().saturating_add(runs_here) > 0
+                        || job_claim.as_ref().is_some_and(|c| c.fence() > 1),
+                    received_at: msg.received_at,
+                    lease: match &job_claim {
+                        Some(c) => lease.with_ledger(c.until_ms()),
+                        None => lease.clone(),
+                    },
+                    progress: msg.progress.clone(),
+                    worker_id: shared.worker_id.clone(),
+                    clients: shared.clients.clone(),
+                    enqueued_at: msg.enqueued_at,
+                    started_at: attempt.started_at,
+                };
+                let Some(run) = shared.registry.run(ctx, envelope.job.clone()) else {
+                    let error = JobError::shoal(
+                        ShoalCode::NoHandler,
+                        format!("this worker has no handler for `{kind}` jobs"),
+                    );
+                    return refuse(shared, msg, &attempt, error, DeadLetterReason::NoHandler).await;
+                };
+                runs_here += 1;
+                let ran = match &job_claim {
+                    None => run_handler(shared, k, run).await,
+                    Some(c) => {
+                        // The ledger's lease is kept up for as long as the handler runs.
+                        let keeper = c.keep(cfg.visibility_timeout);
+                        let handler = run_handler(shared, k, run);
+                        tokio::pin!(keeper, handler);
+                        let mut kept = true;
+                        loop {
+                            tokio::select! {
+                                r = &mut handler => break r,
+                                _ = &mut keeper, if kept => kept = false,
+                            }
+                        }
+                    }
+                };
+                // What the run created goes on record before anything else, for the next run on
+                // any worker.
+                if let Some(c) = job_claim.as_mut() {
+                    if c.record_progress(shared, msg.progress.to_map())
+                        .await
+                        .is_err()
+                    {
+                        metrics.ledger_leases_lost.inc();
+                        tracing::warn!("the job's claim was lost to another run; this delivery records nothing more");
+                        return Disposition::Left;
+                    }
+                }
+                match ran {
+                    Ok(Outcome::Done(value)) => AttemptOutcome::Done(value),
+                    Ok(Outcome::CheckAgainAfter(delay)) => AttemptOutcome::CheckAgain(delay),
+                    Err(error) => {
+                        let error = not_yet_for_a_follow_up(shared, msg, envelope, error);
+                        metrics
+                            .jobs_failed
+                            .with_label_values(&[k, error.class.as_str()])
+                            .inc();
+                        tracing::info!(error = %error, code = ?error.code, "attempt failed");
+                        AttemptOutcome::Failed(error)
+                    }
                 }
             }
-        } else {
-            // Holding the message while its kind is saturated would starve other kinds.
-            AttemptOutcome::KindBusy
         };
         let situation = Situation {
             outcome,
@@ -188,13 +267,22 @@ async fn run_job(
             new_progress: msg.progress.changed(),
         };
         match settle(situation, policy) {
-            Settle::Let(fate) => return carry_out::apply(shared, msg, &attempt, fate).await,
+            Settle::Let(fate) => {
+                return carry_out::apply(shared, msg, &attempt, fate, job_claim).await
+            }
             Settle::HoldAndRunAgain { after, purpose } => {
-                if purpose == Purpose::Retry {
-                    attempt.number = attempt.number.saturating_add(1);
-                    metrics.jobs_retried.with_label_values(&[k]).inc();
-                } else {
-                    metrics.jobs_waiting.with_label_values(&[k]).inc();
+                match purpose {
+                    Purpose::Retry => {
+                        attempt.number = attempt.number.saturating_add(1);
+                        metrics.jobs_retried.with_label_values(&[k]).inc();
+                    }
+                    Purpose::Wait => metrics.jobs_waiting.with_label_values(&[k]).inc(),
+                    Purpose::Defer => metrics.jobs_deferred.with_label_values(&[k]).inc(),
+                }
+                // The job is not this process's while it waits: the claim goes back, and is
+                // taken again before the next run.
+                if let Some(c) = job_claim.take() {
+                    c.release().await;
                 }
                 // A FIFO job waiting for EC2 blocks its group, not the worker.
                 slots.released_while(tokio::time::sleep(after)).await;
@@ -240,7 +328,26 @@ async fn refuse(
     reason: DeadLetterReason,
 ) -> Disposition {
     let fate: RunFate = Fate::DeadLetter(reason, error);
-    carry_out::apply(shared, msg, attempt, fate).await
+    carry_out::apply(shared, msg, attempt, fate, None).await
+}
+
+/// Whether the job ledger records jobs of the kind `body` names: then what a copy of its
+/// message carries is not taken on its word.
+fn ledger_speaks_for(shared: &Shared, body: &str) -> bool {
+    shared.config.ledger.is_some()
+        && JobEnvelope::from_json(body).is_ok_and(|e| e.kind().takes_lease())
+}
+
+/// Whether the ledger records the job of `body` as failed (a pending dead-letter of it is
+/// then the worker's own, not a sender's).
+async fn recorded_failed(shared: &Shared, body: &str) -> bool {
+    let (Some(ledger), Ok(envelope)) = (&shared.config.ledger, JobEnvelope::from_json(body)) else {
+        return false;
+    };
+    matches!(
+        ledger.get(envelope.job_id.as_str()).await,
+        Ok(Some(record)) if record.status == shoal_common::ledger::Status::Failed
+    )
 }
 
 /// Runs a handler's future, with its metrics, turning a panic into a failure.

@@ -32,6 +32,9 @@ use crate::retry::retry_delay;
 /// SQS's longest per-message delay, the most a copy can be held back.
 pub const MAX_COPY_DELAY: Duration = Duration::from_secs(900);
 
+/// The shortest wait before a job that could not be claimed is looked at again.
+pub const MIN_CLAIM_RETRY: Duration = Duration::from_secs(1);
+
 /// The longest pause between tries of a call retried while the message is held.
 pub const MAX_HOLD_PAUSE: Duration = Duration::from_secs(10);
 
@@ -64,6 +67,10 @@ pub enum AttemptOutcome<R, E> {
     Failed(E),
     /// Not started: the kind is at its concurrency limit in this worker.
     KindBusy,
+    /// Not started: the job could not be claimed in the ledger, because another run holds
+    /// its lease until this long from now (`Some`), or because the ledger did not answer
+    /// (`None`). Nothing may be created without the claim, and it is no attempt.
+    NotClaimed(Option<Duration>),
 }
 
 /// Everything [`settle`] decides from.
@@ -172,6 +179,21 @@ pub fn settle<R, E: Classified>(s: Situation<R, E>, policy: Policy) -> Settle<R,
             retry_delay(1, policy.retry_base, policy.retry_max),
             Purpose::Defer,
         ),
+        // Look again when the other run's lease ends (it may finish first), or after a
+        // backoff while the ledger does not answer.
+        NotClaimed(held_for) => {
+            let after = held_for
+                .unwrap_or_else(|| retry_delay(1, policy.retry_base, policy.retry_max))
+                .max(MIN_CLAIM_RETRY);
+            if s.fifo {
+                Settle::HoldAndRunAgain {
+                    after,
+                    purpose: Purpose::Defer,
+                }
+            } else {
+                copy(after, Purpose::Defer)
+            }
+        }
         Failed(e) => match e.class() {
             ErrorClass::Permanent => Settle::Let(Fate::DeadLetter(DeadLetterReason::Permanent, e)),
             ErrorClass::Transient if s.attempt >= s.max_attempts => {
@@ -345,6 +367,40 @@ mod tests {
                     ..situation(KindBusy)
                 },
                 |s| s == Settle::HoldForSlot,
+            ),
+            (
+                "held elsewhere: a deferred copy when the other run's lease ends, no attempt spent",
+                Situation {
+                    attempt: 3,
+                    ..situation(NotClaimed(Some(SECS(12))))
+                },
+                |s| s == copy(SECS(12), Purpose::Defer),
+            ),
+            (
+                "held elsewhere, its lease about to end: looked at again after a second at least",
+                situation(NotClaimed(Some(Duration::ZERO))),
+                |s| s == copy(MIN_CLAIM_RETRY, Purpose::Defer),
+            ),
+            (
+                "the ledger does not answer: a deferred copy after a backoff, no attempt spent",
+                Situation {
+                    attempt: 3,
+                    ..situation(NotClaimed(None))
+                },
+                |s| matches!(s, Settle::Let(Fate::Copy { delay, purpose: Purpose::Defer }) if delay >= SECS(1) && delay <= SECS(3)),
+            ),
+            (
+                "not claimed on FIFO: hold and try the claim again",
+                Situation {
+                    fifo: true,
+                    ..situation(NotClaimed(Some(SECS(7))))
+                },
+                |s| {
+                    s == Settle::HoldAndRunAgain {
+                        after: SECS(7),
+                        purpose: Purpose::Defer,
+                    }
+                },
             ),
             (
                 "permanent failure: dead-letter at once, with its error",

@@ -1,0 +1,215 @@
+//! A delivery's claim on its job in the job ledger ([`shoal_common::ledger`]), for the kinds
+//! that take one ([`shoal_common::JobKind::takes_lease`]): taking it before the handler runs,
+//! keeping it up while the handler runs (with the message's visibility, as the heartbeat
+//! keeps that), recording what the run created as soon as the run returns, writing the
+//! outcome before it is announced, and giving the claim back when the run ends unfinished.
+//!
+//! These are the ledger's calls and decide nothing: a claim that is refused, a ledger that
+//! does not answer, a claim that was lost, each goes back to the caller as what it is, and
+//! [`settle`](super::settle) decides what follows. Calls that fail transiently are retried
+//! while the delivery holds the message, pausing as [`hold_pause`] says.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use shoal_common::error::{Error, ErrorClass};
+use shoal_common::event::JobEvent;
+use shoal_common::ledger::{self, Claim, JobRef, LedgerError, Record};
+use shoal_common::JobEnvelope;
+use tokio::time::Instant;
+
+use super::settle::hold_pause;
+use super::Shared;
+
+/// What asking for the claim came to.
+pub(super) enum Entry {
+    /// The job is this delivery's.
+    Granted(JobClaim),
+    /// Another run holds it, for this long yet.
+    HeldElsewhere(Duration),
+    /// The ledger did not answer: no claim, so nothing may be created.
+    Unavailable(Error),
+    /// The job is over: its record says how.
+    Finished(Box<Record>),
+}
+
+/// Why an outcome was not recorded.
+pub(super) enum Unrecorded {
+    /// Another run holds the job now: this one records and announces nothing.
+    Lost,
+    /// The ledger did not take it while the delivery held the message.
+    NotTaken(Error),
+}
+
+/// This delivery's claim on its job.
+pub(super) struct JobClaim {
+    ledger: ledger::Ledger,
+    lease: ledger::Lease,
+    /// The lease's expiry in milliseconds since the epoch, shared with the handler's
+    /// [`Lease`](crate::handler::Lease): 0 once lost.
+    until_ms: Arc<AtomicI64>,
+    /// The progress as last written, so an unchanged one is not written again.
+    recorded: Map<String, Value>,
+}
+
+/// Claims `envelope`'s job for this worker, for as long as the message stays invisible.
+pub(super) async fn claim(
+    shared: &Shared,
+    ledger: &ledger::Ledger,
+    envelope: &JobEnvelope,
+    attempt: u32,
+) -> Entry {
+    let job = JobRef {
+        job_id: &envelope.job_id,
+        kind: envelope.kind(),
+        chain_id: envelope.chain_id(),
+        parent_job_id: envelope.parent_job_id.as_ref(),
+        attempt,
+    };
+    let give_up_at = Instant::now()
+        + shared
+            .config
+            .announce_hold
+            .min(shared.config.visibility_timeout / 2);
+    let mut tries = 0;
+    loop {
+        match ledger
+            .claim(job, &shared.worker_id, shared.config.visibility_timeout)
+            .await
+        {
+            Ok(Claim::Granted(lease)) => {
+                return Entry::Granted(JobClaim {
+                    ledger: ledger.clone(),
+                    until_ms: Arc::new(AtomicI64::new(lease.until.timestamp_millis())),
+                    recorded: lease.progress.clone(),
+                    lease,
+                })
+            }
+            Ok(Claim::HeldElsewhere { until, .. }) => {
+                let left = (until - chrono::Utc::now()).to_std().unwrap_or_default();
+                return Entry::HeldElsewhere(left);
+            }
+            Ok(Claim::Finished(record)) => return Entry::Finished(record),
+            Err(e) if e.class == ErrorClass::Transient && Instant::now() < give_up_at => {
+                tracing::info!(
+                    code = e.code_or_none(),
+                    "cannot claim the job in the ledger yet; retrying"
+                );
+                tokio::time::sleep(hold_pause(tries).min(give_up_at - Instant::now())).await;
+                tries += 1;
+            }
+            Err(e) => return Entry::Unavailable(e),
+        }
+    }
+}
+
+impl JobClaim {
+    /// What earlier runs recorded, on any worker.
+    pub fn progress(&self) -> Map<String, Value> {
+        self.lease.progress.clone()
+    }
+
+    /// Claims of the job so far, this one included: more than one means an earlier run
+    /// may have created something.
+    pub fn fence(&self) -> u64 {
+        self.lease.fence
+    }
+
+    /// The lease's expiry, for the handler's lease.
+    pub fn until_ms(&self) -> Arc<AtomicI64> {
+        self.until_ms.clone()
+    }
+
+    /// Keeps the lease up for as long as the future runs (the caller races it against the
+    /// handler): extended a few times per visibility timeout. It returns only when the lease
+    /// is lost; then the handler's lease reads none left, and it creates nothing more.
+    pub async fn keep(&self, lease_for: Duration) {
+        let tick = (lease_for / 3).max(Duration::from_millis(200));
+        loop {
+            tokio::time::sleep(tick).await;
+            match self.ledger.extend(&self.lease, lease_for).await {
+                Ok(until) => self
+                    .until_ms
+                    .store(until.timestamp_millis(), Ordering::Relaxed),
+                Err(LedgerError::LeaseLost(_)) => {
+                    tracing::warn!("the job's ledger lease was lost to another run");
+                    self.until_ms.store(0, Ordering::Relaxed);
+                    return;
+                }
+                // The lease runs down meanwhile; the next tick tries again.
+                Err(LedgerError::Call(e)) => {
+                    tracing::warn!(code = e.code_or_none(), error = %e.message, "cannot extend the job's ledger lease");
+                }
+            }
+        }
+    }
+
+    /// Records `progress` if it changed since last written. `Err` when the claim is lost:
+    /// another run holds the job, and this one must record nothing more. A ledger that does
+    /// not answer leaves the progress on the message's copy alone.
+    pub async fn record_progress(
+        &mut self,
+        shared: &Shared,
+        progress: Map<String, Value>,
+    ) -> Result<(), Unrecorded> {
+        if progress == self.recorded {
+            return Ok(());
+        }
+        match self
+            .retried(shared, || {
+                self.ledger.record_progress(&self.lease, &progress)
+            })
+            .await
+        {
+            Ok(()) => {
+                self.recorded = progress;
+                Ok(())
+            }
+            Err(Unrecorded::NotTaken(e)) => {
+                tracing::warn!(code = e.code_or_none(), error = %e.message, "cannot record the job's progress in the ledger");
+                Ok(())
+            }
+            Err(lost) => Err(lost),
+        }
+    }
+
+    /// Records the job's outcome, before it is announced.
+    pub async fn finish(&self, shared: &Shared, event: &JobEvent) -> Result<(), Unrecorded> {
+        self.retried(shared, || self.ledger.finish(&self.lease, event))
+            .await
+    }
+
+    /// Gives the claim back: the run ended unfinished. One try: a claim not given back
+    /// lapses by itself when its lease ends.
+    pub async fn release(self) {
+        if let Err(e) = self.ledger.release(&self.lease).await {
+            tracing::info!(error = %e, "cannot give the claim back; it lapses when its lease ends");
+        }
+    }
+
+    /// Runs a fenced write until it is done, the claim is lost, or the delivery has retried
+    /// it for `announce_hold`.
+    async fn retried<F, Fut>(&self, shared: &Shared, mut write: F) -> Result<(), Unrecorded>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), LedgerError>>,
+    {
+        let give_up_at = Instant::now() + shared.config.announce_hold;
+        let mut tries = 0;
+        loop {
+            match write().await {
+                Ok(()) => return Ok(()),
+                Err(LedgerError::LeaseLost(_)) => return Err(Unrecorded::Lost),
+                Err(LedgerError::Call(e))
+                    if e.class == ErrorClass::Transient && Instant::now() < give_up_at =>
+                {
+                    tokio::time::sleep(hold_pause(tries).min(give_up_at - Instant::now())).await;
+                    tries += 1;
+                }
+                Err(LedgerError::Call(e)) => return Err(Unrecorded::NotTaken(e)),
+            }
+        }
+    }
+}
