@@ -11,7 +11,7 @@ release build of shoal-worker:
     messages (no events), so the figures read as ratios, not machine-dependent absolutes;
   - the floor Shoal is measured against: the AWS SDK for Rust making exactly the worker's
     calls per ten jobs (receive ten, publish ten events of Shoal's size, delete ten) with the
-    worker's own clients and nothing else (worker/examples/sdk_floor.rs). The worker's CPU
+    worker's own clients and nothing else (bench/src/bin/sdk-floor.rs). The worker's CPU
     per job over the floor's is what Shoal itself costs on top of the SDK.
 
 Usage: scripts/bench (which builds and sets SHOAL_BIN_DIR), or
@@ -251,7 +251,7 @@ class Bench:
         self.enqueue_canaries(stack, jobs)
 
         def run(n):
-            proc = subprocess.Popen([os.path.join(BIN, "examples", "sdk_floor")],
+            proc = subprocess.Popen([os.path.join(BIN, "sdk-floor")],
                                     env={**self.env, "SHOAL_QUEUE_URL": stack["SHOAL_QUEUE_URL"],
                                          "SHOAL_TOPIC_ARN": stack["SHOAL_TOPIC_ARN"],
                                          "SHOAL_FLOOR_JOBS": str(n)})

@@ -4,11 +4,11 @@
 //! `PublishBatch` of ten completion events of Shoal's own size, one `DeleteMessageBatch`.
 //! No validation, no handler, no heartbeat, no metrics endpoint, no retries of its own.
 //! The worker's CPU per job over this loop's is what Shoal itself costs on top of the SDK.
-//! Not shipped: an example, built by `scripts/bench`.
+//! Not shipped: built by `scripts/bench`, beside the worker.
 //!
 //! ```sh
 //! SHOAL_QUEUE_URL=… SHOAL_TOPIC_ARN=… SHOAL_FLOOR_JOBS=10000 \
-//!   cargo run --release -p shoal-worker --example sdk_floor
+//!   cargo run --release -p shoal-bench --bin sdk-floor
 //! ```
 
 use std::collections::HashMap;
