@@ -1,6 +1,6 @@
 //! The AWS SDK's own floor, for `scripts/bench`: a bare loop that makes exactly the worker's
 //! calls per ten jobs, with the same SDK clients the worker builds (instrumented, bounded
-//! attempts, one runtime thread), and nothing else: one `ReceiveMessage` of ten, one
+//! attempts, one runtime thread, the same allocator), and nothing else: one `ReceiveMessage` of ten, one
 //! `PublishBatch` of ten completion events of Shoal's own size, one `DeleteMessageBatch`.
 //! No validation, no handler, no heartbeat, no metrics endpoint, no retries of its own.
 //! The worker's CPU per job over this loop's is what Shoal itself costs on top of the SDK.
@@ -19,6 +19,10 @@ use chrono::Utc;
 use shoal_common::aws::{load_sdk_config, AwsClients};
 use shoal_common::event::{CloudEvent, EventSource, JobEvent, JobStatus};
 use shoal_common::metrics::Metrics;
+
+/// The worker's allocator: the floor is to differ from the worker only in Shoal's own work.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let queue_url = std::env::var("SHOAL_QUEUE_URL")?;
