@@ -969,14 +969,25 @@ async fn a_ledger_outage_creates_nothing_spends_no_attempt_and_every_job_complet
     let outage_ends = Instant::now() + outage;
     let ids: Vec<String> = (0..2).map(|i| format!("ledger-down-{i}")).collect();
     for id in &ids {
-        enqueue(&t, snapshot_of(&instance, false), id, &SendOptions::default()).await;
+        enqueue(
+            &t,
+            snapshot_of(&instance, false),
+            id,
+            &SendOptions::default(),
+        )
+        .await;
     }
     let mut config = t.worker_config("w");
     config.max_attempts = 2;
     config.ledger = Some(ledger);
     let worker = start(&proxy, config, registry_with(ec2_settings())).await;
 
-    assert_no_event_during(&t, outage, "nothing is announced while no job can be claimed").await;
+    assert_no_event_during(
+        &t,
+        outage,
+        "nothing is announced while no job can be claimed",
+    )
+    .await;
     for id in &ids {
         assert_eq!(
             proxy.creates_with("CreateSnapshot", id),
@@ -993,9 +1004,17 @@ async fn a_ledger_outage_creates_nothing_spends_no_attempt_and_every_job_complet
             e.iter().all(|e| e.status == JobStatus::Succeeded),
             "{id}: {e:?}"
         );
-        assert_eq!(proxy.creates_with("CreateSnapshot", id), 2, "{id}: one per volume");
+        assert_eq!(
+            proxy.creates_with("CreateSnapshot", id),
+            2,
+            "{id}: one per volume"
+        );
     }
-    assert_eq!(t.depth(&t.stack.dlq_url).await, 0, "the outage dead-lettered nothing");
+    assert_eq!(
+        t.depth(&t.stack.dlq_url).await,
+        0,
+        "the outage dead-lettered nothing"
+    );
     assert!(worker.metrics.ledger_unavailable.get() >= 1);
     worker.stop().await;
 }

@@ -156,14 +156,7 @@ async fn record_outcome(
             let delay =
                 carry_forward_delay(msg.carried.copies, shared.config.fifo, shared.policy());
             tracing::warn!(code = e.code_or_none(), error = %e.message, retry_in_s = delay.as_secs(), "cannot record the outcome in the ledger; the job comes back to be reported then");
-            let carried = Carried {
-                failures: attempt.number.saturating_sub(1),
-                runs: msg.earlier_runs().saturating_add(1),
-                progress: msg.progress.to_map(),
-                first_started_at: attempt.first_started_at,
-                ..next_copy(msg)
-            };
-            Err(copy_or_return(shared, msg, delay, &carried).await)
+            Err(copy_or_return(shared, msg, delay, &same_attempt_again(msg, attempt)).await)
         }
     }
 }
@@ -295,14 +288,13 @@ pub(super) async fn release_stopped(shared: &Shared, msg: &Delivery, attempt: &A
     match after_stop(msg.progress.changed(), shared.config.fifo) {
         AfterStop::Resume => {
             // Being stopped is not the job's failure: the next delivery runs the same attempt.
-            let carried = Carried {
-                failures: attempt.number.saturating_sub(1),
-                runs: msg.earlier_runs().saturating_add(1),
-                progress: msg.progress.to_map(),
-                first_started_at: attempt.first_started_at,
-                ..next_copy(msg)
-            };
-            copy_or_return(shared, msg, Duration::ZERO, &carried).await;
+            copy_or_return(
+                shared,
+                msg,
+                Duration::ZERO,
+                &same_attempt_again(msg, attempt),
+            )
+            .await;
         }
         AfterStop::Release => calls::release(shared, std::iter::once(msg)).await,
     }
@@ -381,6 +373,19 @@ async fn carry_unannounced(
         ..next_copy(msg)
     };
     copy_or_return(shared, msg, delay, &carried).await
+}
+
+/// The record of a copy whose next delivery runs `attempt` again, knowing what this run
+/// recorded: the run ended through no failure of the job's (a stop, an outcome the ledger
+/// would not take).
+fn same_attempt_again(msg: &Delivery, attempt: &Attempt<'_>) -> Carried {
+    Carried {
+        failures: attempt.number.saturating_sub(1),
+        runs: msg.earlier_runs().saturating_add(1),
+        progress: msg.progress.to_map(),
+        first_started_at: attempt.first_started_at,
+        ..next_copy(msg)
+    }
 }
 
 /// The next copy's record, before what the caller sets: one more copy, nothing else.
