@@ -12,6 +12,7 @@ use aws_sdk_sqs::operation::send_message::builders::SendMessageFluentBuilder;
 use aws_sdk_sqs::types::MessageAttributeValue;
 use shoal_common::error::{classify_sdk_error, Error, ErrorClass, ShoalCode};
 use shoal_common::event::{CloudEvent, JobEvent};
+use shoal_common::ledger::LedgerError;
 use shoal_common::queue::{attribute_value, job_attributes, senders_attributes, CARRIED_STATE};
 use shoal_common::telemetry;
 use shoal_common::JobEnvelope;
@@ -27,25 +28,70 @@ use crate::retry::MAX_VISIBILITY;
 /// SQS allows ten message attributes.
 const MAX_ATTRIBUTES: usize = 10;
 
-/// Runs `call` until it succeeds, fails permanently, or the delivery has retried it for
+/// A failure a call held by a delivery may be tried again after.
+pub(super) trait Retryable {
+    /// Whether trying again may help.
+    fn is_transient(&self) -> bool;
+    /// The code, for the log.
+    fn code_or_none(&self) -> &str;
+}
+
+impl Retryable for Error {
+    fn is_transient(&self) -> bool {
+        self.class == ErrorClass::Transient
+    }
+
+    fn code_or_none(&self) -> &str {
+        Error::code_or_none(self)
+    }
+}
+
+/// A lost lease is the ledger's final word; a call that did not go through may be retried.
+impl Retryable for LedgerError {
+    fn is_transient(&self) -> bool {
+        matches!(self, LedgerError::Call(e) if e.class == ErrorClass::Transient)
+    }
+
+    fn code_or_none(&self) -> &str {
+        match self {
+            LedgerError::LeaseLost(_) => "LeaseLost",
+            LedgerError::Call(e) => e.code_or_none(),
+        }
+    }
+}
+
+/// Runs `call` until it succeeds, fails for good, or the delivery has retried it for
 /// `announce_hold` (the heartbeat keeps the message meanwhile); the last error otherwise.
-pub(super) async fn while_held<T, F, Fut>(
+pub(super) async fn while_held<T, E, F, Fut>(
     shared: &Shared,
     what: &'static str,
-    mut call: F,
-) -> Result<T, Error>
+    call: F,
+) -> Result<T, E>
 where
+    E: Retryable,
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, Error>>,
+    Fut: std::future::Future<Output = Result<T, E>>,
 {
-    let give_up_at = Instant::now() + shared.config.announce_hold;
+    while_held_for(what, shared.config.announce_hold, call).await
+}
+
+/// [`while_held`], retrying for `hold` at most.
+pub(super) async fn while_held_for<T, E, F, Fut>(
+    what: &'static str,
+    hold: Duration,
+    mut call: F,
+) -> Result<T, E>
+where
+    E: Retryable,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let give_up_at = Instant::now() + hold;
     let mut tries = 0;
     loop {
         match call().await {
             Ok(value) => return Ok(value),
-            Err(e) if e.class == ErrorClass::Permanent || Instant::now() >= give_up_at => {
-                return Err(e)
-            }
+            Err(e) if !e.is_transient() || Instant::now() >= give_up_at => return Err(e),
             Err(e) => {
                 tracing::info!(
                     code = e.code_or_none(),

@@ -7,21 +7,19 @@
 //! These are the ledger's calls and decide nothing: a claim that is refused, a ledger that
 //! does not answer, a claim that was lost, each goes back to the caller as what it is, and
 //! [`settle`](super::settle) decides what follows. Calls that fail transiently are retried
-//! while the delivery holds the message, pausing as [`hold_pause`] says.
+//! while the delivery holds the message, as every held call is (`calls::while_held`).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::calls::{while_held, while_held_for};
+use super::Shared;
 use serde_json::{Map, Value};
-use shoal_common::error::{Error, ErrorClass};
+use shoal_common::error::Error;
 use shoal_common::event::JobEvent;
 use shoal_common::ledger::{self, Claim, JobRef, LedgerError, Record};
 use shoal_common::JobEnvelope;
-use tokio::time::Instant;
-
-use super::settle::hold_pause;
-use super::Shared;
 
 /// What asking for the claim came to.
 pub(super) enum Entry {
@@ -68,40 +66,28 @@ pub(super) async fn claim(
         parent_job_id: envelope.parent_job_id.as_ref(),
         attempt,
     };
-    let give_up_at = Instant::now()
-        + shared
-            .config
-            .announce_hold
-            .min(shared.config.visibility_timeout / 2);
-    let mut tries = 0;
-    loop {
-        match ledger
-            .claim(job, &shared.worker_id, shared.config.visibility_timeout)
-            .await
-        {
-            Ok(Claim::Granted(lease)) => {
-                return Entry::Granted(JobClaim {
-                    ledger: ledger.clone(),
-                    until_ms: Arc::new(AtomicI64::new(lease.until.timestamp_millis())),
-                    recorded: lease.progress.clone(),
-                    lease,
-                })
-            }
-            Ok(Claim::HeldElsewhere { until, .. }) => {
-                let left = (until - chrono::Utc::now()).to_std().unwrap_or_default();
-                return Entry::HeldElsewhere(left);
-            }
-            Ok(Claim::Finished(record)) => return Entry::Finished(record),
-            Err(e) if e.class == ErrorClass::Transient && Instant::now() < give_up_at => {
-                tracing::info!(
-                    code = e.code_or_none(),
-                    "cannot claim the job in the ledger yet; retrying"
-                );
-                tokio::time::sleep(hold_pause(tries).min(give_up_at - Instant::now())).await;
-                tries += 1;
-            }
-            Err(e) => return Entry::Unavailable(e),
+    // Retried no longer than half a visibility timeout: the message must not lapse to
+    // another worker while this one waits for its claim.
+    let hold = shared
+        .config
+        .announce_hold
+        .min(shared.config.visibility_timeout / 2);
+    let claimed = while_held_for("claim the job in the ledger", hold, || {
+        ledger.claim(job, &shared.worker_id, shared.config.visibility_timeout)
+    })
+    .await;
+    match claimed {
+        Ok(Claim::Granted(lease)) => Entry::Granted(JobClaim {
+            ledger: ledger.clone(),
+            until_ms: Arc::new(AtomicI64::new(lease.until.timestamp_millis())),
+            recorded: lease.progress.clone(),
+            lease,
+        }),
+        Ok(Claim::HeldElsewhere { until, .. }) => {
+            Entry::HeldElsewhere((until - chrono::Utc::now()).to_std().unwrap_or_default())
         }
+        Ok(Claim::Finished(record)) => Entry::Finished(record),
+        Err(e) => Entry::Unavailable(e),
     }
 }
 
@@ -191,25 +177,15 @@ impl JobClaim {
 
     /// Runs a fenced write until it is done, the claim is lost, or the delivery has retried
     /// it for `announce_hold`.
-    async fn retried<F, Fut>(&self, shared: &Shared, mut write: F) -> Result<(), Unrecorded>
+    async fn retried<F, Fut>(&self, shared: &Shared, write: F) -> Result<(), Unrecorded>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<(), LedgerError>>,
     {
-        let give_up_at = Instant::now() + shared.config.announce_hold;
-        let mut tries = 0;
-        loop {
-            match write().await {
-                Ok(()) => return Ok(()),
-                Err(LedgerError::LeaseLost(_)) => return Err(Unrecorded::Lost),
-                Err(LedgerError::Call(e))
-                    if e.class == ErrorClass::Transient && Instant::now() < give_up_at =>
-                {
-                    tokio::time::sleep(hold_pause(tries).min(give_up_at - Instant::now())).await;
-                    tries += 1;
-                }
-                Err(LedgerError::Call(e)) => return Err(Unrecorded::NotTaken(e)),
-            }
+        match while_held(shared, "write to the ledger", write).await {
+            Ok(()) => Ok(()),
+            Err(LedgerError::LeaseLost(_)) => Err(Unrecorded::Lost),
+            Err(LedgerError::Call(e)) => Err(Unrecorded::NotTaken(e)),
         }
     }
 }
