@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use shoal_common::error::ShoalCode;
 use shoal_common::event::{JobEvent, JobStatus};
-use shoal_common::job::chain;
+use shoal_common::job::{chain, ContractError};
 use shoal_common::ledger::Record;
 use shoal_common::metrics::UNKNOWN_KIND;
 use shoal_common::JobEnvelope;
@@ -229,10 +229,11 @@ pub(super) async fn announce_recorded(
 pub(super) async fn announce_carried(
     shared: &Shared,
     msg: &Delivery,
+    decoded: &Result<JobEnvelope, ContractError>,
     event: JobEvent,
 ) -> Disposition {
     tracing::info!(job_id = ?event.job_id, copies = msg.carried.copies, "announcing a carried outcome; the job does not run again");
-    let envelope = match JobEnvelope::from_json(&msg.body) {
+    let envelope = match decoded {
         Ok(envelope) => Some(envelope),
         Err(e) if msg.carried.follow_ups_pending => {
             // The follow-ups can be built only from the body: announce what the job did, and
@@ -251,14 +252,14 @@ pub(super) async fn announce_carried(
         }
         Err(_) => None,
     };
-    let follow_ups = match (&envelope, &event.result) {
+    let follow_ups = match (envelope, &event.result) {
         (Some(parent), Some(result)) if msg.carried.follow_ups_pending => Some(FollowUps {
             parent,
             jobs: chain::expand(parent, result),
         }),
         _ => None,
     };
-    let attempt = Attempt::of(msg, envelope.as_ref());
+    let attempt = Attempt::of(msg, envelope);
     finish(shared, msg, &attempt, follow_ups, event).await
 }
 
@@ -267,6 +268,7 @@ pub(super) async fn announce_carried(
 pub(super) async fn dead_letter_carried(
     shared: &Shared,
     msg: &Delivery,
+    envelope: Option<&JobEnvelope>,
     failure: PendingDeadLetter,
 ) -> Disposition {
     tracing::info!(
@@ -274,10 +276,9 @@ pub(super) async fn dead_letter_carried(
         reason = failure.reason.label(),
         "dead-lettering a carried failure; the job does not run again"
     );
-    let envelope = JobEnvelope::from_json(&msg.body).ok();
     let attempt = Attempt {
         number: failure.attempt,
-        ..Attempt::of(msg, envelope.as_ref())
+        ..Attempt::of(msg, envelope)
     };
     let event = failure_event(shared, msg, &attempt, &failure);
     dead_letter_or_carry(shared, msg, &attempt, failure, event).await

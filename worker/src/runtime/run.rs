@@ -12,6 +12,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use prometheus::IntGauge;
 use shoal_common::error::{ErrorClass, ShoalCode};
+use shoal_common::ledger::{Ledger, Status};
 use shoal_common::metrics::UNKNOWN_KIND;
 use shoal_common::telemetry;
 use shoal_common::JobEnvelope;
@@ -70,23 +71,38 @@ async fn deliver(
     slots: &mut WorkerSlots,
     span: &tracing::Span,
 ) -> Disposition {
+    let decoded = JobEnvelope::from_json(&msg.body);
     // What a copy carries can only be trusted where the ledger cannot speak: for a kind it
     // records, it asks the ledger instead (the claim finds the recorded outcome).
-    if !ledger_speaks_for(shared, &msg.body) {
-        if let Some(event) = msg.carried.outcome.clone() {
-            return carry_out::announce_carried(shared, msg, event).await;
+    let ledger = shared
+        .config
+        .ledger
+        .as_ref()
+        .zip(decoded.as_ref().ok())
+        .filter(|(_, envelope)| envelope.kind().takes_lease());
+    match ledger {
+        None => {
+            if let Some(event) = msg.carried.outcome.clone() {
+                return carry_out::announce_carried(shared, msg, &decoded, event).await;
+            }
+            if let Some(failure) = msg.carried.dead_letter.clone() {
+                let envelope = decoded.as_ref().ok();
+                return carry_out::dead_letter_carried(shared, msg, envelope, failure).await;
+            }
         }
-        if let Some(failure) = msg.carried.dead_letter.clone() {
-            return carry_out::dead_letter_carried(shared, msg, failure).await;
-        }
-    } else if let Some(failure) = msg.carried.dead_letter.clone() {
-        // A failure the DLQ could not take yet: the ledger recorded it before the DLQ copy,
-        // so a pending dead-letter is trusted only where the ledger says the job failed.
-        if recorded_failed(shared, &msg.body).await {
-            return carry_out::dead_letter_carried(shared, msg, failure).await;
+        Some((ledger, envelope)) => {
+            // A failure the DLQ could not take yet: the ledger recorded it before the DLQ
+            // copy, so a pending dead-letter is trusted only where the ledger says the job
+            // failed.
+            if let Some(failure) = msg.carried.dead_letter.clone() {
+                if recorded_failed(ledger, envelope).await {
+                    return carry_out::dead_letter_carried(shared, msg, Some(envelope), failure)
+                        .await;
+                }
+            }
         }
     }
-    let envelope = match JobEnvelope::from_json(&msg.body) {
+    let envelope = match decoded {
         Ok(envelope) => envelope,
         Err(e) => {
             shared
@@ -331,22 +347,12 @@ async fn refuse(
     carry_out::apply(shared, msg, attempt, fate, None).await
 }
 
-/// Whether the job ledger records jobs of the kind `body` names: then what a copy of its
-/// message carries is not taken on its word.
-fn ledger_speaks_for(shared: &Shared, body: &str) -> bool {
-    shared.config.ledger.is_some()
-        && JobEnvelope::from_json(body).is_ok_and(|e| e.kind().takes_lease())
-}
-
-/// Whether the ledger records the job of `body` as failed (a pending dead-letter of it is
+/// Whether the ledger records `envelope`'s job as failed (a pending dead-letter of it is
 /// then the worker's own, not a sender's).
-async fn recorded_failed(shared: &Shared, body: &str) -> bool {
-    let (Some(ledger), Ok(envelope)) = (&shared.config.ledger, JobEnvelope::from_json(body)) else {
-        return false;
-    };
+async fn recorded_failed(ledger: &Ledger, envelope: &JobEnvelope) -> bool {
     matches!(
         ledger.get(envelope.job_id.as_str()).await,
-        Ok(Some(record)) if record.status == shoal_common::ledger::Status::Failed
+        Ok(Some(record)) if record.status == Status::Failed
     )
 }
 
