@@ -48,7 +48,6 @@ pub(super) async fn apply(
     let metrics = &shared.metrics;
     match fate {
         Fate::AnnounceAndDelete(result) => {
-            metrics.jobs_succeeded.with_label_values(&[k]).inc();
             // A chain's follow-ups are built once, here: their ids go in the event, the jobs
             // on the queue before it.
             let follow_ups = attempt.envelope.map(|parent| FollowUps {
@@ -69,6 +68,8 @@ pub(super) async fn apply(
                     return instead;
                 }
             }
+            // Counted once the success is final: one the ledger would not take runs again.
+            metrics.jobs_succeeded.with_label_values(&[k]).inc();
             finish(shared, msg, attempt, follow_ups, event).await
         }
         Fate::RetryAfter(delay) => {
