@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use prometheus::IntGauge;
 use shoal_common::error::{ErrorClass, ShoalCode};
-use shoal_common::ledger::{Ledger, Status};
+use shoal_common::ledger::{Ledger, Record, Status};
 use shoal_common::metrics::UNKNOWN_KIND;
 use shoal_common::telemetry;
 use shoal_common::JobEnvelope;
@@ -157,43 +157,21 @@ async fn run_job(
     // Runs of the handler in this delivery (on FIFO, a wait or retry runs it again here).
     let mut runs_here = 0u32;
     loop {
-        let gate = if !kind_slot.try_enter() {
-            // Holding the message while its kind is saturated would starve other kinds.
-            Err(AttemptOutcome::KindBusy)
-        } else {
-            match (ledger, &job_claim) {
-                (Some(ledger), None) => {
-                    match claim::claim(shared, ledger, envelope, attempt.number).await {
-                        Entry::Granted(granted) => {
-                            msg.progress.adopt(granted.progress());
-                            job_claim = Some(granted);
-                            Ok(())
-                        }
-                        Entry::HeldElsewhere(left) => {
-                            metrics.ledger_claims_refused.inc();
-                            tracing::info!(
-                                held_for_ms = left.as_millis() as u64,
-                                "another run holds this job; set aside"
-                            );
-                            Err(AttemptOutcome::NotClaimed(Some(left)))
-                        }
-                        Entry::Unavailable(e) => {
-                            metrics.ledger_unavailable.inc();
-                            tracing::warn!(code = e.code_or_none(), error = %e.message, "cannot claim the job: the ledger does not answer; nothing is created");
-                            Err(AttemptOutcome::NotClaimed(None))
-                        }
-                        Entry::Finished(record) => {
-                            return carry_out::announce_recorded(shared, msg, envelope, *record)
-                                .await
-                        }
-                    }
-                }
-                _ => Ok(()),
+        let entered = enter(
+            shared,
+            msg,
+            envelope,
+            ledger,
+            &mut kind_slot,
+            &mut job_claim,
+            attempt.number,
+        );
+        let outcome = match entered.await {
+            Gate::Over(record) => {
+                return carry_out::announce_recorded(shared, msg, envelope, *record).await
             }
-        };
-        let outcome = match gate {
-            Err(not_run) => not_run,
-            Ok(()) => {
+            Gate::Closed(not_run) => not_run,
+            Gate::Open => {
                 attempt.started_at = Utc::now();
                 if attempt.first_started_at.is_none() {
                     attempt.first_started_at = msg.first_started_at(attempt.started_at);
@@ -234,19 +212,7 @@ async fn run_job(
                 runs_here += 1;
                 let ran = match &job_claim {
                     None => run_handler(shared, k, run).await,
-                    Some(c) => {
-                        // The ledger's lease is kept up for as long as the handler runs.
-                        let keeper = c.keep(cfg.visibility_timeout);
-                        let handler = run_handler(shared, k, run);
-                        tokio::pin!(keeper, handler);
-                        let mut kept = true;
-                        loop {
-                            tokio::select! {
-                                r = &mut handler => break r,
-                                _ = &mut keeper, if kept => kept = false,
-                            }
-                        }
-                    }
+                    Some(c) => run_keeping(shared, c, run_handler(shared, k, run)).await,
                 };
                 // What the run created goes on record before anything else, for the next run on
                 // any worker.
@@ -304,6 +270,77 @@ async fn run_job(
                 slots.released_while(tokio::time::sleep(after)).await;
             }
             Settle::HoldForSlot => slots.released_while(kind_slot.enter()).await,
+        }
+    }
+}
+
+/// What stands between a delivery and its handler's run, this time round the loop.
+enum Gate {
+    /// The handler may run.
+    Open,
+    /// Not now, for this reason; nothing runs and nothing is created.
+    Closed(AttemptOutcome<serde_json::Value, JobError>),
+    /// The ledger records the job as over.
+    Over(Box<Record>),
+}
+
+/// Takes what the run needs: a slot of its kind, and, for a kind the ledger records, the
+/// job's claim (once; kept across the loop until given back), adopting what the ledger
+/// recorded as the run's progress.
+async fn enter(
+    shared: &Shared,
+    msg: &Delivery,
+    envelope: &JobEnvelope,
+    ledger: Option<&Ledger>,
+    kind_slot: &mut KindGate,
+    job_claim: &mut Option<JobClaim>,
+    attempt: u32,
+) -> Gate {
+    if !kind_slot.try_enter() {
+        // Holding the message while its kind is saturated would starve other kinds.
+        return Gate::Closed(AttemptOutcome::KindBusy);
+    }
+    let (Some(ledger), None) = (ledger, &*job_claim) else {
+        return Gate::Open;
+    };
+    let metrics = &shared.metrics;
+    match claim::claim(shared, ledger, envelope, attempt).await {
+        Entry::Granted(granted) => {
+            msg.progress.adopt(granted.progress());
+            *job_claim = Some(granted);
+            Gate::Open
+        }
+        Entry::HeldElsewhere(left) => {
+            metrics.ledger_claims_refused.inc();
+            tracing::info!(
+                held_for_ms = left.as_millis() as u64,
+                "another run holds this job; set aside"
+            );
+            Gate::Closed(AttemptOutcome::NotClaimed(Some(left)))
+        }
+        Entry::Unavailable(e) => {
+            metrics.ledger_unavailable.inc();
+            tracing::warn!(code = e.code_or_none(), error = %e.message, "cannot claim the job: the ledger does not answer; nothing is created");
+            Gate::Closed(AttemptOutcome::NotClaimed(None))
+        }
+        Entry::Finished(record) => Gate::Over(record),
+    }
+}
+
+/// Runs `handler` while keeping `claim`'s ledger lease up. A keeper that returns has lost
+/// the lease (the handler's lease then reads none left); the handler still runs to its end.
+async fn run_keeping<T>(
+    shared: &Shared,
+    claim: &JobClaim,
+    handler: impl std::future::Future<Output = T>,
+) -> T {
+    let keeper = claim.keep(shared.config.visibility_timeout);
+    tokio::pin!(keeper, handler);
+    let mut keeping = true;
+    loop {
+        tokio::select! {
+            r = &mut handler => return r,
+            _ = &mut keeper, if keeping => keeping = false,
         }
     }
 }
