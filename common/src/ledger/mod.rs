@@ -24,6 +24,8 @@
 //! [`Ledger::get`]. Reads are strongly consistent: a lease read from a lagging replica would
 //! be a lease that may no longer be.
 //!
+//! The table itself is made in `table.rs`; a record is read from its item in `record.rs`.
+//!
 //! Times are the writer's clock, in milliseconds since the epoch. A lease is judged by the
 //! claimer's clock against the holder's expiry, so clocks that disagree by more than a lease's
 //! margin could let a claim through early; fleet hosts keep NTP time, and the fence makes
@@ -33,16 +35,18 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, Projection, ProjectionType, ReturnValue, ScalarAttributeType, TimeToLiveSpecification,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use crate::error::{classify_sdk_error, Error, ErrorClass};
 use crate::event::{JobEvent, JobStatus};
 use crate::{JobId, JobKind};
+
+mod record;
+mod table;
+
+use record::read_record;
 
 /// The attribute names of a record: the table's contract with every reader.
 pub mod attr {
@@ -191,11 +195,11 @@ fn ms(t: DateTime<Utc>) -> AttributeValue {
     AttributeValue::N(t.timestamp_millis().to_string())
 }
 
-fn n(v: u64) -> AttributeValue {
+pub(super) fn n(v: u64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-fn s(v: impl Into<String>) -> AttributeValue {
+pub(super) fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
@@ -492,161 +496,5 @@ impl Ledger {
             .expires_at
             .is_none_or(|at| at > Utc::now())
             .then_some(record))
-    }
-
-    /// Creates the ledger's table, on demand, with its indexes and TTL: what
-    /// `deploy/aws/shoal.yaml` declares, for stacks made without the template.
-    pub async fn create_table(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<(), Error> {
-        let key = |name: &str, kind: KeyType| {
-            KeySchemaElement::builder()
-                .attribute_name(name)
-                .key_type(kind)
-                .build()
-        };
-        let defined = |name: &str, kind: ScalarAttributeType| {
-            AttributeDefinition::builder()
-                .attribute_name(name)
-                .attribute_type(kind)
-                .build()
-        };
-        let index = |name: &str, hash: &str, range: &str| {
-            GlobalSecondaryIndex::builder()
-                .index_name(name)
-                .key_schema(key(hash, KeyType::Hash)?)
-                .key_schema(key(range, KeyType::Range)?)
-                .projection(
-                    Projection::builder()
-                        .projection_type(ProjectionType::All)
-                        .build(),
-                )
-                .build()
-        };
-        let build = |e: aws_sdk_dynamodb::error::BuildError| Error {
-            class: ErrorClass::Permanent,
-            code: None,
-            operation: Some("CreateTable"),
-            message: e.to_string(),
-        };
-        let created = client
-            .create_table()
-            .table_name(table)
-            .billing_mode(BillingMode::PayPerRequest)
-            .key_schema(key(attr::JOB_ID, KeyType::Hash).map_err(build)?)
-            .attribute_definitions(defined(attr::JOB_ID, ScalarAttributeType::S).map_err(build)?)
-            .attribute_definitions(defined(attr::STATUS, ScalarAttributeType::S).map_err(build)?)
-            .attribute_definitions(
-                defined(attr::UPDATED_AT, ScalarAttributeType::N).map_err(build)?,
-            )
-            .attribute_definitions(defined(attr::CHAIN_ID, ScalarAttributeType::S).map_err(build)?)
-            .global_secondary_indexes(
-                index(BY_STATUS_INDEX, attr::STATUS, attr::UPDATED_AT).map_err(build)?,
-            )
-            .global_secondary_indexes(
-                index(BY_CHAIN_INDEX, attr::CHAIN_ID, attr::JOB_ID).map_err(build)?,
-            )
-            .send()
-            .await;
-        match created {
-            Ok(_) => {}
-            // Made before: stack creation is idempotent.
-            Err(e)
-                if matches!(&e, aws_sdk_dynamodb::error::SdkError::ServiceError(service)
-                    if aws_smithy_types::error::metadata::ProvideErrorMetadata::code(service.err())
-                        == Some("ResourceInUseException")) => {}
-            Err(e) => return Err(classify_sdk_error("CreateTable", &e)),
-        }
-        client
-            .update_time_to_live()
-            .table_name(table)
-            .time_to_live_specification(
-                TimeToLiveSpecification::builder()
-                    .enabled(true)
-                    .attribute_name(attr::EXPIRES_AT)
-                    .build()
-                    .map_err(|e| Error {
-                        operation: Some("UpdateTimeToLive"),
-                        ..build(e)
-                    })?,
-            )
-            .send()
-            .await
-            .map_err(|e| classify_sdk_error("UpdateTimeToLive", &e))?;
-        Ok(())
-    }
-}
-
-/// A record from its item. Whatever the table holds was written by a worker, but a record is
-/// still read defensively: an attribute that does not parse is absent, never a panic.
-fn read_record(item: &HashMap<String, AttributeValue>) -> Result<Record, Error> {
-    let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
-    let number = |name: &str| {
-        item.get(name)
-            .and_then(|v| v.as_n().ok())
-            .and_then(|n| n.parse::<i64>().ok())
-    };
-    let instant = |name: &str| {
-        number(name)
-            .filter(|ms| *ms > 0)
-            .and_then(DateTime::<Utc>::from_timestamp_millis)
-    };
-    let Some(job_id) = text(attr::JOB_ID) else {
-        return Err(Error {
-            class: ErrorClass::Permanent,
-            code: None,
-            operation: Some("GetItem"),
-            message: "a ledger record without a job id".into(),
-        });
-    };
-    Ok(Record {
-        status: text(attr::STATUS)
-            .as_deref()
-            .and_then(Status::parse)
-            .unwrap_or(Status::Open),
-        kind: text(attr::KIND),
-        chain_id: text(attr::CHAIN_ID),
-        parent_job_id: text(attr::PARENT_JOB_ID),
-        holder: text(attr::HOLDER),
-        lease_until: instant(attr::LEASE_UNTIL),
-        fence: number(attr::FENCE)
-            .and_then(|n| u64::try_from(n).ok())
-            .unwrap_or(0),
-        attempt: number(attr::ATTEMPT)
-            .and_then(|n| u32::try_from(n).ok())
-            .unwrap_or(0),
-        progress: text(attr::PROGRESS)
-            .and_then(|p| serde_json::from_str(&p).ok())
-            .unwrap_or_default(),
-        outcome: text(attr::OUTCOME).and_then(|o| serde_json::from_str(&o).ok()),
-        first_started_at: instant(attr::FIRST_STARTED_AT),
-        updated_at: instant(attr::UPDATED_AT),
-        finished_at: instant(attr::FINISHED_AT),
-        expires_at: number(attr::EXPIRES_AT).and_then(|s| DateTime::<Utc>::from_timestamp(s, 0)),
-        job_id,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_record_is_read_defensively() {
-        let mut item = HashMap::from([
-            (attr::JOB_ID.to_owned(), s("job-1")),
-            (attr::STATUS.to_owned(), s("succeeded")),
-            (attr::FENCE.to_owned(), n(3)),
-            (attr::ATTEMPT.to_owned(), AttributeValue::N("-1".into())),
-            (attr::PROGRESS.to_owned(), s("{not json")),
-            (attr::LEASE_UNTIL.to_owned(), n(0)),
-        ]);
-        let record = read_record(&item).expect("a record");
-        assert_eq!(record.status, Status::Succeeded);
-        assert_eq!(record.fence, 3);
-        assert_eq!(record.attempt, 0, "a count out of range reads as none");
-        assert!(record.progress.is_empty(), "unreadable progress is none");
-        assert_eq!(record.lease_until, None, "a lease given back");
-        item.remove(attr::JOB_ID);
-        assert!(read_record(&item).is_err());
-        assert_eq!(Status::parse("bogus"), None);
     }
 }
