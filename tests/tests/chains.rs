@@ -563,11 +563,7 @@ async fn a_carried_outcome_whose_follow_ups_cannot_be_built_is_dead_lettered_wit
         .message_body(r#"{"schema_version": 1, "job_id": "cut-1", "kind": "canary", "params": {"sleep_ms": "not a number"}}"#)
         .message_attributes(
             "shoal-state",
-            aws_sdk_sqs::types::MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(state.to_string())
-                .build()
-                .expect("attribute"),
+            shoal_common::queue::attribute_value("String", state.to_string()),
         )
         .send()
         .await

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use shoal_common::config::QueueTarget;
 use shoal_common::job::Canary;
 use shoal_common::queue::{name_from_url, QueueAttributes};
@@ -261,11 +261,7 @@ async fn an_interrupted_redrive_loses_no_job_and_a_second_run_finishes_it() {
                     .message_body(canary(id).to_json())
                     .message_attributes(
                         "kind",
-                        MessageAttributeValue::builder()
-                            .data_type("String")
-                            .string_value("canary")
-                            .build()
-                            .expect("attribute"),
+                        shoal_common::queue::attribute_value("String", "canary"),
                     )
                     .build()
                     .expect("entry")

@@ -199,11 +199,7 @@ async fn no_context_starts_a_trace_and_a_malformed_one_is_ignored_and_counted() 
         if let Some(value) = traceparent {
             send = send.message_attributes(
                 "traceparent",
-                aws_sdk_sqs::types::MessageAttributeValue::builder()
-                    .data_type("String")
-                    .string_value(value)
-                    .build()
-                    .expect("attribute"),
+                shoal_common::queue::attribute_value("String", value),
             );
         }
         send.send().await.expect("send");

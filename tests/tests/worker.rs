@@ -648,11 +648,7 @@ async fn forged_counters_and_unreadable_state_neither_panic_nor_stall() {
             .message_body(body.to_string())
             .message_attributes(
                 "shoal-state",
-                aws_sdk_sqs::types::MessageAttributeValue::builder()
-                    .data_type("String")
-                    .string_value(state)
-                    .build()
-                    .expect("attribute"),
+                shoal_common::queue::attribute_value("String", state),
             )
             .send()
             .await
