@@ -93,6 +93,8 @@ pub enum ShoalCode {
     UnresolvedReference,
     /// The job ledger records the job as over but holds no outcome that can be read.
     UnreadableRecord,
+    /// The job id is on record for a job of another kind: a job id names one job.
+    JobIdReused,
 }
 
 impl ShoalCode {
@@ -122,6 +124,7 @@ impl ShoalCode {
             ShoalCode::NoCredentials => "NoCredentials",
             ShoalCode::EndpointUnreachable => "EndpointUnreachable",
             ShoalCode::UnreadableRecord => "UnreadableRecord",
+            ShoalCode::JobIdReused => "JobIdReused",
         }
     }
 
@@ -153,7 +156,8 @@ impl ShoalCode {
             | ShoalCode::NoRedrivePolicy
             | ShoalCode::NotAllowed
             | ShoalCode::UnresolvedReference
-            | ShoalCode::UnreadableRecord => ErrorClass::Permanent,
+            | ShoalCode::UnreadableRecord
+            | ShoalCode::JobIdReused => ErrorClass::Permanent,
         }
     }
 }

@@ -1,6 +1,7 @@
-//! Creating the queues and topic Shoal runs on: the job queue and its dead-letter queue
-//! (redrive policy), the SNS completion topic, and an events queue subscribed to that topic
-//! with raw delivery and a policy that admits only the topic.
+//! Creating the queues, topic and table Shoal runs on: the job queue and its dead-letter
+//! queue (redrive policy), the SNS completion topic, an events queue subscribed to that topic
+//! with raw delivery and a policy that admits only the topic, and the job ledger's DynamoDB
+//! table.
 //!
 //! This is the one provisioning definition that the local emulator stack, every test and
 //! `shoal-producer stack create` use. It is written against the SDK rather than as a
@@ -27,6 +28,9 @@ pub struct StackSpec {
     pub max_receive_count: u32,
     /// The job queue's default visibility timeout, in seconds.
     pub visibility_timeout_secs: u32,
+    /// Make the job ledger's table, `<prefix>-ledger`. Off only where no DynamoDB is
+    /// reachable (an SQS-only emulator).
+    pub ledger: bool,
 }
 
 impl StackSpec {
@@ -36,6 +40,7 @@ impl StackSpec {
             fifo: false,
             max_receive_count: 5,
             visibility_timeout_secs: 60,
+            ledger: true,
         }
     }
 }
@@ -50,17 +55,24 @@ pub struct Stack {
     pub topic_arn: String,
     pub events_queue_url: String,
     pub events_queue_arn: String,
+    /// The job ledger's table, when the stack has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ledger_table: Option<String>,
 }
 
 impl Stack {
     /// The stack as the environment variables Shoal's binaries read.
     pub fn env_vars(&self) -> Vec<(&'static str, &str)> {
-        vec![
-            ("SHOAL_QUEUE_URL", &self.queue_url),
+        let mut vars = vec![
+            ("SHOAL_QUEUE_URL", self.queue_url.as_str()),
             ("SHOAL_DLQ_URL", &self.dlq_url),
             ("SHOAL_TOPIC_ARN", &self.topic_arn),
             ("SHOAL_EVENTS_QUEUE_URL", &self.events_queue_url),
-        ]
+        ];
+        if let Some(table) = &self.ledger_table {
+            vars.push(("SHOAL_LEDGER_TABLE", table));
+        }
+        vars
     }
 }
 
@@ -138,7 +150,16 @@ pub async fn provision(clients: &AwsClients, spec: &StackSpec) -> Result<Stack, 
     )
     .await?;
 
+    let ledger_table = if spec.ledger {
+        let table = format!("{}-ledger", spec.prefix);
+        crate::ledger::Ledger::create_table(&clients.dynamodb, &table).await?;
+        Some(table)
+    } else {
+        None
+    };
+
     Ok(Stack {
+        ledger_table,
         queue_url,
         queue_arn,
         dlq_url,

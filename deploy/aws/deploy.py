@@ -3,7 +3,8 @@
 
 Creates the stack, or updates it if it exists (no change is not an error), waits until
 CloudFormation is done, and prints the addresses Shoal's binaries read as environment
-variables (SHOAL_QUEUE_URL=…, SHOAL_DLQ_URL=…, SHOAL_TOPIC_ARN=…, SHOAL_EVENTS_QUEUE_URL=…)
+variables (SHOAL_QUEUE_URL=…, SHOAL_DLQ_URL=…, SHOAL_TOPIC_ARN=…, SHOAL_EVENTS_QUEUE_URL=…,
+SHOAL_LEDGER_TABLE=…)
 followed by every other output, or all outputs as JSON with --json.
 
 AWS access and region come from boto3's standard chain; AWS_ENDPOINT_URL points it at an
@@ -28,6 +29,7 @@ ENV_NAMES = {
     "DeadLetterQueueUrl": "SHOAL_DLQ_URL",
     "TopicArn": "SHOAL_TOPIC_ARN",
     "EventsQueueUrl": "SHOAL_EVENTS_QUEUE_URL",
+    "LedgerTableName": "SHOAL_LEDGER_TABLE",
 }
 
 

@@ -51,6 +51,8 @@ def arn_of(name, types):
         return f"arn:{PARTITION}:sns:{REGION}:{ACCOUNT}:{name}"
     if kind.startswith("AWS::IAM::"):
         return f"arn:{PARTITION}:iam::{ACCOUNT}:role/{name}"
+    if kind == "AWS::DynamoDB::Table":
+        return f"arn:{PARTITION}:dynamodb:{REGION}:{ACCOUNT}:table/{name}"
     return f"arn:{PARTITION}:sqs:{REGION}:{ACCOUNT}:{name}"
 
 
@@ -81,6 +83,9 @@ def resolve(node, params, branch, types):
             for var, val in [("${AWS::AccountId}", ACCOUNT), ("${AWS::Region}", REGION),
                              ("${AWS::Partition}", PARTITION), ("${Prefix}", "shoal")]:
                 text = text.replace(var, val)
+            # `${Resource.Arn}`: the resource's ARN, as `!GetAtt` gives it.
+            for resource in types:
+                text = text.replace("${" + resource + ".Arn}", arn_of(resource, types))
             return text
         if key == "Fn::If":
             return resolve(value[1] if branch else value[2], params, branch, types)

@@ -17,12 +17,15 @@
 //! `shoal-producer stack gc` ([`crate::operate::collect_followers`]) removes such queues, and
 //! their subscriptions, once they are older than an hour (or `--older-than`).
 //!
-//! The window: a follower sees only events published after its subscription took effect.
-//! `--follow` at submission subscribes before it sends, so nothing is missed there (on AWS a
-//! new subscription can take a few seconds to receive, and jobs rarely finish faster than
-//! that; see docs/producer.md). `follow JOB_ID` for a job submitted earlier first looks in the
-//! dead-letter queue, where a failed job waits with its reason; a job that already succeeded
-//! left no trace to find, and the follow ends at its timeout (exit 124) saying so.
+//! The window: a follower sees only events published after its subscription took effect
+//! (on AWS a new subscription can take a few seconds to receive). With the job ledger
+//! ([`Follower::answering_from`]) the window is gone: a job that finished before the
+//! subscription, or while it was taking effect, is answered from its record, which the
+//! worker wrote before it announced the event. The follower reads the record of every job it
+//! still waits for at once, and again every few seconds while it waits. Without a ledger,
+//! `follow JOB_ID` for a job submitted earlier first looks in the dead-letter queue, where a
+//! failed job waits with its reason; a job that already succeeded left no trace to find, and
+//! the follow ends at its timeout (exit 124) saying so.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -31,6 +34,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use shoal_common::aws::AwsClients;
 use shoal_common::error::{classify_sdk_error, Error, ErrorClass};
 use shoal_common::event::{CloudEvent, JobEvent, JobStatus};
+use shoal_common::ledger::Ledger;
 use shoal_common::stack;
 use shoal_common::JobId;
 use tokio::time::Instant;
@@ -41,6 +45,8 @@ pub const QUEUE_PREFIX: &str = "shoal-follow-";
 pub const FOLLOWER_TAG: &str = "shoal:follower";
 /// SNS allows 150 values in one filter policy; each followed id takes two.
 pub const MAX_FOLLOWED: usize = 75;
+/// How often a follower with a ledger reads the records of the jobs it still waits for.
+const LEDGER_LOOK_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum FollowError {
@@ -160,6 +166,8 @@ pub struct Follower {
     subscription_arn: String,
     tracker: Tracker,
     closed: bool,
+    /// Where finished jobs' outcomes are on record, and when it was last read.
+    ledger: Option<(Ledger, Option<Instant>)>,
 }
 
 impl Follower {
@@ -200,6 +208,7 @@ impl Follower {
             subscription_arn: String::new(),
             tracker: Tracker::new(job_ids),
             closed: false,
+            ledger: None,
         };
         let subscribed = async {
             let queue_arn = stack::get_queue_arn(clients, &follower.queue_url).await?;
@@ -225,8 +234,48 @@ impl Follower {
         }
     }
 
+    /// Answers jobs that finished before the subscription (or while it took effect) from
+    /// their records in `ledger`.
+    pub fn answering_from(mut self, ledger: Ledger) -> Self {
+        self.ledger = Some((ledger, None));
+        self
+    }
+
     pub fn tracker(&self) -> &Tracker {
         &self.tracker
+    }
+
+    /// The first recorded outcome of a job still waited for that is new to the tracker, if
+    /// the ledger is due a look. A ledger that does not answer is looked at again later: the
+    /// events still come on the queue.
+    async fn look_in_ledger(&mut self) -> Option<JobEvent> {
+        let (ledger, last) = self.ledger.as_mut()?;
+        if last.is_some_and(|at| at.elapsed() < LEDGER_LOOK_EVERY) {
+            return None;
+        }
+        *last = Some(Instant::now());
+        let ledger = ledger.clone();
+        for id in self.tracker.pending() {
+            match ledger.get(&id).await {
+                Ok(Some(record)) if record.status.is_finished() => {
+                    if let Some(event) = record.outcome {
+                        if self.tracker.observe(&event) {
+                            // Its follow-ups are waited for now: look for them at once.
+                            if let Some((_, last)) = self.ledger.as_mut() {
+                                *last = None;
+                            }
+                            return Some(event);
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the job ledger; waiting for events");
+                    return None;
+                }
+            }
+        }
+        None
     }
 
     /// Records an event found elsewhere (e.g. a dead-lettered job's), as if it had arrived.
@@ -241,18 +290,25 @@ impl Follower {
             if self.tracker.done() {
                 return Ok(None);
             }
+            if let Some(event) = self.look_in_ledger().await {
+                return Ok(Some(event));
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(FollowError::Timeout {
                     pending: self.tracker.pending(),
                 });
             }
+            let longest = match self.ledger {
+                Some(_) => LEDGER_LOOK_EVERY,
+                None => Duration::from_secs(20),
+            };
             let received = self
                 .sqs
                 .receive_message()
                 .queue_url(&self.queue_url)
                 .max_number_of_messages(1)
-                .wait_time_seconds(left.as_secs().clamp(1, 20) as i32)
+                .wait_time_seconds(left.min(longest).as_secs().clamp(1, 20) as i32)
                 .send()
                 .await
                 .map_err(|e| classify_sdk_error("ReceiveMessage", &e));
@@ -357,6 +413,7 @@ impl Drop for Follower {
                 subscription_arn: std::mem::take(&mut self.subscription_arn),
                 tracker: Tracker::default(),
                 closed: false,
+                ledger: None,
             };
             self.closed = true;
             runtime.spawn(async move { leftover.cleanup().await });

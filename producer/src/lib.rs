@@ -61,7 +61,9 @@ use tracing::Instrument;
 use shoal_common::aws::AwsClients;
 use shoal_common::config::QueueTarget;
 use shoal_common::error::{classify_sdk_error, Error};
+use shoal_common::event::JobEvent;
 use shoal_common::job::ContractError;
+use shoal_common::ledger::{Ledger, Record};
 use shoal_common::{JobEnvelope, JobId, JobKind};
 
 pub use batch::{BatchReport, FailedEntry};
@@ -73,6 +75,8 @@ pub use message::{OutgoingMessage, SendOptions};
 pub struct Producer {
     sqs: SqsClient,
     queue: QueueTarget,
+    /// The job ledger, to look finished jobs up and to answer follows from.
+    ledger: Option<Ledger>,
     /// Batches in flight at once on a standard queue; FIFO queues send one at a time so that
     /// a message group keeps its order.
     batch_concurrency: usize,
@@ -100,6 +104,51 @@ pub enum EnqueueError {
     TagRules(String),
     #[error(transparent)]
     Aws(#[from] Error),
+}
+
+/// Why a job could not be looked up.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    /// The producer was given no ledger ([`Producer::with_ledger`]).
+    #[error("ledger_table: looking jobs up needs the job ledger: set --ledger-table (SHOAL_LEDGER_TABLE)")]
+    NoLedger,
+    #[error(transparent)]
+    Aws(#[from] Error),
+}
+
+/// A job as the ledger holds it: [`Producer::job`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JobReport {
+    /// The job's own record; `None` when there is none (never run, or expired).
+    pub record: Option<Record>,
+    /// Every step of the job's chain on record, the first job included, in job-id order;
+    /// empty for a job that is a chain of one.
+    pub chain: Vec<Record>,
+}
+
+impl JobReport {
+    /// `job_id`'s record in `ledger`, and its chain's steps.
+    pub async fn read(ledger: &Ledger, job_id: &JobId) -> Result<JobReport, LookupError> {
+        let Some(record) = ledger.get(job_id.as_str()).await? else {
+            return Ok(JobReport {
+                record: None,
+                chain: Vec::new(),
+            });
+        };
+        let chain_id = record
+            .chain_id
+            .clone()
+            .unwrap_or_else(|| record.job_id.clone());
+        let mut chain = ledger.chain(&chain_id).await?;
+        // A chain of one is the job itself.
+        if chain.len() == 1 && chain[0].job_id == record.job_id {
+            chain.clear();
+        }
+        Ok(JobReport {
+            record: Some(record),
+            chain,
+        })
+    }
 }
 
 /// The span of one enqueue: the root of the job's trace, or a child of the caller's span.
@@ -136,12 +185,59 @@ impl Producer {
         Producer {
             sqs,
             queue,
+            ledger: None,
             batch_concurrency: 8,
         }
     }
 
+    /// The same producer, looking jobs up in `ledger`: [`Producer::outcome`] and
+    /// [`Producer::job`] read it, and the followers of [`Producer::enqueue_and_follow`] and
+    /// [`Producer::enqueue_and_wait`] answer a job that finished before they subscribed from
+    /// its record.
+    pub fn with_ledger(mut self, ledger: Ledger) -> Self {
+        self.ledger = Some(ledger);
+        self
+    }
+
     pub fn queue(&self) -> &QueueTarget {
         &self.queue
+    }
+
+    pub fn ledger(&self) -> Option<&Ledger> {
+        self.ledger.as_ref()
+    }
+
+    /// The recorded outcome of `job_id`: its completion event, once it finished; `None`
+    /// while it is queued or running, or when the ledger has no record of it (never run, or
+    /// expired). The read is consistent: an outcome is on record before it is announced.
+    ///
+    /// ```no_run
+    /// # async fn example(producer: shoal_producer::Producer) -> Result<(), shoal_producer::LookupError> {
+    /// use shoal_common::JobId;
+    ///
+    /// let job_id = JobId::parse("nightly-web-2026-12-01").expect("a valid id");
+    /// match producer.outcome(&job_id).await? {
+    ///     Some(event) => println!("{job_id}: {}", event.status.as_str()),
+    ///     None => println!("{job_id}: not finished (or not on record)"),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn outcome(&self, job_id: &JobId) -> Result<Option<JobEvent>, LookupError> {
+        let record = self.ledger_or_err()?.get(job_id.as_str()).await?;
+        Ok(record
+            .filter(|r| r.status.is_finished())
+            .and_then(|r| r.outcome))
+    }
+
+    /// What the ledger holds of `job_id`: its record, and every step of its chain on record
+    /// (read through the chain index, so a step written a second ago may be missing).
+    pub async fn job(&self, job_id: &JobId) -> Result<JobReport, LookupError> {
+        JobReport::read(self.ledger_or_err()?, job_id).await
+    }
+
+    fn ledger_or_err(&self) -> Result<&Ledger, LookupError> {
+        self.ledger.as_ref().ok_or(LookupError::NoLedger)
     }
 
     /// Validates and sends one job. Nothing is sent if the job or the options are invalid.
@@ -220,13 +316,16 @@ impl Producer {
     ) -> Result<(Enqueued, Follower), FollowError> {
         // Refuse a bad job before making a queue for it.
         OutgoingMessage::build(job, options, self.queue.is_fifo())?;
-        let follower = Follower::start(
+        let mut follower = Follower::start(
             clients,
             topic_arn,
             std::slice::from_ref(&job.job_id),
             timeout,
         )
         .await?;
+        if let Some(ledger) = &self.ledger {
+            follower = follower.answering_from(ledger.clone());
+        }
         let enqueued = self.enqueue(job, options).await?;
         Ok((enqueued, follower))
     }

@@ -113,19 +113,28 @@ pub fn free_port() -> u16 {
 }
 
 /// The `shoal-worker` binary at `binary` (a test's `CARGO_BIN_EXE_…`), configured for the
-/// job queue and topic given, on the emulator at `endpoint`, with 1-second long polls, JSON
-/// logs and its HTTP listener on `metrics`. The process is killed if the handle is dropped.
+/// stack given (its ledger table too, when it has one; `--no-ledger` otherwise), on the
+/// emulator at `endpoint`, with 1-second long polls, JSON logs and its HTTP listener on
+/// `metrics`. The process is killed if the handle is dropped.
 pub fn worker_command(
     binary: &str,
     endpoint: &str,
-    queue_url: &str,
-    topic_arn: &str,
+    stack: &Stack,
     worker_id: &str,
     metrics: std::net::SocketAddr,
 ) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(binary);
+    command.args([
+        "--queue-url",
+        &stack.queue_url,
+        "--topic-arn",
+        &stack.topic_arn,
+    ]);
+    match &stack.ledger_table {
+        Some(table) => command.args(["--ledger-table", table]),
+        None => command.arg("--no-ledger"),
+    };
     command
-        .args(["--queue-url", queue_url, "--topic-arn", topic_arn])
         .args(["--worker-id", worker_id, "--wait-time-seconds", "1"])
         .args([
             "--log-format",

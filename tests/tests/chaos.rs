@@ -227,8 +227,7 @@ fn chaos_jobs() -> usize {
 
 struct Fleet {
     proxy_endpoint: String,
-    queue_url: String,
-    topic_arn: String,
+    stack: shoal_common::stack::Stack,
     workers: Vec<tokio::process::Child>,
     started: usize,
 }
@@ -240,8 +239,7 @@ impl Fleet {
         worker_command(
             WORKER,
             &self.proxy_endpoint,
-            &self.queue_url,
-            &self.topic_arn,
+            &self.stack,
             &format!("chaos-{}", self.started),
             metrics,
         )
@@ -279,8 +277,7 @@ async fn chaos_soak_killed_workers_and_failing_calls_lose_nothing_and_repeat_no_
 
     let mut fleet = Fleet {
         proxy_endpoint: proxy.endpoint.clone(),
-        queue_url: t.stack.queue_url.clone(),
-        topic_arn: t.stack.topic_arn.clone(),
+        stack: t.stack.clone(),
         workers: Vec::new(),
         started: 0,
     };

@@ -152,6 +152,8 @@ async fn the_template_deploys_and_a_job_runs_through_the_queues_it_made() {
         "TopicArn",
         "EventsQueueUrl",
         "EventsQueueArn",
+        "LedgerTableName",
+        "LedgerTableArn",
         "ProducerPolicyArn",
         "WorkerPolicyArn",
         "OperatorPolicyArn",
@@ -235,16 +237,39 @@ async fn the_template_deploys_and_a_job_runs_through_the_queues_it_made() {
 
     // The worker finds the DLQ and its attempt limit from the deployed redrive policy.
     let metrics = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let mut worker = worker_command(
-        WORKER,
-        &moto().endpoint,
-        queue_url,
-        &outputs["TopicArn"],
-        "cfn-worker",
-        metrics,
-    )
-    .spawn()
-    .expect("start the worker");
+    let deployed = shoal_common::stack::Stack {
+        queue_url: queue_url.clone(),
+        queue_arn: outputs["JobQueueArn"].clone(),
+        dlq_url: outputs["DeadLetterQueueUrl"].clone(),
+        dlq_arn: outputs["DeadLetterQueueArn"].clone(),
+        topic_arn: outputs["TopicArn"].clone(),
+        events_queue_url: outputs["EventsQueueUrl"].clone(),
+        events_queue_arn: outputs["EventsQueueArn"].clone(),
+        ledger_table: Some(outputs["LedgerTableName"].clone()),
+    };
+    // The ledger's table as declared: keyed by job id, its two indexes, TTL on `expires_at`.
+    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+    let table = dynamodb
+        .describe_table()
+        .table_name(&outputs["LedgerTableName"])
+        .send()
+        .await
+        .expect("the ledger table")
+        .table
+        .expect("a table");
+    let mut indexes: Vec<&str> = table
+        .global_secondary_indexes()
+        .iter()
+        .filter_map(|i| i.index_name())
+        .collect();
+    indexes.sort();
+    assert_eq!(indexes, ["by-chain", "by-status"]);
+    // (moto's CloudFormation ignores TimeToLiveSpecification and the point-in-time and
+    // encryption settings: `the_ledger_table_is_declared_as_the_worker_reads_it` checks
+    // them in the template itself.)
+    let mut worker = worker_command(WORKER, &moto().endpoint, &deployed, "cfn-worker", metrics)
+        .spawn()
+        .expect("start the worker");
     let job = JobEnvelope::new(Job::Canary(Canary::default()))
         .with_job_id(JobId::parse(&format!("{prefix}-job")).expect("id"));
     Producer::new(sqs.clone(), QueueTarget::new(queue_url))
@@ -277,6 +302,16 @@ async fn the_template_deploys_and_a_job_runs_through_the_queues_it_made() {
     assert_eq!(event.job_id.as_deref(), Some(job.job_id.as_str()));
     assert_eq!(event.status, JobStatus::Succeeded);
     assert_eq!(event.worker_id, "cfn-worker");
+    let record = shoal_common::ledger::Ledger::new(
+        dynamodb,
+        outputs["LedgerTableName"].clone(),
+        std::time::Duration::from_secs(3600),
+    )
+    .get(job.job_id.as_str())
+    .await
+    .expect("read the ledger")
+    .expect("the job is on record");
+    assert_eq!(record.status, shoal_common::ledger::Status::Succeeded);
 }
 
 #[tokio::test]
@@ -304,6 +339,68 @@ async fn the_fifo_variant_makes_fifo_queues_with_a_fifo_dead_letter_queue() {
             "{url}"
         );
     }
+}
+
+/// The template's ledger table, read with cfn-lint's own YAML loader (it knows `!Ref`):
+/// keyed and indexed by the attributes the worker writes, its TTL on the attribute the
+/// worker sets, on demand, recoverable and encrypted, and kept when the stack goes.
+#[test]
+fn the_ledger_table_is_declared_as_the_worker_reads_it() {
+    use shoal_common::ledger::{attr, BY_CHAIN_INDEX, BY_STATUS_INDEX};
+    let python = std::env::var("SHOAL_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = "import json, sys\nfrom cfnlint.decode import cfn_yaml\n\
+        t = cfn_yaml.load('deploy/aws/shoal.yaml')\n\
+        print(json.dumps(t['Resources']['LedgerTable'], default=str))";
+    let table: serde_json::Value = serde_json::from_str(&output_of(
+        &python,
+        &["-c", script],
+        None,
+        "pip install cfn-lint; scripts/test installs it",
+    ))
+    .expect("the table as JSON");
+    let p = &table["Properties"];
+    assert_eq!(
+        table["DeletionPolicy"], "Retain",
+        "a stack deleted keeps its records"
+    );
+    assert_eq!(p["BillingMode"], "PAY_PER_REQUEST");
+    assert_eq!(p["KeySchema"][0]["AttributeName"], attr::JOB_ID);
+    assert_eq!(
+        p["TimeToLiveSpecification"]["AttributeName"],
+        attr::EXPIRES_AT
+    );
+    assert_eq!(p["TimeToLiveSpecification"]["Enabled"], true);
+    assert_eq!(
+        p["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"],
+        true
+    );
+    assert_eq!(p["SSESpecification"]["SSEEnabled"], true);
+    let index = |name: &str| {
+        p["GlobalSecondaryIndexes"]
+            .as_array()
+            .and_then(|all| all.iter().find(|i| i["IndexName"] == name))
+            .map(|i| {
+                (
+                    i["KeySchema"][0]["AttributeName"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_owned(),
+                    i["KeySchema"][1]["AttributeName"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_owned(),
+                )
+            })
+            .unwrap_or_else(|| panic!("index {name} missing: {p}"))
+    };
+    assert_eq!(
+        index(BY_STATUS_INDEX),
+        (attr::STATUS.to_owned(), attr::UPDATED_AT.to_owned())
+    );
+    assert_eq!(
+        index(BY_CHAIN_INDEX),
+        (attr::CHAIN_ID.to_owned(), attr::JOB_ID.to_owned())
+    );
 }
 
 #[test]

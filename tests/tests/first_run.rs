@@ -55,7 +55,14 @@ async fn run_worker(queue_name: &str, env: Env<'_>) -> (Output, Duration) {
     let topic = "arn:aws:sns:us-east-1:000000000000:x";
     run(
         WORKER,
-        &["--queue-name", queue_name, "--topic-arn", topic],
+        &[
+            "--queue-name",
+            queue_name,
+            "--topic-arn",
+            topic,
+            "--ledger-table",
+            "shoal-ledger",
+        ],
         env,
     )
     .await
@@ -155,6 +162,8 @@ async fn a_queue_that_does_not_exist_is_one_line_saying_how_to_make_it() {
             &t.stack.queue_url,
             "--topic-arn",
             "arn:aws:sns:us-east-1:123456789012:no-such-topic",
+            "--ledger-table",
+            "shoal-ledger",
         ],
         &env,
     )
@@ -188,6 +197,8 @@ async fn access_denied_is_one_line_saying_a_permission_is_missing() {
             &t.stack.queue_url,
             "--topic-arn",
             &t.stack.topic_arn,
+            "--ledger-table",
+            "shoal-ledger",
         ],
         &env,
     )

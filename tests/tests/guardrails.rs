@@ -337,8 +337,7 @@ async fn a_jobs_user_data_appears_in_no_log_line_at_any_level_and_no_event() {
     let mut child = shoal_tests::worker_command(
         env!("CARGO_BIN_EXE_shoal-worker-for-tests"),
         &moto().endpoint,
-        &t.stack.queue_url,
-        &t.stack.topic_arn,
+        &t.stack,
         "secret",
         metrics,
     )

@@ -843,6 +843,40 @@ async fn contradictory_settings_stop_the_worker_at_start_up_with_the_reason() {
     );
 }
 
+/// A worker told of no ledger refuses to start, before any call, naming the setting and
+/// what running without one gives up; `--no-ledger` is the only way round it.
+#[tokio::test]
+async fn a_worker_without_a_ledger_refuses_to_start_unless_told_no_ledger() {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_shoal-worker-for-tests"))
+        .args(["--queue-url", "http://127.0.0.1:9/000000000000/none"])
+        .args(["--topic-arn", "arn:aws:sns:us-east-1:000000000000:none"])
+        .envs(shoal_tests::aws_env("http://127.0.0.1:9"))
+        .env_remove("SHOAL_LEDGER_TABLE")
+        .env_remove("SHOAL_NO_LEDGER")
+        .output()
+        .await
+        .expect("run the worker");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("ledger_table") && stderr.contains("--no-ledger"),
+        "{stderr}"
+    );
+    let both = tokio::process::Command::new(env!("CARGO_BIN_EXE_shoal-worker-for-tests"))
+        .args(["--queue-url", "http://127.0.0.1:9/000000000000/none"])
+        .args(["--topic-arn", "arn:aws:sns:us-east-1:000000000000:none"])
+        .args(["--ledger-table", "t", "--no-ledger"])
+        .envs(shoal_tests::aws_env("http://127.0.0.1:9"))
+        .output()
+        .await
+        .expect("run the worker");
+    assert_eq!(
+        both.status.code(),
+        Some(2),
+        "a table and --no-ledger contradict"
+    );
+}
+
 // ---- The job ledger: one run per job id across the fleet --------------------------------
 
 /// One job id sent twice, on two workers, while EC2 hides what was just created for 15 s:

@@ -219,3 +219,105 @@ async fn raw_item(
         .item
         .expect("the item is still there")
 }
+
+fn canary_event(id: &str, chain: Option<&str>, status: JobStatus) -> JobEvent {
+    let mut source = EventSource::not_run(
+        Some(id.to_owned()),
+        Some("canary".into()),
+        1,
+        format!("m-{id}"),
+        "w-1".into(),
+    );
+    source.chain_id = chain.map(str::to_owned);
+    source.parent_job_id = chain.filter(|c| *c != id).map(str::to_owned);
+    JobEvent::new(source, status, Some(json!({"slept_ms": 0})), None)
+}
+
+/// Outcomes of kinds that take no lease go in batches: each its own result, a repeat of a
+/// job id in one batch sent in the next (DynamoDB refuses a batch naming one key twice, and
+/// a refusal of the whole batch would fail every other entry), and every record readable
+/// as a finished one with the event as announced.
+#[tokio::test]
+async fn outcomes_are_written_in_batches_and_a_repeated_id_waits_for_the_next() {
+    let (_proxy, ledger) = ledger(LONG).await;
+    let events: Vec<JobEvent> = (0..25)
+        .map(|i| canary_event(&format!("canary-{i:02}"), None, JobStatus::Succeeded))
+        .collect();
+    let mut items: Vec<_> = events
+        .iter()
+        .map(|e| ledger.outcome_item(e).expect("an item"))
+        .collect();
+    items[24] = items[3].clone();
+    let refs: Vec<_> = items.iter().collect();
+    let results = ledger.put_outcomes(&refs).await;
+    assert_eq!(results.len(), 25);
+    assert!(results[..24].iter().all(Result::is_ok), "{results:?}");
+    let repeat = results[24].as_ref().expect_err("the repeat waits");
+    assert_eq!(repeat.class, shoal_common::error::ErrorClass::Transient);
+    for event in &events[..24] {
+        let id = event.job_id.as_deref().expect("id");
+        let record = ledger.get(id).await.expect("get").expect("on record");
+        assert_eq!(record.status, Status::Succeeded);
+        assert_eq!(record.kind.as_deref(), Some("canary"));
+        assert_eq!(
+            record.outcome.as_ref(),
+            Some(event),
+            "the event as announced"
+        );
+        assert_eq!(record.chain_id.as_deref(), Some(id), "a chain of one");
+    }
+    let no_id = JobEvent {
+        job_id: None,
+        ..events[0].clone()
+    };
+    assert!(ledger.outcome_item(&no_id).is_err(), "no job id, no record");
+}
+
+/// The indexes answer `job` (a chain's every step) and `jobs` (recent records of a status,
+/// newest first), as queries: a step of another chain, a record of another status and one
+/// older than `since` are not listed.
+#[tokio::test]
+async fn a_chain_and_recent_jobs_are_looked_up_through_the_indexes() {
+    let (_proxy, ledger) = ledger(LONG).await;
+    let steps = [
+        canary_event("nightly", Some("nightly"), JobStatus::Succeeded),
+        canary_event("nightly.1", Some("nightly"), JobStatus::Succeeded),
+        canary_event("nightly.2", Some("nightly"), JobStatus::Failed),
+        canary_event("other", Some("other"), JobStatus::Failed),
+    ];
+    let items: Vec<_> = steps
+        .iter()
+        .map(|e| ledger.outcome_item(e).expect("item"))
+        .collect();
+    let before = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let results = ledger.put_outcomes(&items.iter().collect::<Vec<_>>()).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+
+    let chain = ledger.chain("nightly").await.expect("query the chain");
+    let ids: Vec<&str> = chain.iter().map(|r| r.job_id.as_str()).collect();
+    assert_eq!(ids, ["nightly", "nightly.1", "nightly.2"]);
+    assert_eq!(chain[1].parent_job_id.as_deref(), Some("nightly"));
+
+    let failed = ledger
+        .recent(Status::Failed, before, 10)
+        .await
+        .expect("query by status");
+    let mut ids: Vec<&str> = failed.iter().map(|r| r.job_id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["nightly.2", "other"]);
+    let later = chrono::Utc::now() + chrono::Duration::seconds(5);
+    assert!(ledger
+        .recent(Status::Failed, later, 10)
+        .await
+        .expect("query")
+        .is_empty());
+    assert_eq!(
+        ledger
+            .recent(Status::Succeeded, before, 1)
+            .await
+            .expect("query")
+            .len(),
+        1,
+        "at most the limit"
+    );
+}

@@ -312,8 +312,7 @@ async fn both_binaries_export_one_trace_over_otlp_http() {
     let mut worker = shoal_tests::worker_command(
         WORKER,
         &moto().endpoint,
-        &t.stack.queue_url,
-        &t.stack.topic_arn,
+        &t.stack,
         "otlp-worker",
         format!("127.0.0.1:{}", shoal_tests::free_port())
             .parse()

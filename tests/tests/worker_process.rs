@@ -23,17 +23,10 @@ struct WorkerProcess {
 
 fn spawn_worker(t: &TestStack, id: &str, extra: &[&str]) -> WorkerProcess {
     let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let child = worker_command(
-        WORKER,
-        &moto().endpoint,
-        &t.stack.queue_url,
-        &t.stack.topic_arn,
-        id,
-        metrics,
-    )
-    .args(extra)
-    .spawn()
-    .expect("start the worker binary");
+    let child = worker_command(WORKER, &moto().endpoint, &t.stack, id, metrics)
+        .args(extra)
+        .spawn()
+        .expect("start the worker binary");
     WorkerProcess { child, metrics }
 }
 
@@ -209,19 +202,12 @@ async fn a_second_signal_exits_at_once_and_the_job_returns_after_its_visibility_
 async fn a_worker_refuses_to_start_when_its_attempt_limit_contradicts_the_redrive_policy() {
     let t = stack("mismatch", 30).await;
     let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let output = worker_command(
-        WORKER,
-        &moto().endpoint,
-        &t.stack.queue_url,
-        &t.stack.topic_arn,
-        "confused",
-        metrics,
-    )
-    .args(["--max-attempts", "9"])
-    .stderr(std::process::Stdio::piped())
-    .output()
-    .await
-    .expect("run the worker");
+    let output = worker_command(WORKER, &moto().endpoint, &t.stack, "confused", metrics)
+        .args(["--max-attempts", "9"])
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .await
+        .expect("run the worker");
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

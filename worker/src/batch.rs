@@ -1,5 +1,6 @@
-//! Batching of the calls every job makes: `DeleteMessageBatch`, `ChangeMessageVisibilityBatch`
-//! and SNS `PublishBatch`.
+//! Batching of the calls every job makes: `DeleteMessageBatch`, `ChangeMessageVisibilityBatch`,
+//! SNS `PublishBatch`, and the ledger's `BatchWriteItem` of outcomes of kinds that take no
+//! lease.
 //!
 //! A job hands its entry to a [`Batcher`] and awaits the entry's own result. The batcher
 //! closes a batch at ten entries, at the call's byte limit, or a few milliseconds after its
@@ -62,6 +63,9 @@ where
 
     /// Whether the entries are receipt handles, whose failure may mean the handle is stale.
     const RECEIPTS: bool = false;
+
+    /// Most entries one call takes.
+    const MAX_ENTRIES: usize = MAX_ENTRIES;
 }
 
 type Pending<E> = (E, oneshot::Sender<Result<(), EntryError>>);
@@ -127,7 +131,7 @@ async fn batch_loop<O: BatchOp>(
         let mut bytes = O::entry_bytes(&first.0);
         let mut batch = vec![first];
         let deadline = Instant::now() + flush_after;
-        while batch.len() < MAX_ENTRIES {
+        while batch.len() < O::MAX_ENTRIES {
             let next = match rx.try_recv() {
                 Ok(p) => Some(p),
                 Err(_) => tokio::time::timeout_at(deadline, rx.recv())
@@ -449,6 +453,11 @@ impl BatchCall for PublishOp {
             result,
         )
     }
+}
+
+impl BatchOp for shoal_common::ledger::OutcomeWrites {
+    const OPERATION: &'static str = "BatchWriteItem";
+    const MAX_ENTRIES: usize = shoal_common::ledger::MAX_BATCH_WRITE;
 }
 
 #[cfg(test)]

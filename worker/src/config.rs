@@ -150,6 +150,13 @@ pub struct WorkerArgs {
     /// announces the recorded outcome instead of running again.
     #[arg(long, env = "SHOAL_LEDGER_TABLE")]
     pub ledger_table: Option<String>,
+    /// Run without a job ledger, giving up what only it gives: two deliveries of one job id
+    /// on two workers may both run (and, while EC2 lags, both create), a finished job cannot
+    /// be looked up (`job`, `jobs`, `follow` after the fact), and an outcome carried on a
+    /// message is trusted as written. Without this flag the worker refuses to start with no
+    /// `--ledger-table`.
+    #[arg(long, env = "SHOAL_NO_LEDGER", conflicts_with = "ledger_table")]
+    pub no_ledger: bool,
     /// How long a job's ledger record lives after its last write: for that long, its job id
     /// is an idempotency key. 14 days, as long as the dead-letter queue keeps a message, so
     /// a job redriven from it still finds its record.
@@ -373,7 +380,11 @@ impl WorkerArgs {
 
         // A missing table would otherwise show only when the first job cannot be claimed.
         let ledger = match &self.ledger_table {
-            None => None,
+            // `check_consistent` refused no table without `--no-ledger`.
+            None => {
+                tracing::warn!("running without a job ledger (--no-ledger): one job id may run on two workers at once, finished jobs cannot be looked up, and carried outcomes are trusted as written");
+                None
+            }
             Some(table) => {
                 clients
                     .dynamodb
@@ -466,6 +477,12 @@ impl WorkerArgs {
         }
         if self.max_instances_per_job == Some(0) {
             return Err(invalid("max_instances_per_job", "must be at least 1"));
+        }
+        if self.ledger_table.is_none() && !self.no_ledger {
+            return Err(invalid(
+                "ledger_table",
+                "no job ledger: set --ledger-table (SHOAL_LEDGER_TABLE) to its DynamoDB table, or --no-ledger to run without one and give up one run per job id across the fleet and looking finished jobs up",
+            ));
         }
         Ok(())
     }

@@ -44,12 +44,16 @@ pub struct JobContext {
     pub started_at: DateTime<Utc>,
 }
 
-/// A handler's notes for its job's next run, carried on the message between deliveries.
-/// EC2 is eventually consistent: what a run created may not be listed yet when the next run
-/// looks, so a handler records the ids it created here rather than trusting a lookup.
+/// A handler's notes for its job's next run, carried on the message between deliveries
+/// and, with a job ledger, written there the moment they change. EC2 is eventually
+/// consistent: what a run created may not be listed yet when the next run looks, so a
+/// handler records the ids it created here, as soon as the create call answers, rather than
+/// trusting a lookup.
 #[derive(Debug, Clone, Default)]
 pub struct Progress {
     inner: Arc<std::sync::Mutex<(serde_json::Map<String, serde_json::Value>, bool)>>,
+    /// Woken by each change, for the runtime to write it to the ledger at once.
+    changes: Arc<tokio::sync::Notify>,
 }
 
 impl Progress {
@@ -57,7 +61,13 @@ impl Progress {
     pub fn from_map(map: serde_json::Map<String, serde_json::Value>) -> Self {
         Progress {
             inner: Arc::new(std::sync::Mutex::new((map, false))),
+            changes: Arc::default(),
         }
+    }
+
+    /// Returns once something was recorded since the last time it returned.
+    pub async fn changes(&self) {
+        self.changes.notified().await
     }
 
     fn lock(
@@ -76,6 +86,7 @@ impl Progress {
         if guard.0.get(key) != Some(&value) {
             guard.0.insert(key.to_owned(), value);
             guard.1 = true;
+            self.changes.notify_one();
         }
     }
 

@@ -33,6 +33,7 @@
 //!     "shoal-worker",
 //!     "--queue-name", "shoal-jobs",
 //!     "--topic-arn", "arn:aws:sns:us-east-1:123456789012:shoal-events",
+//!     "--ledger-table", "shoal-ledger",
 //! ])
 //! .args;
 //! let metrics = Metrics::new();

@@ -24,7 +24,9 @@
 //! [`Ledger::get`]. Reads are strongly consistent: a lease read from a lagging replica would
 //! be a lease that may no longer be.
 //!
-//! The table itself is made in `table.rs`; a record is read from its item in `record.rs`.
+//! Kinds that take no lease write only their outcome, in batches (`outcomes.rs`). The table
+//! itself is made in `table.rs`; a record is read from its item in `record.rs`; the indexes
+//! are queried in `queries.rs`.
 //!
 //! Times are the writer's clock, in milliseconds since the epoch. A lease is judged by the
 //! claimer's clock against the holder's expiry, so clocks that disagree by more than a lease's
@@ -43,8 +45,13 @@ use crate::error::{classify_sdk_error, Error, ErrorClass};
 use crate::event::{JobEvent, JobStatus};
 use crate::{JobId, JobKind};
 
+mod outcomes;
+mod queries;
 mod record;
 mod table;
+
+pub use outcomes::{OutcomeItem, OutcomeWrites, MAX_BATCH_WRITE};
+pub use queries::MAX_LISTED;
 
 use record::read_record;
 
@@ -78,7 +85,8 @@ pub const BY_STATUS_INDEX: &str = "by-status";
 pub const BY_CHAIN_INDEX: &str = "by-chain";
 
 /// Where a job is in its life, as the ledger records it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Status {
     Running,
     Open,
@@ -96,15 +104,15 @@ impl Status {
         }
     }
 
+    pub const ALL: [Status; 4] = [
+        Status::Running,
+        Status::Open,
+        Status::Succeeded,
+        Status::Failed,
+    ];
+
     pub fn parse(s: &str) -> Option<Status> {
-        [
-            Status::Running,
-            Status::Open,
-            Status::Succeeded,
-            Status::Failed,
-        ]
-        .into_iter()
-        .find(|status| status.as_str() == s)
+        Status::ALL.into_iter().find(|status| status.as_str() == s)
     }
 
     pub fn is_finished(self) -> bool {
@@ -123,8 +131,8 @@ pub struct JobRef<'a> {
     pub attempt: u32,
 }
 
-/// One job's record.
-#[derive(Debug, Clone, PartialEq)]
+/// One job's record: what `shoal-producer job` prints.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Record {
     pub job_id: String,
     pub status: Status,
@@ -185,8 +193,8 @@ pub enum LedgerError {
 /// The job ledger on one DynamoDB table.
 #[derive(Debug, Clone)]
 pub struct Ledger {
-    client: aws_sdk_dynamodb::Client,
-    table: String,
+    pub(super) client: aws_sdk_dynamodb::Client,
+    pub(super) table: String,
     /// How long a record lives after its last write.
     ttl: Duration,
 }
@@ -224,7 +232,7 @@ impl Ledger {
         &self.table
     }
 
-    fn expires_at(&self, now: DateTime<Utc>) -> AttributeValue {
+    pub(super) fn expires_at(&self, now: DateTime<Utc>) -> AttributeValue {
         let at = now + chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::MAX);
         n(at.timestamp().max(0) as u64)
     }

@@ -71,6 +71,23 @@ impl Ledger {
                         == Some("ResourceInUseException")) => {}
             Err(e) => return Err(classify_sdk_error("CreateTable", &e)),
         }
+        // TTL can be set only on an active table; DynamoDB makes one in seconds.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let described = client
+                .describe_table()
+                .table_name(table)
+                .send()
+                .await
+                .map_err(|e| classify_sdk_error("DescribeTable", &e))?;
+            let status = described.table.and_then(|t| t.table_status);
+            if status == Some(aws_sdk_dynamodb::types::TableStatus::Active)
+                || std::time::Instant::now() > deadline
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
         client
             .update_time_to_live()
             .table_name(table)

@@ -19,6 +19,10 @@ pub struct Cli {
     pub send: SendArgs,
     #[command(flatten)]
     pub follow: FollowArgs,
+    /// The job ledger's DynamoDB table: `job` and `jobs` read it, and following answers a
+    /// job that already finished from it.
+    #[arg(long, global = true, env = "SHOAL_LEDGER_TABLE")]
+    pub ledger_table: Option<String>,
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -38,6 +42,12 @@ pub enum Command {
     /// each completion event as it arrives. Exit 0 when all succeeded, 1 when one failed,
     /// 124 on --timeout.
     Follow(FollowJobs),
+    /// Show one job as the ledger holds it: status, attempts, holder, timings, result or
+    /// error, and for a chain every step with its status. Exit 1 when there is no record.
+    #[command(name = "job")]
+    Lookup(LookupArgs),
+    /// List recent jobs from the ledger, newest first, by status.
+    Jobs(JobsArgs),
     /// Print the JSON Schema of the job envelope (or, with --event, of a completion event).
     Schema(SchemaArgs),
     /// Create queues and topic for a development stack, and print their addresses.
@@ -84,6 +94,31 @@ pub struct FollowJobs {
     /// The jobs to follow, by id.
     #[arg(required = true, value_name = "JOB_ID")]
     pub job_ids: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LookupArgs {
+    /// The job, by id.
+    #[arg(value_name = "JOB_ID")]
+    pub job_id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// Only jobs of this status (repeatable; default: every status).
+    #[arg(long = "status", value_name = "STATUS", value_parser = parse_status)]
+    pub statuses: Vec<shoal_common::ledger::Status>,
+    /// Only jobs whose record changed this recently, e.g. 1h or 30m.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub since: Duration,
+    /// Show at most this many.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+}
+
+fn parse_status(s: &str) -> Result<shoal_common::ledger::Status, String> {
+    shoal_common::ledger::Status::parse(s)
+        .ok_or_else(|| format!("`{s}` is not a status (known: running, open, succeeded, failed)"))
 }
 
 #[derive(Debug, Args)]
@@ -171,7 +206,8 @@ pub struct SubmitArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum StackCommand {
-    /// Create (or find) the job queue, DLQ, completion topic and events queue.
+    /// Create (or find) the job queue, DLQ, completion topic, events queue and the job
+    /// ledger's table.
     Create {
         /// Prefix of every resource name.
         #[arg(long, default_value = "shoal")]
@@ -185,6 +221,10 @@ pub enum StackCommand {
         /// The job queue's visibility timeout, in seconds.
         #[arg(long, default_value_t = 60)]
         visibility_timeout: u32,
+        /// Make no ledger table: for an emulator that serves SQS and SNS alone (its workers
+        /// then need one elsewhere, or `--no-ledger`).
+        #[arg(long)]
+        no_ledger: bool,
     },
     /// Remove what killed followers left behind: follower queues older than --older-than,
     /// and the topic's subscriptions to follower queues that are gone.

@@ -1,8 +1,8 @@
 //! The `shoal-producer` command line: one subcommand per job kind (derived from
 //! [`shoal_common::Job`], so a new kind appears here by itself), bulk `submit` from JSON
 //! Lines, `schema` for other languages' teams, `stack create` for a development stack,
-//! `peek` and `events` to look at the queues, and the operator's `status` and
-//! `dlq list|redrive`.
+//! `peek` and `events` to look at the queues, `job` and `jobs` to look jobs up in the
+//! ledger, and the operator's `status` and `dlq list|redrive`.
 //!
 //! The arguments are in [`args`]; this file holds the dispatch, the exit statuses and the
 //! one output helper; each command's printing is in a file of its own ([`submit`],
@@ -14,6 +14,7 @@
 mod args;
 mod dlq;
 mod follow;
+mod lookup;
 mod submit;
 mod watch;
 
@@ -25,6 +26,7 @@ use aws_config::SdkConfig;
 use shoal_common::aws::AwsClients;
 use shoal_common::config::{QueueArgs, QueueConfigError, QueueTarget};
 use shoal_common::error::Error;
+use shoal_common::ledger::Ledger;
 use shoal_common::stack::{self, StackSpec};
 use shoal_common::{Job, JobEnvelope, JobId};
 
@@ -245,12 +247,14 @@ async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<
             fifo,
             max_receive_count,
             visibility_timeout,
+            no_ledger,
         }) => {
             let spec = StackSpec {
                 prefix,
                 fifo,
                 max_receive_count,
                 visibility_timeout_secs: visibility_timeout,
+                ledger: !no_ledger,
             };
             let stack = stack::provision(&clients, &spec).await?;
             out.document(&stack, |w| {
@@ -270,7 +274,7 @@ async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<
                 .follow
                 .then(|| follow::topic(&following.topic_arn))
                 .transpose()?;
-            let producer = connect(&cli.queue, &clients).await?;
+            let producer = connect(&cli.queue, &cli.ledger_table, &clients).await?;
             let (enqueued, follower) = match topic {
                 Some(topic) => {
                     let (enqueued, follower) = producer
@@ -311,16 +315,32 @@ async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<
             let mut follower = crate::Follower::start(&clients, topic, &ids, cli.follow.timeout)
                 .await
                 .map_err(follow_error)?;
-            // A job that failed before the follower subscribed is waiting in the DLQ.
-            if let Ok(target) = cli.queue.resolve(&clients.sqs).await {
-                match crate::operate::dead_letter_queue_url(&clients.sqs, &target.url).await {
-                    Ok(dlq_url) => {
-                        follow::look_in_dead_letters(&clients, &dlq_url, &mut follower, out).await?
+            match ledger(&cli.ledger_table, &clients) {
+                // A job that finished before the follower subscribed is on record.
+                Some(ledger) => follower = follower.answering_from(ledger),
+                // A job that failed before the follower subscribed is waiting in the DLQ.
+                None => {
+                    if let Ok(target) = cli.queue.resolve(&clients.sqs).await {
+                        match crate::operate::dead_letter_queue_url(&clients.sqs, &target.url).await
+                        {
+                            Ok(dlq_url) => {
+                                follow::look_in_dead_letters(&clients, &dlq_url, &mut follower, out)
+                                    .await?
+                            }
+                            Err(e) => {
+                                tracing::info!(error = %e, "no dead-letter queue to look in")
+                            }
+                        }
                     }
-                    Err(e) => tracing::info!(error = %e, "no dead-letter queue to look in"),
                 }
             }
             follow::follow(follower, cli.follow.timeout, out).await
+        }
+        Command::Lookup(args) => {
+            lookup::job(&needed(&cli.ledger_table, &clients)?, &args, out).await
+        }
+        Command::Jobs(args) => {
+            lookup::jobs(&needed(&cli.ledger_table, &clients)?, &args, out).await
         }
         Command::Submit(args) => {
             if send.job_id.is_some() {
@@ -336,7 +356,7 @@ async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<
                 }),
                 false => None,
             };
-            let producer = connect(&cli.queue, &clients).await?;
+            let producer = connect(&cli.queue, &cli.ledger_table, &clients).await?;
             submit::submit(&producer, &args, &options, follow, out).await
         }
         Command::Stack(StackCommand::Gc { older_than }) => {
@@ -389,9 +409,33 @@ fn job_envelope(job: Job, job_id: Option<&str>) -> Result<JobEnvelope, CliError>
     }
 }
 
-async fn connect(queue: &QueueArgs, clients: &AwsClients) -> Result<Producer, CliError> {
+async fn connect(
+    queue: &QueueArgs,
+    ledger_table: &Option<String>,
+    clients: &AwsClients,
+) -> Result<Producer, CliError> {
     let target: QueueTarget = queue.resolve(&clients.sqs).await?;
-    Ok(Producer::new(clients.sqs.clone(), target))
+    let producer = Producer::new(clients.sqs.clone(), target);
+    Ok(match ledger(ledger_table, clients) {
+        Some(ledger) => producer.with_ledger(ledger),
+        None => producer,
+    })
+}
+
+/// The ledger `--ledger-table` names, for reading: a record's lifetime is the workers' to set.
+fn ledger(table: &Option<String>, clients: &AwsClients) -> Option<Ledger> {
+    table.as_ref().map(|table| {
+        Ledger::new(
+            clients.dynamodb.clone(),
+            table.clone(),
+            std::time::Duration::ZERO,
+        )
+    })
+}
+
+/// The ledger, for a command that cannot do without it.
+fn needed(table: &Option<String>, clients: &AwsClients) -> Result<Ledger, CliError> {
+    ledger(table, clients).ok_or_else(|| CliError::from(crate::LookupError::NoLedger))
 }
 
 /// Whether standard error is a terminal, for the progress bar.

@@ -311,11 +311,13 @@ async fn send_held(
                 )));
             }
             let ids: Vec<JobId> = jobs.iter().map(|j| j.job_id.clone()).collect();
-            Some(
-                Follower::start(f.clients, f.topic_arn, &ids, f.timeout)
-                    .await
-                    .map_err(|e| CliError::Refused(e.to_string()))?,
-            )
+            let follower = Follower::start(f.clients, f.topic_arn, &ids, f.timeout)
+                .await
+                .map_err(|e| CliError::Refused(e.to_string()))?;
+            Some(match producer.ledger() {
+                Some(ledger) => follower.answering_from(ledger.clone()),
+                None => follower,
+            })
         }
         None => None,
     };

@@ -63,10 +63,9 @@ pub(super) async fn apply(
             if let Some(f) = &follow_ups {
                 event.follow_ups = f.jobs.iter().map(|e| e.job_id.clone()).collect();
             }
-            if let Some(c) = &claim {
-                if let Err(instead) = record_outcome(shared, msg, attempt, c, &event).await {
-                    return instead;
-                }
+            if let Err(instead) = record_outcome(shared, msg, attempt, claim.as_ref(), &event).await
+            {
+                return instead;
             }
             // Counted once the success is final: one the ledger would not take runs again.
             metrics.jobs_succeeded.with_label_values(&[k]).inc();
@@ -122,30 +121,49 @@ pub(super) async fn apply(
             };
             let failure = PendingDeadLetter::new(&error, reason, attempt.number);
             let event = failure_event(shared, msg, attempt, &failure);
-            if let Some(c) = &claim {
-                if let Err(instead) = record_outcome(shared, msg, attempt, c, &event).await {
-                    return instead;
-                }
+            if let Err(instead) = record_outcome(shared, msg, attempt, claim.as_ref(), &event).await
+            {
+                return instead;
             }
             dead_letter_or_carry(shared, msg, attempt, failure, event).await
         }
     }
 }
 
-/// Writes the job's outcome to the ledger before it is announced. When it cannot be, what
-/// became of the message instead: left alone when another run holds the job now (it reports
-/// it); otherwise (the ledger did not take it while the message was held) the outcome is not
-/// announced, since it is not on record, and the job comes back on a copy, spending no
-/// attempt: its next run, on any worker, finds what this one created, recorded as it went,
-/// and reports it.
+/// Writes the job's outcome to the ledger before it is announced: through the run's claim,
+/// fenced, for a kind that takes one; in a batch for a kind that takes none (its effect is
+/// idempotent by itself). Nothing without a ledger, or for a delivery refused before its
+/// claim (its failure event and DLQ copy say why).
+///
+/// When it cannot be written, what became of the message instead: left alone when another
+/// run holds the job now (it reports it); otherwise (the ledger did not take it while the
+/// message was held) the outcome is not announced, since it is not on record, and the job
+/// comes back on a copy, spending no attempt: its next run, on any worker, finds what this
+/// one created, recorded as it went, and reports it.
 async fn record_outcome(
     shared: &Shared,
     msg: &Delivery,
     attempt: &Attempt<'_>,
-    claim: &JobClaim,
+    claim: Option<&JobClaim>,
     event: &JobEvent,
 ) -> Result<(), Disposition> {
-    match claim.finish(shared, event).await {
+    let written = match (claim, &shared.outcomes, &shared.config.ledger) {
+        (Some(claim), _, _) => claim.finish(shared, event).await,
+        (None, Some(outcomes), Some(ledger))
+            if attempt.envelope.is_some_and(|e| !e.kind().takes_lease()) =>
+        {
+            let Ok(item) = ledger.outcome_item(event) else {
+                return Ok(());
+            };
+            calls::while_held(shared, "write the outcome to the ledger", || {
+                outcomes.submit(item.clone())
+            })
+            .await
+            .map_err(Unrecorded::NotTaken)
+        }
+        _ => return Ok(()),
+    };
+    match written {
         Ok(()) => Ok(()),
         Err(Unrecorded::Lost) => {
             shared.metrics.ledger_leases_lost.inc();
@@ -173,6 +191,31 @@ pub(super) async fn announce_recorded(
     record: Record,
 ) -> Disposition {
     let attempt = Attempt::of(msg, Some(envelope));
+    if let Some(other) = record
+        .kind
+        .as_deref()
+        .filter(|k| *k != envelope.kind().as_str())
+    {
+        // A job id names one job: this message reuses the id of another kind's job, whose
+        // outcome is not this one's to announce.
+        let error = JobError::shoal(
+            ShoalCode::JobIdReused,
+            format!(
+                "job id {} is on record for a `{other}` job ({}); a `{}` job needs an id of its own",
+                record.job_id,
+                record.status.as_str(),
+                envelope.kind()
+            ),
+        );
+        return apply(
+            shared,
+            msg,
+            &attempt,
+            Fate::DeadLetter(DeadLetterReason::Permanent, error),
+            None,
+        )
+        .await;
+    }
     let Some(event) = record.outcome else {
         let error = JobError::shoal(
             ShoalCode::UnreadableRecord,

@@ -1,8 +1,9 @@
 //! A delivery's claim on its job in the job ledger ([`shoal_common::ledger`]), for the kinds
 //! that take one ([`shoal_common::JobKind::takes_lease`]): taking it before the handler runs,
 //! keeping it up while the handler runs (with the message's visibility, as the heartbeat
-//! keeps that), recording what the run created as soon as the run returns, writing the
-//! outcome before it is announced, and giving the claim back when the run ends unfinished.
+//! keeps that), recording what the run created the moment the handler records it, writing
+//! the outcome before it is announced, and giving the claim back when the run ends
+//! unfinished.
 //!
 //! These are the ledger's calls and decide nothing: a claim that is refused, a ledger that
 //! does not answer, a claim that was lost, each goes back to the caller as what it is, and
@@ -49,7 +50,7 @@ pub(super) struct JobClaim {
     /// [`Lease`](crate::handler::Lease): 0 once lost.
     until_ms: Arc<AtomicI64>,
     /// The progress as last written, so an unchanged one is not written again.
-    recorded: Map<String, Value>,
+    recorded: std::sync::Mutex<Map<String, Value>>,
 }
 
 /// Claims `envelope`'s job for this worker, for as long as the message stays invisible.
@@ -80,7 +81,7 @@ pub(super) async fn claim(
         Ok(Claim::Granted(lease)) => Entry::Granted(JobClaim {
             ledger: ledger.clone(),
             until_ms: Arc::new(AtomicI64::new(lease.until.timestamp_millis())),
-            recorded: lease.progress.clone(),
+            recorded: std::sync::Mutex::new(lease.progress.clone()),
             lease,
         }),
         Ok(Claim::HeldElsewhere { until, .. }) => {
@@ -133,14 +134,14 @@ impl JobClaim {
     }
 
     /// Records `progress` if it changed since last written. `Err` when the claim is lost:
-    /// another run holds the job, and this one must record nothing more. A ledger that does
-    /// not answer leaves the progress on the message's copy alone.
+    /// another run holds the job, and this one must record (and create) nothing more. A
+    /// ledger that does not answer leaves the progress on the message's copy alone.
     pub async fn record_progress(
-        &mut self,
+        &self,
         shared: &Shared,
         progress: Map<String, Value>,
     ) -> Result<(), Unrecorded> {
-        if progress == self.recorded {
+        if progress == *self.lock_recorded() {
             return Ok(());
         }
         match self
@@ -150,15 +151,22 @@ impl JobClaim {
             .await
         {
             Ok(()) => {
-                self.recorded = progress;
+                *self.lock_recorded() = progress;
                 Ok(())
             }
             Err(Unrecorded::NotTaken(e)) => {
                 tracing::warn!(code = e.code_or_none(), error = %e.message, "cannot record the job's progress in the ledger");
                 Ok(())
             }
-            Err(lost) => Err(lost),
+            Err(lost) => {
+                self.until_ms.store(0, Ordering::Relaxed);
+                Err(lost)
+            }
         }
+    }
+
+    fn lock_recorded(&self) -> std::sync::MutexGuard<'_, Map<String, Value>> {
+        self.recorded.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Records the job's outcome, before it is announced.

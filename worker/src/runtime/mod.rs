@@ -43,6 +43,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use shoal_common::aws::AwsClients;
+use shoal_common::ledger::OutcomeWrites;
 use shoal_common::metrics::Metrics;
 use shoal_common::JobKind;
 use tokio::sync::Semaphore;
@@ -74,6 +75,8 @@ struct Shared {
     deletes: Batcher<DeleteOp>,
     visibility: Batcher<VisibilityOp>,
     events: Batcher<PublishOp>,
+    /// Outcomes of kinds that take no lease, on their way to the ledger, when there is one.
+    outcomes: Option<Batcher<OutcomeWrites>>,
     heartbeat: Arc<VisibilityHeartbeat>,
     kind_slots: HashMap<JobKind, Arc<Semaphore>>,
     job_locks: job_lock::JobLocks,
@@ -141,6 +144,17 @@ impl Worker {
             cfg.batch_flush,
             metrics.clone(),
         );
+        let (outcomes, outcomes_task) = match &cfg.ledger {
+            Some(ledger) => {
+                let (batcher, task) = Batcher::spawn(
+                    OutcomeWrites(ledger.clone()),
+                    cfg.batch_flush,
+                    metrics.clone(),
+                );
+                (Some(batcher), Some(task))
+            }
+            None => (None, None),
+        };
         let heartbeat = VisibilityHeartbeat::new(cfg.visibility_timeout);
         let background = CancellationToken::new();
         let heartbeat_task = tokio::spawn(heartbeat.clone().run(
@@ -189,6 +203,7 @@ impl Worker {
             deletes,
             visibility,
             events,
+            outcomes,
             heartbeat,
         });
 
@@ -239,7 +254,10 @@ impl Worker {
         for task in [delete_task, visibility_task, events_task] {
             let _ = task.await;
         }
-        for task in [http_task, sampler_task].into_iter().flatten() {
+        for task in [outcomes_task, http_task, sampler_task]
+            .into_iter()
+            .flatten()
+        {
             let _ = task.await;
         }
         tracing::info!("worker stopped");

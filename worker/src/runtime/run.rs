@@ -72,15 +72,12 @@ async fn deliver(
     span: &tracing::Span,
 ) -> Disposition {
     let decoded = JobEnvelope::from_json(&msg.body);
-    // What a copy carries can only be trusted where the ledger cannot speak: for a kind it
-    // records, it asks the ledger instead (the claim finds the recorded outcome).
-    let ledger = shared
-        .config
-        .ledger
-        .as_ref()
-        .zip(decoded.as_ref().ok())
-        .filter(|(_, envelope)| envelope.kind().takes_lease());
+    // What a copy carries can only be trusted where the ledger cannot speak: where there is
+    // one, it is asked instead (for a kind that takes a lease, the claim before its run finds
+    // the recorded outcome; for one that takes none, the record is read here).
+    let ledger = shared.config.ledger.as_ref().zip(decoded.as_ref().ok());
     match ledger {
+        // No ledger to ask, or no job to ask it about: the copy is all there is.
         None => {
             if let Some(event) = msg.carried.outcome.clone() {
                 return carry_out::announce_carried(shared, msg, &decoded, event).await;
@@ -91,6 +88,16 @@ async fn deliver(
             }
         }
         Some((ledger, envelope)) => {
+            if msg.carried.outcome.is_some() && !envelope.kind().takes_lease() {
+                if let Some(record) = recorded_finished(ledger, envelope).await {
+                    return carry_out::announce_recorded(shared, msg, envelope, record).await;
+                }
+                // Not on record: the carried outcome proves nothing, and the job (idempotent
+                // by itself) runs again.
+                tracing::warn!(
+                    "a copy carries an outcome the ledger does not record; running the job instead"
+                );
+            }
             // A failure the DLQ could not take yet: the ledger recorded it before the DLQ
             // copy, so a pending dead-letter is trusted only where the ledger says the job
             // failed.
@@ -212,11 +219,11 @@ async fn run_job(
                 runs_here += 1;
                 let ran = match &job_claim {
                     None => run_handler(shared, k, run).await,
-                    Some(c) => run_keeping(shared, c, run_handler(shared, k, run)).await,
+                    Some(c) => run_keeping(shared, msg, c, run_handler(shared, k, run)).await,
                 };
-                // What the run created goes on record before anything else, for the next run on
-                // any worker.
-                if let Some(c) = job_claim.as_mut() {
+                // What the run created is on record before anything else (written as the
+                // handler recorded it; again here if that write did not go through).
+                if let Some(c) = &job_claim {
                     if c.record_progress(shared, msg.progress.to_map())
                         .await
                         .is_err()
@@ -327,20 +334,30 @@ async fn enter(
     }
 }
 
-/// Runs `handler` while keeping `claim`'s ledger lease up. A keeper that returns has lost
-/// the lease (the handler's lease then reads none left); the handler still runs to its end.
+/// Runs `handler` while keeping `claim`'s ledger lease up and writing what the handler
+/// records to the ledger the moment it does (the ids a create call answered with), so a
+/// worker killed right after a create leaves the next holder proof of it. The handler waits
+/// while that write is made. A keeper that returns has lost the lease (the handler's lease
+/// then reads none left); the handler still runs to its end.
 async fn run_keeping<T>(
     shared: &Shared,
+    msg: &Delivery,
     claim: &JobClaim,
     handler: impl std::future::Future<Output = T>,
 ) -> T {
     let keeper = claim.keep(shared.config.visibility_timeout);
     tokio::pin!(keeper, handler);
     let mut keeping = true;
+    let mut recording = true;
     loop {
         tokio::select! {
             r = &mut handler => return r,
             _ = &mut keeper, if keeping => keeping = false,
+            _ = msg.progress.changes(), if recording => {
+                if claim.record_progress(shared, msg.progress.to_map()).await.is_err() {
+                    recording = false;
+                }
+            }
         }
     }
 }
@@ -391,6 +408,14 @@ async fn recorded_failed(ledger: &Ledger, envelope: &JobEnvelope) -> bool {
         ledger.get(envelope.job_id.as_str()).await,
         Ok(Some(record)) if record.status == Status::Failed
     )
+}
+
+/// `envelope`'s job's record, if the ledger has it finished.
+async fn recorded_finished(ledger: &Ledger, envelope: &JobEnvelope) -> Option<Record> {
+    match ledger.get(envelope.job_id.as_str()).await {
+        Ok(Some(record)) if record.status.is_finished() => Some(record),
+        _ => None,
+    }
 }
 
 /// Runs a handler's future, with its metrics, turning a panic into a failure.
