@@ -347,6 +347,16 @@ impl TestStack {
         )
     }
 
+    /// The ledger on `table` (this stack's own, say) as a worker reaching AWS through `sdk`
+    /// sees it.
+    pub fn ledger_named(&self, sdk: &SdkConfig, table: &str) -> shoal_common::ledger::Ledger {
+        shoal_common::ledger::Ledger::new(
+            aws_sdk_dynamodb::Client::new(sdk),
+            table,
+            Duration::from_secs(14 * 24 * 3600),
+        )
+    }
+
     /// Worker settings for this stack, quick enough for tests: 1 s long polls, 5 s
     /// visibility, 1 s retries.
     pub fn worker_config(&self, worker_id: &str) -> WorkerConfig {
