@@ -330,6 +330,17 @@ impl Metrics {
         String::from_utf8(buf).unwrap_or_default()
     }
 
+    /// Makes `service`'s `operations` show in the call, attempt and error counts at zero
+    /// before their first call, so a rate over them (an alert's error ratio) is defined
+    /// from the start.
+    pub fn count_from_zero(&self, service: &str, operations: &[&str]) {
+        for operation in operations {
+            for counter in [&self.api_calls, &self.api_errors, &self.api_attempts] {
+                counter.with_label_values(&[service, operation]);
+            }
+        }
+    }
+
     /// An interceptor to install on every AWS client, counting its calls.
     pub fn api_call_counter(&self) -> ApiCallCounter {
         ApiCallCounter {

@@ -403,6 +403,22 @@ fn the_ledger_table_is_declared_as_the_worker_reads_it() {
     );
 }
 
+/// The worker refuses to start without a ledger: every deploy example names the template's
+/// table (`<prefix>-ledger`).
+#[test]
+fn every_deploy_example_gives_the_worker_its_ledger() {
+    for path in [
+        "deploy/k8s/base/kustomization.yaml",
+        "deploy/docker/compose.yaml",
+    ] {
+        let text = std::fs::read_to_string(repo_path(path)).expect("read");
+        assert!(
+            text.contains("SHOAL_LEDGER_TABLE") && text.contains("shoal-ledger"),
+            "{path} sets SHOAL_LEDGER_TABLE"
+        );
+    }
+}
+
 #[test]
 fn the_compose_file_follows_the_compose_spec() {
     lint(

@@ -118,7 +118,10 @@ async fn every_dashboard_query_is_valid_promql_over_exported_metrics() {
             .await
             .expect("enqueue");
     }
-    let worker = t.start_worker(t.worker_config("dash"), registry).await;
+    // With the ledger, as a deployed worker runs: its DynamoDB series start at zero.
+    let mut config = t.worker_config("dash");
+    config.ledger = Some(t.ledger(&t.sdk).await);
+    let worker = t.start_worker(config, registry).await;
     assert_eq!(t.events(2, Duration::from_secs(30)).await.len(), 2);
     // The queue gauges appear after the first sample.
     let sampled = eventually(Duration::from_secs(10), || async {

@@ -79,6 +79,9 @@ pub mod attr {
     pub const EXPIRES_AT: &str = "expires_at";
 }
 
+/// Every DynamoDB operation a worker makes on the ledger, for its metrics.
+pub const WORKER_OPERATIONS: &[&str] = &["UpdateItem", "GetItem", "BatchWriteItem"];
+
 /// The index of records by status, newest update last: `jobs --status failed --since 1h`.
 pub const BY_STATUS_INDEX: &str = "by-status";
 /// The index of records by chain: a chain's every step in one query.

@@ -146,6 +146,7 @@ impl Worker {
         );
         let (outcomes, outcomes_task) = match &cfg.ledger {
             Some(ledger) => {
+                metrics.count_from_zero("dynamodb", shoal_common::ledger::WORKER_OPERATIONS);
                 let (batcher, task) = Batcher::spawn(
                     OutcomeWrites(ledger.clone()),
                     cfg.batch_flush,
