@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 """Shoal's worker benchmark: prints a table; never a pass/fail test.
 
-Runs SQS and SNS on fauxqs (fast, flat as queues grow) on loopback, and measures, for the
-release build of shoal-worker:
-  - canary jobs per second and worker CPU seconds per 1,000 jobs, for 1, 2 and 4 workers;
-  - SQS+SNS API calls per job (from the workers' own shoal_aws_api_calls_total);
+Runs SQS and SNS on fauxqs (fast, flat as queues grow) and the job ledger's DynamoDB on moto
+(AWS_ENDPOINT_URL_DYNAMODB), both on loopback, and measures, for the release build of
+shoal-worker:
+  - canary jobs per second and worker CPU seconds per 1,000 jobs, for 1, 2 and 4 workers
+    with the ledger (as deployed), and for one worker without it (--no-ledger);
+  - SQS+SNS API calls per job and the ledger's DynamoDB calls per job (from the workers' own
+    shoal_aws_api_calls_total);
   - resident memory idle and with 500 jobs in flight;
-  - enqueue-to-completion latency (send -> completion event received) on an idle queue;
+  - enqueue-to-completion latency (send -> completion event received) on an idle queue, with
+    the ledger and without;
   - a baseline on the same machine: a plain boto3 receive + batch-delete loop over bare
     messages (no events), so the figures read as ratios, not machine-dependent absolutes;
   - the floor Shoal is measured against: the AWS SDK for Rust making exactly the worker's
@@ -51,6 +55,15 @@ def free_port():
         return s.getsockname()[1]
 
 
+def start_moto():
+    """moto, for the ledger's DynamoDB: fauxqs serves SQS and SNS alone."""
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "deploy/local/emulator.py"),
+                             "--until-stdin-closes"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    port = int(proc.stdout.readline())
+    return proc, f"http://127.0.0.1:{port}"
+
+
 def start_fauxqs():
     proc = subprocess.Popen(["node", os.path.join(ROOT, "deploy/local/fauxqs.mjs")],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -91,19 +104,21 @@ def metric_sum(values, prefix, contains=()):
 
 
 class Bench:
-    def __init__(self, endpoint):
+    def __init__(self, endpoint, dynamodb_endpoint):
         self.endpoint = endpoint
-        self.env = dict(os.environ, AWS_ENDPOINT_URL=endpoint, AWS_REGION="us-east-1",
-                        AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", RUST_LOG="warn")
+        self.env = dict(os.environ, AWS_ENDPOINT_URL=endpoint, AWS_ENDPOINT_URL_DYNAMODB=dynamodb_endpoint,
+                        AWS_REGION="us-east-1", AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
+                        RUST_LOG="warn")
         session = boto3.session.Session(aws_access_key_id="bench", aws_secret_access_key="bench",
                                         region_name="us-east-1")
         self.sqs = session.client("sqs", endpoint_url=endpoint)
         self.workers = []
         self.worker_bin = os.path.join(BIN, "shoal-worker")
 
-    def stack(self):
+    def stack(self, ledger=True):
+        """A fresh stack; with `ledger`, its table on moto (the workers then use it)."""
         out = subprocess.run([os.path.join(BIN, "shoal-producer"), "stack", "create",
-                              "--prefix", f"bench-{uuid.uuid4().hex[:8]}"],
+                              "--prefix", f"bench-{uuid.uuid4().hex[:8]}"] + ([] if ledger else ["--no-ledger"]),
                              env=self.env, check=True, capture_output=True, text=True).stdout
         return dict(line.split("=", 1) for line in out.split())
 
@@ -121,10 +136,13 @@ class Bench:
 
     def start_worker(self, stack, concurrency=64, wait=20, extra_env=None):
         port = free_port()
+        ledger = (["--ledger-table", stack["SHOAL_LEDGER_TABLE"]] if "SHOAL_LEDGER_TABLE" in stack
+                  else ["--no-ledger"])
         proc = subprocess.Popen([self.worker_bin,
                                  "--queue-url", stack["SHOAL_QUEUE_URL"], "--topic-arn", stack["SHOAL_TOPIC_ARN"],
                                  "--concurrency", str(concurrency), "--wait-time-seconds", str(wait),
-                                 "--metrics-addr", f"127.0.0.1:{port}"], env={**self.env, **(extra_env or {})})
+                                 "--metrics-addr", f"127.0.0.1:{port}"] + ledger,
+                                env={**self.env, **(extra_env or {})})
         self.workers.append(proc)
         deadline = time.time() + 30
         while time.time() < deadline:
@@ -150,8 +168,8 @@ class Bench:
         self.stop_workers()
         return cpu
 
-    def throughput(self, n_workers, jobs, startup, extra_env=None):
-        stack = self.stack()
+    def throughput(self, n_workers, jobs, startup, extra_env=None, ledger=True):
+        stack = self.stack(ledger)
         self.enqueue_canaries(stack, jobs)
         started = time.monotonic()
         workers = [self.start_worker(stack, extra_env=extra_env) for _ in range(n_workers)]
@@ -165,6 +183,7 @@ class Bench:
         cpu = sum(max(cpu_seconds(p.pid) - startup, 0.0) for p, _ in workers)
         calls = sum(metric_sum(m, "shoal_aws_api_calls_total", ('service="sqs"',)) +
                     metric_sum(m, "shoal_aws_api_calls_total", ('service="sns"',)) for m in snapshot)
+        ledger_calls = sum(metric_sum(m, "shoal_aws_api_calls_total", ('service="dynamodb"',)) for m in snapshot)
         by_op = collections.Counter()
         for m in snapshot:
             for series, value in m.items():
@@ -172,6 +191,7 @@ class Bench:
                     op = series.split('operation="', 1)[1].split('"', 1)[0]
                     by_op[op] += value / jobs
         self.last_calls_by_operation = by_op
+        self.last_ledger_calls = ledger_calls / jobs
         self.stop_workers()
         return jobs / elapsed, cpu / jobs * 1000, calls / jobs
 
@@ -220,8 +240,8 @@ class Bench:
         self.workers = []
         return idle, busy, held
 
-    def latency(self, samples):
-        stack = self.stack()
+    def latency(self, samples, ledger=True):
+        stack = self.stack(ledger)
         self.start_worker(stack)
         events = stack["SHOAL_EVENTS_QUEUE_URL"]
         results = []
@@ -363,11 +383,19 @@ def compare(bench, args):
 
 
 def print_throughput(args, rows, baseline, floor, startup, by_op=None):
-    print(f"\nShoal worker benchmark: {args.jobs} canary jobs per run, SQS+SNS on fauxqs, release build\n")
-    print("| workers | jobs/s | CPU s per 1,000 jobs (with events) | vs SDK floor | vs boto3 loop (no events) | SQS+SNS calls per job |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
-    for n, rate, cpu, calls in rows:
-        print(f"| {n} | {rate:,.0f} | {cpu:.3f} | {cpu / floor:.2f}x | {cpu / baseline:.2f}x | {calls:.3f} |")
+    print(f"\nShoal worker benchmark: {args.jobs} canary jobs per run, SQS+SNS on fauxqs, "
+          "the ledger's DynamoDB on moto, release build\n")
+    print("| workers | ledger | jobs/s | CPU s per 1,000 jobs (with events) | vs SDK floor | vs boto3 loop (no events) "
+          "| SQS+SNS calls per job | ledger calls per job |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for n, ledger, rate, cpu, calls, ledger_calls in rows:
+        print(f"| {n} | {'on' if ledger else 'off'} | {rate:,.0f} | {cpu:.3f} | {cpu / floor:.2f}x | "
+              f"{cpu / baseline:.2f}x | {calls:.3f} | {ledger_calls:.3f} |")
+    on = [r for r in rows if r[0] == 1 and r[1]]
+    off = [r for r in rows if r[0] == 1 and not r[1]]
+    if on and off:
+        print(f"\nthe ledger, one worker: CPU per job {on[0][3] / off[0][3]:.2f}x of without it, "
+              f"{on[0][5]:.3f} DynamoDB calls per job")
     print(f"\nSDK floor, the worker's calls with its clients and nothing else: {floor:.3f} CPU s per 1,000 jobs")
     print(f"boto3 receive + batch-delete loop, same machine: {baseline:.3f} CPU s per 1,000 bare messages")
     print(f"worker startup CPU (subtracted above): {startup:.3f} s")
@@ -376,12 +404,13 @@ def print_throughput(args, rows, baseline, floor, startup, by_op=None):
               ", ".join(f"{op} {v:.3f}" for op, v in sorted(by_op.items(), key=lambda kv: -kv[1]) if v >= 0.0005))
 
 
-def tear_down(bench, fauxqs):
-    """Stops whatever workers a run left behind, then the emulator."""
+def tear_down(bench, fauxqs, moto):
+    """Stops whatever workers a run left behind, then the emulators."""
     for proc in bench.workers:
         proc.kill()
-    fauxqs.stdin.close()
-    fauxqs.wait(timeout=10)
+    for emulator in (fauxqs, moto):
+        emulator.stdin.close()
+        emulator.wait(timeout=10)
 
 
 def main():
@@ -402,22 +431,27 @@ def main():
     args = parser.parse_args()
 
     fauxqs, endpoint = start_fauxqs()
-    bench = Bench(endpoint)
+    moto, dynamodb_endpoint = start_moto()
+    bench = Bench(endpoint, dynamodb_endpoint)
     rows = []
+    by_op = None
     if args.compare:
         try:
             compare(bench, args)
         finally:
-            tear_down(bench, fauxqs)
+            tear_down(bench, fauxqs, moto)
         return
     try:
         baseline = bench.boto3_baseline(args.jobs)
         floor = bench.sdk_floor(args.jobs)
         startup = bench.startup_cpu()
+        rate, cpu, calls = bench.throughput(1, args.jobs, startup, ledger=False)
+        rows.append((1, False, rate, cpu, calls, 0.0))
         for n in args.workers:
             rate, cpu, calls = bench.throughput(n, args.jobs, startup)
-            rows.append((n, rate, cpu, calls))
-        by_op = bench.last_calls_by_operation
+            rows.append((n, True, rate, cpu, calls, bench.last_ledger_calls))
+            if n == 1:
+                by_op = bench.last_calls_by_operation
         if args.quick:
             print_throughput(args, rows, baseline, floor, startup, by_op)
             return
@@ -437,8 +471,9 @@ def main():
         idle_per_minute = bench.idle_calls()
         submits = [(n, *producer_submit(bench, n)) for n in args.submit_lines]
         p50, p99 = bench.latency(args.latency_samples)
+        p50_off, p99_off = bench.latency(args.latency_samples, ledger=False)
     finally:
-        tear_down(bench, fauxqs)
+        tear_down(bench, fauxqs, moto)
 
     print_throughput(args, rows, baseline, floor, startup, by_op)
     print("\n| tracing (1 worker, OTLP/HTTP to a sink) | CPU s per 1,000 jobs | vs off |")
@@ -452,6 +487,7 @@ def main():
     print(f"| resident memory, {held:.0f} jobs in flight | {busy:.1f} MB |")
     print(f"| enqueue to completion event, p50 (idle queue, {args.latency_samples} jobs) | {p50:.1f} ms |")
     print(f"| enqueue to completion event, p99 | {p99:.1f} ms |")
+    print(f"| the same without the ledger, p50 / p99 | {p50_off:.1f} / {p99_off:.1f} ms |")
     monthly = idle_per_minute * 60 * 24 * 30 / 1e6 * SQS_PRICE_PER_MILLION
     print(f"| SQS+SNS calls per minute, one idle worker | {idle_per_minute:.1f} |")
     print(f"| an idle worker's month of those at ${SQS_PRICE_PER_MILLION:.2f} per million requests | ${monthly:.2f} |")
