@@ -2,12 +2,14 @@
 //! calls per ten jobs, with the same SDK clients the worker builds (instrumented, bounded
 //! attempts, one runtime thread, the same allocator), and nothing else: one `ReceiveMessage` of ten, one
 //! `PublishBatch` of ten completion events of Shoal's own size, one `DeleteMessageBatch`.
+//! With `SHOAL_LEDGER_TABLE`, also the worker's ledger calls for canaries: one
+//! `BatchWriteItem` of 25 finished records of Shoal's shape per 25 jobs.
 //! No validation, no handler, no heartbeat, no metrics endpoint, no retries of its own.
 //! The worker's CPU per job over this loop's is what Shoal itself costs on top of the SDK.
 //! Not shipped: built by `scripts/bench`, beside the worker.
 //!
 //! ```sh
-//! SHOAL_QUEUE_URL=… SHOAL_TOPIC_ARN=… SHOAL_FLOOR_JOBS=10000 \
+//! SHOAL_QUEUE_URL=… SHOAL_TOPIC_ARN=… [SHOAL_LEDGER_TABLE=…] SHOAL_FLOOR_JOBS=10000 \
 //!   cargo run --release -p shoal-bench --bin sdk-floor
 //! ```
 
@@ -18,6 +20,7 @@ use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeN
 use chrono::Utc;
 use shoal_common::aws::{load_sdk_config, AwsClients};
 use shoal_common::event::{CloudEvent, EventSource, JobEvent, JobStatus};
+use shoal_common::ledger::{Ledger, OutcomeItem, MAX_BATCH_WRITE};
 use shoal_common::metrics::Metrics;
 
 /// The worker's allocator: the floor is to differ from the worker only in Shoal's own work.
@@ -28,20 +31,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let queue_url = std::env::var("SHOAL_QUEUE_URL")?;
     let topic_arn = std::env::var("SHOAL_TOPIC_ARN")?;
     let jobs: usize = std::env::var("SHOAL_FLOOR_JOBS")?.parse()?;
+    let ledger_table = std::env::var("SHOAL_LEDGER_TABLE").ok();
     // The worker's default runtime: one thread.
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(drain(queue_url, topic_arn, jobs))
+        .block_on(drain(queue_url, topic_arn, ledger_table, jobs))
 }
 
 async fn drain(
     queue_url: String,
     topic_arn: String,
+    ledger_table: Option<String>,
     jobs: usize,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let metrics = Metrics::new();
     let clients = AwsClients::instrumented(&load_sdk_config().await, &metrics);
+    let ledger = ledger_table.map(|table| {
+        Ledger::new(
+            clients.dynamodb.clone(),
+            table,
+            std::time::Duration::from_secs(14 * 24 * 3600),
+        )
+    });
+    let mut outcomes: Vec<OutcomeItem> = Vec::with_capacity(MAX_BATCH_WRITE);
     let mut done = 0;
     while done < jobs {
         let out = clients
@@ -64,6 +77,9 @@ async fn drain(
         let mut deletes = Vec::with_capacity(messages.len());
         for (i, m) in messages.iter().enumerate() {
             let event = canary_event(m.message_id().unwrap_or_default());
+            if let Some(ledger) = &ledger {
+                outcomes.push(ledger.outcome_item(&event)?);
+            }
             let attributes: HashMap<String, SnsAttribute> = event
                 .attributes()
                 .into_iter()
@@ -88,6 +104,16 @@ async fn drain(
                     .receipt_handle(m.receipt_handle().unwrap_or_default())
                     .build()?,
             );
+        }
+        if let Some(ledger) = &ledger {
+            if outcomes.len() >= MAX_BATCH_WRITE || done + messages.len() >= jobs {
+                let batch: Vec<&OutcomeItem> = outcomes.iter().take(MAX_BATCH_WRITE).collect();
+                for result in ledger.put_outcomes(&batch).await {
+                    result?;
+                }
+                let written = batch.len();
+                outcomes.drain(..written);
+            }
         }
         clients
             .sns
