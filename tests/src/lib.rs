@@ -347,6 +347,23 @@ impl TestStack {
         )
     }
 
+    /// Sends `body` straight to the job queue with `state` as its `shoal-state`, as any
+    /// sender allowed to write to the queue could.
+    pub async fn send_with_state(&self, body: &serde_json::Value, state: &str) {
+        self.clients
+            .sqs
+            .send_message()
+            .queue_url(&self.stack.queue_url)
+            .message_body(body.to_string())
+            .message_attributes(
+                shoal_common::queue::CARRIED_STATE,
+                shoal_common::queue::attribute_value("String", state),
+            )
+            .send()
+            .await
+            .expect("send");
+    }
+
     /// The ledger on `table` (this stack's own, say) as a worker reaching AWS through `sdk`
     /// sees it.
     pub fn ledger_named(&self, sdk: &SdkConfig, table: &str) -> shoal_common::ledger::Ledger {

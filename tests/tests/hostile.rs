@@ -825,18 +825,30 @@ async fn a_panicking_handler_fails_its_job_with_the_panic_message() {
     worker.stop().await;
 }
 
-#[tokio::test]
-async fn contradictory_settings_stop_the_worker_at_start_up_with_the_reason() {
+/// The worker binary, told of a queue and topic that need not exist, with `args`; run to
+/// its exit: settings refused at start-up are refused before any call.
+async fn worker_refusing(args: &[&str]) -> (Option<i32>, String) {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_shoal-worker-for-tests"))
         .args(["--queue-url", "http://127.0.0.1:9/000000000000/none"])
         .args(["--topic-arn", "arn:aws:sns:us-east-1:000000000000:none"])
-        .args(["--wait-check-min", "10m", "--wait-check-max", "5m"])
+        .args(args)
         .envs(shoal_tests::aws_env("http://127.0.0.1:9"))
+        .env_remove("SHOAL_LEDGER_TABLE")
+        .env_remove("SHOAL_NO_LEDGER")
         .output()
         .await
         .expect("run the worker");
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn contradictory_settings_stop_the_worker_at_start_up_with_the_reason() {
+    let (code, stderr) =
+        worker_refusing(&["--wait-check-min", "10m", "--wait-check-max", "5m"]).await;
+    assert_eq!(code, Some(2));
     assert!(
         stderr.contains("wait_check_min") && stderr.contains("wait_check_max"),
         "{stderr}"
@@ -847,33 +859,17 @@ async fn contradictory_settings_stop_the_worker_at_start_up_with_the_reason() {
 /// what running without one gives up; `--no-ledger` is the only way round it.
 #[tokio::test]
 async fn a_worker_without_a_ledger_refuses_to_start_unless_told_no_ledger() {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_shoal-worker-for-tests"))
-        .args(["--queue-url", "http://127.0.0.1:9/000000000000/none"])
-        .args(["--topic-arn", "arn:aws:sns:us-east-1:000000000000:none"])
-        .envs(shoal_tests::aws_env("http://127.0.0.1:9"))
-        .env_remove("SHOAL_LEDGER_TABLE")
-        .env_remove("SHOAL_NO_LEDGER")
-        .output()
-        .await
-        .expect("run the worker");
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (code, stderr) = worker_refusing(&[]).await;
+    assert_eq!(code, Some(2));
     assert!(
         stderr.contains("ledger_table") && stderr.contains("--no-ledger"),
         "{stderr}"
     );
-    let both = tokio::process::Command::new(env!("CARGO_BIN_EXE_shoal-worker-for-tests"))
-        .args(["--queue-url", "http://127.0.0.1:9/000000000000/none"])
-        .args(["--topic-arn", "arn:aws:sns:us-east-1:000000000000:none"])
-        .args(["--ledger-table", "t", "--no-ledger"])
-        .envs(shoal_tests::aws_env("http://127.0.0.1:9"))
-        .output()
-        .await
-        .expect("run the worker");
+    let (code, stderr) = worker_refusing(&["--ledger-table", "t", "--no-ledger"]).await;
     assert_eq!(
-        both.status.code(),
+        code,
         Some(2),
-        "a table and --no-ledger contradict"
+        "a table and --no-ledger contradict: {stderr}"
     );
 }
 

@@ -343,18 +343,7 @@ async fn forged_outcomes_are_not_announced_and_a_reused_job_id_is_refused() {
         body["schema_version"] = json!(1);
         body["job_id"] = json!(id);
         body["submitted_at"] = json!("2026-12-01T00:00:00Z");
-        t.clients
-            .sqs
-            .send_message()
-            .queue_url(&t.stack.queue_url)
-            .message_body(body.to_string())
-            .message_attributes(
-                "shoal-state",
-                shoal_common::queue::attribute_value("String", state),
-            )
-            .send()
-            .await
-            .expect("send");
+        t.send_with_state(&body, state).await;
     }
     let events = t.events(bodies.len(), Duration::from_secs(60)).await;
     let by_id: HashMap<&str, &JobEvent> = events

@@ -641,18 +641,7 @@ async fn forged_counters_and_unreadable_state_neither_panic_nor_stall() {
             "schema_version": 1, "job_id": id, "submitted_at": "2026-12-01T00:00:00Z",
             "kind": "canary", "params": {"sleep_ms": sleep_ms},
         });
-        t.clients
-            .sqs
-            .send_message()
-            .queue_url(&t.stack.queue_url)
-            .message_body(body.to_string())
-            .message_attributes(
-                "shoal-state",
-                shoal_common::queue::attribute_value("String", state),
-            )
-            .send()
-            .await
-            .expect("send");
+        t.send_with_state(&body, state).await;
     }
     let mut config = t.worker_config("w1");
     config.max_attempts = 3;

@@ -207,14 +207,7 @@ pub(super) async fn announce_recorded(
                 envelope.kind()
             ),
         );
-        return apply(
-            shared,
-            msg,
-            &attempt,
-            Fate::DeadLetter(DeadLetterReason::Permanent, error),
-            None,
-        )
-        .await;
+        return refuse_recorded(shared, msg, &attempt, error).await;
     }
     let Some(event) = record.outcome else {
         let error = JobError::shoal(
@@ -225,14 +218,7 @@ pub(super) async fn announce_recorded(
                 record.status.as_str()
             ),
         );
-        return apply(
-            shared,
-            msg,
-            &attempt,
-            Fate::DeadLetter(DeadLetterReason::Permanent, error),
-            None,
-        )
-        .await;
+        return refuse_recorded(shared, msg, &attempt, error).await;
     };
     shared.metrics.ledger_outcomes_reannounced.inc();
     tracing::info!(
@@ -266,6 +252,18 @@ pub(super) async fn announce_recorded(
             finish(shared, msg, &attempt, follow_ups, event).await
         }
     }
+}
+
+/// Dead-letters a delivery whose ledger record it cannot announce, with `error` saying why;
+/// the record, another job's or unreadable, is left as it is.
+async fn refuse_recorded(
+    shared: &Shared,
+    msg: &Delivery,
+    attempt: &Attempt<'_>,
+    error: JobError,
+) -> Disposition {
+    let fate = Fate::DeadLetter(DeadLetterReason::Permanent, error);
+    apply(shared, msg, attempt, fate, None).await
 }
 
 /// Announces an outcome an earlier delivery recorded but could not announce, enqueueing its
