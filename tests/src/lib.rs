@@ -581,6 +581,7 @@ pub async fn producer_cli(sdk: &SdkConfig, args: &[&str]) -> CliRun {
 pub fn example_job(kind: shoal_common::JobKind) -> shoal_common::Job {
     use shoal_common::job::{
         Canary, CreateImage, RunInstances, SetTerminationProtection, Snapshot, Tag,
+        TerminateInstances,
     };
     use shoal_common::{Job, JobKind};
     match kind {
@@ -624,6 +625,10 @@ pub fn example_job(kind: shoal_common::JobKind) -> shoal_common::Job {
                 disable_api_termination: true,
             })
         }
+        JobKind::TerminateInstances => Job::TerminateInstances(TerminateInstances {
+            instance_ids: vec!["i-12345678".into()],
+            dry_run: true,
+        }),
         JobKind::Canary => Job::Canary(Canary { sleep_ms: 0 }),
     }
 }

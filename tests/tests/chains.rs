@@ -389,7 +389,8 @@ async fn follow_exits_124_on_timeout_and_finds_a_dead_lettered_job() {
 }
 
 /// The article's whole flow, as `producer/examples/article-flow.json` writes it: launch
-/// protected instances, then image one and snapshot its volume, then lift its protection.
+/// protected instances, then image one and snapshot its volume, then lift its protection,
+/// then terminate it.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_articles_flow_runs_as_one_chain() {
     let t = TestStack::new("article").await;
@@ -421,7 +422,8 @@ async fn the_articles_flow_runs_as_one_chain() {
             "run-instances",
             "create-image",
             "snapshot",
-            "set-termination-protection"
+            "set-termination-protection",
+            "terminate-instances"
         ]
     );
     let instance = outcome.events[0].result.as_ref().expect("result")["instances"][0]
@@ -440,8 +442,39 @@ async fn the_articles_flow_runs_as_one_chain() {
         .expect("attribute")
         .disable_api_termination()
         .and_then(|v| v.value());
-    assert_eq!(protection, Some(false), "the last step lifted it");
-    assert_eq!(snapshots_of(&t, &instance).await, 1);
+    assert_eq!(protection, Some(false), "a step lifted it");
+    // The snapshot outlives the instance (and its volume, deleted with it).
+    let snapshot = outcome.events[2].result.as_ref().expect("result")["snapshots"][0]
+        ["snapshot_id"]
+        .as_str()
+        .expect("a snapshot id")
+        .to_owned();
+    let listed = t
+        .clients
+        .ec2
+        .describe_snapshots()
+        .snapshot_ids(&snapshot)
+        .send()
+        .await
+        .expect("describe snapshots");
+    assert_eq!(listed.snapshots().len(), 1);
+    let state = t
+        .clients
+        .ec2
+        .describe_instances()
+        .instance_ids(&instance)
+        .send()
+        .await
+        .expect("describe")
+        .reservations()[0]
+        .instances()[0]
+        .state()
+        .and_then(|s| s.name())
+        .map(|s| s.as_str().to_owned());
+    assert!(
+        matches!(state.as_deref(), Some("shutting-down" | "terminated")),
+        "the last step ended it: {state:?}"
+    );
 }
 
 /// A follower rides out a few seconds of SQS refusing its receives: the events wait on its

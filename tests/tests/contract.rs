@@ -93,6 +93,9 @@ fn request_body(kind: JobKind) -> &'static str {
         JobKind::SetTerminationProtection => {
             r#"{"kind":"set-termination-protection","params":{"instance_ids":["i-12345678"],"disable_api_termination":false}}"#
         }
+        JobKind::TerminateInstances => {
+            r#"{"kind":"terminate-instances","params":{"instance_ids":["i-12345678"]}}"#
+        }
         JobKind::Canary => r#"{"kind":"canary","params":{"sleep_ms":10}}"#,
     }
 }

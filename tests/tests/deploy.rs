@@ -419,6 +419,56 @@ fn every_deploy_example_gives_the_worker_its_ledger() {
     }
 }
 
+/// The lists of kinds written in deploy files (the fleets' `SHOAL_ALLOW_KINDS`, the
+/// template's `ScheduledJobKind` values) are every kind there is: a kind added to the
+/// contract but not to them would be dead-lettered as `NotAllowed` by a deployed fleet, or
+/// refused by the schedule, with nothing else to say so.
+#[test]
+fn the_deploy_files_list_every_kind() {
+    let every: Vec<&str> = shoal_common::JobKind::ALL
+        .iter()
+        .map(|k| k.as_str())
+        .collect();
+    let listed = |path: &str, start: &str, end: char| -> Vec<String> {
+        let text = std::fs::read_to_string(repo_path(path)).expect("read");
+        let from = text
+            .find(start)
+            .unwrap_or_else(|| panic!("{path} has {start}"))
+            + start.len();
+        text[from..]
+            .split(end)
+            .next()
+            .unwrap_or_default()
+            .split(',')
+            .map(|k| k.trim().trim_matches('[').trim().to_owned())
+            .filter(|k| !k.is_empty())
+            .collect()
+    };
+    for (path, start, end) in [
+        (
+            "deploy/k8s/base/kustomization.yaml",
+            "SHOAL_ALLOW_KINDS=",
+            '\n',
+        ),
+        ("deploy/docker/compose.yaml", "SHOAL_ALLOW_KINDS: ", '\n'),
+        (
+            "deploy/aws/shoal.yaml",
+            "AllowedValues: [run-instances",
+            ']',
+        ),
+    ] {
+        let mut kinds = listed(path, start, end);
+        if path.ends_with("shoal.yaml") {
+            kinds.insert(0, "run-instances".into());
+            kinds.dedup();
+        }
+        assert_eq!(
+            kinds, every,
+            "{path} lists every kind, in JobKind::ALL's order"
+        );
+    }
+}
+
 #[test]
 fn the_compose_file_follows_the_compose_spec() {
     lint(

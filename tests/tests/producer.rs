@@ -84,6 +84,15 @@ fn cli_case(kind: JobKind) -> (Vec<&'static str>, serde_json::Value) {
                 "instance_ids": ["i-0123456789abcdef0", "i-12345678"], "disable_api_termination": false,
             }),
         ),
+        JobKind::TerminateInstances => (
+            vec![
+                "terminate-instances",
+                "--instance-id",
+                "i-0123456789abcdef0",
+                "--dry-run",
+            ],
+            serde_json::json!({"instance_ids": ["i-0123456789abcdef0"], "dry_run": true}),
+        ),
         JobKind::Canary => (
             vec!["canary", "--sleep-ms", "25"],
             serde_json::json!({"sleep_ms": 25}),

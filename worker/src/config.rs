@@ -137,6 +137,11 @@ pub struct WorkerArgs {
     /// The most instances one job may launch (its `max_count`).
     #[arg(long, env = "SHOAL_MAX_INSTANCES_PER_JOB")]
     pub max_instances_per_job: Option<u32>,
+    /// Let `terminate-instances` end instances Shoal did not launch (without `shoal:job-id`).
+    /// Off: such a job is refused before anything is terminated. The worker's IAM policy
+    /// holds the same line on its own and needs widening too.
+    #[arg(long, env = "SHOAL_ALLOW_DESTROYING_UNTAGGED")]
+    pub allow_destroying_untagged: bool,
     /// Run only EC2 dry runs: a job that would change something is refused.
     #[arg(long, env = "SHOAL_DRY_RUN_ONLY")]
     pub dry_run_only: bool,
@@ -208,6 +213,7 @@ impl WorkerArgs {
             wait_deadline: self.wait_deadline,
             consistency_window: self.ec2_consistency_window,
             allowed_image_owners: self.allow_image_owners.clone(),
+            allow_destroying_untagged: self.allow_destroying_untagged,
         }
     }
 

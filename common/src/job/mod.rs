@@ -22,6 +22,7 @@ mod create_image;
 mod run_instances;
 mod snapshot;
 mod tag;
+mod terminate;
 mod termination;
 
 use std::fmt;
@@ -39,6 +40,7 @@ pub use create_image::CreateImage;
 pub use run_instances::RunInstances;
 pub use snapshot::Snapshot;
 pub use tag::Tag;
+pub use terminate::TerminateInstances;
 pub use termination::SetTerminationProtection;
 
 /// The envelope version this build writes and reads. A worker refuses other versions rather
@@ -137,6 +139,8 @@ job_kinds! {
     Snapshot(Snapshot) = "snapshot",
     /// Turn termination protection on or off for instances.
     SetTerminationProtection(SetTerminationProtection) = "set-termination-protection",
+    /// Terminate instances Shoal launched.
+    TerminateInstances(TerminateInstances) = "terminate-instances",
     /// Do no AWS work: an end-to-end probe of the pipeline.
     Canary(Canary) = "canary",
 }
@@ -149,7 +153,7 @@ impl Job {
             Job::RunInstances(p) => &p.tags,
             Job::CreateImage(p) => &p.tags,
             Job::Snapshot(p) => &p.tags,
-            Job::SetTerminationProtection(_) | Job::Canary(_) => &[],
+            Job::SetTerminationProtection(_) | Job::Canary(_) | Job::TerminateInstances(_) => &[],
         }
     }
 }
@@ -157,12 +161,16 @@ impl Job {
 impl JobKind {
     /// Whether a job of this kind claims its job id in the job ledger before its handler
     /// runs: the kinds whose effects are not idempotent by themselves (a second
-    /// `CreateSnapshot` or `CreateImage` makes a second resource). Canaries create nothing
-    /// and termination protection set twice is set; they skip the lease. An exhaustive
-    /// `match`: a new kind does not compile until it says.
+    /// `CreateSnapshot` or `CreateImage` makes a second resource), and those that destroy
+    /// (a resubmission announces what was done rather than act again). Canaries create
+    /// nothing and termination protection set twice is set; they skip the lease. An
+    /// exhaustive `match`: a new kind does not compile until it says.
     pub const fn takes_lease(self) -> bool {
         match self {
-            JobKind::RunInstances | JobKind::CreateImage | JobKind::Snapshot => true,
+            JobKind::RunInstances
+            | JobKind::CreateImage
+            | JobKind::Snapshot
+            | JobKind::TerminateInstances => true,
             JobKind::SetTerminationProtection | JobKind::Canary => false,
         }
     }

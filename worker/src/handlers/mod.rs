@@ -9,6 +9,7 @@ pub mod limiter;
 mod run_instances;
 mod settings;
 mod snapshot;
+mod terminate;
 mod termination;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ pub use run_instances::RunInstancesHandler;
 pub use settings::Ec2Settings;
 use shoal_common::JobKind;
 pub use snapshot::SnapshotHandler;
+pub use terminate::TerminateInstancesHandler;
 pub use termination::TerminationProtectionHandler;
 
 use crate::handler::Registry;
@@ -47,6 +49,9 @@ pub fn registry_with(settings: Ec2Settings) -> Registry {
                 limiter: limiter.clone(),
             }),
             JobKind::SetTerminationProtection => registry.register(TerminationProtectionHandler {
+                limiter: limiter.clone(),
+            }),
+            JobKind::TerminateInstances => registry.register(TerminateInstancesHandler {
                 limiter: limiter.clone(),
             }),
         };

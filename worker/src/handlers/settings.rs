@@ -23,6 +23,9 @@ pub struct Ec2Settings {
     /// Owners (account ids, or `amazon`) whose AMIs `run-instances` may launch; empty
     /// means any.
     pub allowed_image_owners: Vec<String>,
+    /// Whether the kinds that destroy may end what Shoal did not make (what carries no
+    /// `shoal:job-id`). Off: only Shoal's own.
+    pub allow_destroying_untagged: bool,
 }
 
 impl Default for Ec2Settings {
@@ -35,6 +38,7 @@ impl Default for Ec2Settings {
             wait_deadline: Duration::from_secs(6 * 60 * 60),
             consistency_window: Duration::from_secs(60),
             allowed_image_owners: Vec::new(),
+            allow_destroying_untagged: false,
         }
     }
 }

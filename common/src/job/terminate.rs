@@ -1,0 +1,49 @@
+//! `terminate-instances`: the end of an instance, the article's last step. Only instances
+//! Shoal launched (they carry `shoal:job-id`) unless the worker allows more; a protected
+//! instance is EC2's to refuse, and an instance already terminated is done.
+
+use clap::Args;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::Validate;
+use crate::validate::Violations;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Args)]
+#[serde(deny_unknown_fields)]
+pub struct TerminateInstances {
+    /// The instances to terminate (`i-…`).
+    #[schemars(
+        length(min = 1, max = 1000),
+        inner(pattern(crate::validate::pattern::INSTANCE_ID))
+    )]
+    #[arg(long = "instance-id", value_name = "INSTANCE_ID", required = true)]
+    pub instance_ids: Vec<String>,
+    /// Only ask EC2 whether the termination would be allowed (`DryRun`); nothing ends.
+    #[serde(default)]
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// A generous bound that keeps one job's API calls and event small.
+const MAX_INSTANCES: usize = 1000;
+
+impl Validate for TerminateInstances {
+    fn validate(&self, v: &mut Violations) {
+        if self.instance_ids.is_empty() {
+            v.add("instance_ids", "must name at least one instance");
+        }
+        if self.instance_ids.len() > MAX_INSTANCES {
+            v.add(
+                "instance_ids",
+                format!(
+                    "names {} instances; at most {MAX_INSTANCES} allowed",
+                    self.instance_ids.len()
+                ),
+            );
+        }
+        for (i, id) in self.instance_ids.iter().enumerate() {
+            v.resource_id(&format!("instance_ids[{i}]"), id, "i-");
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! `terminate-instances` against the emulator's EC2: it ends what Shoal launched, once (a
+//! redelivery finds it terminated and a resubmission of its job id announces the recorded
+//! outcome); a dry run ends nothing; it refuses, before anything is terminated, an instance
+//! Shoal did not launch unless the worker allows it; and EC2's refusal of a protected
+//! instance is a permanent failure that names it.
+
+use std::time::Duration;
+
+use aws_sdk_ec2::types::AttributeBooleanValue;
+use shoal_common::config::QueueTarget;
+use shoal_common::event::{JobEvent, JobStatus};
+use shoal_common::job::TerminateInstances;
+use shoal_common::{Job, JobEnvelope, JobId};
+use shoal_producer::{Producer, SendOptions};
+use shoal_tests::{plain_launch, TestStack};
+use shoal_worker::handlers::{registry_with, Ec2Settings};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn run(t: &TestStack, job: Job, job_id: &str) -> JobEvent {
+    let envelope = JobEnvelope::new(job).with_job_id(JobId::parse(job_id).expect("id"));
+    Producer::new(t.clients.sqs.clone(), QueueTarget::new(&t.stack.queue_url))
+        .enqueue(&envelope, &SendOptions::default())
+        .await
+        .expect("enqueue");
+    let event = t.one_event(WAIT).await;
+    assert_eq!(event.job_id.as_deref(), Some(job_id), "{event:?}");
+    event
+}
+
+fn terminate(ids: &[&str], dry_run: bool) -> Job {
+    Job::TerminateInstances(TerminateInstances {
+        instance_ids: ids.iter().map(|s| (*s).to_owned()).collect(),
+        dry_run,
+    })
+}
+
+async fn state(t: &TestStack, id: &str) -> String {
+    t.clients
+        .ec2
+        .describe_instances()
+        .instance_ids(id)
+        .send()
+        .await
+        .expect("describe")
+        .reservations()[0]
+        .instances()[0]
+        .state()
+        .and_then(|s| s.name())
+        .map(|s| s.as_str().to_owned())
+        .unwrap_or_default()
+}
+
+fn ended(state: &str) -> bool {
+    state == "shutting-down" || state == "terminated"
+}
+
+async fn launched_by_shoal(t: &TestStack, job_id: &str) -> String {
+    let mut launch = plain_launch(&t.stock_ami().await);
+    launch.max_count = 1;
+    let event = run(t, Job::RunInstances(launch), job_id).await;
+    assert_eq!(event.status, JobStatus::Succeeded, "{event:?}");
+    event.result.expect("result")["instances"][0]["instance_id"]
+        .as_str()
+        .expect("an instance id")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn terminate_instances_ends_what_shoal_launched_once_and_refuses_the_rest() {
+    let t = TestStack::new("terminate").await;
+    let mut config = t.worker_config("w");
+    config.ledger = Some(t.ledger(&t.sdk).await);
+    let worker = t
+        .start_worker(config, registry_with(Ec2Settings::default()))
+        .await;
+    let ours = launched_by_shoal(&t, "term-launch").await;
+    let protected = launched_by_shoal(&t, "term-launch-protected").await;
+    t.clients
+        .ec2
+        .modify_instance_attribute()
+        .instance_id(&protected)
+        .disable_api_termination(AttributeBooleanValue::builder().value(true).build())
+        .send()
+        .await
+        .expect("protect");
+    let foreign = t
+        .clients
+        .ec2
+        .run_instances()
+        .image_id(t.stock_ami().await)
+        .min_count(1)
+        .max_count(1)
+        .send()
+        .await
+        .expect("an instance Shoal did not launch")
+        .instances()[0]
+        .instance_id()
+        .expect("id")
+        .to_owned();
+
+    let dry = run(&t, terminate(&[&ours], true), "term-dry").await;
+    assert_eq!(dry.status, JobStatus::Succeeded, "{dry:?}");
+    assert_eq!(dry.result.as_ref().expect("result")["dry_run"], true);
+    assert!(!ended(&state(&t, &ours).await), "a dry run ends nothing");
+
+    let done = run(&t, terminate(&[&ours], false), "term-ours").await;
+    assert_eq!(done.status, JobStatus::Succeeded, "{done:?}");
+    let result = &done.result.clone().expect("result")["instances"][0];
+    assert_eq!(result["instance_id"], ours.as_str());
+    assert!(
+        ended(result["current_state"].as_str().unwrap_or_default()),
+        "{result}"
+    );
+    assert!(ended(&state(&t, &ours).await));
+
+    // The same job id again: the recorded outcome, nothing run. Another job for the same
+    // instance: it is already ended, so nothing is called and it is done.
+    let again = run(&t, terminate(&[&ours], false), "term-ours").await;
+    assert_eq!(again, done, "the recorded outcome, announced again");
+    let other = run(&t, terminate(&[&ours], false), "term-ours-later").await;
+    assert_eq!(other.status, JobStatus::Succeeded, "{other:?}");
+    let result = &other.result.expect("result")["instances"][0];
+    assert_eq!(
+        result["previous_state"], result["current_state"],
+        "{result}"
+    );
+
+    let refused = run(&t, terminate(&[&foreign], false), "term-foreign").await;
+    assert_eq!(refused.status, JobStatus::Failed);
+    let error = refused.error.expect("a reason");
+    assert_eq!(error.code.as_deref(), Some("NotAllowed"), "{error:?}");
+    assert!(
+        error.message.contains(&foreign) && error.message.contains("--allow-destroying-untagged"),
+        "{error:?}"
+    );
+    assert!(
+        !ended(&state(&t, &foreign).await),
+        "refused before anything ended"
+    );
+
+    let protected_event = run(&t, terminate(&[&protected], false), "term-protected").await;
+    assert_eq!(protected_event.status, JobStatus::Failed);
+    let error = protected_event.error.expect("a reason");
+    assert_eq!(
+        error.code.as_deref(),
+        Some("OperationNotPermitted"),
+        "{error:?}"
+    );
+    assert_eq!(error.class, shoal_common::error::ErrorClass::Permanent);
+    assert!(error.message.contains(&protected), "names it: {error:?}");
+    assert!(!ended(&state(&t, &protected).await));
+    assert_eq!(
+        t.receive(&t.stack.dlq_url, 2, Duration::from_secs(5))
+            .await
+            .len(),
+        2,
+        "both refusals dead-lettered with their reasons"
+    );
+    worker.stop().await;
+
+    // A worker told it may end what Shoal did not make.
+    let settings = Ec2Settings {
+        allow_destroying_untagged: true,
+        ..Ec2Settings::default()
+    };
+    let worker = t
+        .start_worker(t.worker_config("w2"), registry_with(settings))
+        .await;
+    let allowed = run(&t, terminate(&[&foreign], false), "term-foreign-allowed").await;
+    assert_eq!(allowed.status, JobStatus::Succeeded, "{allowed:?}");
+    assert!(ended(&state(&t, &foreign).await));
+    worker.stop().await;
+}
