@@ -580,7 +580,7 @@ pub async fn producer_cli(sdk: &SdkConfig, args: &[&str]) -> CliRun {
 /// claims "each kind" iterates [`shoal_common::JobKind::ALL`] through this.
 pub fn example_job(kind: shoal_common::JobKind) -> shoal_common::Job {
     use shoal_common::job::{
-        Canary, CreateImage, RunInstances, SetTerminationProtection, Snapshot, Tag,
+        Canary, CreateImage, PruneSnapshots, RunInstances, SetTerminationProtection, Snapshot, Tag,
         TerminateInstances,
     };
     use shoal_common::{Job, JobKind};
@@ -625,6 +625,16 @@ pub fn example_job(kind: shoal_common::JobKind) -> shoal_common::Job {
                 disable_api_termination: true,
             })
         }
+        JobKind::PruneSnapshots => Job::PruneSnapshots(PruneSnapshots {
+            volume_id: None,
+            volume_name: Some("db".into()),
+            instance_id: None,
+            tags: vec![Tag::new("backup", "nightly")],
+            keep_count: Some(7),
+            keep_for: Some("14d".into()),
+            region: Some("us-west-2".into()),
+            dry_run: true,
+        }),
         JobKind::TerminateInstances => Job::TerminateInstances(TerminateInstances {
             instance_ids: vec!["i-12345678".into()],
             dry_run: true,

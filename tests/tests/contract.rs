@@ -93,6 +93,9 @@ fn request_body(kind: JobKind) -> &'static str {
         JobKind::SetTerminationProtection => {
             r#"{"kind":"set-termination-protection","params":{"instance_ids":["i-12345678"],"disable_api_termination":false}}"#
         }
+        JobKind::PruneSnapshots => {
+            r#"{"kind":"prune-snapshots","params":{"volume_id":"vol-12345678","keep_count":3}}"#
+        }
         JobKind::TerminateInstances => {
             r#"{"kind":"terminate-instances","params":{"instance_ids":["i-12345678"]}}"#
         }

@@ -84,6 +84,23 @@ fn cli_case(kind: JobKind) -> (Vec<&'static str>, serde_json::Value) {
                 "instance_ids": ["i-0123456789abcdef0", "i-12345678"], "disable_api_termination": false,
             }),
         ),
+        JobKind::PruneSnapshots => (
+            vec![
+                "prune-snapshots",
+                "--volume-name",
+                "web",
+                "--keep-count",
+                "7",
+                "--keep-for",
+                "14d",
+                "--tag",
+                "backup=nightly",
+            ],
+            serde_json::json!({
+                "volume_name": "web", "keep_count": 7, "keep_for": "14d",
+                "tags": {"backup": "nightly"}, "dry_run": false,
+            }),
+        ),
         JobKind::TerminateInstances => (
             vec![
                 "terminate-instances",

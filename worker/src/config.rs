@@ -137,9 +137,10 @@ pub struct WorkerArgs {
     /// The most instances one job may launch (its `max_count`).
     #[arg(long, env = "SHOAL_MAX_INSTANCES_PER_JOB")]
     pub max_instances_per_job: Option<u32>,
-    /// Let `terminate-instances` end instances Shoal did not launch (without `shoal:job-id`).
-    /// Off: such a job is refused before anything is terminated. The worker's IAM policy
-    /// holds the same line on its own and needs widening too.
+    /// Let `terminate-instances` end instances, and `prune-snapshots` delete snapshots,
+    /// that Shoal did not make (without `shoal:job-id`). Off: such an instance is refused
+    /// before anything ends, such a snapshot kept. The worker's IAM policy holds the same
+    /// line on its own and needs widening too.
     #[arg(long, env = "SHOAL_ALLOW_DESTROYING_UNTAGGED")]
     pub allow_destroying_untagged: bool,
     /// Run only EC2 dry runs: a job that would change something is refused.

@@ -19,6 +19,7 @@
 mod canary;
 pub mod chain;
 mod create_image;
+mod prune;
 mod run_instances;
 mod snapshot;
 mod tag;
@@ -37,6 +38,7 @@ use crate::validate::{FieldError, Violations};
 pub use canary::Canary;
 pub use chain::FollowUp;
 pub use create_image::CreateImage;
+pub use prune::{keep_for_duration, PruneSnapshots};
 pub use run_instances::RunInstances;
 pub use snapshot::Snapshot;
 pub use tag::Tag;
@@ -139,6 +141,8 @@ job_kinds! {
     Snapshot(Snapshot) = "snapshot",
     /// Turn termination protection on or off for instances.
     SetTerminationProtection(SetTerminationProtection) = "set-termination-protection",
+    /// Delete old snapshots Shoal made, keeping the newest and the young.
+    PruneSnapshots(PruneSnapshots) = "prune-snapshots",
     /// Terminate instances Shoal launched.
     TerminateInstances(TerminateInstances) = "terminate-instances",
     /// Do no AWS work: an end-to-end probe of the pipeline.
@@ -153,7 +157,10 @@ impl Job {
             Job::RunInstances(p) => &p.tags,
             Job::CreateImage(p) => &p.tags,
             Job::Snapshot(p) => &p.tags,
-            Job::SetTerminationProtection(_) | Job::Canary(_) | Job::TerminateInstances(_) => &[],
+            Job::SetTerminationProtection(_)
+            | Job::Canary(_)
+            | Job::TerminateInstances(_)
+            | Job::PruneSnapshots(_) => &[],
         }
     }
 }
@@ -170,6 +177,7 @@ impl JobKind {
             JobKind::RunInstances
             | JobKind::CreateImage
             | JobKind::Snapshot
+            | JobKind::PruneSnapshots
             | JobKind::TerminateInstances => true,
             JobKind::SetTerminationProtection | JobKind::Canary => false,
         }

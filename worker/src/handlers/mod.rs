@@ -6,6 +6,7 @@ pub mod consistency;
 mod create_image;
 pub mod ec2;
 pub mod limiter;
+mod prune;
 mod run_instances;
 mod settings;
 mod snapshot;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 pub use canary::CanaryHandler;
 pub use create_image::CreateImageHandler;
 pub use limiter::Ec2Limiter;
+pub use prune::PruneSnapshotsHandler;
 pub use run_instances::RunInstancesHandler;
 pub use settings::Ec2Settings;
 use shoal_common::JobKind;
@@ -49,6 +51,9 @@ pub fn registry_with(settings: Ec2Settings) -> Registry {
                 limiter: limiter.clone(),
             }),
             JobKind::SetTerminationProtection => registry.register(TerminationProtectionHandler {
+                limiter: limiter.clone(),
+            }),
+            JobKind::PruneSnapshots => registry.register(PruneSnapshotsHandler {
                 limiter: limiter.clone(),
             }),
             JobKind::TerminateInstances => registry.register(TerminateInstancesHandler {

@@ -1,0 +1,174 @@
+//! `prune-snapshots`: retention as AWS Data Lifecycle Manager states it, for the snapshots
+//! Shoal made. The snapshots of a volume, of an instance's volumes, or of the volumes named
+//! by a `Name` tag, optionally narrowed by more tags; keep the newest `keep_count` and those
+//! younger than `keep_for` (a snapshot either rule keeps is kept), delete the rest.
+
+use std::time::Duration;
+
+use clap::Args;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::tag::{as_map, Tag};
+use super::Validate;
+use crate::validate::Violations;
+
+/// Exactly one of `volume_id`, `volume_name` and `instance_id` chooses the snapshots, and at
+/// least one of `keep_count` and `keep_for` says what stays (rules across fields, which the
+/// JSON Schema does not state; the worker and producer check them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Args)]
+#[serde(deny_unknown_fields)]
+pub struct PruneSnapshots {
+    /// The snapshots of this volume (`vol-…`; it may be gone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(crate::validate::pattern::VOLUME_ID))]
+    #[arg(long)]
+    pub volume_id: Option<String>,
+    /// The snapshots of the volumes whose `Name` tag is this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 256),
+        pattern(crate::validate::pattern::XML_SAFE)
+    )]
+    #[arg(long)]
+    pub volume_name: Option<String>,
+    /// The snapshots of this instance's volumes (`i-…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(crate::validate::pattern::INSTANCE_ID))]
+    #[arg(long)]
+    pub instance_id: Option<String>,
+    /// Only snapshots that also carry these tags.
+    #[serde(default, with = "as_map", skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "as_map::schema")]
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<Tag>,
+    /// Keep the newest this many completed snapshots (1 to 1,000, as DLM allows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    #[arg(long)]
+    pub keep_count: Option<u32>,
+    /// Keep the snapshots younger than this: a number of hours, days or weeks (`36h`, `14d`,
+    /// `8w`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[1-9][0-9]{0,5}[hdw]$"))]
+    #[arg(long)]
+    pub keep_for: Option<String>,
+    /// The region the snapshots are in (default: the worker's), e.g. for copies made there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"))]
+    #[arg(long)]
+    pub region: Option<String>,
+    /// List what would be deleted, and delete nothing.
+    #[serde(default)]
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `keep_for` as a duration: `N` hours, days or weeks; `None` if it is not one.
+pub fn keep_for_duration(text: &str) -> Option<Duration> {
+    let (number, unit) = text.split_at(text.len().checked_sub(1)?);
+    if number.is_empty() || number.starts_with('0') || number.len() > 6 {
+        return None;
+    }
+    let n: u64 = number.parse().ok()?;
+    let hours = match unit {
+        "h" => n,
+        "d" => n * 24,
+        "w" => n * 24 * 7,
+        _ => return None,
+    };
+    Some(Duration::from_secs(hours * 3600))
+}
+
+impl Validate for PruneSnapshots {
+    fn validate(&self, v: &mut Violations) {
+        let chosen = [
+            self.volume_id.is_some(),
+            self.volume_name.is_some(),
+            self.instance_id.is_some(),
+        ]
+        .iter()
+        .filter(|set| **set)
+        .count();
+        if chosen != 1 {
+            v.add(
+                "volume_id",
+                format!("exactly one of volume_id, volume_name and instance_id must be set ({chosen} are)"),
+            );
+        }
+        if let Some(id) = &self.volume_id {
+            v.resource_id("volume_id", id, "vol-");
+        }
+        if let Some(name) = &self.volume_name {
+            if name.is_empty() {
+                v.add("volume_name", "must not be empty");
+            }
+            v.text("volume_name", name, 256);
+        }
+        if let Some(id) = &self.instance_id {
+            v.resource_id("instance_id", id, "i-");
+        }
+        if self.keep_count.is_none() && self.keep_for.is_none() {
+            v.add(
+                "keep_count",
+                "at least one of keep_count and keep_for must be set: a retention keeps something",
+            );
+        }
+        if let Some(n) = self.keep_count {
+            if !(1..=1000).contains(&n) {
+                v.add("keep_count", format!("is {n}; must be 1 to 1000"));
+            }
+        }
+        if let Some(text) = &self.keep_for {
+            if keep_for_duration(text).is_none() {
+                v.add(
+                    "keep_for",
+                    format!(
+                        "`{text}` is not a number of hours, days or weeks (`36h`, `14d`, `8w`)"
+                    ),
+                );
+            }
+        }
+        if let Some(region) = &self.region {
+            let ok = region.split('-').count() >= 3
+                && region
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && region
+                    .rsplit('-')
+                    .next()
+                    .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+            if !ok {
+                v.add(
+                    "region",
+                    format!("`{region}` is not an AWS region name (`us-west-2`)"),
+                );
+            }
+        }
+        v.tags("tags", &self.tags);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_for_reads_hours_days_and_weeks_only() {
+        assert_eq!(
+            keep_for_duration("36h"),
+            Some(Duration::from_secs(36 * 3600))
+        );
+        assert_eq!(
+            keep_for_duration("14d"),
+            Some(Duration::from_secs(14 * 86400))
+        );
+        assert_eq!(
+            keep_for_duration("2w"),
+            Some(Duration::from_secs(14 * 86400))
+        );
+        for bad in ["", "d", "0d", "07d", "14", "14m", "1.5d", "-1d", "9999999d"] {
+            assert_eq!(keep_for_duration(bad), None, "{bad}");
+        }
+    }
+}

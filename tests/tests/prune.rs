@@ -1,0 +1,223 @@
+//! `prune-snapshots` against the emulator's EC2: retention keeps the newest `keep_count` and
+//! those younger than `keep_for`, never deletes a snapshot Shoal did not make (reported kept,
+//! with why), lists without deleting in a dry run, is a no-op when repeated, and works in
+//! another region (moto serves several in one server).
+//!
+//! That a snapshot an AMI is registered from is kept is `worker/src/handlers/prune.rs`'s unit
+//! test: moto's `RegisterImage` ignores the block device mappings it is given (the image gets
+//! a snapshot of moto's own), and `CreateImage`'s snapshots belong to no volume a test can
+//! snapshot again, so no emulator test can set that case up.
+
+use std::time::Duration;
+
+use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+use shoal_common::config::QueueTarget;
+use shoal_common::event::{JobEvent, JobStatus};
+use shoal_common::job::PruneSnapshots;
+use shoal_common::{Job, JobEnvelope, JobId};
+use shoal_producer::{Producer, SendOptions};
+use shoal_tests::{unique, TestStack};
+use shoal_worker::handlers::{registry_with, Ec2Settings};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn run(t: &TestStack, job: Job, job_id: &str) -> JobEvent {
+    let envelope = JobEnvelope::new(job).with_job_id(JobId::parse(job_id).expect("id"));
+    Producer::new(t.clients.sqs.clone(), QueueTarget::new(&t.stack.queue_url))
+        .enqueue(&envelope, &SendOptions::default())
+        .await
+        .expect("enqueue");
+    let event = t.one_event(WAIT).await;
+    assert_eq!(event.job_id.as_deref(), Some(job_id), "{event:?}");
+    assert_eq!(event.status, JobStatus::Succeeded, "{event:?}");
+    event
+}
+
+fn prune(volume: &str, keep_count: Option<u32>, keep_for: Option<&str>) -> PruneSnapshots {
+    PruneSnapshots {
+        volume_id: Some(volume.to_owned()),
+        volume_name: None,
+        instance_id: None,
+        tags: vec![],
+        keep_count,
+        keep_for: keep_for.map(str::to_owned),
+        region: None,
+        dry_run: false,
+    }
+}
+
+/// A snapshot of `volume`, tagged as a Shoal job's (`shoal:job-id`) when `ours`.
+async fn snapshot(ec2: &aws_sdk_ec2::Client, volume: &str, ours: bool) -> String {
+    let mut request = ec2.create_snapshot().volume_id(volume);
+    if ours {
+        request = request.tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::Snapshot)
+                .tags(
+                    Tag::builder()
+                        .key("shoal:job-id")
+                        .value(unique("snap"))
+                        .build(),
+                )
+                .build(),
+        );
+    }
+    let id = request
+        .send()
+        .await
+        .expect("snapshot")
+        .snapshot_id()
+        .expect("id")
+        .to_owned();
+    // Start times a second apart: retention orders by them.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    id
+}
+
+async fn volume(ec2: &aws_sdk_ec2::Client, zone: &str) -> String {
+    ec2.create_volume()
+        .availability_zone(zone)
+        .size(8)
+        .send()
+        .await
+        .expect("volume")
+        .volume_id()
+        .expect("id")
+        .to_owned()
+}
+
+fn ids(result: &serde_json::Value, list: &str) -> Vec<String> {
+    result[list]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|v| v["snapshot_id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn reason<'a>(result: &'a serde_json::Value, id: &str) -> &'a str {
+    result["kept"]
+        .as_array()
+        .and_then(|all| all.iter().find(|v| v["snapshot_id"] == id))
+        .and_then(|v| v["reason"].as_str())
+        .unwrap_or_default()
+}
+
+async fn exists(ec2: &aws_sdk_ec2::Client, id: &str) -> bool {
+    ec2.describe_snapshots()
+        .owner_ids("self")
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("snapshot-id")
+                .values(id)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("describe")
+        .snapshots()
+        .len()
+        == 1
+}
+
+#[tokio::test]
+async fn retention_keeps_the_newest_and_what_it_must_and_deletes_the_rest_once() {
+    let t = TestStack::new("prune").await;
+    let ec2 = &t.clients.ec2;
+    let vol = volume(ec2, "us-east-1a").await;
+    // Oldest first: one not Shoal's, two plain, the newest.
+    let foreign = snapshot(ec2, &vol, false).await;
+    let old_a = snapshot(ec2, &vol, true).await;
+    let old_b = snapshot(ec2, &vol, true).await;
+    let newest = snapshot(ec2, &vol, true).await;
+
+    let mut config = t.worker_config("w");
+    config.ledger = Some(t.ledger(&t.sdk).await);
+    let worker = t
+        .start_worker(config, registry_with(Ec2Settings::default()))
+        .await;
+
+    // Everything is younger than a day: nothing goes.
+    let young = run(
+        &t,
+        Job::PruneSnapshots(prune(&vol, None, Some("1d"))),
+        "prune-young",
+    )
+    .await;
+    let result = young.result.expect("result");
+    assert!(ids(&result, "deleted").is_empty(), "{result}");
+
+    let mut dry = prune(&vol, Some(1), None);
+    dry.dry_run = true;
+    let listed = run(&t, Job::PruneSnapshots(dry), "prune-dry").await;
+    let result = listed.result.expect("result");
+    let mut would = ids(&result, "deleted");
+    would.sort();
+    let mut expected = vec![old_a.clone(), old_b.clone()];
+    expected.sort();
+    assert_eq!(would, expected, "{result}");
+    assert!(
+        exists(ec2, &old_a).await && exists(ec2, &old_b).await,
+        "a dry run deletes nothing"
+    );
+
+    let pruned = run(
+        &t,
+        Job::PruneSnapshots(prune(&vol, Some(1), None)),
+        "prune-1",
+    )
+    .await;
+    let result = pruned.result.clone().expect("result");
+    let mut deleted = ids(&result, "deleted");
+    deleted.sort();
+    assert_eq!(deleted, expected, "{result}");
+    assert!(!exists(ec2, &old_a).await && !exists(ec2, &old_b).await);
+    assert!(reason(&result, &newest).contains("newest 1"), "{result}");
+    assert!(
+        reason(&result, &foreign).contains("not made by Shoal"),
+        "{result}"
+    );
+    for id in [&newest, &foreign] {
+        assert!(exists(ec2, id).await, "{id} kept");
+    }
+
+    // Again under its job id: the recorded outcome. Under another: nothing left to delete.
+    let again = run(
+        &t,
+        Job::PruneSnapshots(prune(&vol, Some(1), None)),
+        "prune-1",
+    )
+    .await;
+    assert_eq!(again, pruned);
+    let later = run(
+        &t,
+        Job::PruneSnapshots(prune(&vol, Some(1), None)),
+        "prune-1-later",
+    )
+    .await;
+    assert!(ids(&later.result.expect("result"), "deleted").is_empty());
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn retention_runs_in_another_region() {
+    let t = TestStack::new("prune-region").await;
+    let west = aws_sdk_ec2::Client::from_conf(
+        aws_sdk_ec2::config::Builder::from(&t.sdk)
+            .region(aws_sdk_ec2::config::Region::new("us-west-2"))
+            .build(),
+    );
+    let vol = volume(&west, "us-west-2a").await;
+    let older = snapshot(&west, &vol, true).await;
+    let newer = snapshot(&west, &vol, true).await;
+    let worker = t
+        .start_worker(t.worker_config("w"), registry_with(Ec2Settings::default()))
+        .await;
+    let mut job = prune(&vol, Some(1), None);
+    job.region = Some("us-west-2".into());
+    let event = run(&t, Job::PruneSnapshots(job), "prune-west").await;
+    let result = event.result.expect("result");
+    assert_eq!(ids(&result, "deleted"), vec![older.clone()], "{result}");
+    assert!(!exists(&west, &older).await && exists(&west, &newer).await);
+    worker.stop().await;
+}
