@@ -879,8 +879,8 @@ async fn a_worker_without_a_ledger_refuses_to_start_unless_told_no_ledger() {
 /// without the ledger each copy was a "first run", trusted an empty lookup by tag, and
 /// created again (two snapshots and two AMIs per job id). With it, the second copy finds
 /// the first's claim (or its recorded outcome) and creates nothing: one `CreateSnapshot` per
-/// volume and one `CreateImage` per job id, and no failure event. Each pair is sent 1.5 s
-/// apart, and one pair of each at the same instant.
+/// volume, one `CreateImage` and one `RunInstances` per job id, and no failure event. Each
+/// pair is sent 1.5 s apart, and one pair of each kind at the same instant.
 #[tokio::test]
 async fn a_job_id_sent_twice_to_two_workers_while_ec2_lags_creates_once() {
     let (proxy, t) = behind_proxy(StackSpec::new(unique("ledger-twice"))).await;
@@ -901,10 +901,20 @@ async fn a_job_id_sent_twice_to_two_workers_while_ec2_lags_creates_once() {
             dry_run: false,
         })
     };
+    let ami = t.stock_ami().await;
     let mut jobs: Vec<(String, Job)> = Vec::new();
     for i in 0..3 {
         jobs.push((format!("twice-snap-{i}"), snapshot_of(&instance, false)));
         jobs.push((format!("twice-image-{i}"), image(i)));
+        // The emulator ignores `ClientToken` (AWS does not): here only the ledger keeps a
+        // second launch from happening.
+        jobs.push((
+            format!("twice-launch-{i}"),
+            Job::RunInstances(RunInstances {
+                max_count: 1,
+                ..plain_launch(&ami)
+            }),
+        ));
     }
     let mut workers = Vec::new();
     for name in ["a", "b"] {
@@ -912,13 +922,13 @@ async fn a_job_id_sent_twice_to_two_workers_while_ec2_lags_creates_once() {
         config.ledger = Some(ledger.clone());
         workers.push(start(&proxy, config, registry_with(ec2_settings())).await);
     }
-    // The same message twice (an SQS duplicate, a producer's retry): the first pairs at the
-    // same instant, the rest 1.5 s apart.
+    // The same message twice (an SQS duplicate, a producer's retry): the first pair of each
+    // kind at the same instant, the rest 1.5 s apart.
     for (n, (id, job)) in jobs.iter().enumerate() {
         let envelope = JobEnvelope::new(job.clone()).with_job_id(JobId::parse(id).expect("id"));
         let producer = Producer::new(t.clients.sqs.clone(), QueueTarget::new(&t.stack.queue_url));
         let options = SendOptions::default();
-        if n < 2 {
+        if n < 3 {
             let (a, b) = tokio::join!(
                 producer.enqueue(&envelope, &options),
                 producer.enqueue(&envelope, &options)
@@ -948,6 +958,8 @@ async fn a_job_id_sent_twice_to_two_workers_while_ec2_lags_creates_once() {
         );
         let creates = if id.contains("snap") {
             proxy.creates_with("CreateSnapshot", id)
+        } else if id.contains("launch") {
+            proxy.creates_with("RunInstances", id)
         } else {
             proxy.creates_with("CreateImage", id)
         };

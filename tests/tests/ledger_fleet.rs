@@ -130,6 +130,41 @@ async fn a_finished_job_resubmitted_runs_nothing_and_is_answered_from_its_record
     assert_eq!(canary.job_id.as_deref(), Some("resubmit-canary"));
     tokio::time::sleep(Duration::from_secs(3)).await;
 
+    // The library: the recorded outcome by job id, and a wait answered through the ledger.
+    let producer = Producer::new(t.clients.sqs.clone(), QueueTarget::new(&t.stack.queue_url))
+        .with_ledger(t.ledger_named(&t.sdk, table(&t)));
+    let canary_id = JobId::parse("resubmit-canary").expect("id");
+    assert_eq!(
+        producer.outcome(&canary_id).await.expect("read"),
+        Some(canary.clone())
+    );
+    assert_eq!(
+        producer
+            .outcome(&JobId::parse("never-sent").expect("id"))
+            .await
+            .expect("read"),
+        None
+    );
+    let waited = producer
+        .enqueue_and_wait(
+            &t.clients,
+            &t.stack.topic_arn,
+            &JobEnvelope::new(Job::Canary(Canary::default())),
+            &SendOptions::default(),
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("the outcome");
+    assert!(waited.succeeded, "{:?}", waited.events);
+    let waited_id = JobId::parse(waited.events[0].job_id.as_deref().expect("id")).expect("id");
+    assert_eq!(
+        producer.outcome(&waited_id).await.expect("read").as_ref(),
+        Some(&waited.events[0]),
+        "on record before it was announced"
+    );
+    // The events queue got that event too; take it so later counts stay exact.
+    let _ = t.one_event(Duration::from_secs(10)).await;
+
     let ledger = ["--ledger-table", table(&t)];
     let shown = producer_cli(
         &t.sdk,
