@@ -631,3 +631,74 @@ async fn a_carried_outcome_whose_follow_ups_cannot_be_built_is_dead_lettered_wit
     );
     worker.stop().await;
 }
+
+/// The nightly flow as one chain (`producer/examples/nightly.json`): snapshot an instance's
+/// volumes, then prune them to the newest N. Run as a schedule runs it, night after night,
+/// with N = 2: after four nights two snapshots of the volume are left, the newest, and every
+/// night's prune reports what it deleted and what it kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_nightly_chain_snapshots_then_keeps_the_newest() {
+    let t = TestStack::new("nightly").await;
+    let _worker = worker(&t).await;
+    let instance = t
+        .clients
+        .ec2
+        .run_instances()
+        .image_id(t.stock_ami().await)
+        .min_count(1)
+        .max_count(1)
+        .send()
+        .await
+        .expect("launch")
+        .instances()[0]
+        .instance_id()
+        .expect("id")
+        .to_owned();
+    let text = std::fs::read_to_string(shoal_tests::repo_path("producer/examples/nightly.json"))
+        .expect("the example chain");
+    let mut request: serde_json::Value = serde_json::from_str(&text).expect("json");
+    request["params"]["instance_id"] = json!(instance);
+    request["then"][0]["params"]["keep_count"] = json!(2);
+    let mut newest = Vec::new();
+    for night in 0..4 {
+        let job = JobEnvelope::from_request(request.clone()).expect("a valid chain");
+        let outcome = run_chain(&t, &job).await;
+        assert!(outcome.succeeded, "night {night}: {:?}", outcome.events);
+        let kinds: Vec<_> = outcome
+            .events
+            .iter()
+            .filter_map(|e| e.kind.as_deref())
+            .collect();
+        assert_eq!(kinds, ["snapshot", "prune-snapshots"]);
+        let taken = outcome.events[0].result.as_ref().expect("result")["snapshots"][0]
+            ["snapshot_id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        newest.push(taken);
+        let pruned = outcome.events[1].result.as_ref().expect("result");
+        let deleted = pruned["deleted"].as_array().expect("deleted").len();
+        assert_eq!(deleted, usize::from(night >= 2), "night {night}: {pruned}");
+        // Start times a second apart, as nights are.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    assert_eq!(
+        snapshots_of(&t, &instance).await,
+        2,
+        "the newest two are left"
+    );
+    let left: Vec<String> = newest[2..].to_vec();
+    for id in &left {
+        let found = t
+            .clients
+            .ec2
+            .describe_snapshots()
+            .snapshot_ids(id)
+            .send()
+            .await
+            .expect("describe")
+            .snapshots()
+            .len();
+        assert_eq!(found, 1, "{id}, one of the two newest, is kept");
+    }
+}
