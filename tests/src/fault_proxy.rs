@@ -786,7 +786,7 @@ fn ids_in(text: &str) -> Vec<String> {
 
 fn record_ec2_effects(s: &mut State, call: &Call, request: &Bytes, response: &Bytes) {
     let op = call.operation.as_str();
-    if op.starts_with("Create") || op == "RunInstances" {
+    if op.starts_with("Create") || op.starts_with("Copy") || op == "RunInstances" {
         s.creates.push((
             call.operation.clone(),
             String::from_utf8_lossy(request).into_owned(),
@@ -799,7 +799,7 @@ fn record_ec2_effects(s: &mut State, call: &Call, request: &Bytes, response: &By
     let made: &[&str] = match op {
         "RunInstances" => &["i-", "vol-"],
         "CreateImage" => &["ami-"],
-        "CreateSnapshot" => &["snap-"],
+        "CreateSnapshot" | "CopySnapshot" => &["snap-"],
         "CreateVolume" => &["vol-"],
         _ => &[],
     };

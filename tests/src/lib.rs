@@ -580,8 +580,8 @@ pub async fn producer_cli(sdk: &SdkConfig, args: &[&str]) -> CliRun {
 /// claims "each kind" iterates [`shoal_common::JobKind::ALL`] through this.
 pub fn example_job(kind: shoal_common::JobKind) -> shoal_common::Job {
     use shoal_common::job::{
-        Canary, CreateImage, PruneSnapshots, RunInstances, SetTerminationProtection, Snapshot, Tag,
-        TerminateInstances,
+        Canary, CopySnapshot, CreateImage, PruneSnapshots, RunInstances, SetTerminationProtection,
+        Snapshot, Tag, TerminateInstances,
     };
     use shoal_common::{Job, JobKind};
     match kind {
@@ -625,6 +625,17 @@ pub fn example_job(kind: shoal_common::JobKind) -> shoal_common::Job {
                 disable_api_termination: true,
             })
         }
+        JobKind::CopySnapshot => Job::CopySnapshot(CopySnapshot {
+            snapshot_id: "snap-12345678".into(),
+            destination_region: "us-west-2".into(),
+            source_region: None,
+            description: Some("nightly copy".into()),
+            encrypted: true,
+            kms_key_id: Some("alias/backup".into()),
+            tags: vec![Tag::new("backup", "nightly")],
+            wait: true,
+            dry_run: false,
+        }),
         JobKind::PruneSnapshots => Job::PruneSnapshots(PruneSnapshots {
             volume_id: None,
             volume_name: Some("db".into()),

@@ -633,11 +633,12 @@ async fn a_carried_outcome_whose_follow_ups_cannot_be_built_is_dead_lettered_wit
 }
 
 /// The nightly flow as one chain (`producer/examples/nightly.json`): snapshot an instance's
-/// volumes, then prune them to the newest N. Run as a schedule runs it, night after night,
-/// with N = 2: after four nights two snapshots of the volume are left, the newest, and every
-/// night's prune reports what it deleted and what it kept.
+/// volumes, prune them to the newest N, copy the new snapshot to a second region and prune
+/// the copies there to the newest N. Run as a schedule runs it, night after night, with N = 2
+/// (moto serves both regions in one server): after four nights each region holds two, the
+/// newest, and every night's prunes say what they deleted.
 #[tokio::test(flavor = "multi_thread")]
-async fn the_nightly_chain_snapshots_then_keeps_the_newest() {
+async fn the_nightly_chain_snapshots_copies_and_keeps_the_newest_in_each_region() {
     let t = TestStack::new("nightly").await;
     let _worker = worker(&t).await;
     let instance = t
@@ -659,46 +660,63 @@ async fn the_nightly_chain_snapshots_then_keeps_the_newest() {
     let mut request: serde_json::Value = serde_json::from_str(&text).expect("json");
     request["params"]["instance_id"] = json!(instance);
     request["then"][0]["params"]["keep_count"] = json!(2);
-    let mut newest = Vec::new();
+    request["then"][1]["then"][0]["params"]["keep_count"] = json!(2);
+    let mut taken = Vec::new();
+    let mut copied = Vec::new();
     for night in 0..4 {
         let job = JobEnvelope::from_request(request.clone()).expect("a valid chain");
         let outcome = run_chain(&t, &job).await;
         assert!(outcome.succeeded, "night {night}: {:?}", outcome.events);
-        let kinds: Vec<_> = outcome
-            .events
-            .iter()
-            .filter_map(|e| e.kind.as_deref())
-            .collect();
-        assert_eq!(kinds, ["snapshot", "prune-snapshots"]);
-        let taken = outcome.events[0].result.as_ref().expect("result")["snapshots"][0]
-            ["snapshot_id"]
-            .as_str()
-            .expect("id")
-            .to_owned();
-        newest.push(taken);
-        let pruned = outcome.events[1].result.as_ref().expect("result");
-        let deleted = pruned["deleted"].as_array().expect("deleted").len();
-        assert_eq!(deleted, usize::from(night >= 2), "night {night}: {pruned}");
+        let by_kind = |kind: &str| {
+            outcome
+                .events
+                .iter()
+                .filter(|e| e.kind.as_deref() == Some(kind))
+                .filter_map(|e| e.result.clone())
+                .collect::<Vec<_>>()
+        };
+        let snapshot = &by_kind("snapshot")[0];
+        taken.push(
+            snapshot["snapshots"][0]["snapshot_id"]
+                .as_str()
+                .expect("id")
+                .to_owned(),
+        );
+        let copy = &by_kind("copy-snapshot")[0];
+        copied.push(copy["snapshot_id"].as_str().expect("id").to_owned());
+        let prunes = by_kind("prune-snapshots");
+        assert_eq!(prunes.len(), 2, "one prune in each region");
+        for pruned in &prunes {
+            let deleted = pruned["deleted"].as_array().expect("deleted").len();
+            assert_eq!(deleted, usize::from(night >= 2), "night {night}: {pruned}");
+        }
         // Start times a second apart, as nights are.
         tokio::time::sleep(Duration::from_millis(1100)).await;
     }
-    assert_eq!(
-        snapshots_of(&t, &instance).await,
-        2,
-        "the newest two are left"
+    let west = aws_sdk_ec2::Client::from_conf(
+        aws_sdk_ec2::config::Builder::from(&t.sdk)
+            .region(aws_sdk_ec2::config::Region::new("us-west-2"))
+            .build(),
     );
-    let left: Vec<String> = newest[2..].to_vec();
-    for id in &left {
-        let found = t
-            .clients
-            .ec2
-            .describe_snapshots()
-            .snapshot_ids(id)
-            .send()
-            .await
-            .expect("describe")
-            .snapshots()
-            .len();
-        assert_eq!(found, 1, "{id}, one of the two newest, is kept");
+    for (ec2, ids, region) in [
+        (&t.clients.ec2, &taken, "us-east-1"),
+        (&west, &copied, "us-west-2"),
+    ] {
+        for (night, id) in ids.iter().enumerate() {
+            let found = ec2
+                .describe_snapshots()
+                .owner_ids("self")
+                .filters(Filter::builder().name("snapshot-id").values(id).build())
+                .send()
+                .await
+                .expect("describe")
+                .snapshots()
+                .len();
+            assert_eq!(
+                found,
+                usize::from(night >= 2),
+                "{region}, night {night}: {id}"
+            );
+        }
     }
 }

@@ -93,6 +93,9 @@ fn request_body(kind: JobKind) -> &'static str {
         JobKind::SetTerminationProtection => {
             r#"{"kind":"set-termination-protection","params":{"instance_ids":["i-12345678"],"disable_api_termination":false}}"#
         }
+        JobKind::CopySnapshot => {
+            r#"{"kind":"copy-snapshot","params":{"snapshot_id":"snap-12345678","destination_region":"us-west-2"}}"#
+        }
         JobKind::PruneSnapshots => {
             r#"{"kind":"prune-snapshots","params":{"volume_id":"vol-12345678","keep_count":3}}"#
         }

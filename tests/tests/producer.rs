@@ -84,6 +84,20 @@ fn cli_case(kind: JobKind) -> (Vec<&'static str>, serde_json::Value) {
                 "instance_ids": ["i-0123456789abcdef0", "i-12345678"], "disable_api_termination": false,
             }),
         ),
+        JobKind::CopySnapshot => (
+            vec![
+                "copy-snapshot",
+                "--snapshot-id",
+                "snap-0123456789abcdef0",
+                "--destination-region",
+                "us-west-2",
+                "--no-wait",
+            ],
+            serde_json::json!({
+                "snapshot_id": "snap-0123456789abcdef0", "destination_region": "us-west-2",
+                "encrypted": false, "wait": false, "dry_run": false,
+            }),
+        ),
         JobKind::PruneSnapshots => (
             vec![
                 "prune-snapshots",

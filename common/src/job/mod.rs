@@ -18,6 +18,7 @@
 
 mod canary;
 pub mod chain;
+mod copy;
 mod create_image;
 mod prune;
 mod run_instances;
@@ -37,6 +38,7 @@ use crate::validate::{FieldError, Violations};
 
 pub use canary::Canary;
 pub use chain::FollowUp;
+pub use copy::{is_region, CopySnapshot};
 pub use create_image::CreateImage;
 pub use prune::{keep_for_duration, PruneSnapshots};
 pub use run_instances::RunInstances;
@@ -143,6 +145,8 @@ job_kinds! {
     SetTerminationProtection(SetTerminationProtection) = "set-termination-protection",
     /// Delete old snapshots Shoal made, keeping the newest and the young.
     PruneSnapshots(PruneSnapshots) = "prune-snapshots",
+    /// Copy a snapshot into another region.
+    CopySnapshot(CopySnapshot) = "copy-snapshot",
     /// Terminate instances Shoal launched.
     TerminateInstances(TerminateInstances) = "terminate-instances",
     /// Do no AWS work: an end-to-end probe of the pipeline.
@@ -157,6 +161,7 @@ impl Job {
             Job::RunInstances(p) => &p.tags,
             Job::CreateImage(p) => &p.tags,
             Job::Snapshot(p) => &p.tags,
+            Job::CopySnapshot(p) => &p.tags,
             Job::SetTerminationProtection(_)
             | Job::Canary(_)
             | Job::TerminateInstances(_)
@@ -178,6 +183,7 @@ impl JobKind {
             | JobKind::CreateImage
             | JobKind::Snapshot
             | JobKind::PruneSnapshots
+            | JobKind::CopySnapshot
             | JobKind::TerminateInstances => true,
             JobKind::SetTerminationProtection | JobKind::Canary => false,
         }

@@ -1,7 +1,8 @@
 //! `prune-snapshots`: retention as AWS Data Lifecycle Manager states it, for the snapshots
 //! Shoal made. The snapshots of a volume, of an instance's volumes, or of the volumes named
-//! by a `Name` tag, optionally narrowed by more tags; keep the newest `keep_count` and those
-//! younger than `keep_for` (a snapshot either rule keeps is kept), delete the rest.
+//! by a `Name` tag, optionally narrowed by more tags, or those carrying the tags alone (a
+//! copy in another region belongs to no volume there); keep the newest `keep_count` and
+//! those younger than `keep_for` (a snapshot either rule keeps is kept), delete the rest.
 
 use std::time::Duration;
 
@@ -13,8 +14,8 @@ use super::tag::{as_map, Tag};
 use super::Validate;
 use crate::validate::Violations;
 
-/// Exactly one of `volume_id`, `volume_name` and `instance_id` chooses the snapshots, and at
-/// least one of `keep_count` and `keep_for` says what stays (rules across fields, which the
+/// Exactly one of `volume_id`, `volume_name` and `instance_id` chooses the snapshots (or
+/// none, and `tags` alone do), and at least one of `keep_count` and `keep_for` says what stays (rules across fields, which the
 /// JSON Schema does not state; the worker and producer check them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Args)]
 #[serde(deny_unknown_fields)]
@@ -37,7 +38,8 @@ pub struct PruneSnapshots {
     #[schemars(pattern(crate::validate::pattern::INSTANCE_ID))]
     #[arg(long)]
     pub instance_id: Option<String>,
-    /// Only snapshots that also carry these tags.
+    /// Only snapshots that also carry these tags (with no volume named: the snapshots that
+    /// carry them).
     #[serde(default, with = "as_map", skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "as_map::schema")]
     #[arg(long = "tag", value_name = "KEY=VALUE")]
@@ -90,10 +92,10 @@ impl Validate for PruneSnapshots {
         .iter()
         .filter(|set| **set)
         .count();
-        if chosen != 1 {
+        if chosen > 1 || (chosen == 0 && self.tags.is_empty()) {
             v.add(
                 "volume_id",
-                format!("exactly one of volume_id, volume_name and instance_id must be set ({chosen} are)"),
+                format!("exactly one of volume_id, volume_name and instance_id must be set ({chosen} are), or none with tags"),
             );
         }
         if let Some(id) = &self.volume_id {
@@ -130,15 +132,7 @@ impl Validate for PruneSnapshots {
             }
         }
         if let Some(region) = &self.region {
-            let ok = region.split('-').count() >= 3
-                && region
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-                && region
-                    .rsplit('-')
-                    .next()
-                    .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
-            if !ok {
+            if !super::is_region(region) {
                 v.add(
                     "region",
                     format!("`{region}` is not an AWS region name (`us-west-2`)"),

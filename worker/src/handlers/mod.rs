@@ -3,6 +3,7 @@
 
 mod canary;
 pub mod consistency;
+mod copy;
 mod create_image;
 pub mod ec2;
 pub mod limiter;
@@ -16,6 +17,7 @@ mod termination;
 use std::sync::Arc;
 
 pub use canary::CanaryHandler;
+pub use copy::CopySnapshotHandler;
 pub use create_image::CreateImageHandler;
 pub use limiter::Ec2Limiter;
 pub use prune::PruneSnapshotsHandler;
@@ -51,6 +53,9 @@ pub fn registry_with(settings: Ec2Settings) -> Registry {
                 limiter: limiter.clone(),
             }),
             JobKind::SetTerminationProtection => registry.register(TerminationProtectionHandler {
+                limiter: limiter.clone(),
+            }),
+            JobKind::CopySnapshot => registry.register(CopySnapshotHandler {
                 limiter: limiter.clone(),
             }),
             JobKind::PruneSnapshots => registry.register(PruneSnapshotsHandler {

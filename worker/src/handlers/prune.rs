@@ -132,19 +132,9 @@ impl JobHandler for PruneSnapshotsHandler {
     type Params = PruneSnapshots;
 
     async fn run(&self, ctx: JobContext, p: PruneSnapshots) -> Result<Outcome, JobError> {
-        let ec2 = match &p.region {
-            None => ctx.clients.ec2.clone(),
-            Some(region) => aws_sdk_ec2::Client::from_conf(
-                ctx.clients
-                    .ec2
-                    .config()
-                    .to_builder()
-                    .region(aws_sdk_ec2::config::Region::new(region.clone()))
-                    .build(),
-            ),
-        };
+        let ec2 = super::copy::client_in(&ctx, p.region.as_deref());
         let volumes = self.volumes(&ec2, &p).await?;
-        let snapshots = self.snapshots(&ec2, &p, &volumes).await?;
+        let snapshots = self.snapshots(&ec2, &p, volumes.as_deref()).await?;
         let facts: Vec<Facts> = snapshots
             .iter()
             .map(|s| Facts {
@@ -207,14 +197,18 @@ impl JobHandler for PruneSnapshotsHandler {
 }
 
 impl PruneSnapshotsHandler {
-    /// The volumes whose snapshots the job prunes.
+    /// The volumes whose snapshots the job prunes; `None` when it names none and its tags
+    /// alone choose.
     async fn volumes(
         &self,
         ec2: &aws_sdk_ec2::Client,
         p: &PruneSnapshots,
-    ) -> Result<Vec<String>, JobError> {
+    ) -> Result<Option<Vec<String>>, JobError> {
+        if p.volume_id.is_none() && p.instance_id.is_none() && p.volume_name.is_none() {
+            return Ok(None);
+        }
         if let Some(id) = &p.volume_id {
-            return Ok(vec![id.clone()]);
+            return Ok(Some(vec![id.clone()]));
         }
         if let Some(instance) = &p.instance_id {
             let out = self
@@ -224,13 +218,14 @@ impl PruneSnapshotsHandler {
                     ec2.describe_instances().instance_ids(instance).send(),
                 )
                 .await?;
-            return Ok(out
-                .reservations()
-                .iter()
-                .flat_map(|r| r.instances())
-                .flat_map(|i| i.block_device_mappings())
-                .filter_map(|m| m.ebs().and_then(|e| e.volume_id()).map(str::to_owned))
-                .collect());
+            return Ok(Some(
+                out.reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .flat_map(|i| i.block_device_mappings())
+                    .filter_map(|m| m.ebs().and_then(|e| e.volume_id()).map(str::to_owned))
+                    .collect(),
+            ));
         }
         let name = p.volume_name.as_deref().unwrap_or_default();
         let mut ids = Vec::new();
@@ -256,25 +251,31 @@ impl PruneSnapshotsHandler {
                 .filter(|t| !t.is_empty())
                 .map(str::to_owned);
             if token.is_none() {
-                return Ok(ids);
+                return Ok(Some(ids));
             }
         }
     }
 
-    /// This account's snapshots of `volumes` carrying the narrowing tags, newest first.
+    /// This account's snapshots of `volumes` (any, for `None`) carrying the narrowing tags,
+    /// newest first.
     async fn snapshots(
         &self,
         ec2: &aws_sdk_ec2::Client,
         p: &PruneSnapshots,
-        volumes: &[String],
+        volumes: Option<&[String]>,
     ) -> Result<Vec<Ec2Snapshot>, JobError> {
-        if volumes.is_empty() {
-            return Ok(Vec::new());
+        let mut filters = Vec::new();
+        if let Some(volumes) = volumes {
+            if volumes.is_empty() {
+                return Ok(Vec::new());
+            }
+            filters.push(
+                Filter::builder()
+                    .name("volume-id")
+                    .set_values(Some(volumes.to_vec()))
+                    .build(),
+            );
         }
-        let mut filters = vec![Filter::builder()
-            .name("volume-id")
-            .set_values(Some(volumes.to_vec()))
-            .build()];
         filters.extend(
             p.tags
                 .iter()

@@ -1,0 +1,200 @@
+//! `copy-snapshot` against the emulator's EC2, two regions in one server: the copy lands in
+//! the destination with the source's tags, the job's and `shoal:job-id`; a redelivery finds
+//! it (by the id it recorded) and copies nothing again; a dry run copies nothing; and
+//! retention then runs in the destination, choosing the copies by their tags.
+
+use std::time::Duration;
+
+use aws_sdk_ec2::types::{ResourceType, Tag as Ec2Tag, TagSpecification};
+use shoal_common::config::QueueTarget;
+use shoal_common::event::{JobEvent, JobStatus};
+use shoal_common::job::{CopySnapshot, PruneSnapshots, Tag};
+use shoal_common::{Job, JobEnvelope, JobId};
+use shoal_producer::{Producer, SendOptions};
+use shoal_tests::fault_proxy::FaultProxy;
+use shoal_tests::{moto, sdk_config, unique, TestStack};
+use shoal_worker::handlers::{registry_with, Ec2Settings};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn enqueue(t: &TestStack, job: &Job, job_id: &str) {
+    let envelope = JobEnvelope::new(job.clone()).with_job_id(JobId::parse(job_id).expect("id"));
+    Producer::new(t.clients.sqs.clone(), QueueTarget::new(&t.stack.queue_url))
+        .enqueue(&envelope, &SendOptions::default())
+        .await
+        .expect("enqueue");
+}
+
+async fn run(t: &TestStack, job: &Job, job_id: &str) -> JobEvent {
+    enqueue(t, job, job_id).await;
+    let event = t.one_event(WAIT).await;
+    assert_eq!(event.job_id.as_deref(), Some(job_id), "{event:?}");
+    assert_eq!(event.status, JobStatus::Succeeded, "{event:?}");
+    event
+}
+
+fn west(sdk: &aws_config::SdkConfig) -> aws_sdk_ec2::Client {
+    aws_sdk_ec2::Client::from_conf(
+        aws_sdk_ec2::config::Builder::from(sdk)
+            .region(aws_sdk_ec2::config::Region::new("us-west-2"))
+            .build(),
+    )
+}
+
+async fn source_snapshot(t: &TestStack) -> String {
+    let ec2 = &t.clients.ec2;
+    let volume = ec2
+        .create_volume()
+        .availability_zone("us-east-1a")
+        .size(8)
+        .send()
+        .await
+        .expect("volume")
+        .volume_id()
+        .expect("id")
+        .to_owned();
+    ec2.create_snapshot()
+        .volume_id(volume)
+        .tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::Snapshot)
+                .tags(Ec2Tag::builder().key("backup").value("nightly").build())
+                .tags(
+                    Ec2Tag::builder()
+                        .key("shoal:job-id")
+                        .value("the-snapshot-job")
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("snapshot")
+        .snapshot_id()
+        .expect("id")
+        .to_owned()
+}
+
+fn copy_of(snapshot: &str) -> Job {
+    Job::CopySnapshot(CopySnapshot {
+        snapshot_id: snapshot.to_owned(),
+        destination_region: "us-west-2".into(),
+        source_region: None,
+        description: None,
+        encrypted: false,
+        kms_key_id: None,
+        tags: vec![Tag::new("copy", "dr")],
+        wait: true,
+        dry_run: false,
+    })
+}
+
+async fn copies_of(ec2: &aws_sdk_ec2::Client, job_id: &str) -> Vec<aws_sdk_ec2::types::Snapshot> {
+    ec2.describe_snapshots()
+        .owner_ids("self")
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:shoal:job-id")
+                .values(job_id)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("describe")
+        .snapshots()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn a_copy_lands_in_the_other_region_once_and_retention_runs_there() {
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    let t = TestStack::observing(
+        &proxy.endpoint,
+        shoal_common::stack::StackSpec::new(unique("copy")),
+    )
+    .await;
+    let west = west(&t.sdk);
+    let source = source_snapshot(&t).await;
+    let sdk = sdk_config(&proxy.endpoint).await;
+    let mut config = t.worker_config("w");
+    config.ledger = Some(t.ledger(&sdk).await);
+    let worker =
+        TestStack::start_worker_with(&sdk, config, registry_with(Ec2Settings::default())).await;
+
+    let mut dry = copy_of(&source);
+    if let Job::CopySnapshot(p) = &mut dry {
+        p.dry_run = true;
+    }
+    let checked = run(&t, &dry, "copy-dry").await;
+    assert_eq!(checked.result.expect("result")["dry_run"], true);
+    assert!(
+        copies_of(&west, "copy-dry").await.is_empty(),
+        "a dry run copies nothing"
+    );
+
+    let event = run(&t, &copy_of(&source), "copy-1").await;
+    let result = event.result.clone().expect("result");
+    assert_eq!(result["source_snapshot_id"], source.as_str());
+    assert_eq!(result["destination_region"], "us-west-2");
+    let copies = copies_of(&west, "copy-1").await;
+    assert_eq!(copies.len(), 1, "one copy in us-west-2");
+    assert_eq!(
+        result["snapshot_id"],
+        copies[0].snapshot_id().unwrap_or_default()
+    );
+    let tag = |key: &str| {
+        copies[0]
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some(key))
+            .and_then(|t| t.value())
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        tag("backup").as_deref(),
+        Some("nightly"),
+        "the source's tags"
+    );
+    assert_eq!(tag("copy").as_deref(), Some("dr"), "the job's");
+    assert_eq!(
+        tag("shoal:job-id").as_deref(),
+        Some("copy-1"),
+        "this job's id, not the source's"
+    );
+    assert_eq!(proxy.creates_with("CopySnapshot", "copy-1"), 1);
+
+    // The same job again: its record is announced, nothing copied.
+    let again = run(&t, &copy_of(&source), "copy-1").await;
+    assert_eq!(again, event);
+    assert_eq!(copies_of(&west, "copy-1").await.len(), 1);
+
+    // A second night's copy, then retention in us-west-2 by the copies' tags: the newest stays.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    run(&t, &copy_of(&source), "copy-2").await;
+    let prune = Job::PruneSnapshots(PruneSnapshots {
+        volume_id: None,
+        volume_name: None,
+        instance_id: None,
+        tags: vec![Tag::new("copy", "dr")],
+        keep_count: Some(1),
+        keep_for: None,
+        region: Some("us-west-2".into()),
+        dry_run: false,
+    });
+    let pruned = run(&t, &prune, "prune-west").await;
+    let result = pruned.result.expect("result");
+    let deleted: Vec<&str> = result["deleted"]
+        .as_array()
+        .expect("deleted")
+        .iter()
+        .filter_map(|v| v["snapshot_id"].as_str())
+        .collect();
+    assert_eq!(
+        deleted,
+        [copies[0].snapshot_id().unwrap_or_default()],
+        "{result}"
+    );
+    assert!(copies_of(&west, "copy-1").await.is_empty());
+    assert_eq!(copies_of(&west, "copy-2").await.len(), 1);
+    worker.stop().await;
+}
