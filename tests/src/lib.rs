@@ -580,8 +580,8 @@ pub async fn producer_cli(sdk: &SdkConfig, args: &[&str]) -> CliRun {
 /// claims "each kind" iterates [`shoal_common::JobKind::ALL`] through this.
 pub fn example_job(kind: shoal_common::JobKind) -> shoal_common::Job {
     use shoal_common::job::{
-        Canary, CopySnapshot, CreateImage, PruneSnapshots, RunInstances, SetTerminationProtection,
-        Snapshot, Tag, TerminateInstances,
+        Canary, CopySnapshot, CreateImage, PruneSnapshots, RestoreVolume, RunInstances,
+        SetTerminationProtection, Snapshot, Tag, TerminateInstances,
     };
     use shoal_common::{Job, JobKind};
     match kind {
@@ -633,6 +633,17 @@ pub fn example_job(kind: shoal_common::JobKind) -> shoal_common::Job {
             encrypted: true,
             kms_key_id: Some("alias/backup".into()),
             tags: vec![Tag::new("backup", "nightly")],
+            wait: true,
+            dry_run: false,
+        }),
+        JobKind::RestoreVolume => Job::RestoreVolume(RestoreVolume {
+            snapshot_id: None,
+            volume_id: None,
+            volume_name: Some("db".into()),
+            availability_zone: "us-east-1a".into(),
+            tags: vec![Tag::new("Name", "db-restored")],
+            instance_id: Some("i-12345678".into()),
+            device: Some("/dev/sdf".into()),
             wait: true,
             dry_run: false,
         }),

@@ -98,6 +98,19 @@ fn cli_case(kind: JobKind) -> (Vec<&'static str>, serde_json::Value) {
                 "encrypted": false, "wait": false, "dry_run": false,
             }),
         ),
+        JobKind::RestoreVolume => (
+            vec![
+                "restore-volume",
+                "--volume-id",
+                "vol-0123456789abcdef0",
+                "--availability-zone",
+                "us-east-1a",
+            ],
+            serde_json::json!({
+                "volume_id": "vol-0123456789abcdef0", "availability_zone": "us-east-1a",
+                "wait": true, "dry_run": false,
+            }),
+        ),
         JobKind::PruneSnapshots => (
             vec![
                 "prune-snapshots",

@@ -21,6 +21,7 @@ pub mod chain;
 mod copy;
 mod create_image;
 mod prune;
+mod restore;
 mod run_instances;
 mod snapshot;
 mod tag;
@@ -41,6 +42,7 @@ pub use chain::FollowUp;
 pub use copy::{is_region, CopySnapshot};
 pub use create_image::CreateImage;
 pub use prune::{keep_for_duration, PruneSnapshots};
+pub use restore::RestoreVolume;
 pub use run_instances::RunInstances;
 pub use snapshot::Snapshot;
 pub use tag::Tag;
@@ -147,6 +149,8 @@ job_kinds! {
     PruneSnapshots(PruneSnapshots) = "prune-snapshots",
     /// Copy a snapshot into another region.
     CopySnapshot(CopySnapshot) = "copy-snapshot",
+    /// Make a volume from a snapshot, optionally attached to an instance.
+    RestoreVolume(RestoreVolume) = "restore-volume",
     /// Terminate instances Shoal launched.
     TerminateInstances(TerminateInstances) = "terminate-instances",
     /// Do no AWS work: an end-to-end probe of the pipeline.
@@ -162,6 +166,7 @@ impl Job {
             Job::CreateImage(p) => &p.tags,
             Job::Snapshot(p) => &p.tags,
             Job::CopySnapshot(p) => &p.tags,
+            Job::RestoreVolume(p) => &p.tags,
             Job::SetTerminationProtection(_)
             | Job::Canary(_)
             | Job::TerminateInstances(_)
@@ -184,6 +189,7 @@ impl JobKind {
             | JobKind::Snapshot
             | JobKind::PruneSnapshots
             | JobKind::CopySnapshot
+            | JobKind::RestoreVolume
             | JobKind::TerminateInstances => true,
             JobKind::SetTerminationProtection | JobKind::Canary => false,
         }

@@ -1,0 +1,144 @@
+//! `restore-volume` against the emulator's EC2: a volume from the newest completed snapshot
+//! of a volume, tagged, attached to an instance, waited on until `in-use`; its job id sent
+//! again creates nothing (the emulator ignores `ClientToken`, so the ledger and the recorded
+//! volume are what hold); a dry run creates nothing.
+
+use std::time::Duration;
+
+use shoal_common::config::QueueTarget;
+use shoal_common::event::{JobEvent, JobStatus};
+use shoal_common::job::{RestoreVolume, Tag};
+use shoal_common::stack::StackSpec;
+use shoal_common::{Job, JobEnvelope, JobId};
+use shoal_producer::{Producer, SendOptions};
+use shoal_tests::fault_proxy::FaultProxy;
+use shoal_tests::{moto, sdk_config, unique, TestStack};
+use shoal_worker::handlers::{registry_with, Ec2Settings};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn run(t: &TestStack, job: &Job, job_id: &str) -> JobEvent {
+    let envelope = JobEnvelope::new(job.clone()).with_job_id(JobId::parse(job_id).expect("id"));
+    Producer::new(t.clients.sqs.clone(), QueueTarget::new(&t.stack.queue_url))
+        .enqueue(&envelope, &SendOptions::default())
+        .await
+        .expect("enqueue");
+    let event = t.one_event(WAIT).await;
+    assert_eq!(event.job_id.as_deref(), Some(job_id), "{event:?}");
+    assert_eq!(event.status, JobStatus::Succeeded, "{event:?}");
+    event
+}
+
+#[tokio::test]
+async fn a_volume_is_restored_from_the_newest_snapshot_and_attached_once() {
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    let t = TestStack::observing(&proxy.endpoint, StackSpec::new(unique("restore"))).await;
+    let ec2 = &t.clients.ec2;
+    let volume = ec2
+        .create_volume()
+        .availability_zone("us-east-1a")
+        .size(8)
+        .send()
+        .await
+        .expect("volume")
+        .volume_id()
+        .expect("id")
+        .to_owned();
+    let mut snapshots = Vec::new();
+    for _ in 0..2 {
+        let id = ec2
+            .create_snapshot()
+            .volume_id(&volume)
+            .send()
+            .await
+            .expect("snapshot")
+            .snapshot_id()
+            .expect("id")
+            .to_owned();
+        snapshots.push(id);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    let instance = ec2
+        .run_instances()
+        .image_id(t.stock_ami().await)
+        .min_count(1)
+        .max_count(1)
+        .placement(
+            aws_sdk_ec2::types::Placement::builder()
+                .availability_zone("us-east-1a")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("launch")
+        .instances()[0]
+        .instance_id()
+        .expect("id")
+        .to_owned();
+    let sdk = sdk_config(&proxy.endpoint).await;
+    let mut config = t.worker_config("w");
+    config.ledger = Some(t.ledger(&sdk).await);
+    let settings = Ec2Settings {
+        wait_check_min: Duration::from_millis(500),
+        ..Ec2Settings::default()
+    };
+    let worker = TestStack::start_worker_with(&sdk, config, registry_with(settings)).await;
+
+    let restore = |dry_run: bool| {
+        Job::RestoreVolume(RestoreVolume {
+            snapshot_id: None,
+            volume_id: Some(volume.clone()),
+            volume_name: None,
+            availability_zone: "us-east-1a".into(),
+            tags: vec![Tag::new("Name", "restored")],
+            instance_id: Some(instance.clone()),
+            device: Some("/dev/sdf".into()),
+            wait: true,
+            dry_run,
+        })
+    };
+    let dry = run(&t, &restore(true), "restore-dry").await;
+    assert_eq!(dry.result.expect("result")["dry_run"], true);
+    assert_eq!(
+        proxy.creates_with("CreateVolume", "restore-dry"),
+        0,
+        "a dry run creates nothing"
+    );
+
+    let event = run(&t, &restore(false), "restore-1").await;
+    let result = event.result.clone().expect("result");
+    assert_eq!(
+        result["snapshot_id"],
+        snapshots[1].as_str(),
+        "the newest: {result}"
+    );
+    assert_eq!(result["state"], "in-use", "{result}");
+    assert_eq!(result["attachment"]["instance_id"], instance.as_str());
+    let restored = result["volume_id"].as_str().expect("id").to_owned();
+    let described = ec2
+        .describe_volumes()
+        .volume_ids(&restored)
+        .send()
+        .await
+        .expect("describe");
+    let v = &described.volumes()[0];
+    assert_eq!(v.snapshot_id(), Some(snapshots[1].as_str()));
+    assert!(v
+        .tags()
+        .iter()
+        .any(|t| t.key() == Some("shoal:job-id") && t.value() == Some("restore-1")));
+    assert!(v
+        .tags()
+        .iter()
+        .any(|t| t.key() == Some("Name") && t.value() == Some("restored")));
+    assert_eq!(proxy.creates_with("CreateVolume", "restore-1"), 1);
+
+    let again = run(&t, &restore(false), "restore-1").await;
+    assert_eq!(again, event, "the recorded outcome");
+    assert_eq!(
+        proxy.creates_with("CreateVolume", "restore-1"),
+        1,
+        "one volume"
+    );
+    worker.stop().await;
+}
