@@ -786,7 +786,11 @@ fn ids_in(text: &str) -> Vec<String> {
 
 fn record_ec2_effects(s: &mut State, call: &Call, request: &Bytes, response: &Bytes) {
     let op = call.operation.as_str();
-    if op.starts_with("Create") || op.starts_with("Copy") || op == "RunInstances" {
+    if op.starts_with("Create")
+        || op.starts_with("Copy")
+        || op == "RunInstances"
+        || op == "RegisterImage"
+    {
         s.creates.push((
             call.operation.clone(),
             String::from_utf8_lossy(request).into_owned(),
@@ -798,7 +802,7 @@ fn record_ec2_effects(s: &mut State, call: &Call, request: &Bytes, response: &By
     // volume, a launch's its AMI, and those existed before.
     let made: &[&str] = match op {
         "RunInstances" => &["i-", "vol-"],
-        "CreateImage" => &["ami-"],
+        "CreateImage" | "RegisterImage" => &["ami-"],
         "CreateSnapshot" | "CopySnapshot" => &["snap-"],
         "CreateVolume" => &["vol-"],
         _ => &[],

@@ -580,8 +580,8 @@ pub async fn producer_cli(sdk: &SdkConfig, args: &[&str]) -> CliRun {
 /// claims "each kind" iterates [`shoal_common::JobKind::ALL`] through this.
 pub fn example_job(kind: shoal_common::JobKind) -> shoal_common::Job {
     use shoal_common::job::{
-        Canary, CopySnapshot, CreateImage, PruneSnapshots, RestoreVolume, RunInstances,
-        SetTerminationProtection, Snapshot, Tag, TerminateInstances,
+        Canary, CopySnapshot, CreateImage, PruneSnapshots, RegisterImage, RestoreVolume,
+        RunInstances, SetTerminationProtection, Snapshot, Tag, TerminateInstances,
     };
     use shoal_common::{Job, JobKind};
     match kind {
@@ -635,6 +635,19 @@ pub fn example_job(kind: shoal_common::JobKind) -> shoal_common::Job {
             tags: vec![Tag::new("backup", "nightly")],
             wait: true,
             dry_run: false,
+        }),
+        JobKind::RegisterImage => Job::RegisterImage(RegisterImage {
+            snapshot_id: "snap-12345678".into(),
+            name: "db restored".into(),
+            description: Some("from last night".into()),
+            root_device_name: "/dev/xvda".into(),
+            architecture: "x86_64".into(),
+            virtualization_type: "hvm".into(),
+            ena_support: true,
+            boot_mode: Some("uefi-preferred".into()),
+            tags: vec![Tag::new("Name", "db")],
+            wait: false,
+            dry_run: true,
         }),
         JobKind::RestoreVolume => Job::RestoreVolume(RestoreVolume {
             snapshot_id: None,

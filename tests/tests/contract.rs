@@ -96,6 +96,9 @@ fn request_body(kind: JobKind) -> &'static str {
         JobKind::CopySnapshot => {
             r#"{"kind":"copy-snapshot","params":{"snapshot_id":"snap-12345678","destination_region":"us-west-2"}}"#
         }
+        JobKind::RegisterImage => {
+            r#"{"kind":"register-image","params":{"snapshot_id":"snap-12345678","name":"web restored"}}"#
+        }
         JobKind::RestoreVolume => {
             r#"{"kind":"restore-volume","params":{"snapshot_id":"snap-12345678","availability_zone":"us-east-1a"}}"#
         }

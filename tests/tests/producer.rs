@@ -98,6 +98,20 @@ fn cli_case(kind: JobKind) -> (Vec<&'static str>, serde_json::Value) {
                 "encrypted": false, "wait": false, "dry_run": false,
             }),
         ),
+        JobKind::RegisterImage => (
+            vec![
+                "register-image",
+                "--snapshot-id",
+                "snap-0123456789abcdef0",
+                "--name",
+                "web restored",
+            ],
+            serde_json::json!({
+                "snapshot_id": "snap-0123456789abcdef0", "name": "web restored",
+                "root_device_name": "/dev/xvda", "architecture": "x86_64",
+                "virtualization_type": "hvm", "ena_support": true, "wait": false, "dry_run": false,
+            }),
+        ),
         JobKind::RestoreVolume => (
             vec![
                 "restore-volume",

@@ -103,6 +103,7 @@ impl Guardrails {
             Job::PruneSnapshots(p) => Some(p.dry_run),
             Job::CopySnapshot(p) => Some(p.dry_run),
             Job::RestoreVolume(p) => Some(p.dry_run),
+            Job::RegisterImage(p) => Some(p.dry_run),
             // It has no dry run: in dry-run-only mode it is refused.
             Job::SetTerminationProtection(_) => Some(false),
             Job::Canary(_) => None,

@@ -21,6 +21,7 @@ pub mod chain;
 mod copy;
 mod create_image;
 mod prune;
+mod register;
 mod restore;
 mod run_instances;
 mod snapshot;
@@ -42,6 +43,7 @@ pub use chain::FollowUp;
 pub use copy::{is_region, CopySnapshot};
 pub use create_image::CreateImage;
 pub use prune::{keep_for_duration, PruneSnapshots};
+pub use register::RegisterImage;
 pub use restore::RestoreVolume;
 pub use run_instances::RunInstances;
 pub use snapshot::Snapshot;
@@ -151,6 +153,8 @@ job_kinds! {
     CopySnapshot(CopySnapshot) = "copy-snapshot",
     /// Make a volume from a snapshot, optionally attached to an instance.
     RestoreVolume(RestoreVolume) = "restore-volume",
+    /// Register an AMI from a snapshot.
+    RegisterImage(RegisterImage) = "register-image",
     /// Terminate instances Shoal launched.
     TerminateInstances(TerminateInstances) = "terminate-instances",
     /// Do no AWS work: an end-to-end probe of the pipeline.
@@ -167,6 +171,7 @@ impl Job {
             Job::Snapshot(p) => &p.tags,
             Job::CopySnapshot(p) => &p.tags,
             Job::RestoreVolume(p) => &p.tags,
+            Job::RegisterImage(p) => &p.tags,
             Job::SetTerminationProtection(_)
             | Job::Canary(_)
             | Job::TerminateInstances(_)
@@ -190,6 +195,7 @@ impl JobKind {
             | JobKind::PruneSnapshots
             | JobKind::CopySnapshot
             | JobKind::RestoreVolume
+            | JobKind::RegisterImage
             | JobKind::TerminateInstances => true,
             JobKind::SetTerminationProtection | JobKind::Canary => false,
         }

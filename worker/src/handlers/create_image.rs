@@ -55,39 +55,66 @@ impl JobHandler for CreateImageHandler {
             return dry_run_outcome("CreateImage", result);
         }
 
-        let image = match self.existing(&ctx).await? {
-            Some(image) => image,
-            None => {
-                ensure_lease(&ctx)?;
-                // No SDK retry: on AWS a repeat would meet `InvalidAMIName.Duplicate` (handled
-                // below), but a name is no token, and an emulator may take the repeat.
-                let sent = self
-                    .limiter
-                    .create_once("CreateImage", || {
-                        request().customize().config_override(no_sdk_retry()).send()
-                    })
-                    .await;
-                match sent {
-                    Ok(out) => {
-                        let id = out.image_id.unwrap_or_default();
-                        ctx.progress.set(IMAGE_ID, serde_json::json!(id));
-                        // Listed or not yet, the image exists: report what is known.
-                        match self.find(&ctx, filter("image-id", &id)).await? {
-                            Some(image) => image,
-                            None => Image::builder()
-                                .image_id(id)
-                                .name(&p.name)
-                                .state(ImageState::Pending)
-                                .build(),
-                        }
-                    }
-                    Err(e) if e.code.as_deref() == Some("InvalidAMIName.Duplicate") => {
-                        self.owner_of_name(&ctx, &p.name).await?
-                    }
-                    Err(e) => return Err(e),
-                }
+        let image = self
+            .made_once(&ctx, &p.name, "CreateImage", || async {
+                request()
+                    .customize()
+                    .config_override(no_sdk_retry())
+                    .send()
+                    .await
+                    .map(|out| out.image_id)
+            })
+            .await?;
+        self.outcome(&image, p.wait)
+    }
+}
+
+impl CreateImageHandler {
+    /// The job's image, named `name`: the one an earlier run made, else the one `send` makes
+    /// now (`CreateImage` or `RegisterImage`, neither of which takes a client token), sent
+    /// once with no SDK retry and its id recorded the moment EC2 answers.
+    pub(super) async fn made_once<F, Fut, E>(
+        &self,
+        ctx: &JobContext,
+        name: &str,
+        operation: &'static str,
+        send: F,
+    ) -> Result<Image, JobError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<String>, aws_sdk_ec2::error::SdkError<E>>>,
+        E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        if let Some(image) = self.existing(ctx).await? {
+            return Ok(image);
+        }
+        ensure_lease(ctx)?;
+        // No SDK retry: on AWS a repeat would meet `InvalidAMIName.Duplicate` (handled
+        // below), but a name is no token, and an emulator may take the repeat.
+        match self.limiter.create_once(operation, send).await {
+            Ok(id) => {
+                let id = id.unwrap_or_default();
+                ctx.progress.set(IMAGE_ID, serde_json::json!(id));
+                // Listed or not yet, the image exists: report what is known.
+                Ok(match self.find(ctx, filter("image-id", &id)).await? {
+                    Some(image) => image,
+                    None => Image::builder()
+                        .image_id(id)
+                        .name(name)
+                        .state(ImageState::Pending)
+                        .build(),
+                })
             }
-        };
+            Err(e) if e.code.as_deref() == Some("InvalidAMIName.Duplicate") => {
+                self.owner_of_name(ctx, name).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// An image job's outcome at `image`'s state: failed, done, or (when it waits) a look
+    /// again later.
+    pub(super) fn outcome(&self, image: &Image, wait: bool) -> Result<Outcome, JobError> {
         match image.state() {
             Some(
                 ImageState::Failed
@@ -109,7 +136,7 @@ impl JobHandler for CreateImageHandler {
                 ))
             }
             Some(ImageState::Available) => {}
-            _ if p.wait => {
+            _ if wait => {
                 let started = image
                     .creation_date()
                     .and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok())
@@ -124,9 +151,7 @@ impl JobHandler for CreateImageHandler {
             "state": image.state().map(|s| s.as_str()),
         })))
     }
-}
 
-impl CreateImageHandler {
     /// The image this job already created: the one its progress names (asked for by id,
     /// waiting out EC2's lag), else the one carrying its tag.
     async fn existing(&self, ctx: &JobContext) -> Result<Option<Image>, JobError> {

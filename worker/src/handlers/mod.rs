@@ -8,6 +8,7 @@ mod create_image;
 pub mod ec2;
 pub mod limiter;
 mod prune;
+mod register;
 mod restore;
 mod run_instances;
 mod settings;
@@ -22,6 +23,7 @@ pub use copy::CopySnapshotHandler;
 pub use create_image::CreateImageHandler;
 pub use limiter::Ec2Limiter;
 pub use prune::PruneSnapshotsHandler;
+pub use register::RegisterImageHandler;
 pub use restore::RestoreVolumeHandler;
 pub use run_instances::RunInstancesHandler;
 pub use settings::Ec2Settings;
@@ -58,6 +60,9 @@ pub fn registry_with(settings: Ec2Settings) -> Registry {
                 limiter: limiter.clone(),
             }),
             JobKind::CopySnapshot => registry.register(CopySnapshotHandler {
+                limiter: limiter.clone(),
+            }),
+            JobKind::RegisterImage => registry.register(RegisterImageHandler {
                 limiter: limiter.clone(),
             }),
             JobKind::RestoreVolume => registry.register(RestoreVolumeHandler {
