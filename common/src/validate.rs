@@ -74,6 +74,46 @@ impl Violations {
         }
     }
 
+    /// Checks how a job names the volumes it works on: exactly one of `choices` (field, set)
+    /// is set, or, where `none_ok`, none; the error goes under the first field's name. Then
+    /// `volume_id`, `volume_name` and `instance_id` each by its own rule, where set.
+    pub fn volume_choice(
+        &mut self,
+        choices: &[(&str, bool)],
+        none_ok: Option<&str>,
+        volume_id: Option<&str>,
+        volume_name: Option<&str>,
+        instance_id: Option<&str>,
+    ) {
+        let chosen = choices.iter().filter(|(_, set)| *set).count();
+        if chosen > 1 || (chosen == 0 && none_ok.is_none()) {
+            let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+            let (last, rest) = names.split_last().unwrap_or((&"", &[]));
+            self.add(
+                names.first().copied().unwrap_or("params"),
+                format!(
+                    "exactly one of {} and {last} must be set ({chosen} are){}",
+                    rest.join(", "),
+                    none_ok
+                        .map(|alt| format!(", or none with {alt}"))
+                        .unwrap_or_default()
+                ),
+            );
+        }
+        if let Some(id) = volume_id {
+            self.resource_id("volume_id", id, "vol-");
+        }
+        if let Some(name) = volume_name {
+            if name.is_empty() {
+                self.add("volume_name", "must not be empty");
+            }
+            self.text("volume_name", name, 256);
+        }
+        if let Some(id) = instance_id {
+            self.resource_id("instance_id", id, "i-");
+        }
+    }
+
     /// Checks that `value` can travel in EC2's XML: XML 1.0 has no place for control
     /// characters other than tab, line feed and carriage return (EC2 itself allows any
     /// character in a tag, but a `\u{1}` fails inside `RunInstances` as an XML parse error).

@@ -333,6 +333,44 @@ impl TestStack {
         events.remove(0)
     }
 
+    /// Enqueues `job` under `job_id` on this stack's job queue.
+    pub async fn enqueue_job(&self, job: &shoal_common::Job, job_id: &str) {
+        let envelope = shoal_common::JobEnvelope::new(job.clone())
+            .with_job_id(shoal_common::JobId::parse(job_id).expect("a valid job id"));
+        shoal_producer::Producer::new(
+            self.clients.sqs.clone(),
+            shoal_common::config::QueueTarget::new(&self.stack.queue_url),
+        )
+        .enqueue(&envelope, &shoal_producer::SendOptions::default())
+        .await
+        .expect("enqueue");
+    }
+
+    /// Enqueues `job` under `job_id` and returns its event, the next one to arrive (within
+    /// `timeout`), checked to be that job's.
+    pub async fn run_job(
+        &self,
+        job: &shoal_common::Job,
+        job_id: &str,
+        timeout: Duration,
+    ) -> JobEvent {
+        self.enqueue_job(job, job_id).await;
+        let event = self.one_event(timeout).await;
+        assert_eq!(event.job_id.as_deref(), Some(job_id), "{event:?}");
+        event
+    }
+
+    /// [`TestStack::run_job`] of a job that must succeed.
+    pub async fn run_succeeding(&self, job: &shoal_common::Job, job_id: &str) -> JobEvent {
+        let event = self.run_job(job, job_id, Duration::from_secs(60)).await;
+        assert_eq!(
+            event.status,
+            shoal_common::event::JobStatus::Succeeded,
+            "{event:?}"
+        );
+        event
+    }
+
     /// A fresh job-ledger table beside this stack, and the ledger on it as a worker reaching
     /// AWS through `sdk` sees it.
     pub async fn ledger(&self, sdk: &SdkConfig) -> shoal_common::ledger::Ledger {

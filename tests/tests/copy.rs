@@ -6,32 +6,11 @@
 use std::time::Duration;
 
 use aws_sdk_ec2::types::{ResourceType, Tag as Ec2Tag, TagSpecification};
-use shoal_common::config::QueueTarget;
-use shoal_common::event::{JobEvent, JobStatus};
 use shoal_common::job::{CopySnapshot, PruneSnapshots, Tag};
-use shoal_common::{Job, JobEnvelope, JobId};
-use shoal_producer::{Producer, SendOptions};
+use shoal_common::Job;
 use shoal_tests::fault_proxy::FaultProxy;
 use shoal_tests::{moto, sdk_config, unique, TestStack};
 use shoal_worker::handlers::{registry_with, Ec2Settings};
-
-const WAIT: Duration = Duration::from_secs(30);
-
-async fn enqueue(t: &TestStack, job: &Job, job_id: &str) {
-    let envelope = JobEnvelope::new(job.clone()).with_job_id(JobId::parse(job_id).expect("id"));
-    Producer::new(t.clients.sqs.clone(), QueueTarget::new(&t.stack.queue_url))
-        .enqueue(&envelope, &SendOptions::default())
-        .await
-        .expect("enqueue");
-}
-
-async fn run(t: &TestStack, job: &Job, job_id: &str) -> JobEvent {
-    enqueue(t, job, job_id).await;
-    let event = t.one_event(WAIT).await;
-    assert_eq!(event.job_id.as_deref(), Some(job_id), "{event:?}");
-    assert_eq!(event.status, JobStatus::Succeeded, "{event:?}");
-    event
-}
 
 fn west(sdk: &aws_config::SdkConfig) -> aws_sdk_ec2::Client {
     aws_sdk_ec2::Client::from_conf(
@@ -125,14 +104,14 @@ async fn a_copy_lands_in_the_other_region_once_and_retention_runs_there() {
     if let Job::CopySnapshot(p) = &mut dry {
         p.dry_run = true;
     }
-    let checked = run(&t, &dry, "copy-dry").await;
+    let checked = t.run_succeeding(&dry, "copy-dry").await;
     assert_eq!(checked.result.expect("result")["dry_run"], true);
     assert!(
         copies_of(&west, "copy-dry").await.is_empty(),
         "a dry run copies nothing"
     );
 
-    let event = run(&t, &copy_of(&source), "copy-1").await;
+    let event = t.run_succeeding(&copy_of(&source), "copy-1").await;
     let result = event.result.clone().expect("result");
     assert_eq!(result["source_snapshot_id"], source.as_str());
     assert_eq!(result["destination_region"], "us-west-2");
@@ -164,13 +143,13 @@ async fn a_copy_lands_in_the_other_region_once_and_retention_runs_there() {
     assert_eq!(proxy.creates_with("CopySnapshot", "copy-1"), 1);
 
     // The same job again: its record is announced, nothing copied.
-    let again = run(&t, &copy_of(&source), "copy-1").await;
+    let again = t.run_succeeding(&copy_of(&source), "copy-1").await;
     assert_eq!(again, event);
     assert_eq!(copies_of(&west, "copy-1").await.len(), 1);
 
     // A second night's copy, then retention in us-west-2 by the copies' tags: the newest stays.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    run(&t, &copy_of(&source), "copy-2").await;
+    t.run_succeeding(&copy_of(&source), "copy-2").await;
     let prune = Job::PruneSnapshots(PruneSnapshots {
         volume_id: None,
         volume_name: None,
@@ -181,7 +160,7 @@ async fn a_copy_lands_in_the_other_region_once_and_retention_runs_there() {
         region: Some("us-west-2".into()),
         dry_run: false,
     });
-    let pruned = run(&t, &prune, "prune-west").await;
+    let pruned = t.run_succeeding(&prune, "prune-west").await;
     let result = pruned.result.expect("result");
     let deleted: Vec<&str> = result["deleted"]
         .as_array()

@@ -11,27 +11,10 @@
 use std::time::Duration;
 
 use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
-use shoal_common::config::QueueTarget;
-use shoal_common::event::{JobEvent, JobStatus};
 use shoal_common::job::PruneSnapshots;
-use shoal_common::{Job, JobEnvelope, JobId};
-use shoal_producer::{Producer, SendOptions};
+use shoal_common::Job;
 use shoal_tests::{unique, TestStack};
 use shoal_worker::handlers::{registry_with, Ec2Settings};
-
-const WAIT: Duration = Duration::from_secs(30);
-
-async fn run(t: &TestStack, job: Job, job_id: &str) -> JobEvent {
-    let envelope = JobEnvelope::new(job).with_job_id(JobId::parse(job_id).expect("id"));
-    Producer::new(t.clients.sqs.clone(), QueueTarget::new(&t.stack.queue_url))
-        .enqueue(&envelope, &SendOptions::default())
-        .await
-        .expect("enqueue");
-    let event = t.one_event(WAIT).await;
-    assert_eq!(event.job_id.as_deref(), Some(job_id), "{event:?}");
-    assert_eq!(event.status, JobStatus::Succeeded, "{event:?}");
-    event
-}
 
 fn prune(volume: &str, keep_count: Option<u32>, keep_for: Option<&str>) -> PruneSnapshots {
     PruneSnapshots {
@@ -138,18 +121,20 @@ async fn retention_keeps_the_newest_and_what_it_must_and_deletes_the_rest_once()
         .await;
 
     // Everything is younger than a day: nothing goes.
-    let young = run(
-        &t,
-        Job::PruneSnapshots(prune(&vol, None, Some("1d"))),
-        "prune-young",
-    )
-    .await;
+    let young = t
+        .run_succeeding(
+            &Job::PruneSnapshots(prune(&vol, None, Some("1d"))),
+            "prune-young",
+        )
+        .await;
     let result = young.result.expect("result");
     assert!(ids(&result, "deleted").is_empty(), "{result}");
 
     let mut dry = prune(&vol, Some(1), None);
     dry.dry_run = true;
-    let listed = run(&t, Job::PruneSnapshots(dry), "prune-dry").await;
+    let listed = t
+        .run_succeeding(&Job::PruneSnapshots(dry), "prune-dry")
+        .await;
     let result = listed.result.expect("result");
     let mut would = ids(&result, "deleted");
     would.sort();
@@ -161,12 +146,9 @@ async fn retention_keeps_the_newest_and_what_it_must_and_deletes_the_rest_once()
         "a dry run deletes nothing"
     );
 
-    let pruned = run(
-        &t,
-        Job::PruneSnapshots(prune(&vol, Some(1), None)),
-        "prune-1",
-    )
-    .await;
+    let pruned = t
+        .run_succeeding(&Job::PruneSnapshots(prune(&vol, Some(1), None)), "prune-1")
+        .await;
     let result = pruned.result.clone().expect("result");
     let mut deleted = ids(&result, "deleted");
     deleted.sort();
@@ -182,19 +164,16 @@ async fn retention_keeps_the_newest_and_what_it_must_and_deletes_the_rest_once()
     }
 
     // Again under its job id: the recorded outcome. Under another: nothing left to delete.
-    let again = run(
-        &t,
-        Job::PruneSnapshots(prune(&vol, Some(1), None)),
-        "prune-1",
-    )
-    .await;
+    let again = t
+        .run_succeeding(&Job::PruneSnapshots(prune(&vol, Some(1), None)), "prune-1")
+        .await;
     assert_eq!(again, pruned);
-    let later = run(
-        &t,
-        Job::PruneSnapshots(prune(&vol, Some(1), None)),
-        "prune-1-later",
-    )
-    .await;
+    let later = t
+        .run_succeeding(
+            &Job::PruneSnapshots(prune(&vol, Some(1), None)),
+            "prune-1-later",
+        )
+        .await;
     assert!(ids(&later.result.expect("result"), "deleted").is_empty());
     worker.stop().await;
 }
@@ -215,7 +194,9 @@ async fn retention_runs_in_another_region() {
         .await;
     let mut job = prune(&vol, Some(1), None);
     job.region = Some("us-west-2".into());
-    let event = run(&t, Job::PruneSnapshots(job), "prune-west").await;
+    let event = t
+        .run_succeeding(&Job::PruneSnapshots(job), "prune-west")
+        .await;
     let result = event.result.expect("result");
     assert_eq!(ids(&result, "deleted"), vec![older.clone()], "{result}");
     assert!(!exists(&west, &older).await && exists(&west, &newer).await);

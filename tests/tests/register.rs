@@ -3,29 +3,12 @@
 //! ledger hold it to one; on AWS the job's tag, which moto drops, is a third line); a dry
 //! run registers nothing.
 
-use std::time::Duration;
-
-use shoal_common::config::QueueTarget;
-use shoal_common::event::{JobEvent, JobStatus};
 use shoal_common::job::{RegisterImage, Tag};
 use shoal_common::stack::StackSpec;
-use shoal_common::{Job, JobEnvelope, JobId};
-use shoal_producer::{Producer, SendOptions};
+use shoal_common::Job;
 use shoal_tests::fault_proxy::FaultProxy;
 use shoal_tests::{moto, sdk_config, unique, TestStack};
 use shoal_worker::handlers::{registry_with, Ec2Settings};
-
-async fn run(t: &TestStack, job: &Job, job_id: &str) -> JobEvent {
-    let envelope = JobEnvelope::new(job.clone()).with_job_id(JobId::parse(job_id).expect("id"));
-    Producer::new(t.clients.sqs.clone(), QueueTarget::new(&t.stack.queue_url))
-        .enqueue(&envelope, &SendOptions::default())
-        .await
-        .expect("enqueue");
-    let event = t.one_event(Duration::from_secs(30)).await;
-    assert_eq!(event.job_id.as_deref(), Some(job_id), "{event:?}");
-    assert_eq!(event.status, JobStatus::Succeeded, "{event:?}");
-    event
-}
 
 #[tokio::test]
 async fn an_ami_is_registered_from_a_snapshot_once() {
@@ -72,11 +55,11 @@ async fn an_ami_is_registered_from_a_snapshot_once() {
             dry_run,
         })
     };
-    let dry = run(&t, &register(true), "register-dry").await;
+    let dry = t.run_succeeding(&register(true), "register-dry").await;
     assert_eq!(dry.result.expect("result")["dry_run"], true);
     assert_eq!(proxy.creates_with("RegisterImage", "register-dry"), 0);
 
-    let event = run(&t, &register(false), "register-1").await;
+    let event = t.run_succeeding(&register(false), "register-1").await;
     let result = event.result.clone().expect("result");
     let image = result["image_id"].as_str().expect("an image").to_owned();
     assert_eq!(result["state"], "available", "{result}");
@@ -92,7 +75,7 @@ async fn an_ami_is_registered_from_a_snapshot_once() {
     // the tag is not asserted here, and the job's one image rests on what it recorded.)
     assert_eq!(proxy.creates_with("RegisterImage", "register-1"), 1);
 
-    let again = run(&t, &register(false), "register-1").await;
+    let again = t.run_succeeding(&register(false), "register-1").await;
     assert_eq!(again, event, "the recorded outcome");
     assert_eq!(
         proxy.creates_with("RegisterImage", "register-1"),

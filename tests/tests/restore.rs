@@ -5,29 +5,12 @@
 
 use std::time::Duration;
 
-use shoal_common::config::QueueTarget;
-use shoal_common::event::{JobEvent, JobStatus};
 use shoal_common::job::{RestoreVolume, Tag};
 use shoal_common::stack::StackSpec;
-use shoal_common::{Job, JobEnvelope, JobId};
-use shoal_producer::{Producer, SendOptions};
+use shoal_common::Job;
 use shoal_tests::fault_proxy::FaultProxy;
 use shoal_tests::{moto, sdk_config, unique, TestStack};
 use shoal_worker::handlers::{registry_with, Ec2Settings};
-
-const WAIT: Duration = Duration::from_secs(60);
-
-async fn run(t: &TestStack, job: &Job, job_id: &str) -> JobEvent {
-    let envelope = JobEnvelope::new(job.clone()).with_job_id(JobId::parse(job_id).expect("id"));
-    Producer::new(t.clients.sqs.clone(), QueueTarget::new(&t.stack.queue_url))
-        .enqueue(&envelope, &SendOptions::default())
-        .await
-        .expect("enqueue");
-    let event = t.one_event(WAIT).await;
-    assert_eq!(event.job_id.as_deref(), Some(job_id), "{event:?}");
-    assert_eq!(event.status, JobStatus::Succeeded, "{event:?}");
-    event
-}
 
 #[tokio::test]
 async fn a_volume_is_restored_from_the_newest_snapshot_and_attached_once() {
@@ -97,7 +80,7 @@ async fn a_volume_is_restored_from_the_newest_snapshot_and_attached_once() {
             dry_run,
         })
     };
-    let dry = run(&t, &restore(true), "restore-dry").await;
+    let dry = t.run_succeeding(&restore(true), "restore-dry").await;
     assert_eq!(dry.result.expect("result")["dry_run"], true);
     assert_eq!(
         proxy.creates_with("CreateVolume", "restore-dry"),
@@ -105,7 +88,7 @@ async fn a_volume_is_restored_from_the_newest_snapshot_and_attached_once() {
         "a dry run creates nothing"
     );
 
-    let event = run(&t, &restore(false), "restore-1").await;
+    let event = t.run_succeeding(&restore(false), "restore-1").await;
     let result = event.result.clone().expect("result");
     assert_eq!(
         result["snapshot_id"],
@@ -133,7 +116,7 @@ async fn a_volume_is_restored_from_the_newest_snapshot_and_attached_once() {
         .any(|t| t.key() == Some("Name") && t.value() == Some("restored")));
     assert_eq!(proxy.creates_with("CreateVolume", "restore-1"), 1);
 
-    let again = run(&t, &restore(false), "restore-1").await;
+    let again = t.run_succeeding(&restore(false), "restore-1").await;
     assert_eq!(again, event, "the recorded outcome");
     assert_eq!(
         proxy.creates_with("CreateVolume", "restore-1"),

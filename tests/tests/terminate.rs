@@ -7,26 +7,13 @@
 use std::time::Duration;
 
 use aws_sdk_ec2::types::AttributeBooleanValue;
-use shoal_common::config::QueueTarget;
-use shoal_common::event::{JobEvent, JobStatus};
+use shoal_common::event::JobStatus;
 use shoal_common::job::TerminateInstances;
-use shoal_common::{Job, JobEnvelope, JobId};
-use shoal_producer::{Producer, SendOptions};
+use shoal_common::Job;
 use shoal_tests::{plain_launch, TestStack};
 use shoal_worker::handlers::{registry_with, Ec2Settings};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-async fn run(t: &TestStack, job: Job, job_id: &str) -> JobEvent {
-    let envelope = JobEnvelope::new(job).with_job_id(JobId::parse(job_id).expect("id"));
-    Producer::new(t.clients.sqs.clone(), QueueTarget::new(&t.stack.queue_url))
-        .enqueue(&envelope, &SendOptions::default())
-        .await
-        .expect("enqueue");
-    let event = t.one_event(WAIT).await;
-    assert_eq!(event.job_id.as_deref(), Some(job_id), "{event:?}");
-    event
-}
 
 fn terminate(ids: &[&str], dry_run: bool) -> Job {
     Job::TerminateInstances(TerminateInstances {
@@ -58,7 +45,7 @@ fn ended(state: &str) -> bool {
 async fn launched_by_shoal(t: &TestStack, job_id: &str) -> String {
     let mut launch = plain_launch(&t.stock_ami().await);
     launch.max_count = 1;
-    let event = run(t, Job::RunInstances(launch), job_id).await;
+    let event = t.run_job(&Job::RunInstances(launch), job_id, WAIT).await;
     assert_eq!(event.status, JobStatus::Succeeded, "{event:?}");
     event.result.expect("result")["instances"][0]["instance_id"]
         .as_str()
@@ -99,12 +86,16 @@ async fn terminate_instances_ends_what_shoal_launched_once_and_refuses_the_rest(
         .expect("id")
         .to_owned();
 
-    let dry = run(&t, terminate(&[&ours], true), "term-dry").await;
+    let dry = t
+        .run_job(&terminate(&[&ours], true), "term-dry", WAIT)
+        .await;
     assert_eq!(dry.status, JobStatus::Succeeded, "{dry:?}");
     assert_eq!(dry.result.as_ref().expect("result")["dry_run"], true);
     assert!(!ended(&state(&t, &ours).await), "a dry run ends nothing");
 
-    let done = run(&t, terminate(&[&ours], false), "term-ours").await;
+    let done = t
+        .run_job(&terminate(&[&ours], false), "term-ours", WAIT)
+        .await;
     assert_eq!(done.status, JobStatus::Succeeded, "{done:?}");
     let result = &done.result.clone().expect("result")["instances"][0];
     assert_eq!(result["instance_id"], ours.as_str());
@@ -116,9 +107,13 @@ async fn terminate_instances_ends_what_shoal_launched_once_and_refuses_the_rest(
 
     // The same job id again: the recorded outcome, nothing run. Another job for the same
     // instance: it is already ended, so nothing is called and it is done.
-    let again = run(&t, terminate(&[&ours], false), "term-ours").await;
+    let again = t
+        .run_job(&terminate(&[&ours], false), "term-ours", WAIT)
+        .await;
     assert_eq!(again, done, "the recorded outcome, announced again");
-    let other = run(&t, terminate(&[&ours], false), "term-ours-later").await;
+    let other = t
+        .run_job(&terminate(&[&ours], false), "term-ours-later", WAIT)
+        .await;
     assert_eq!(other.status, JobStatus::Succeeded, "{other:?}");
     let result = &other.result.expect("result")["instances"][0];
     assert_eq!(
@@ -126,7 +121,9 @@ async fn terminate_instances_ends_what_shoal_launched_once_and_refuses_the_rest(
         "{result}"
     );
 
-    let refused = run(&t, terminate(&[&foreign], false), "term-foreign").await;
+    let refused = t
+        .run_job(&terminate(&[&foreign], false), "term-foreign", WAIT)
+        .await;
     assert_eq!(refused.status, JobStatus::Failed);
     let error = refused.error.expect("a reason");
     assert_eq!(error.code.as_deref(), Some("NotAllowed"), "{error:?}");
@@ -139,7 +136,9 @@ async fn terminate_instances_ends_what_shoal_launched_once_and_refuses_the_rest(
         "refused before anything ended"
     );
 
-    let protected_event = run(&t, terminate(&[&protected], false), "term-protected").await;
+    let protected_event = t
+        .run_job(&terminate(&[&protected], false), "term-protected", WAIT)
+        .await;
     assert_eq!(protected_event.status, JobStatus::Failed);
     let error = protected_event.error.expect("a reason");
     assert_eq!(
@@ -167,7 +166,9 @@ async fn terminate_instances_ends_what_shoal_launched_once_and_refuses_the_rest(
     let worker = t
         .start_worker(t.worker_config("w2"), registry_with(settings))
         .await;
-    let allowed = run(&t, terminate(&[&foreign], false), "term-foreign-allowed").await;
+    let allowed = t
+        .run_job(&terminate(&[&foreign], false), "term-foreign-allowed", WAIT)
+        .await;
     assert_eq!(allowed.status, JobStatus::Succeeded, "{allowed:?}");
     assert!(ended(&state(&t, &foreign).await));
     worker.stop().await;

@@ -84,32 +84,17 @@ pub fn keep_for_duration(text: &str) -> Option<Duration> {
 
 impl Validate for PruneSnapshots {
     fn validate(&self, v: &mut Violations) {
-        let chosen = [
-            self.volume_id.is_some(),
-            self.volume_name.is_some(),
-            self.instance_id.is_some(),
-        ]
-        .iter()
-        .filter(|set| **set)
-        .count();
-        if chosen > 1 || (chosen == 0 && self.tags.is_empty()) {
-            v.add(
-                "volume_id",
-                format!("exactly one of volume_id, volume_name and instance_id must be set ({chosen} are), or none with tags"),
-            );
-        }
-        if let Some(id) = &self.volume_id {
-            v.resource_id("volume_id", id, "vol-");
-        }
-        if let Some(name) = &self.volume_name {
-            if name.is_empty() {
-                v.add("volume_name", "must not be empty");
-            }
-            v.text("volume_name", name, 256);
-        }
-        if let Some(id) = &self.instance_id {
-            v.resource_id("instance_id", id, "i-");
-        }
+        v.volume_choice(
+            &[
+                ("volume_id", self.volume_id.is_some()),
+                ("volume_name", self.volume_name.is_some()),
+                ("instance_id", self.instance_id.is_some()),
+            ],
+            (!self.tags.is_empty()).then_some("tags"),
+            self.volume_id.as_deref(),
+            self.volume_name.as_deref(),
+            self.instance_id.as_deref(),
+        );
         if self.keep_count.is_none() && self.keep_for.is_none() {
             v.add(
                 "keep_count",

@@ -70,31 +70,19 @@ fn yes() -> bool {
 
 impl Validate for RestoreVolume {
     fn validate(&self, v: &mut Violations) {
-        let chosen = [
-            self.snapshot_id.is_some(),
-            self.volume_id.is_some(),
-            self.volume_name.is_some(),
-        ]
-        .iter()
-        .filter(|set| **set)
-        .count();
-        if chosen != 1 {
-            v.add(
-                "snapshot_id",
-                format!("exactly one of snapshot_id, volume_id and volume_name must be set ({chosen} are)"),
-            );
-        }
+        v.volume_choice(
+            &[
+                ("snapshot_id", self.snapshot_id.is_some()),
+                ("volume_id", self.volume_id.is_some()),
+                ("volume_name", self.volume_name.is_some()),
+            ],
+            None,
+            self.volume_id.as_deref(),
+            self.volume_name.as_deref(),
+            None,
+        );
         if let Some(id) = &self.snapshot_id {
             v.resource_id("snapshot_id", id, "snap-");
-        }
-        if let Some(id) = &self.volume_id {
-            v.resource_id("volume_id", id, "vol-");
-        }
-        if let Some(name) = &self.volume_name {
-            if name.is_empty() {
-                v.add("volume_name", "must not be empty");
-            }
-            v.text("volume_name", name, 256);
         }
         if self.availability_zone.is_empty() {
             v.add("availability_zone", "must not be empty");

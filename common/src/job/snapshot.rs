@@ -69,32 +69,17 @@ fn yes() -> bool {
 
 impl Validate for Snapshot {
     fn validate(&self, v: &mut Violations) {
-        let chosen = [
-            self.volume_id.is_some(),
-            self.volume_name.is_some(),
-            self.instance_id.is_some(),
-        ]
-        .iter()
-        .filter(|set| **set)
-        .count();
-        if chosen != 1 {
-            v.add(
-                "volume_id",
-                format!("exactly one of volume_id, volume_name and instance_id must be set ({chosen} are)"),
-            );
-        }
-        if let Some(id) = &self.volume_id {
-            v.resource_id("volume_id", id, "vol-");
-        }
-        if let Some(name) = &self.volume_name {
-            if name.is_empty() {
-                v.add("volume_name", "must not be empty");
-            }
-            v.text("volume_name", name, 256);
-        }
-        if let Some(id) = &self.instance_id {
-            v.resource_id("instance_id", id, "i-");
-        }
+        v.volume_choice(
+            &[
+                ("volume_id", self.volume_id.is_some()),
+                ("volume_name", self.volume_name.is_some()),
+                ("instance_id", self.instance_id.is_some()),
+            ],
+            None,
+            self.volume_id.as_deref(),
+            self.volume_name.as_deref(),
+            self.instance_id.as_deref(),
+        );
         if let Some(name) = &self.name {
             if self.volume_name.is_some() {
                 v.add(
