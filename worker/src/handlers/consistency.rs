@@ -84,6 +84,44 @@ where
     }
 }
 
+/// The resource this job made on an earlier run, if any: the one its progress recorded under
+/// `key`, asked for by that id (`by_id`; not listed yet is `not_found`, "not yet" for a
+/// window, [`on_own_resource`]), else the one carrying the job's tag (`by_tag`, trusted
+/// empty only once settled, [`look_until_settled`]). The create kinds without a client token
+/// look with this before they create.
+pub async fn made_before<T, ById, ByIdFut, ByTag, ByTagFut>(
+    ctx: &JobContext,
+    settings: &Ec2Settings,
+    key: &str,
+    not_found: &'static str,
+    by_id: ById,
+    by_tag: ByTag,
+) -> Result<Option<T>, JobError>
+where
+    ById: Fn(String) -> ByIdFut,
+    ByIdFut: std::future::Future<Output = Result<Option<T>, JobError>>,
+    ByTag: FnMut() -> ByTagFut,
+    ByTagFut: std::future::Future<Output = Result<Option<T>, JobError>>,
+{
+    let recorded = ctx
+        .progress
+        .get(key)
+        .and_then(|v| v.as_str().map(str::to_owned));
+    let Some(id) = recorded else {
+        return look_until_settled(ctx, settings, Option::is_some, by_tag).await;
+    };
+    let found = on_own_resource(settings, ctx.received_at, || {
+        let look = by_id(id.clone());
+        let id = id.clone();
+        async move {
+            look.await?
+                .ok_or_else(|| JobError::transient(not_found, format!("{id} is not listed")))
+        }
+    })
+    .await?;
+    Ok(Some(found))
+}
+
 /// Refuses to create anything once the message may belong to another worker: its
 /// visibility lapsed (the heartbeat could not extend it), so another delivery may be running
 /// the same job.

@@ -14,7 +14,7 @@ use shoal_common::error::ShoalCode;
 use shoal_common::job::CopySnapshot;
 use shoal_common::validate::JOB_ID_TAG;
 
-use super::consistency::{ensure_lease, look_until_settled, on_own_resource};
+use super::consistency::{ensure_lease, made_before};
 use super::ec2::{
     dry_run_outcome, filter, job_id_filter, next_check, rfc3339, tag_spec, to_chrono,
 };
@@ -178,27 +178,14 @@ impl CopySnapshotHandler {
         ctx: &JobContext,
         destination: &aws_sdk_ec2::Client,
     ) -> Result<Option<Ec2Snapshot>, JobError> {
-        if let Some(id) = ctx
-            .progress
-            .get(COPY_ID)
-            .and_then(|v| v.as_str().map(str::to_owned))
-        {
-            let copy = on_own_resource(self.limiter.settings(), ctx.received_at, || async {
-                self.find(destination, filter("snapshot-id", &id))
-                    .await?
-                    .ok_or_else(|| {
-                        JobError::transient(
-                            "InvalidSnapshot.NotFound",
-                            format!("{id} is not listed"),
-                        )
-                    })
-            })
-            .await?;
-            return Ok(Some(copy));
-        }
-        look_until_settled(ctx, self.limiter.settings(), Option::is_some, || {
-            self.find(destination, job_id_filter(&ctx.job_id))
-        })
+        made_before(
+            ctx,
+            self.limiter.settings(),
+            COPY_ID,
+            "InvalidSnapshot.NotFound",
+            |id| async move { self.find(destination, filter("snapshot-id", &id)).await },
+            || self.find(destination, job_id_filter(&ctx.job_id)),
+        )
         .await
     }
 

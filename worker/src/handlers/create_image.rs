@@ -19,7 +19,7 @@ use shoal_common::error::ShoalCode;
 use shoal_common::job::CreateImage;
 use tokio::time::Instant;
 
-use super::consistency::{ensure_lease, look_until_settled, on_own_resource};
+use super::consistency::{ensure_lease, made_before};
 use super::ec2::{
     dry_run_outcome, filter, has_job_id, job_id_filter, next_check, tag_spec, tags_with_job_id,
 };
@@ -155,33 +155,23 @@ impl CreateImageHandler {
     /// The image this job already created: the one its progress names (asked for by id,
     /// waiting out EC2's lag), else the one carrying its tag.
     async fn existing(&self, ctx: &JobContext) -> Result<Option<Image>, JobError> {
-        if let Some(id) = ctx
-            .progress
-            .get(IMAGE_ID)
-            .and_then(|v| v.as_str().map(str::to_owned))
-        {
-            let image = on_own_resource(self.limiter.settings(), ctx.received_at, || async {
+        made_before(
+            ctx,
+            self.limiter.settings(),
+            IMAGE_ID,
+            "InvalidAMIID.NotFound",
+            |id| async move {
                 let out = self
                     .limiter
                     .call(
                         "DescribeImages",
-                        ctx.clients.ec2.describe_images().image_ids(&id).send(),
+                        ctx.clients.ec2.describe_images().image_ids(id).send(),
                     )
                     .await?;
-                out.images
-                    .unwrap_or_default()
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| {
-                        JobError::transient("InvalidAMIID.NotFound", format!("{id} is not listed"))
-                    })
-            })
-            .await?;
-            return Ok(Some(image));
-        }
-        look_until_settled(ctx, self.limiter.settings(), Option::is_some, || {
-            self.find(ctx, job_id_filter(&ctx.job_id))
-        })
+                Ok(out.images.unwrap_or_default().into_iter().next())
+            },
+            || self.find(ctx, job_id_filter(&ctx.job_id)),
+        )
         .await
     }
 

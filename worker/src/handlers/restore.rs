@@ -14,7 +14,7 @@ use aws_sdk_ec2::types::{Filter, ResourceType, Volume, VolumeAttachmentState, Vo
 use shoal_common::error::ShoalCode;
 use shoal_common::job::RestoreVolume;
 
-use super::consistency::{ensure_lease, look_until_settled, on_own_resource};
+use super::consistency::{ensure_lease, made_before};
 use super::ec2::{
     client_token, dry_run_outcome, filter, job_id_filter, next_check, tag_spec, tags_with_job_id,
     to_chrono,
@@ -238,24 +238,14 @@ impl RestoreVolumeHandler {
     /// The volume this job already made: by the id its progress recorded (waiting out EC2's
     /// lag), else by its tag.
     async fn existing(&self, ctx: &JobContext) -> Result<Option<Volume>, JobError> {
-        if let Some(id) = ctx
-            .progress
-            .get(VOLUME_ID)
-            .and_then(|v| v.as_str().map(str::to_owned))
-        {
-            let volume = on_own_resource(self.limiter.settings(), ctx.received_at, || async {
-                self.find(ctx, filter("volume-id", &id))
-                    .await?
-                    .ok_or_else(|| {
-                        JobError::transient("InvalidVolume.NotFound", format!("{id} is not listed"))
-                    })
-            })
-            .await?;
-            return Ok(Some(volume));
-        }
-        look_until_settled(ctx, self.limiter.settings(), Option::is_some, || {
-            self.find(ctx, job_id_filter(&ctx.job_id))
-        })
+        made_before(
+            ctx,
+            self.limiter.settings(),
+            VOLUME_ID,
+            "InvalidVolume.NotFound",
+            |id| async move { self.find(ctx, filter("volume-id", &id)).await },
+            || self.find(ctx, job_id_filter(&ctx.job_id)),
+        )
         .await
     }
 
