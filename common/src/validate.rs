@@ -74,6 +74,22 @@ impl Violations {
         }
     }
 
+    /// Checks a list of instance ids a job acts on: 1 to `max` of them, each an `i-…` id.
+    pub fn instance_ids(&mut self, field: &str, ids: &[String], max: usize) {
+        if ids.is_empty() {
+            self.add(field, "must name at least one instance");
+        }
+        if ids.len() > max {
+            self.add(
+                field,
+                format!("names {} instances; at most {max} allowed", ids.len()),
+            );
+        }
+        for (i, id) in ids.iter().enumerate() {
+            self.resource_id(&format!("{field}[{i}]"), id, "i-");
+        }
+    }
+
     /// Checks how a job names the volumes it works on: exactly one of `choices` (field, set)
     /// is set, or, where `none_ok`, none; the error goes under the first field's name. Then
     /// `volume_id`, `volume_name` and `instance_id` each by its own rule, where set.

@@ -29,20 +29,6 @@ const MAX_INSTANCES: usize = 1000;
 
 impl Validate for SetTerminationProtection {
     fn validate(&self, v: &mut Violations) {
-        if self.instance_ids.is_empty() {
-            v.add("instance_ids", "must name at least one instance");
-        }
-        if self.instance_ids.len() > MAX_INSTANCES {
-            v.add(
-                "instance_ids",
-                format!(
-                    "names {} instances; at most {MAX_INSTANCES} allowed",
-                    self.instance_ids.len()
-                ),
-            );
-        }
-        for (i, id) in self.instance_ids.iter().enumerate() {
-            v.resource_id(&format!("instance_ids[{i}]"), id, "i-");
-        }
+        v.instance_ids("instance_ids", &self.instance_ids, MAX_INSTANCES);
     }
 }

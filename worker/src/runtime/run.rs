@@ -102,7 +102,8 @@ async fn deliver(
             // copy, so a pending dead-letter is trusted only where the ledger says the job
             // failed.
             if let Some(failure) = msg.carried.dead_letter.clone() {
-                if recorded_failed(ledger, envelope).await {
+                let recorded = recorded_finished(ledger, envelope).await;
+                if recorded.is_some_and(|r| r.status == Status::Failed) {
                     return carry_out::dead_letter_carried(shared, msg, Some(envelope), failure)
                         .await;
                 }
@@ -401,16 +402,9 @@ async fn refuse(
     carry_out::apply(shared, msg, attempt, fate, None).await
 }
 
-/// Whether the ledger records `envelope`'s job as failed (a pending dead-letter of it is
-/// then the worker's own, not a sender's).
-async fn recorded_failed(ledger: &Ledger, envelope: &JobEnvelope) -> bool {
-    matches!(
-        ledger.get(envelope.job_id.as_str()).await,
-        Ok(Some(record)) if record.status == Status::Failed
-    )
-}
-
-/// `envelope`'s job's record, if the ledger has it finished.
+/// `envelope`'s job's record, if the ledger has it finished (a carried outcome or pending
+/// dead-letter of it is then the worker's own, not a sender's). A ledger that does not answer
+/// vouches for nothing.
 async fn recorded_finished(ledger: &Ledger, envelope: &JobEnvelope) -> Option<Record> {
     match ledger.get(envelope.job_id.as_str()).await {
         Ok(Some(record)) if record.status.is_finished() => Some(record),
