@@ -10,7 +10,8 @@
 //! programs [`Rule`]s that answer with AWS errors in each protocol's own shape, delay,
 //! reset the connection, truncate the answer after the call went through, or fail some
 //! entries of a batch call; and it can make EC2 eventually consistent, hiding what was just
-//! created from later calls for a window, the way AWS documents it. Every call is counted
+//! created from later calls for a window, the way AWS documents it, and keep listing a
+//! snapshot for a while after it was deleted. Every call is counted
 //! per operation, and the bodies of EC2 create calls that went through are kept, so a test
 //! can count the effects one job had.
 //!
@@ -185,6 +186,13 @@ struct State {
     hidden: HashMap<String, Instant>,
     /// Resource id → until when its newest tags are invisible to `tag:` filters.
     tag_lag: HashMap<String, Instant>,
+    /// How long a deleted snapshot stays listed.
+    linger_deleted: Duration,
+    /// Snapshot id → its `<item>` as last listed, and the calls (by [`Call::listing`]) that
+    /// listed it: a deleted snapshot lingers in the answers to those calls alone.
+    listed_snapshots: HashMap<String, (String, std::collections::HashSet<String>)>,
+    /// Snapshot id → until when it is still listed, deleted.
+    deleted: HashMap<String, Instant>,
     rng: u64,
 }
 
@@ -289,6 +297,14 @@ impl FaultProxy {
         s.hide_new_tags = tags_window;
     }
 
+    /// Makes deleting a snapshot eventually consistent: for `window` after a `DeleteSnapshot`
+    /// went through, `DescribeSnapshots` calls that listed it before still list it (as AWS
+    /// may), while EC2 itself has it gone (a call naming it answers
+    /// `InvalidSnapshot.NotFound`).
+    pub fn lingering_deletes(&self, window: Duration) {
+        self.state().linger_deleted = window;
+    }
+
     /// Makes new snapshots take `duration` to complete, as on AWS (the emulator completes
     /// them at once): until then every answer shows them `pending`.
     pub fn slow_snapshots(&self, duration: Duration) {
@@ -360,6 +376,23 @@ struct Call {
     form: Vec<(String, String)>,
     /// The SQS queue the call is on, when it names one.
     queue_url: Option<String>,
+    /// The region of its credential scope.
+    region: String,
+}
+
+impl Call {
+    /// What a `Describe*` call asks for, whatever page: its region and its parameters but
+    /// the paging ones.
+    fn listing(&self) -> String {
+        let mut params: Vec<String> = self
+            .form
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "Version" | "NextToken" | "MaxResults"))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        params.sort();
+        format!("{}?{}", self.region, params.join("&"))
+    }
 }
 
 fn read_call(req: &hyper::http::request::Parts, body: &[u8]) -> Call {
@@ -376,6 +409,7 @@ fn read_call(req: &hyper::http::request::Parts, body: &[u8]) -> Call {
         .nth(1)
         .unwrap_or_default();
     let observer = credential.split('/').next() == Some(OBSERVER_KEY);
+    let region = credential.split('/').nth(2).unwrap_or_default().to_owned();
     let scope_service = credential.split('/').nth(3).unwrap_or_default().to_owned();
     let service = match scope_service.as_str() {
         "sqs" => Service::Sqs,
@@ -413,6 +447,7 @@ fn read_call(req: &hyper::http::request::Parts, body: &[u8]) -> Call {
         observer,
         form,
         queue_url,
+        region,
     }
 }
 
@@ -797,6 +832,14 @@ fn record_ec2_effects(s: &mut State, call: &Call, request: &Bytes, response: &By
         ));
     }
     let now = Instant::now();
+    if op == "DeleteSnapshot" && !s.linger_deleted.is_zero() {
+        let until = now + s.linger_deleted;
+        for (k, v) in &call.form {
+            if k == "SnapshotId" {
+                s.deleted.insert(v.clone(), until);
+            }
+        }
+    }
     let text = String::from_utf8_lossy(response);
     // What the call created, not every id its answer names: a snapshot's answer names its
     // volume, a launch's its AMI, and those existed before.
@@ -854,6 +897,9 @@ fn hidden_by_consistency(state: &Mutex<State>, call: &Call) -> Option<Response<P
     for (k, v) in &call.form {
         let names_id = k == "InstanceId"
             || k == "VolumeId"
+            || k == "SnapshotId"
+            || k == "SourceSnapshotId"
+            || k.ends_with(".Ebs.SnapshotId")
             || k == "ImageId" && op != "RunInstances"
             || k.starts_with("InstanceId.")
             || k.starts_with("ImageId.")
@@ -877,17 +923,22 @@ fn hidden_by_consistency(state: &Mutex<State>, call: &Call) -> Option<Response<P
 /// Drops from a `Describe*` answer the items that name a resource still hidden (or, for a
 /// `tag:` filtered call, one whose tags are still invisible).
 fn filter_hidden(state: &Mutex<State>, call: &Call, body: Bytes) -> Bytes {
-    let s = state.lock().unwrap_or_else(|p| p.into_inner());
+    let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
     let now = Instant::now();
     let tag_filtered = call
         .form
         .iter()
         .any(|(k, v)| k.starts_with("Filter.") && k.ends_with(".Name") && v.starts_with("tag:"));
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let text = if call.operation == "DescribeSnapshots" && !s.linger_deleted.is_zero() {
+        linger(&mut s, call, text)
+    } else {
+        text
+    };
     let invisible = |id: &str| {
         s.hidden.get(id).is_some_and(|u| now < *u)
             || (tag_filtered && s.tag_lag.get(id).is_some_and(|u| now < *u))
     };
-    let text = String::from_utf8_lossy(&body).into_owned();
     let text = if s.snapshot_duration.is_zero() {
         text
     } else {
@@ -910,6 +961,77 @@ fn filter_hidden(state: &Mutex<State>, call: &Call, body: Bytes) -> Bytes {
     Bytes::from(drop_items(&text, set, |item| {
         ids_in(item).iter().any(|id| invisible(id))
     }))
+}
+
+/// Keeps in a `DescribeSnapshots` answer the snapshots deleted less than a window ago that
+/// the same listing showed before, and remembers what this answer lists.
+fn linger(s: &mut State, call: &Call, text: String) -> String {
+    let listing = call.listing();
+    let mut listed = std::collections::HashSet::new();
+    for item in items(&text, "snapshotSet") {
+        if let Some(id) = ids_in(item).into_iter().find(|id| id.starts_with("snap-")) {
+            let entry = s
+                .listed_snapshots
+                .entry(id.clone())
+                .or_insert_with(|| (String::new(), Default::default()));
+            entry.0 = item.to_owned();
+            entry.1.insert(listing.clone());
+            listed.insert(id);
+        }
+    }
+    let now = Instant::now();
+    let stale: String = s
+        .deleted
+        .iter()
+        .filter(|(id, until)| now < **until && !listed.contains(*id))
+        .filter_map(|(id, _)| s.listed_snapshots.get(id))
+        .filter(|(_, listings)| listings.contains(&listing))
+        .map(|(item, _)| item.as_str())
+        .collect();
+    if stale.is_empty() {
+        return text;
+    }
+    if let Some(at) = text.rfind("</snapshotSet>") {
+        format!("{}{stale}{}", &text[..at], &text[at..])
+    } else {
+        text.replacen("<snapshotSet/>", &format!("<snapshotSet>{stale}</snapshotSet>"), 1)
+    }
+}
+
+/// Where the top-level `<item>`s of `<set>` stand in `text`.
+fn item_spans(text: &str, set: &str) -> Vec<std::ops::Range<usize>> {
+    let open = format!("<{set}>");
+    let close = format!("</{set}>");
+    let (Some(start), Some(end)) = (text.find(&open), text.rfind(&close)) else {
+        return Vec::new();
+    };
+    let mut spans = Vec::new();
+    let mut depth = 0usize;
+    let mut item_start = 0;
+    let mut i = start + open.len();
+    while i < end {
+        let rest = &text[i..end];
+        if rest.starts_with("<item>") {
+            if depth == 0 {
+                item_start = i;
+            }
+            depth += 1;
+            i += "<item>".len();
+        } else if rest.starts_with("</item>") {
+            depth = depth.saturating_sub(1);
+            i += "</item>".len();
+            if depth == 0 {
+                spans.push(item_start..i);
+            }
+        } else {
+            i += rest.chars().next().map(char::len_utf8).unwrap_or(1);
+        }
+    }
+    spans
+}
+
+fn items<'a>(text: &'a str, set: &str) -> Vec<&'a str> {
+    item_spans(text, set).into_iter().map(|r| &text[r]).collect()
 }
 
 /// Shows as `pending` (with progress 50%) every snapshot for which `young` holds.
@@ -941,45 +1063,16 @@ fn pending_snapshots(text: &str, young: impl Fn(&str) -> bool) -> String {
 
 /// Removes the top-level `<item>`s of `<set>` for which `hide` holds.
 fn drop_items(text: &str, set: &str, hide: impl Fn(&str) -> bool) -> String {
-    let open = format!("<{set}>");
-    let close = format!("</{set}>");
-    let (Some(start), Some(end)) = (text.find(&open), text.rfind(&close)) else {
-        return text.to_owned();
-    };
-    let inner_start = start + open.len();
-    let inner = &text[inner_start..end];
-    let mut kept = String::new();
-    let mut depth = 0usize;
-    let mut item_start = None;
-    let mut i = 0;
+    let mut kept = String::with_capacity(text.len());
     let mut last = 0;
-    while i < inner.len() {
-        let rest = &inner[i..];
-        if rest.starts_with("<item>") {
-            if depth == 0 {
-                kept.push_str(&inner[last..i]);
-                item_start = Some(i);
-            }
-            depth += 1;
-            i += "<item>".len();
-        } else if rest.starts_with("</item>") {
-            depth = depth.saturating_sub(1);
-            i += "</item>".len();
-            if depth == 0 {
-                if let Some(s) = item_start.take() {
-                    let item = &inner[s..i];
-                    if !hide(item) {
-                        kept.push_str(item);
-                    }
-                }
-                last = i;
-            }
-        } else {
-            i += rest.chars().next().map(char::len_utf8).unwrap_or(1);
+    for span in item_spans(text, set) {
+        if hide(&text[span.clone()]) {
+            kept.push_str(&text[last..span.start]);
+            last = span.end;
         }
     }
-    kept.push_str(&inner[last..]);
-    format!("{}{}{}", &text[..inner_start], kept, &text[end..])
+    kept.push_str(&text[last..]);
+    kept
 }
 
 #[cfg(test)]

@@ -270,3 +270,83 @@ async fn a_truncated_answer_hides_an_effect_that_happened() {
         on_queue.len() as u64
     );
 }
+
+#[tokio::test]
+async fn a_deleted_snapshot_stays_listed_for_the_window_but_is_gone_to_ec2() {
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    let t = TestStack::observing(&proxy.endpoint, StackSpec::new(unique("proxy-del"))).await;
+    let clients = worker_clients(&proxy).await;
+    proxy.lingering_deletes(Duration::from_secs(3));
+    let volume = t
+        .clients
+        .ec2
+        .create_volume()
+        .availability_zone("us-east-1a")
+        .size(1)
+        .send()
+        .await
+        .expect("volume");
+    let volume = volume.volume_id().expect("id").to_owned();
+    let mut snapshots = Vec::new();
+    for _ in 0..2 {
+        let out = t
+            .clients
+            .ec2
+            .create_snapshot()
+            .volume_id(&volume)
+            .send()
+            .await
+            .expect("snapshot");
+        snapshots.push(out.snapshot_id().expect("id").to_owned());
+    }
+    let listed = || async {
+        let out = clients
+            .ec2
+            .describe_snapshots()
+            .owner_ids("self")
+            .filters(Filter::builder().name("volume-id").values(&volume).build())
+            .send()
+            .await
+            .expect("describe");
+        let mut ids: Vec<String> = out
+            .snapshots()
+            .iter()
+            .filter_map(|s| s.snapshot_id().map(str::to_owned))
+            .collect();
+        ids.sort();
+        ids
+    };
+    let mut both = snapshots.clone();
+    both.sort();
+    assert_eq!(listed().await, both);
+    clients
+        .ec2
+        .delete_snapshot()
+        .snapshot_id(&snapshots[0])
+        .send()
+        .await
+        .expect("delete");
+
+    assert_eq!(listed().await, both, "the deleted one is still listed");
+    let again = clients
+        .ec2
+        .delete_snapshot()
+        .snapshot_id(&snapshots[0])
+        .send()
+        .await
+        .expect_err("EC2 has it gone");
+    assert_eq!(code(&again).as_deref(), Some("InvalidSnapshot.NotFound"));
+    let observed = t
+        .clients
+        .ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .filters(Filter::builder().name("volume-id").values(&volume).build())
+        .send()
+        .await
+        .expect("the observer sees the truth");
+    assert_eq!(observed.snapshots().len(), 1);
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(listed().await, [snapshots[1].clone()], "gone after the window");
+}
