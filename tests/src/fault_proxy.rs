@@ -969,7 +969,11 @@ fn linger(s: &mut State, call: &Call, text: String) -> String {
     let listing = call.listing();
     let mut listed = std::collections::HashSet::new();
     for item in items(&text, "snapshotSet") {
-        if let Some(id) = ids_in(item).into_iter().find(|id| id.starts_with("snap-")) {
+        let id = item
+            .split_once("<snapshotId>")
+            .and_then(|(_, rest)| rest.split_once("</snapshotId>"))
+            .map(|(id, _)| id.to_owned());
+        if let Some(id) = id {
             let entry = s
                 .listed_snapshots
                 .entry(id.clone())
@@ -994,7 +998,11 @@ fn linger(s: &mut State, call: &Call, text: String) -> String {
     if let Some(at) = text.rfind("</snapshotSet>") {
         format!("{}{stale}{}", &text[..at], &text[at..])
     } else {
-        text.replacen("<snapshotSet/>", &format!("<snapshotSet>{stale}</snapshotSet>"), 1)
+        text.replacen(
+            "<snapshotSet/>",
+            &format!("<snapshotSet>{stale}</snapshotSet>"),
+            1,
+        )
     }
 }
 
@@ -1031,7 +1039,10 @@ fn item_spans(text: &str, set: &str) -> Vec<std::ops::Range<usize>> {
 }
 
 fn items<'a>(text: &'a str, set: &str) -> Vec<&'a str> {
-    item_spans(text, set).into_iter().map(|r| &text[r]).collect()
+    item_spans(text, set)
+        .into_iter()
+        .map(|r| &text[r])
+        .collect()
 }
 
 /// Shows as `pending` (with progress 50%) every snapshot for which `young` holds.

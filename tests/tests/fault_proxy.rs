@@ -348,5 +348,9 @@ async fn a_deleted_snapshot_stays_listed_for_the_window_but_is_gone_to_ec2() {
     assert_eq!(observed.snapshots().len(), 1);
 
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(listed().await, [snapshots[1].clone()], "gone after the window");
+    assert_eq!(
+        listed().await,
+        [snapshots[1].clone()],
+        "gone after the window"
+    );
 }

@@ -1,7 +1,8 @@
 //! `prune-snapshots` against the emulator's EC2: retention keeps the newest `keep_count` and
 //! those younger than `keep_for`, never deletes a snapshot Shoal did not make (reported kept,
-//! with why), lists without deleting in a dry run, is a no-op when repeated, and works in
-//! another region (moto serves several in one server).
+//! with why), lists without deleting in a dry run, is a no-op when repeated (also while EC2
+//! still lists what it deleted moments ago), and works in another region (moto serves
+//! several in one server).
 //!
 //! That a snapshot an AMI is registered from is kept is `worker/src/handlers/prune.rs`'s unit
 //! test: moto's `RegisterImage` ignores the block device mappings it is given (the image gets
@@ -13,7 +14,8 @@ use std::time::Duration;
 use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
 use shoal_common::job::PruneSnapshots;
 use shoal_common::Job;
-use shoal_tests::{unique, TestStack};
+use shoal_tests::fault_proxy::{FaultProxy, Service};
+use shoal_tests::{moto, sdk_config, unique, TestStack};
 use shoal_worker::handlers::{registry_with, Ec2Settings};
 
 fn prune(volume: &str, keep_count: Option<u32>, keep_for: Option<&str>) -> PruneSnapshots {
@@ -200,5 +202,67 @@ async fn retention_runs_in_another_region() {
     let result = event.result.expect("result");
     assert_eq!(ids(&result, "deleted"), vec![older.clone()], "{result}");
     assert!(!exists(&west, &older).await && exists(&west, &newer).await);
+    worker.stop().await;
+}
+
+/// EC2 may list a snapshot for a while after it was deleted. A second prune (another job id,
+/// the same retention) reads the stale list: the snapshots gone are "already deleted" (their
+/// `InvalidSnapshot.NotFound` is the deletion done), the job succeeds, and the newest, which
+/// the stale entries could have pushed out of the count, stays.
+#[tokio::test]
+async fn a_snapshot_deleted_moments_ago_and_still_listed_is_already_deleted() {
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    let t = TestStack::observing(
+        &proxy.endpoint,
+        shoal_common::stack::StackSpec::new(unique("prune-stale")),
+    )
+    .await;
+    let ec2 = &t.clients.ec2;
+    let vol = volume(ec2, "us-east-1a").await;
+    let old_a = snapshot(ec2, &vol, true).await;
+    let old_b = snapshot(ec2, &vol, true).await;
+    let middle = snapshot(ec2, &vol, true).await;
+    let newest = snapshot(ec2, &vol, true).await;
+    proxy.lingering_deletes(Duration::from_secs(60));
+    let sdk = sdk_config(&proxy.endpoint).await;
+    let worker = TestStack::start_worker_with(
+        &sdk,
+        t.worker_config("w"),
+        registry_with(Ec2Settings::default()),
+    )
+    .await;
+
+    let first = t
+        .run_succeeding(&Job::PruneSnapshots(prune(&vol, Some(2), None)), "prune-a")
+        .await;
+    let mut deleted = ids(&first.result.expect("result"), "deleted");
+    deleted.sort();
+    let mut gone = vec![old_a.clone(), old_b.clone()];
+    gone.sort();
+    assert_eq!(deleted, gone);
+
+    // Within the window: the two deleted are still listed, four in all; keep the newest one.
+    let second = t
+        .run_succeeding(&Job::PruneSnapshots(prune(&vol, Some(1), None)), "prune-b")
+        .await;
+    let result = second.result.expect("result");
+    let verdicts = result["deleted"].as_array().expect("deleted");
+    let mut deleted = ids(&result, "deleted");
+    deleted.sort();
+    let mut expected = vec![old_a.clone(), old_b.clone(), middle.clone()];
+    expected.sort();
+    assert_eq!(deleted, expected, "{result}");
+    for v in verdicts {
+        let already = v["reason"] == "already deleted";
+        assert_eq!(already, v["snapshot_id"] != middle.as_str(), "{v}");
+    }
+    assert!(reason(&result, &newest).contains("newest 1"), "{result}");
+    assert!(exists(ec2, &newest).await, "the newest stays");
+    assert!(!exists(ec2, &middle).await);
+    assert_eq!(
+        proxy.count(Service::Ec2, "DeleteSnapshot").forwarded,
+        5,
+        "two deletions, two already done, one more"
+    );
     worker.stop().await;
 }
