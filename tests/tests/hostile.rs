@@ -13,7 +13,9 @@ use aws_sdk_ec2::types::{Filter, InstanceAttributeName};
 use shoal_common::config::QueueTarget;
 use shoal_common::error::ErrorClass;
 use shoal_common::event::{JobEvent, JobStatus};
-use shoal_common::job::{Canary, CreateImage, RunInstances, Snapshot, Tag};
+use shoal_common::job::{
+    Canary, CopySnapshot, CreateImage, RegisterImage, RestoreVolume, RunInstances, Snapshot, Tag,
+};
 use shoal_common::stack::StackSpec;
 use shoal_common::{Job, JobEnvelope, JobId};
 use shoal_producer::{Producer, SendOptions};
@@ -879,7 +881,9 @@ async fn a_worker_without_a_ledger_refuses_to_start_unless_told_no_ledger() {
 /// without the ledger each copy was a "first run", trusted an empty lookup by tag, and
 /// created again (two snapshots and two AMIs per job id). With it, the second copy finds
 /// the first's claim (or its recorded outcome) and creates nothing: one `CreateSnapshot` per
-/// volume, one `CreateImage` and one `RunInstances` per job id, and no failure event. Each
+/// volume, one `CreateImage`, `RunInstances`, `CopySnapshot`, `RegisterImage` and
+/// `CreateVolume` per job id, and no failure event. The last three wait for what they made,
+/// which EC2 does not list yet: the wait asks for the recorded id until EC2 shows it. Each
 /// pair is sent 1.5 s apart, and one pair of each kind at the same instant.
 #[tokio::test]
 async fn a_job_id_sent_twice_to_two_workers_while_ec2_lags_creates_once() {
@@ -887,6 +891,26 @@ async fn a_job_id_sent_twice_to_two_workers_while_ec2_lags_creates_once() {
     // The instance and its volumes exist before EC2 starts to lag: the lag is for what the
     // jobs create.
     let instance = instance_with_two_volumes(&t).await;
+    let volume = t
+        .clients
+        .ec2
+        .create_volume()
+        .availability_zone("us-east-1a")
+        .size(8)
+        .send()
+        .await
+        .expect("volume");
+    let source = t
+        .clients
+        .ec2
+        .create_snapshot()
+        .volume_id(volume.volume_id().expect("id"))
+        .send()
+        .await
+        .expect("a snapshot to copy, register and restore")
+        .snapshot_id()
+        .expect("id")
+        .to_owned();
     proxy.eventual_consistency(HIDDEN, HIDDEN);
     let sdk = sdk_config(&proxy.endpoint).await;
     let ledger = t.ledger(&sdk).await;
@@ -915,7 +939,52 @@ async fn a_job_id_sent_twice_to_two_workers_while_ec2_lags_creates_once() {
                 ..plain_launch(&ami)
             }),
         ));
+        jobs.push((
+            format!("twice-copy-{i}"),
+            Job::CopySnapshot(CopySnapshot {
+                snapshot_id: source.clone(),
+                destination_region: "us-west-2".into(),
+                source_region: None,
+                description: None,
+                encrypted: false,
+                kms_key_id: None,
+                tags: vec![],
+                wait: true,
+                dry_run: false,
+            }),
+        ));
+        jobs.push((
+            format!("twice-register-{i}"),
+            Job::RegisterImage(RegisterImage {
+                snapshot_id: source.clone(),
+                name: unique(&format!("twice register {i}")),
+                description: None,
+                root_device_name: "/dev/xvda".into(),
+                architecture: "x86_64".into(),
+                virtualization_type: "hvm".into(),
+                ena_support: true,
+                boot_mode: None,
+                tags: vec![],
+                wait: true,
+                dry_run: false,
+            }),
+        ));
+        jobs.push((
+            format!("twice-restore-{i}"),
+            Job::RestoreVolume(RestoreVolume {
+                snapshot_id: Some(source.clone()),
+                volume_id: None,
+                volume_name: None,
+                availability_zone: "us-east-1a".into(),
+                tags: vec![],
+                instance_id: None,
+                device: None,
+                wait: true,
+                dry_run: false,
+            }),
+        ));
     }
+    let kinds = jobs.len() / 3;
     let mut workers = Vec::new();
     for name in ["a", "b"] {
         let mut config = t.worker_config(name);
@@ -928,7 +997,7 @@ async fn a_job_id_sent_twice_to_two_workers_while_ec2_lags_creates_once() {
         let envelope = JobEnvelope::new(job.clone()).with_job_id(JobId::parse(id).expect("id"));
         let producer = Producer::new(t.clients.sqs.clone(), QueueTarget::new(&t.stack.queue_url));
         let options = SendOptions::default();
-        if n < 3 {
+        if n < kinds {
             let (a, b) = tokio::join!(
                 producer.enqueue(&envelope, &options),
                 producer.enqueue(&envelope, &options)
@@ -956,13 +1025,20 @@ async fn a_job_id_sent_twice_to_two_workers_while_ec2_lags_creates_once() {
             e.iter().all(|e| e.status == JobStatus::Succeeded),
             "{id}: no failure event: {e:?}"
         );
-        let creates = if id.contains("snap") {
-            proxy.creates_with("CreateSnapshot", id)
-        } else if id.contains("launch") {
-            proxy.creates_with("RunInstances", id)
-        } else {
-            proxy.creates_with("CreateImage", id)
-        };
+        let made_by = [
+            ("snap", "CreateSnapshot"),
+            ("image", "CreateImage"),
+            ("launch", "RunInstances"),
+            ("copy", "CopySnapshot"),
+            ("register", "RegisterImage"),
+            ("restore", "CreateVolume"),
+        ];
+        let operation = made_by
+            .iter()
+            .find(|(kind, _)| id.contains(kind))
+            .map(|(_, op)| *op)
+            .unwrap_or_else(|| panic!("{id}: which create?"));
+        let creates = proxy.creates_with(operation, id);
         let expected = if id.contains("snap") { 2 } else { 1 };
         assert_eq!(creates, expected, "{id}: one effect per job id");
         // A re-announcement is the recorded outcome, so it keeps its result.
