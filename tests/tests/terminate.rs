@@ -1,16 +1,22 @@
 //! `terminate-instances` against the emulator's EC2: it ends what Shoal launched, once (a
 //! redelivery finds it terminated and a resubmission of its job id announces the recorded
 //! outcome); a dry run ends nothing; it refuses, before anything is terminated, an instance
-//! Shoal did not launch unless the worker allows it; and EC2's refusal of a protected
-//! instance is a permanent failure that names it.
+//! Shoal did not launch unless the worker allows it; EC2's refusal of a protected instance
+//! is a permanent failure that names it; and as the step after a launch it waits out EC2's
+//! lag (the instance not listed yet is "not yet", not "gone").
 
 use std::time::Duration;
 
 use aws_sdk_ec2::types::AttributeBooleanValue;
+use shoal_common::config::QueueTarget;
 use shoal_common::event::JobStatus;
 use shoal_common::job::TerminateInstances;
+use shoal_common::stack::StackSpec;
 use shoal_common::Job;
-use shoal_tests::{plain_launch, TestStack};
+use shoal_common::JobEnvelope;
+use shoal_producer::{Producer, SendOptions};
+use shoal_tests::fault_proxy::{FaultProxy, Service};
+use shoal_tests::{moto, plain_launch, sdk_config, unique, TestStack};
 use shoal_worker::handlers::{registry_with, Ec2Settings};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -171,5 +177,59 @@ async fn terminate_instances_ends_what_shoal_launched_once_and_refuses_the_rest(
         .await;
     assert_eq!(allowed.status, JobStatus::Succeeded, "{allowed:?}");
     assert!(ended(&state(&t, &foreign).await));
+    worker.stop().await;
+}
+
+/// A launch, then its instance's termination as the chain's next step, while EC2 does not
+/// list the new instance for 8 s: the step's `InvalidInstanceID.NotFound` is "not yet" (it
+/// names what its parent just made), so it is tried again until EC2 shows the instance, then
+/// ends it. One launch, one `TerminateInstances`.
+#[tokio::test]
+async fn terminating_an_instance_ec2_does_not_list_yet_waits_for_it() {
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    let t = TestStack::observing(&proxy.endpoint, StackSpec::new(unique("terminate-lag"))).await;
+    let ami = t.stock_ami().await;
+    proxy.eventual_consistency(Duration::from_secs(8), Duration::from_secs(8));
+    let sdk = sdk_config(&proxy.endpoint).await;
+    let mut config = t.worker_config("w");
+    config.consistency_window = Duration::from_secs(30);
+    config.ledger = Some(t.ledger(&sdk).await);
+    let worker =
+        TestStack::start_worker_with(&sdk, config, registry_with(Ec2Settings::default())).await;
+
+    let job = JobEnvelope::from_request(serde_json::json!({
+        "job_id": "launch-then-end", "kind": "run-instances",
+        "params": {"image_id": ami, "instance_type": "t2.micro"},
+        "then": [{
+            "kind": "terminate-instances",
+            "params": {"instance_ids": [{"$from": "/instances/0/instance_id"}]},
+        }],
+    }))
+    .expect("a valid chain");
+    let outcome = Producer::new(t.clients.sqs.clone(), QueueTarget::new(&t.stack.queue_url))
+        .enqueue_and_wait(
+            &t.clients,
+            &t.stack.topic_arn,
+            &job,
+            &SendOptions::default(),
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("the chain finishes");
+    assert!(outcome.succeeded, "{:?}", outcome.events);
+    let launched = outcome.events[0].result.as_ref().expect("result")["instances"][0]
+        ["instance_id"]
+        .as_str()
+        .expect("an instance")
+        .to_owned();
+    let ended_event = &outcome.events[1];
+    assert_eq!(ended_event.kind.as_deref(), Some("terminate-instances"));
+    assert!(
+        ended_event.attempts > 1,
+        "the first try met EC2's lag: {ended_event:?}"
+    );
+    assert!(ended(&state(&t, &launched).await));
+    assert_eq!(proxy.creates_with("RunInstances", "launch-then-end"), 1);
+    assert_eq!(proxy.count(Service::Ec2, "TerminateInstances").forwarded, 1);
     worker.stop().await;
 }
