@@ -331,6 +331,21 @@ impl FaultProxy {
             .count()
     }
 
+    /// The parameters of each call of EC2 `operation` that reached the emulator, as sent:
+    /// what a test asserts of a request when the emulator ignores part of it.
+    pub fn creates(&self, operation: &str) -> Vec<HashMap<String, String>> {
+        self.state()
+            .creates
+            .iter()
+            .filter(|(op, _)| op == operation)
+            .map(|(_, body)| {
+                form_urlencoded::parse(body.as_bytes())
+                    .into_owned()
+                    .collect()
+            })
+            .collect()
+    }
+
     /// Calls that got an injected fault, over all operations.
     pub fn faults_injected(&self) -> u64 {
         self.state().counts.values().map(|c| c.faulted).sum()

@@ -1,7 +1,8 @@
 //! `copy-snapshot` against the emulator's EC2, two regions in one server: the copy lands in
 //! the destination with the source's tags, the job's and `shoal:job-id`; a redelivery finds
-//! it (by the id it recorded) and copies nothing again; a dry run copies nothing; and
-//! retention then runs in the destination, choosing the copies by their tags.
+//! it (by the id it recorded) and copies nothing again; a dry run copies nothing; retention
+//! then runs in the destination, choosing the copies by their tags; and an encrypted copy
+//! asks EC2 for its key.
 
 use std::time::Duration;
 
@@ -175,5 +176,49 @@ async fn a_copy_lands_in_the_other_region_once_and_retention_runs_there() {
     );
     assert!(copies_of(&west, "copy-1").await.is_empty());
     assert_eq!(copies_of(&west, "copy-2").await.len(), 1);
+    worker.stop().await;
+}
+
+/// An encrypted copy with a key named by alias: `alias/aws/ebs`, the account's AWS-managed
+/// EBS key, which every region of every account has, so this holds on AWS too. moto ignores
+/// `Encrypted` on a copy (it copies the source's), so what is asserted is the request EC2
+/// received: encrypted, with that key, once.
+#[tokio::test]
+async fn an_encrypted_copy_asks_ec2_for_its_key() {
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    let t = TestStack::observing(
+        &proxy.endpoint,
+        shoal_common::stack::StackSpec::new(unique("copy-kms")),
+    )
+    .await;
+    let source = source_snapshot(&t).await;
+    let sdk = sdk_config(&proxy.endpoint).await;
+    let worker = TestStack::start_worker_with(
+        &sdk,
+        t.worker_config("w"),
+        registry_with(Ec2Settings::default()),
+    )
+    .await;
+    let mut job = copy_of(&source);
+    if let Job::CopySnapshot(p) = &mut job {
+        p.encrypted = true;
+        p.kms_key_id = Some("alias/aws/ebs".into());
+    }
+    let event = t.run_succeeding(&job, "copy-kms").await;
+    assert_eq!(
+        event.result.expect("result")["source_snapshot_id"],
+        source.as_str()
+    );
+    let sent = proxy.creates("CopySnapshot");
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].get("Encrypted").map(String::as_str), Some("true"));
+    assert_eq!(
+        sent[0].get("KmsKeyId").map(String::as_str),
+        Some("alias/aws/ebs")
+    );
+    assert_eq!(
+        sent[0].get("SourceRegion").map(String::as_str),
+        Some("us-east-1")
+    );
     worker.stop().await;
 }
