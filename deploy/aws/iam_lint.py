@@ -113,7 +113,9 @@ def main(path):
     with open(path) as f:
         template = yaml.load(f, Loader=Template)
     # Parameters as a narrow deployment sets them.
-    params = {"AllowedInstanceTypes": ["t3.*"], "AllowedImageOwners": ["amazon"]}
+    params = {"AllowedInstanceTypes": ["t3.*"], "AllowedImageOwners": ["amazon"],
+              "CopyKmsKeyArns": [f"arn:{PARTITION}:kms:us-west-2:{ACCOUNT}:key/"
+                                 "1234abcd-12ab-34cd-56ef-1234567890ab"]}
     types = {name: r.get("Type", "") for name, r in template["Resources"].items()}
     unaccepted = 0
     checked = 0

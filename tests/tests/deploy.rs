@@ -164,6 +164,10 @@ async fn the_template_deploys_and_a_job_runs_through_the_queues_it_made() {
             "output {key} missing: {outputs:?}"
         );
     }
+    assert!(
+        !outputs.contains_key("WorkerCopyKeysPolicyArn"),
+        "no KMS keys named, no policy for them"
+    );
     let sdk = sdk_config(&moto().endpoint).await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let sns = aws_sdk_sns::Client::new(&sdk);
@@ -317,7 +321,22 @@ async fn the_template_deploys_and_a_job_runs_through_the_queues_it_made() {
 #[tokio::test]
 async fn the_fifo_variant_makes_fifo_queues_with_a_fifo_dead_letter_queue() {
     let prefix = unique("cfnfifo");
-    let outputs = deploy(&prefix, &[format!("Prefix={prefix}"), "Fifo=true".into()]);
+    // With keys for encrypted copies: their policy is made (and only then).
+    let key = "arn:aws:kms:us-west-2:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    let outputs = deploy(
+        &prefix,
+        &[
+            format!("Prefix={prefix}"),
+            "Fifo=true".into(),
+            format!("CopyKmsKeyArns={key}"),
+        ],
+    );
+    assert!(
+        outputs
+            .get("WorkerCopyKeysPolicyArn")
+            .is_some_and(|arn| arn.ends_with(&format!("{prefix}-worker-copy-keys"))),
+        "{outputs:?}"
+    );
     assert!(outputs["JobQueueUrl"].ends_with(&format!("{prefix}-jobs.fifo")));
     assert!(outputs["DeadLetterQueueUrl"].ends_with(&format!("{prefix}-jobs-dlq.fifo")));
     let sqs = aws_sdk_sqs::Client::new(&sdk_config(&moto().endpoint).await);
