@@ -33,21 +33,64 @@ ENV_NAMES = {
 }
 
 
+def scheduled_job_parameters(path):
+    """The template's three schedule parameters for the job request in `path`: the chain's
+    first job's kind and params, and its follow-ups. Its own job_id is refused: the schedule
+    names each night's job itself, a fixed id would make every night after the first a
+    no-op."""
+    with open(path, encoding="utf-8") as f:
+        request = json.load(f)
+    if not isinstance(request, dict) or not isinstance(request.get("kind"), str):
+        raise ValueError("kind: a job request names its kind")
+    if "job_id" in request:
+        raise ValueError("job_id: the schedule names each run's job (<prefix>-scheduled-<time>)")
+    unknown = sorted(set(request) - {"kind", "params", "then", "schema_version"})
+    if unknown:
+        raise ValueError(f"{unknown[0]}: not part of a scheduled job (kind, params, then)")
+    compact = {"separators": (",", ":")}
+    return [
+        {"ParameterKey": "ScheduledJobKind", "ParameterValue": request["kind"]},
+        {"ParameterKey": "ScheduledJobParams",
+         "ParameterValue": json.dumps(request.get("params", {}), **compact)},
+        {"ParameterKey": "ScheduledJobThen",
+         "ParameterValue": json.dumps(request.get("then", []), **compact)},
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stack-name", default="shoal")
     parser.add_argument("--parameter", "-p", action="append", default=[], metavar="KEY=VALUE",
                         help="template parameter, e.g. Prefix=shoal (repeatable)")
     parser.add_argument("--json", action="store_true", help="print the outputs as JSON")
+    parser.add_argument("--scheduled-job", metavar="FILE",
+                        help="a job request (kind, params, then), e.g. "
+                             "producer/examples/nightly.json: the schedule's job, as its "
+                             "ScheduledJobKind, ScheduledJobParams and ScheduledJobThen")
+    parser.add_argument("--show-parameters", action="store_true",
+                        help="print the parameters the stack would get, as JSON, and stop")
     args = parser.parse_args()
 
     params = []
+    if args.scheduled_job:
+        try:
+            params.extend(scheduled_job_parameters(args.scheduled_job))
+        except (OSError, ValueError) as e:
+            print(f"--scheduled-job: {args.scheduled_job}: {e}", file=sys.stderr)
+            return 2
     for item in args.parameter:
         key, sep, value = item.partition("=")
         if not sep or not key:
             print(f"--parameter: `{item}` is not KEY=VALUE", file=sys.stderr)
             return 2
+        if any(p["ParameterKey"] == key for p in params):
+            print(f"--parameter: {key} is given twice (--scheduled-job sets the ScheduledJob* ones)",
+                  file=sys.stderr)
+            return 2
         params.append({"ParameterKey": key, "ParameterValue": value})
+    if args.show_parameters:
+        print(json.dumps({p["ParameterKey"]: p["ParameterValue"] for p in params}, indent=2))
+        return 0
 
     cfn = boto3.client("cloudformation")
     with open(TEMPLATE, encoding="utf-8") as f:

@@ -61,6 +61,16 @@ fn the_templates_iam_policies_pass_parliament() {
 /// The scheduled job's `Input`, as EventBridge Scheduler fills it in for one run: the
 /// template's `!Sub` resolved with `params` and `then`, then the context attributes.
 fn scheduled_input(params: &str, then: &str, scheduled_time: &str, execution_id: &str) -> String {
+    scheduled_input_of("snapshot", params, then, scheduled_time, execution_id)
+}
+
+fn scheduled_input_of(
+    kind: &str,
+    params: &str,
+    then: &str,
+    scheduled_time: &str,
+    execution_id: &str,
+) -> String {
     let template =
         std::fs::read_to_string(repo_path("deploy/aws/shoal.yaml")).expect("read template");
     let line = template
@@ -70,7 +80,7 @@ fn scheduled_input(params: &str, then: &str, scheduled_time: &str, execution_id:
         .expect("the schedule's Input");
     line.trim_end_matches('\'')
         .replace("${Prefix}", "shoal")
-        .replace("${ScheduledJobKind}", "snapshot")
+        .replace("${ScheduledJobKind}", kind)
         .replace("${ScheduledJobParams}", params)
         .replace("${ScheduledJobThen}", then)
         .replace("<aws.scheduler.scheduled-time>", scheduled_time)
@@ -104,6 +114,46 @@ fn each_scheduled_run_is_a_valid_job_of_its_own() {
     assert!(
         JobEnvelope::from_json(&body.replace("snapshot", "canary")).is_ok(),
         "{body}"
+    );
+}
+
+/// The nightly flow as the schedule's job: `deploy.py --scheduled-job` splits the example
+/// chain into the template's three parameters, and each night Scheduler sends the whole
+/// chain (snapshot, prune, copy each snapshot to a second region, prune there) as a new job.
+#[test]
+fn the_schedule_runs_the_whole_nightly_chain() {
+    let python = std::env::var("SHOAL_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(python)
+        .arg(repo_path("deploy/aws/deploy.py"))
+        .arg("--scheduled-job")
+        .arg(repo_path("producer/examples/nightly.json"))
+        .args(["--parameter", "ScheduleExpression=cron(0 3 * * ? *)"])
+        .arg("--show-parameters")
+        .output()
+        .expect("run deploy.py");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let params: HashMap<String, String> =
+        serde_json::from_slice(&out.stdout).expect("the parameters as JSON");
+    assert_eq!(params["ScheduleExpression"], "cron(0 3 * * ? *)");
+    let body = scheduled_input_of(
+        &params["ScheduledJobKind"],
+        &params["ScheduledJobParams"],
+        &params["ScheduledJobThen"],
+        "2026-12-02T03:00:00Z",
+        "x",
+    );
+    let night = JobEnvelope::from_json(&body).unwrap_or_else(|e| panic!("{body}: {e}"));
+    assert_eq!(night.kind().as_str(), "snapshot");
+    let steps: Vec<&str> = night.then.iter().map(|f| f.kind.as_str()).collect();
+    assert_eq!(steps, ["prune-snapshots", "copy-snapshot"]);
+    assert_eq!(night.then[1].then.len(), 1, "prune in the copies' region");
+    assert_eq!(
+        night.job_id.as_str(),
+        "shoal-scheduled-2026-12-02T03:00:00Z"
     );
 }
 

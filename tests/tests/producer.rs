@@ -482,6 +482,12 @@ async fn each_invalid_input_is_refused_naming_the_field_and_nothing_is_sent() {
         );
     }
     assert!(run.stderr.contains("nothing was sent"), "{}", run.stderr);
+    // `--check` says the same without a queue (and never sends).
+    let checked = producer_cli(&t.sdk, &["submit", "--check", &path]).await;
+    assert_eq!(checked.code, 1, "{}", checked.stderr);
+    for expected in lines.iter().filter_map(|(_, e)| *e) {
+        assert!(checked.stderr.contains(expected), "{}", checked.stderr);
+    }
     std::fs::remove_file(&file.0).ok();
 
     // A message over SQS's size limit is refused by the library before any call.

@@ -202,6 +202,10 @@ pub struct SubmitArgs {
     /// JSON Lines file (one job a line), a file holding one JSON job (e.g. a chain, written
     /// over many lines) or a JSON array of jobs; - for standard input.
     pub file: PathBuf,
+    /// Check every job against the contract and send nothing: exit 0 when all are valid,
+    /// 1 naming each invalid one (e.g. a schedule's job before it is deployed).
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Debug, Subcommand)]

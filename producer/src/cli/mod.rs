@@ -227,7 +227,12 @@ async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<
     };
     // A job given here is checked first, in its own arm: an invalid one is refused, naming
     // its field, before any AWS setup is looked at.
-    if !matches!(cli.command, Command::Schema(_) | Command::Job(_)) {
+    let offline = match &cli.command {
+        Command::Schema(_) | Command::Job(_) => true,
+        Command::Submit(args) => args.check,
+        _ => false,
+    };
+    if !offline {
         shoal_common::aws::check_setup(sdk).await?;
     }
     let clients = AwsClients::new(sdk);
@@ -347,6 +352,9 @@ async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<
                 return Err(CliError::Usage(
                     "job_id: --job-id is for single jobs; give each line its own `job_id`".into(),
                 ));
+            }
+            if args.check {
+                return submit::check(&args, &options, out);
             }
             let follow = match cli.follow.follow {
                 true => Some(submit::Following {

@@ -100,6 +100,43 @@ pub(super) async fn submit(
     Ok(if file_changed { Done::NotAll } else { done })
 }
 
+/// `submit --check`: every job decoded, validated and built as it would be sent, and none
+/// sent; no queue is needed (a FIFO queue's own rules, the message group, are not checked).
+pub(super) fn check(
+    args: &SubmitArgs,
+    options: &SendOptions,
+    out: &mut Output<'_, '_>,
+) -> Result<Done, CliError> {
+    let input = Input::open(&args.file)?;
+    let checked = match input.format()? {
+        Format::Lines => check_lines(&input, options, false)?,
+        format => match read_whole(&input, format)? {
+            Ok(jobs) => {
+                let mut checked = Checked {
+                    valid: 0,
+                    invalid: Vec::new(),
+                };
+                for (at, job) in jobs {
+                    match build(&job, options, false) {
+                        Ok(_) => checked.valid += 1,
+                        Err(e) => checked.invalid.push((at, e.to_string())),
+                    }
+                }
+                checked
+            }
+            Err(invalid) => Checked { valid: 0, invalid },
+        },
+    };
+    if !checked.invalid.is_empty() {
+        return refuse(&checked.invalid, out);
+    }
+    out.note(format_args!(
+        "{} valid job(s); nothing was sent (--check)",
+        checked.valid
+    ))?;
+    Ok(Done::All)
+}
+
 /// The input, as a file that can be read twice.
 struct Input {
     path: PathBuf,
