@@ -836,11 +836,12 @@ fn ids_in(text: &str) -> Vec<String> {
 
 fn record_ec2_effects(s: &mut State, call: &Call, request: &Bytes, response: &Bytes) {
     let op = call.operation.as_str();
-    if op.starts_with("Create")
-        || op.starts_with("Copy")
-        || op == "RunInstances"
-        || op == "RegisterImage"
-    {
+    // A create is named for what it makes (`CreateVolume`, `CopySnapshot`, `RegisterImage`,
+    // `RunInstances`), so a new create kind is counted with no line here.
+    let is_create = ["Create", "Copy", "Register", "Run"]
+        .iter()
+        .any(|verb| op.starts_with(verb));
+    if is_create {
         s.creates.push((
             call.operation.clone(),
             String::from_utf8_lossy(request).into_owned(),
@@ -857,12 +858,13 @@ fn record_ec2_effects(s: &mut State, call: &Call, request: &Bytes, response: &By
     }
     let text = String::from_utf8_lossy(response);
     // What the call created, not every id its answer names: a snapshot's answer names its
-    // volume, a launch's its AMI, and those existed before.
+    // volume, a launch's its AMI, and those existed before. (`CreateTags` makes nothing.)
     let made: &[&str] = match op {
+        _ if !is_create => &[],
         "RunInstances" => &["i-", "vol-"],
-        "CreateImage" | "RegisterImage" => &["ami-"],
-        "CreateSnapshot" | "CopySnapshot" => &["snap-"],
-        "CreateVolume" => &["vol-"],
+        _ if op.ends_with("Image") => &["ami-"],
+        _ if op.ends_with("Snapshot") || op.ends_with("Snapshots") => &["snap-"],
+        _ if op.ends_with("Volume") => &["vol-"],
         _ => &[],
     };
     let created: Vec<String> = ids_in(&text)
