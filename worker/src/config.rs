@@ -275,11 +275,12 @@ pub struct WorkerConfig {
     /// How often to sample the queues' depth into gauges; `None` samples never.
     pub queue_stats_interval: Option<Duration>,
     pub worker_id: String,
+    /// How long EC2 may take to show a new resource: a follow-up naming what its parent
+    /// just created treats `…NotFound` as "not yet" (and looks again, spending no attempt)
+    /// for this long after it was enqueued.
+    pub consistency_window: Duration,
     /// How long one delivery retries an announcement, a delete, or a copy while holding the
     /// message.
-    /// How long EC2 may take to show a new resource: a follow-up naming what its parent
-    /// just created treats `…NotFound` as "not yet" for this long after it was enqueued.
-    pub consistency_window: Duration,
     pub announce_hold: Duration,
     /// The class of a panicking handler's failure.
     pub on_panic: ErrorClass,

@@ -7,6 +7,8 @@
 //! abort at shutdown lowers them too). While the job waits in this process (for EC2 on a
 //! FIFO queue, for its kind's slot, for another delivery of its id) it holds no worker slot.
 
+use std::time::Duration;
+
 use chrono::Utc;
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -238,13 +240,17 @@ async fn run_job(
                     Ok(Outcome::Done(value)) => AttemptOutcome::Done(value),
                     Ok(Outcome::CheckAgainAfter(delay)) => AttemptOutcome::CheckAgain(delay),
                     Err(error) => {
-                        let error = not_yet_for_a_follow_up(shared, msg, envelope, error);
-                        metrics
-                            .jobs_failed
-                            .with_label_values(&[k, error.class.as_str()])
-                            .inc();
-                        tracing::info!(error = %error, code = ?error.code, "attempt failed");
-                        AttemptOutcome::Failed(error)
+                        match not_yet_for_a_follow_up(shared, msg, &attempt, envelope, error) {
+                            Ok(look_again) => AttemptOutcome::CheckAgain(look_again),
+                            Err(error) => {
+                                metrics
+                                    .jobs_failed
+                                    .with_label_values(&[k, error.class.as_str()])
+                                    .inc();
+                                tracing::info!(error = %error, code = ?error.code, "attempt failed");
+                                AttemptOutcome::Failed(error)
+                            }
+                        }
                     }
                 }
             }
@@ -364,30 +370,34 @@ async fn run_keeping<T>(
 }
 
 /// A follow-up names what its parent created moments before, which EC2 may not show yet:
-/// within the consistency window after the follow-up was enqueued, `…NotFound` is "not yet"
-/// (retried), not the resource's absence.
+/// within the consistency window after the follow-up was first enqueued (or first run, on a
+/// later copy), `…NotFound` is "not yet", so the job looks again after the returned delay as
+/// a wait does (a fresh copy, spending no attempt: the retry backoff over a queue's few
+/// receives may be shorter than the window); after it, the error stands.
 fn not_yet_for_a_follow_up(
     shared: &Shared,
     msg: &Delivery,
+    attempt: &Attempt<'_>,
     envelope: &JobEnvelope,
     error: JobError,
-) -> JobError {
-    let young = msg.enqueued_at.is_none_or(|at| {
-        (Utc::now() - at).to_std().unwrap_or_default() < shared.config.consistency_window
-    });
-    if envelope.parent_job_id.is_some()
-        && error.class == ErrorClass::Permanent
-        && is_not_found(&error)
-        && young
+) -> Result<Duration, JobError> {
+    if envelope.parent_job_id.is_none()
+        || error.class != ErrorClass::Permanent
+        || !is_not_found(&error)
     {
-        tracing::info!(code = ?error.code, "a follow-up's resource is not visible yet; trying again");
-        JobError {
-            class: ErrorClass::Transient,
-            ..error
-        }
-    } else {
-        error
+        return Err(error);
     }
+    let since = [msg.enqueued_at, attempt.first_started_at]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or_else(Utc::now);
+    let waited = (Utc::now() - since).to_std().unwrap_or_default();
+    if waited >= shared.config.consistency_window {
+        return Err(error);
+    }
+    tracing::info!(code = ?error.code, waited_ms = waited.as_millis() as u64, "a follow-up's resource is not visible yet; looking again");
+    Ok((waited / 4).clamp(Duration::from_secs(1), Duration::from_secs(15)))
 }
 
 /// A delivery refused before any run: dead-lettered with its reason.
