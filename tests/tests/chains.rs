@@ -205,6 +205,14 @@ async fn a_failing_middle_step_stops_the_chain_and_the_cli_exits_1() {
     );
     let error = failed.error.as_ref().expect("the failure's reason");
     assert!(error.dead_lettered, "{error:?}");
+    // The instance never shows: "not yet" for the consistency window (looking again spends
+    // no attempt), then EC2's own code stands.
+    assert_eq!(
+        error.code.as_deref(),
+        Some("InvalidInstanceID.NotFound"),
+        "{error:?}"
+    );
+    assert_eq!(failed.attempts, 1, "{failed:?}");
     assert!(run.stderr.contains("1 failed: stops.1"), "{}", run.stderr);
 }
 
