@@ -272,6 +272,11 @@ impl FaultProxy {
         }
     }
 
+    /// The SDK configuration a worker uses to reach AWS through this proxy.
+    pub async fn sdk(&self) -> aws_config::SdkConfig {
+        crate::sdk_config(&self.endpoint).await
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -209,6 +209,14 @@ impl TestStack {
         .await
     }
 
+    /// A stack on the shared emulator behind a fresh fault proxy: the test watches it as an
+    /// observer, and workers given [`FaultProxy::sdk`] live through the proxy's faults.
+    pub async fn behind_proxy(spec: StackSpec) -> (fault_proxy::FaultProxy, Self) {
+        let proxy = fault_proxy::FaultProxy::start(&moto().endpoint).await;
+        let t = Self::observing(&proxy.endpoint, spec).await;
+        (proxy, t)
+    }
+
     async fn with_sdk(sdk: SdkConfig, spec: StackSpec) -> Self {
         let clients = AwsClients::new(&sdk);
         let stack = stack::provision(&clients, &spec)

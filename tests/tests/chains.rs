@@ -42,11 +42,9 @@ async fn run_chain(t: &TestStack, job: &JobEnvelope) -> shoal_producer::FollowOu
 /// A stack behind a fault proxy, and a chain `job_id` that launches one instance and then
 /// snapshots it.
 async fn launch_then_snapshot(job_id: &str) -> (FaultProxy, TestStack, JobEnvelope) {
-    let proxy = FaultProxy::start(&moto().endpoint).await;
-    let t = TestStack::observing(
-        &proxy.endpoint,
-        shoal_common::stack::StackSpec::new(shoal_tests::unique(job_id)),
-    )
+    let (proxy, t) = TestStack::behind_proxy(shoal_common::stack::StackSpec::new(
+        shoal_tests::unique(job_id),
+    ))
     .await;
     let ami = t.stock_ami().await;
     let job = chain(json!({
@@ -296,7 +294,7 @@ async fn a_parent_redelivered_after_enqueueing_its_follow_ups_creates_nothing_tw
         .enqueue(&job, &SendOptions::default())
         .await
         .expect("enqueue");
-    let sdk = sdk_config(&proxy.endpoint).await;
+    let sdk = proxy.sdk().await;
     let worker =
         TestStack::start_worker_with(&sdk, t.worker_config("redo"), default_registry()).await;
     let mut events: Vec<JobEvent> = Vec::new();
@@ -545,7 +543,7 @@ async fn follow_ups_that_cannot_be_sent_hold_the_parents_outcome_back_until_they
         .enqueue(&job, &SendOptions::default())
         .await
         .expect("enqueue");
-    let sdk = sdk_config(&proxy.endpoint).await;
+    let sdk = proxy.sdk().await;
     let worker =
         TestStack::start_worker_with(&sdk, t.worker_config("held"), default_registry()).await;
     // While its follow-up cannot be sent, the parent's outcome is not announced.

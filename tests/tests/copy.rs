@@ -9,8 +9,7 @@ use std::time::Duration;
 use aws_sdk_ec2::types::{ResourceType, Tag as Ec2Tag, TagSpecification};
 use shoal_common::job::{CopySnapshot, PruneSnapshots, Tag};
 use shoal_common::Job;
-use shoal_tests::fault_proxy::FaultProxy;
-use shoal_tests::{moto, sdk_config, unique, TestStack};
+use shoal_tests::{unique, TestStack};
 use shoal_worker::handlers::{registry_with, Ec2Settings};
 
 fn west(sdk: &aws_config::SdkConfig) -> aws_sdk_ec2::Client {
@@ -87,15 +86,11 @@ async fn copies_of(ec2: &aws_sdk_ec2::Client, job_id: &str) -> Vec<aws_sdk_ec2::
 
 #[tokio::test]
 async fn a_copy_lands_in_the_other_region_once_and_retention_runs_there() {
-    let proxy = FaultProxy::start(&moto().endpoint).await;
-    let t = TestStack::observing(
-        &proxy.endpoint,
-        shoal_common::stack::StackSpec::new(unique("copy")),
-    )
-    .await;
+    let (proxy, t) =
+        TestStack::behind_proxy(shoal_common::stack::StackSpec::new(unique("copy"))).await;
     let west = west(&t.sdk);
     let source = source_snapshot(&t).await;
-    let sdk = sdk_config(&proxy.endpoint).await;
+    let sdk = proxy.sdk().await;
     let mut config = t.worker_config("w");
     config.ledger = Some(t.ledger(&sdk).await);
     let worker =
@@ -185,14 +180,10 @@ async fn a_copy_lands_in_the_other_region_once_and_retention_runs_there() {
 /// received: encrypted, with that key, once.
 #[tokio::test]
 async fn an_encrypted_copy_asks_ec2_for_its_key() {
-    let proxy = FaultProxy::start(&moto().endpoint).await;
-    let t = TestStack::observing(
-        &proxy.endpoint,
-        shoal_common::stack::StackSpec::new(unique("copy-kms")),
-    )
-    .await;
+    let (proxy, t) =
+        TestStack::behind_proxy(shoal_common::stack::StackSpec::new(unique("copy-kms"))).await;
     let source = source_snapshot(&t).await;
-    let sdk = sdk_config(&proxy.endpoint).await;
+    let sdk = proxy.sdk().await;
     let worker = TestStack::start_worker_with(
         &sdk,
         t.worker_config("w"),

@@ -8,7 +8,7 @@ use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, SendMessageBatchRequest
 use shoal_common::aws::AwsClients;
 use shoal_common::stack::StackSpec;
 use shoal_tests::fault_proxy::{AwsFault, Fault, FaultProxy, Rule, Service, Trigger};
-use shoal_tests::{moto, sdk_config, unique, TestStack};
+use shoal_tests::{sdk_config, unique, TestStack};
 
 async fn worker_clients(proxy: &FaultProxy) -> AwsClients {
     AwsClients::new(&sdk_config(&proxy.endpoint).await)
@@ -20,8 +20,7 @@ fn code<E: aws_sdk_sqs::error::ProvideErrorMetadata>(e: &E) -> Option<String> {
 
 #[tokio::test]
 async fn each_service_answers_throttling_in_its_own_protocol_and_the_sdk_retries_it() {
-    let proxy = FaultProxy::start(&moto().endpoint).await;
-    let t = TestStack::observing(&proxy.endpoint, StackSpec::new(unique("proxy-codes"))).await;
+    let (proxy, t) = TestStack::behind_proxy(StackSpec::new(unique("proxy-codes"))).await;
     let clients = worker_clients(&proxy).await;
     proxy.add(Rule::new(
         None,
@@ -75,8 +74,7 @@ async fn each_service_answers_throttling_in_its_own_protocol_and_the_sdk_retries
 
 #[tokio::test]
 async fn a_partial_batch_failure_sends_only_some_entries_and_reports_the_rest() {
-    let proxy = FaultProxy::start(&moto().endpoint).await;
-    let t = TestStack::observing(&proxy.endpoint, StackSpec::new(unique("proxy-batch"))).await;
+    let (proxy, t) = TestStack::behind_proxy(StackSpec::new(unique("proxy-batch"))).await;
     let clients = worker_clients(&proxy).await;
     proxy.add(Rule::new(
         None,
@@ -169,8 +167,7 @@ async fn a_partial_batch_failure_sends_only_some_entries_and_reports_the_rest() 
 
 #[tokio::test]
 async fn new_ec2_resources_stay_hidden_for_the_window_then_appear() {
-    let proxy = FaultProxy::start(&moto().endpoint).await;
-    let t = TestStack::observing(&proxy.endpoint, StackSpec::new(unique("proxy-ec"))).await;
+    let (proxy, t) = TestStack::behind_proxy(StackSpec::new(unique("proxy-ec"))).await;
     let clients = worker_clients(&proxy).await;
     proxy.eventual_consistency(Duration::from_secs(3), Duration::from_secs(3));
     let ami = t.stock_ami().await;
@@ -240,8 +237,7 @@ async fn new_ec2_resources_stay_hidden_for_the_window_then_appear() {
 
 #[tokio::test]
 async fn a_truncated_answer_hides_an_effect_that_happened() {
-    let proxy = FaultProxy::start(&moto().endpoint).await;
-    let t = TestStack::observing(&proxy.endpoint, StackSpec::new(unique("proxy-cut"))).await;
+    let (proxy, t) = TestStack::behind_proxy(StackSpec::new(unique("proxy-cut"))).await;
     let clients = worker_clients(&proxy).await;
     proxy.add(Rule::new(
         Some(Service::Sqs),
@@ -273,8 +269,7 @@ async fn a_truncated_answer_hides_an_effect_that_happened() {
 
 #[tokio::test]
 async fn a_deleted_snapshot_stays_listed_for_the_window_but_is_gone_to_ec2() {
-    let proxy = FaultProxy::start(&moto().endpoint).await;
-    let t = TestStack::observing(&proxy.endpoint, StackSpec::new(unique("proxy-del"))).await;
+    let (proxy, t) = TestStack::behind_proxy(StackSpec::new(unique("proxy-del"))).await;
     let clients = worker_clients(&proxy).await;
     proxy.lingering_deletes(Duration::from_secs(3));
     let volume = t

@@ -10,7 +10,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use shoal_common::stack::StackSpec;
-use shoal_tests::fault_proxy::{AwsFault, FaultProxy, Rule, Service};
+use shoal_tests::fault_proxy::{AwsFault, Rule, Service};
 use shoal_tests::{free_port, moto, unique, TestStack};
 
 const PRODUCER: &str = env!("CARGO_BIN_EXE_shoal-producer-for-tests");
@@ -173,8 +173,7 @@ async fn a_queue_that_does_not_exist_is_one_line_saying_how_to_make_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn access_denied_is_one_line_saying_a_permission_is_missing() {
-    let proxy = FaultProxy::start(&moto().endpoint).await;
-    let t = TestStack::observing(&proxy.endpoint, StackSpec::new(unique("denied"))).await;
+    let (proxy, t) = TestStack::behind_proxy(StackSpec::new(unique("denied"))).await;
     proxy.add(Rule::outage(
         Service::Sqs,
         &[],

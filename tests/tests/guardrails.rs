@@ -12,8 +12,8 @@ use shoal_common::stack::StackSpec;
 use shoal_common::validate::TagRules;
 use shoal_common::{Job, JobEnvelope, JobId, JobKind};
 use shoal_producer::{Producer, SendOptions};
-use shoal_tests::fault_proxy::{FaultProxy, Service};
-use shoal_tests::{attribute, moto, plain_launch, producer_cli, sdk_config, unique, TestStack};
+use shoal_tests::fault_proxy::Service;
+use shoal_tests::{attribute, moto, plain_launch, producer_cli, unique, TestStack};
 use shoal_worker::handlers::{registry_with, Ec2Settings};
 use shoal_worker::Guardrails;
 
@@ -56,8 +56,7 @@ fn by_id<'a>(events: &'a [JobEvent], id: &str) -> &'a JobEvent {
 
 #[tokio::test]
 async fn each_limit_dead_letters_what_it_refuses_before_any_ec2_call() {
-    let proxy = FaultProxy::start(&moto().endpoint).await;
-    let t = TestStack::observing(&proxy.endpoint, StackSpec::new(unique("gate"))).await;
+    let (proxy, t) = TestStack::behind_proxy(StackSpec::new(unique("gate"))).await;
     let ami = t.stock_ami().await;
     let producer = Producer::new(t.clients.sqs.clone(), QueueTarget::new(&t.stack.queue_url));
     let through_producer = |job: Job, id: &str| {
@@ -110,7 +109,7 @@ async fn each_limit_dead_letters_what_it_refuses_before_any_ec2_call() {
         dry_run_only: true,
         tag_rules: TagRules::InstanceMetadata,
     };
-    let sdk = sdk_config(&proxy.endpoint).await;
+    let sdk = proxy.sdk().await;
     let worker =
         TestStack::start_worker_with(&sdk, config, registry_with(Ec2Settings::default())).await;
     let events = t.events(8, WAIT).await;
@@ -159,8 +158,7 @@ async fn each_limit_dead_letters_what_it_refuses_before_any_ec2_call() {
 
 #[tokio::test]
 async fn an_ami_of_an_owner_not_allowed_is_refused_before_launch() {
-    let proxy = FaultProxy::start(&moto().endpoint).await;
-    let t = TestStack::observing(&proxy.endpoint, StackSpec::new(unique("owner"))).await;
+    let (proxy, t) = TestStack::behind_proxy(StackSpec::new(unique("owner"))).await;
     let ami = t.stock_ami().await;
     let owner = t
         .clients
@@ -179,7 +177,7 @@ async fn an_ami_of_an_owner_not_allowed_is_refused_before_launch() {
         allowed_image_owners: vec!["111111111111".into()],
         ..Ec2Settings::default()
     };
-    let sdk = sdk_config(&proxy.endpoint).await;
+    let sdk = proxy.sdk().await;
     let worker =
         TestStack::start_worker_with(&sdk, t.worker_config("owner"), registry_with(settings)).await;
     let event = t.one_event(WAIT).await;

@@ -21,21 +21,13 @@ use shoal_common::{Job, JobEnvelope, JobId};
 use shoal_producer::{Producer, SendOptions};
 use shoal_tests::fault_proxy::{AwsFault, Fault, FaultProxy, Rule, Service, Trigger};
 use shoal_tests::{
-    attribute, eventually, job_filter, metric, moto, plain_launch, sdk_config, unique,
-    RunningWorker, TestStack,
+    attribute, eventually, job_filter, metric, plain_launch, unique, RunningWorker, TestStack,
 };
 use shoal_worker::handlers::{registry_with, Ec2Settings};
 use shoal_worker::{JobContext, JobError, Outcome, Registry, WorkerConfig};
 
-/// A stack on the emulator behind a fresh fault proxy.
-async fn behind_proxy(spec: StackSpec) -> (FaultProxy, TestStack) {
-    let proxy = FaultProxy::start(&moto().endpoint).await;
-    let t = TestStack::observing(&proxy.endpoint, spec).await;
-    (proxy, t)
-}
-
 async fn start(proxy: &FaultProxy, config: WorkerConfig, registry: Registry) -> RunningWorker {
-    let sdk = sdk_config(&proxy.endpoint).await;
+    let sdk = proxy.sdk().await;
     TestStack::start_worker_with(&sdk, config, registry).await
 }
 
@@ -119,7 +111,7 @@ async fn an_sns_outage_longer_than_a_delivery_loses_no_outcome_and_reruns_no_han
     let mut spec = StackSpec::new(unique("sns-outage"));
     spec.max_receive_count = 3;
     spec.visibility_timeout_secs = 5;
-    let (proxy, t) = behind_proxy(spec).await;
+    let (proxy, t) = TestStack::behind_proxy(spec).await;
     let outage = sns_outage();
     proxy.add(Rule::outage(
         Service::Sns,
@@ -214,7 +206,7 @@ async fn a_dlq_outage_longer_than_the_receives_keeps_every_reason_and_reruns_no_
     let mut spec = StackSpec::new(unique("dlq-outage"));
     spec.max_receive_count = 3;
     spec.visibility_timeout_secs = 5;
-    let (proxy, t) = behind_proxy(spec).await;
+    let (proxy, t) = TestStack::behind_proxy(spec).await;
     let outage = Duration::from_secs(45);
     let dlq = shoal_common::queue::name_from_url(&t.stack.dlq_url).to_owned();
     proxy.add(
@@ -389,7 +381,7 @@ fn launch(image_id: &str) -> RunInstances {
 
 #[tokio::test]
 async fn a_protected_launch_is_verified_while_ec2_still_hides_it() {
-    let (proxy, t) = behind_proxy(StackSpec::new(unique("ec-launch"))).await;
+    let (proxy, t) = TestStack::behind_proxy(StackSpec::new(unique("ec-launch"))).await;
     proxy.eventual_consistency(HIDDEN, HIDDEN);
     let ami = t.stock_ami().await;
     enqueue(
@@ -436,7 +428,7 @@ async fn a_protected_launch_is_verified_while_ec2_still_hides_it() {
 
 #[tokio::test]
 async fn a_create_image_whose_answer_was_lost_reports_success_with_one_image() {
-    let (proxy, t) = behind_proxy(StackSpec::new(unique("ec-image"))).await;
+    let (proxy, t) = TestStack::behind_proxy(StackSpec::new(unique("ec-image"))).await;
     proxy.eventual_consistency(HIDDEN, HIDDEN);
     // The first CreateImage goes through, and its answer is cut off.
     proxy.add(Rule::new(
@@ -508,7 +500,7 @@ fn snapshot_of(instance: &str, wait: bool) -> Job {
 
 #[tokio::test]
 async fn a_snapshot_failing_mid_loop_and_waiting_makes_one_snapshot_per_volume() {
-    let (proxy, t) = behind_proxy(StackSpec::new(unique("ec-snap"))).await;
+    let (proxy, t) = TestStack::behind_proxy(StackSpec::new(unique("ec-snap"))).await;
     proxy.eventual_consistency(HIDDEN, HIDDEN);
     proxy.slow_snapshots(Duration::from_secs(8));
     // The second volume's CreateSnapshot fails: the first snapshot exists, hidden.
@@ -554,7 +546,7 @@ async fn a_snapshot_failing_mid_loop_and_waiting_makes_one_snapshot_per_volume()
 
 #[tokio::test]
 async fn a_worker_stopped_during_create_snapshot_leaves_no_second_snapshot() {
-    let (proxy, t) = behind_proxy(StackSpec::new(unique("ec-stop"))).await;
+    let (proxy, t) = TestStack::behind_proxy(StackSpec::new(unique("ec-stop"))).await;
     proxy.eventual_consistency(HIDDEN, HIDDEN);
     // The first CreateSnapshot takes effect, but its answer comes too late for the worker.
     proxy.add(Rule::new(
@@ -604,7 +596,7 @@ async fn a_worker_stopped_during_create_snapshot_leaves_no_second_snapshot() {
 async fn deferred_jobs_never_spend_their_attempts() {
     let mut spec = StackSpec::new(unique("defer"));
     spec.max_receive_count = 2;
-    let (proxy, t) = behind_proxy(spec).await;
+    let (proxy, t) = TestStack::behind_proxy(spec).await;
     // A deferred job never ran: its one run must not be told otherwise, or an EC2 handler
     // would wait out the consistency window for nothing.
     let told_earlier_runs = Arc::new(AtomicUsize::new(0));
@@ -667,7 +659,7 @@ async fn a_long_fifo_wait_spends_no_receives() {
     spec.fifo = true;
     spec.max_receive_count = 2;
     spec.visibility_timeout_secs = 2;
-    let (proxy, t) = behind_proxy(spec).await;
+    let (proxy, t) = TestStack::behind_proxy(spec).await;
     let checks = Arc::new(AtomicUsize::new(0));
     let counter = checks.clone();
     let mut registry = Registry::new();
@@ -711,7 +703,7 @@ async fn fifo_order_holds_behind_a_job_longer_than_the_visibility_timeout() {
     let mut spec = StackSpec::new(unique("fifo-long"));
     spec.fifo = true;
     spec.visibility_timeout_secs = 4;
-    let (proxy, t) = behind_proxy(spec).await;
+    let (proxy, t) = TestStack::behind_proxy(spec).await;
     let options = SendOptions {
         message_group_id: Some("tenant".into()),
         ..SendOptions::default()
@@ -770,7 +762,7 @@ async fn fifo_order_holds_behind_a_job_longer_than_the_visibility_timeout() {
 
 #[tokio::test]
 async fn a_panicking_handler_fails_its_job_with_the_panic_message() {
-    let (proxy, t) = behind_proxy(StackSpec::new(unique("panic"))).await;
+    let (proxy, t) = TestStack::behind_proxy(StackSpec::new(unique("panic"))).await;
     let mut registry = Registry::new();
     registry.register_fn(|_, p: Canary| async move {
         if p.sleep_ms == 7 {
@@ -887,7 +879,7 @@ async fn a_worker_without_a_ledger_refuses_to_start_unless_told_no_ledger() {
 /// pair is sent 1.5 s apart, and one pair of each kind at the same instant.
 #[tokio::test]
 async fn a_job_id_sent_twice_to_two_workers_while_ec2_lags_creates_once() {
-    let (proxy, t) = behind_proxy(StackSpec::new(unique("ledger-twice"))).await;
+    let (proxy, t) = TestStack::behind_proxy(StackSpec::new(unique("ledger-twice"))).await;
     // The instance and its volumes exist before EC2 starts to lag: the lag is for what the
     // jobs create.
     let instance = instance_with_two_volumes(&t).await;
@@ -912,7 +904,7 @@ async fn a_job_id_sent_twice_to_two_workers_while_ec2_lags_creates_once() {
         .expect("id")
         .to_owned();
     proxy.eventual_consistency(HIDDEN, HIDDEN);
-    let sdk = sdk_config(&proxy.endpoint).await;
+    let sdk = proxy.sdk().await;
     let ledger = t.ledger(&sdk).await;
     let image = |i: usize| {
         Job::CreateImage(CreateImage {
@@ -1073,9 +1065,9 @@ async fn a_job_id_sent_twice_to_two_workers_while_ec2_lags_creates_once() {
 async fn a_ledger_outage_creates_nothing_spends_no_attempt_and_every_job_completes_after() {
     let mut spec = StackSpec::new(unique("ledger-down"));
     spec.max_receive_count = 2;
-    let (proxy, t) = behind_proxy(spec).await;
+    let (proxy, t) = TestStack::behind_proxy(spec).await;
     let instance = instance_with_two_volumes(&t).await;
-    let sdk = sdk_config(&proxy.endpoint).await;
+    let sdk = proxy.sdk().await;
     let ledger = t.ledger(&sdk).await;
     let outage = Duration::from_secs(20);
     proxy.add(Rule::outage(

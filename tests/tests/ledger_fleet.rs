@@ -17,21 +17,13 @@ use shoal_common::ledger::Status;
 use shoal_common::stack::StackSpec;
 use shoal_common::{Job, JobEnvelope, JobId, JobKind};
 use shoal_producer::{Producer, SendOptions};
-use shoal_tests::fault_proxy::{Fault, FaultProxy, Rule, Service, Trigger};
-use shoal_tests::{
-    example_job, free_port, moto, producer_cli, sdk_config, unique, worker_command, TestStack,
-};
+use shoal_tests::fault_proxy::{Fault, Rule, Service, Trigger};
+use shoal_tests::{example_job, free_port, producer_cli, unique, worker_command, TestStack};
 use shoal_worker::handlers::{registry_with, Ec2Settings};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_shoal-worker-for-tests");
 /// How long EC2 hides what a job just created, here.
 const LAG: Duration = Duration::from_secs(10);
-
-async fn behind_proxy(spec: StackSpec) -> (FaultProxy, TestStack) {
-    let proxy = FaultProxy::start(&moto().endpoint).await;
-    let t = TestStack::observing(&proxy.endpoint, spec).await;
-    (proxy, t)
-}
 
 async fn instance(t: &TestStack) -> String {
     let out = t
@@ -86,10 +78,10 @@ fn event_id(event: &JobEvent) -> String {
 /// (which exited 124 before the ledger), answers at once from the ledger.
 #[tokio::test]
 async fn a_finished_job_resubmitted_runs_nothing_and_is_answered_from_its_record() {
-    let (proxy, t) = behind_proxy(StackSpec::new(unique("resubmit"))).await;
+    let (proxy, t) = TestStack::behind_proxy(StackSpec::new(unique("resubmit"))).await;
     let instance = instance(&t).await;
     proxy.eventual_consistency(LAG, LAG);
-    let sdk = sdk_config(&proxy.endpoint).await;
+    let sdk = proxy.sdk().await;
     let mut config = t.worker_config("w");
     config.ledger = Some(t.ledger_named(&sdk, table(&t)));
     let settings = Ec2Settings {
@@ -250,7 +242,7 @@ async fn a_finished_job_resubmitted_runs_nothing_and_is_answered_from_its_record
 async fn a_holder_killed_after_its_create_is_taken_over_from_its_recorded_progress() {
     let mut spec = StackSpec::new(unique("killed-holder"));
     spec.visibility_timeout_secs = 5;
-    let (proxy, t) = behind_proxy(spec).await;
+    let (proxy, t) = TestStack::behind_proxy(spec).await;
     let instance = instance(&t).await;
     // The lookup before the create goes through; the look at what it created hangs.
     proxy.add(Rule::new(

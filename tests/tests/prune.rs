@@ -14,8 +14,8 @@ use std::time::Duration;
 use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
 use shoal_common::job::PruneSnapshots;
 use shoal_common::Job;
-use shoal_tests::fault_proxy::{FaultProxy, Service};
-use shoal_tests::{moto, sdk_config, unique, TestStack};
+use shoal_tests::fault_proxy::Service;
+use shoal_tests::{unique, TestStack};
 use shoal_worker::handlers::{registry_with, Ec2Settings};
 
 fn prune(volume: &str, keep_count: Option<u32>, keep_for: Option<&str>) -> PruneSnapshots {
@@ -211,12 +211,8 @@ async fn retention_runs_in_another_region() {
 /// the stale entries could have pushed out of the count, stays.
 #[tokio::test]
 async fn a_snapshot_deleted_moments_ago_and_still_listed_is_already_deleted() {
-    let proxy = FaultProxy::start(&moto().endpoint).await;
-    let t = TestStack::observing(
-        &proxy.endpoint,
-        shoal_common::stack::StackSpec::new(unique("prune-stale")),
-    )
-    .await;
+    let (proxy, t) =
+        TestStack::behind_proxy(shoal_common::stack::StackSpec::new(unique("prune-stale"))).await;
     let ec2 = &t.clients.ec2;
     let vol = volume(ec2, "us-east-1a").await;
     let old_a = snapshot(ec2, &vol, true).await;
@@ -224,7 +220,7 @@ async fn a_snapshot_deleted_moments_ago_and_still_listed_is_already_deleted() {
     let middle = snapshot(ec2, &vol, true).await;
     let newest = snapshot(ec2, &vol, true).await;
     proxy.lingering_deletes(Duration::from_secs(60));
-    let sdk = sdk_config(&proxy.endpoint).await;
+    let sdk = proxy.sdk().await;
     let worker = TestStack::start_worker_with(
         &sdk,
         t.worker_config("w"),

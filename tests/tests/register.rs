@@ -6,14 +6,12 @@
 use shoal_common::job::{RegisterImage, Tag};
 use shoal_common::stack::StackSpec;
 use shoal_common::Job;
-use shoal_tests::fault_proxy::FaultProxy;
-use shoal_tests::{moto, sdk_config, unique, TestStack};
+use shoal_tests::{unique, TestStack};
 use shoal_worker::handlers::{registry_with, Ec2Settings};
 
 #[tokio::test]
 async fn an_ami_is_registered_from_a_snapshot_once() {
-    let proxy = FaultProxy::start(&moto().endpoint).await;
-    let t = TestStack::observing(&proxy.endpoint, StackSpec::new(unique("register"))).await;
+    let (proxy, t) = TestStack::behind_proxy(StackSpec::new(unique("register"))).await;
     let ec2 = &t.clients.ec2;
     let volume = ec2
         .create_volume()
@@ -34,7 +32,7 @@ async fn an_ami_is_registered_from_a_snapshot_once() {
         .snapshot_id()
         .expect("id")
         .to_owned();
-    let sdk = sdk_config(&proxy.endpoint).await;
+    let sdk = proxy.sdk().await;
     let mut config = t.worker_config("w");
     config.ledger = Some(t.ledger(&sdk).await);
     let worker =

@@ -9,8 +9,8 @@ use std::time::Duration;
 use shoal_common::job::{RestoreVolume, Tag};
 use shoal_common::stack::StackSpec;
 use shoal_common::Job;
-use shoal_tests::fault_proxy::{FaultProxy, Service};
-use shoal_tests::{moto, sdk_config, unique, TestStack};
+use shoal_tests::fault_proxy::Service;
+use shoal_tests::{unique, TestStack};
 use shoal_worker::handlers::{registry_with, Ec2Settings};
 
 /// A volume with two snapshots (a second apart, oldest first) and an instance in its zone,
@@ -63,11 +63,10 @@ async fn volume_snapshots_and_instance(t: &TestStack) -> (String, Vec<String>, S
 
 #[tokio::test]
 async fn a_volume_is_restored_from_the_newest_snapshot_and_attached_once() {
-    let proxy = FaultProxy::start(&moto().endpoint).await;
-    let t = TestStack::observing(&proxy.endpoint, StackSpec::new(unique("restore"))).await;
+    let (proxy, t) = TestStack::behind_proxy(StackSpec::new(unique("restore"))).await;
     let ec2 = &t.clients.ec2;
     let (volume, snapshots, instance) = volume_snapshots_and_instance(&t).await;
-    let sdk = sdk_config(&proxy.endpoint).await;
+    let sdk = proxy.sdk().await;
     let mut config = t.worker_config("w");
     config.ledger = Some(t.ledger(&sdk).await);
     let settings = Ec2Settings {
@@ -140,11 +139,10 @@ async fn a_volume_is_restored_from_the_newest_snapshot_and_attached_once() {
 /// attaches it and waits for `in-use`. One `CreateVolume`, one `AttachVolume`, no failure.
 #[tokio::test]
 async fn a_volume_ec2_does_not_list_yet_is_waited_for_and_attached_once() {
-    let proxy = FaultProxy::start(&moto().endpoint).await;
-    let t = TestStack::observing(&proxy.endpoint, StackSpec::new(unique("restore-lag"))).await;
+    let (proxy, t) = TestStack::behind_proxy(StackSpec::new(unique("restore-lag"))).await;
     let (_, snapshots, instance) = volume_snapshots_and_instance(&t).await;
     proxy.eventual_consistency(Duration::from_secs(8), Duration::from_secs(8));
-    let sdk = sdk_config(&proxy.endpoint).await;
+    let sdk = proxy.sdk().await;
     let mut config = t.worker_config("w");
     config.ledger = Some(t.ledger(&sdk).await);
     let settings = Ec2Settings {

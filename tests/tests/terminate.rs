@@ -15,8 +15,8 @@ use shoal_common::stack::StackSpec;
 use shoal_common::Job;
 use shoal_common::JobEnvelope;
 use shoal_producer::{Producer, SendOptions};
-use shoal_tests::fault_proxy::{FaultProxy, Service};
-use shoal_tests::{moto, plain_launch, sdk_config, unique, TestStack};
+use shoal_tests::fault_proxy::Service;
+use shoal_tests::{plain_launch, unique, TestStack};
 use shoal_worker::handlers::{registry_with, Ec2Settings};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -186,11 +186,10 @@ async fn terminate_instances_ends_what_shoal_launched_once_and_refuses_the_rest(
 /// until EC2 shows the instance, then ends it. One launch, one `TerminateInstances`.
 #[tokio::test]
 async fn terminating_an_instance_ec2_does_not_list_yet_waits_for_it() {
-    let proxy = FaultProxy::start(&moto().endpoint).await;
-    let t = TestStack::observing(&proxy.endpoint, StackSpec::new(unique("terminate-lag"))).await;
+    let (proxy, t) = TestStack::behind_proxy(StackSpec::new(unique("terminate-lag"))).await;
     let ami = t.stock_ami().await;
     proxy.eventual_consistency(Duration::from_secs(8), Duration::from_secs(8));
-    let sdk = sdk_config(&proxy.endpoint).await;
+    let sdk = proxy.sdk().await;
     let mut config = t.worker_config("w");
     config.consistency_window = Duration::from_secs(30);
     config.ledger = Some(t.ledger(&sdk).await);
