@@ -743,3 +743,41 @@ pub fn plain_launch(image_id: &str) -> shoal_common::job::RunInstances {
         dry_run: false,
     }
 }
+
+/// A new 8 GiB volume in `zone`, made with `ec2` (a test's observer client, so it exists
+/// before any lag the test injects).
+pub async fn new_volume(ec2: &aws_sdk_ec2::Client, zone: &str) -> String {
+    ec2.create_volume()
+        .availability_zone(zone)
+        .size(8)
+        .send()
+        .await
+        .expect("volume")
+        .volume_id()
+        .expect("volume id")
+        .to_owned()
+}
+
+/// A snapshot of `volume` carrying `tags`, made with `ec2`.
+pub async fn new_snapshot(
+    ec2: &aws_sdk_ec2::Client,
+    volume: &str,
+    tags: &[(&str, &str)],
+) -> String {
+    let mut request = ec2.create_snapshot().volume_id(volume);
+    if !tags.is_empty() {
+        let mut spec = aws_sdk_ec2::types::TagSpecification::builder()
+            .resource_type(aws_sdk_ec2::types::ResourceType::Snapshot);
+        for (k, v) in tags {
+            spec = spec.tags(aws_sdk_ec2::types::Tag::builder().key(*k).value(*v).build());
+        }
+        request = request.tag_specifications(spec.build());
+    }
+    request
+        .send()
+        .await
+        .expect("snapshot")
+        .snapshot_id()
+        .expect("snapshot id")
+        .to_owned()
+}

@@ -6,10 +6,9 @@
 
 use std::time::Duration;
 
-use aws_sdk_ec2::types::{ResourceType, Tag as Ec2Tag, TagSpecification};
 use shoal_common::job::{CopySnapshot, PruneSnapshots, Tag};
 use shoal_common::Job;
-use shoal_tests::{unique, TestStack};
+use shoal_tests::{new_snapshot, new_volume, unique, TestStack};
 use shoal_worker::handlers::{registry_with, Ec2Settings};
 
 fn west(sdk: &aws_config::SdkConfig) -> aws_sdk_ec2::Client {
@@ -21,37 +20,13 @@ fn west(sdk: &aws_config::SdkConfig) -> aws_sdk_ec2::Client {
 }
 
 async fn source_snapshot(t: &TestStack) -> String {
-    let ec2 = &t.clients.ec2;
-    let volume = ec2
-        .create_volume()
-        .availability_zone("us-east-1a")
-        .size(8)
-        .send()
-        .await
-        .expect("volume")
-        .volume_id()
-        .expect("id")
-        .to_owned();
-    ec2.create_snapshot()
-        .volume_id(volume)
-        .tag_specifications(
-            TagSpecification::builder()
-                .resource_type(ResourceType::Snapshot)
-                .tags(Ec2Tag::builder().key("backup").value("nightly").build())
-                .tags(
-                    Ec2Tag::builder()
-                        .key("shoal:job-id")
-                        .value("the-snapshot-job")
-                        .build(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .expect("snapshot")
-        .snapshot_id()
-        .expect("id")
-        .to_owned()
+    let volume = new_volume(&t.clients.ec2, "us-east-1a").await;
+    new_snapshot(
+        &t.clients.ec2,
+        &volume,
+        &[("backup", "nightly"), ("shoal:job-id", "the-snapshot-job")],
+    )
+    .await
 }
 
 fn copy_of(snapshot: &str) -> Job {

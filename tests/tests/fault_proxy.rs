@@ -8,7 +8,7 @@ use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, SendMessageBatchRequest
 use shoal_common::aws::AwsClients;
 use shoal_common::stack::StackSpec;
 use shoal_tests::fault_proxy::{AwsFault, Fault, FaultProxy, Rule, Service, Trigger};
-use shoal_tests::{sdk_config, unique, TestStack};
+use shoal_tests::{new_snapshot, new_volume, sdk_config, unique, TestStack};
 
 async fn worker_clients(proxy: &FaultProxy) -> AwsClients {
     AwsClients::new(&sdk_config(&proxy.endpoint).await)
@@ -272,27 +272,10 @@ async fn a_deleted_snapshot_stays_listed_for_the_window_but_is_gone_to_ec2() {
     let (proxy, t) = TestStack::behind_proxy(StackSpec::new(unique("proxy-del"))).await;
     let clients = worker_clients(&proxy).await;
     proxy.lingering_deletes(Duration::from_secs(3));
-    let volume = t
-        .clients
-        .ec2
-        .create_volume()
-        .availability_zone("us-east-1a")
-        .size(1)
-        .send()
-        .await
-        .expect("volume");
-    let volume = volume.volume_id().expect("id").to_owned();
+    let volume = new_volume(&t.clients.ec2, "us-east-1a").await;
     let mut snapshots = Vec::new();
     for _ in 0..2 {
-        let out = t
-            .clients
-            .ec2
-            .create_snapshot()
-            .volume_id(&volume)
-            .send()
-            .await
-            .expect("snapshot");
-        snapshots.push(out.snapshot_id().expect("id").to_owned());
+        snapshots.push(new_snapshot(&t.clients.ec2, &volume, &[]).await);
     }
     let listed = || async {
         let out = clients

@@ -21,7 +21,8 @@ use shoal_common::{Job, JobEnvelope, JobId};
 use shoal_producer::{Producer, SendOptions};
 use shoal_tests::fault_proxy::{AwsFault, Fault, FaultProxy, Rule, Service, Trigger};
 use shoal_tests::{
-    attribute, eventually, job_filter, metric, plain_launch, unique, RunningWorker, TestStack,
+    attribute, eventually, job_filter, metric, new_snapshot, new_volume, plain_launch, unique,
+    RunningWorker, TestStack,
 };
 use shoal_worker::handlers::{registry_with, Ec2Settings};
 use shoal_worker::{JobContext, JobError, Outcome, Registry, WorkerConfig};
@@ -329,20 +330,12 @@ async fn instance_with_two_volumes(t: &TestStack) -> String {
         .await
         .expect("launch");
     let instance = out.instances()[0].instance_id().expect("id").to_owned();
-    let volume = t
-        .clients
-        .ec2
-        .create_volume()
-        .availability_zone("us-east-1a")
-        .size(8)
-        .send()
-        .await
-        .expect("volume");
+    let volume = new_volume(&t.clients.ec2, "us-east-1a").await;
     t.clients
         .ec2
         .attach_volume()
         .instance_id(&instance)
-        .volume_id(volume.volume_id().expect("volume id"))
+        .volume_id(volume)
         .device("/dev/sdf")
         .send()
         .await
@@ -883,26 +876,9 @@ async fn a_job_id_sent_twice_to_two_workers_while_ec2_lags_creates_once() {
     // The instance and its volumes exist before EC2 starts to lag: the lag is for what the
     // jobs create.
     let instance = instance_with_two_volumes(&t).await;
-    let volume = t
-        .clients
-        .ec2
-        .create_volume()
-        .availability_zone("us-east-1a")
-        .size(8)
-        .send()
-        .await
-        .expect("volume");
-    let source = t
-        .clients
-        .ec2
-        .create_snapshot()
-        .volume_id(volume.volume_id().expect("id"))
-        .send()
-        .await
-        .expect("a snapshot to copy, register and restore")
-        .snapshot_id()
-        .expect("id")
-        .to_owned();
+    // A snapshot to copy, register and restore.
+    let volume = new_volume(&t.clients.ec2, "us-east-1a").await;
+    let source = new_snapshot(&t.clients.ec2, &volume, &[]).await;
     proxy.eventual_consistency(HIDDEN, HIDDEN);
     let sdk = proxy.sdk().await;
     let ledger = t.ledger(&sdk).await;

@@ -11,11 +11,10 @@
 
 use std::time::Duration;
 
-use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
 use shoal_common::job::PruneSnapshots;
 use shoal_common::Job;
 use shoal_tests::fault_proxy::Service;
-use shoal_tests::{unique, TestStack};
+use shoal_tests::{new_snapshot, new_volume, unique, TestStack};
 use shoal_worker::handlers::{registry_with, Ec2Settings};
 
 fn prune(volume: &str, keep_count: Option<u32>, keep_for: Option<&str>) -> PruneSnapshots {
@@ -33,42 +32,16 @@ fn prune(volume: &str, keep_count: Option<u32>, keep_for: Option<&str>) -> Prune
 
 /// A snapshot of `volume`, tagged as a Shoal job's (`shoal:job-id`) when `ours`.
 async fn snapshot(ec2: &aws_sdk_ec2::Client, volume: &str, ours: bool) -> String {
-    let mut request = ec2.create_snapshot().volume_id(volume);
-    if ours {
-        request = request.tag_specifications(
-            TagSpecification::builder()
-                .resource_type(ResourceType::Snapshot)
-                .tags(
-                    Tag::builder()
-                        .key("shoal:job-id")
-                        .value(unique("snap"))
-                        .build(),
-                )
-                .build(),
-        );
-    }
-    let id = request
-        .send()
-        .await
-        .expect("snapshot")
-        .snapshot_id()
-        .expect("id")
-        .to_owned();
+    let job_id = unique("snap");
+    let tags: &[(&str, &str)] = if ours {
+        &[("shoal:job-id", &job_id)]
+    } else {
+        &[]
+    };
+    let id = new_snapshot(ec2, volume, tags).await;
     // Start times a second apart: retention orders by them.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     id
-}
-
-async fn volume(ec2: &aws_sdk_ec2::Client, zone: &str) -> String {
-    ec2.create_volume()
-        .availability_zone(zone)
-        .size(8)
-        .send()
-        .await
-        .expect("volume")
-        .volume_id()
-        .expect("id")
-        .to_owned()
 }
 
 fn ids(result: &serde_json::Value, list: &str) -> Vec<String> {
@@ -109,7 +82,7 @@ async fn exists(ec2: &aws_sdk_ec2::Client, id: &str) -> bool {
 async fn retention_keeps_the_newest_and_what_it_must_and_deletes_the_rest_once() {
     let t = TestStack::new("prune").await;
     let ec2 = &t.clients.ec2;
-    let vol = volume(ec2, "us-east-1a").await;
+    let vol = new_volume(ec2, "us-east-1a").await;
     // Oldest first: one not Shoal's, two plain, the newest.
     let foreign = snapshot(ec2, &vol, false).await;
     let old_a = snapshot(ec2, &vol, true).await;
@@ -188,7 +161,7 @@ async fn retention_runs_in_another_region() {
             .region(aws_sdk_ec2::config::Region::new("us-west-2"))
             .build(),
     );
-    let vol = volume(&west, "us-west-2a").await;
+    let vol = new_volume(&west, "us-west-2a").await;
     let older = snapshot(&west, &vol, true).await;
     let newer = snapshot(&west, &vol, true).await;
     let worker = t
@@ -214,7 +187,7 @@ async fn a_snapshot_deleted_moments_ago_and_still_listed_is_already_deleted() {
     let (proxy, t) =
         TestStack::behind_proxy(shoal_common::stack::StackSpec::new(unique("prune-stale"))).await;
     let ec2 = &t.clients.ec2;
-    let vol = volume(ec2, "us-east-1a").await;
+    let vol = new_volume(ec2, "us-east-1a").await;
     let old_a = snapshot(ec2, &vol, true).await;
     let old_b = snapshot(ec2, &vol, true).await;
     let middle = snapshot(ec2, &vol, true).await;

@@ -6,32 +6,15 @@
 use shoal_common::job::{RegisterImage, Tag};
 use shoal_common::stack::StackSpec;
 use shoal_common::Job;
-use shoal_tests::{unique, TestStack};
+use shoal_tests::{new_snapshot, new_volume, unique, TestStack};
 use shoal_worker::handlers::{registry_with, Ec2Settings};
 
 #[tokio::test]
 async fn an_ami_is_registered_from_a_snapshot_once() {
     let (proxy, t) = TestStack::behind_proxy(StackSpec::new(unique("register"))).await;
     let ec2 = &t.clients.ec2;
-    let volume = ec2
-        .create_volume()
-        .availability_zone("us-east-1a")
-        .size(8)
-        .send()
-        .await
-        .expect("volume")
-        .volume_id()
-        .expect("id")
-        .to_owned();
-    let snapshot = ec2
-        .create_snapshot()
-        .volume_id(volume)
-        .send()
-        .await
-        .expect("snapshot")
-        .snapshot_id()
-        .expect("id")
-        .to_owned();
+    let volume = new_volume(ec2, "us-east-1a").await;
+    let snapshot = new_snapshot(ec2, &volume, &[]).await;
     let sdk = proxy.sdk().await;
     let mut config = t.worker_config("w");
     config.ledger = Some(t.ledger(&sdk).await);

@@ -10,35 +10,17 @@ use shoal_common::job::{RestoreVolume, Tag};
 use shoal_common::stack::StackSpec;
 use shoal_common::Job;
 use shoal_tests::fault_proxy::Service;
-use shoal_tests::{unique, TestStack};
+use shoal_tests::{new_snapshot, new_volume, unique, TestStack};
 use shoal_worker::handlers::{registry_with, Ec2Settings};
 
 /// A volume with two snapshots (a second apart, oldest first) and an instance in its zone,
 /// made by the observer: they exist before any lag the test injects.
 async fn volume_snapshots_and_instance(t: &TestStack) -> (String, Vec<String>, String) {
     let ec2 = &t.clients.ec2;
-    let volume = ec2
-        .create_volume()
-        .availability_zone("us-east-1a")
-        .size(8)
-        .send()
-        .await
-        .expect("volume")
-        .volume_id()
-        .expect("id")
-        .to_owned();
+    let volume = new_volume(ec2, "us-east-1a").await;
     let mut snapshots = Vec::new();
     for _ in 0..2 {
-        let id = ec2
-            .create_snapshot()
-            .volume_id(&volume)
-            .send()
-            .await
-            .expect("snapshot")
-            .snapshot_id()
-            .expect("id")
-            .to_owned();
-        snapshots.push(id);
+        snapshots.push(new_snapshot(ec2, &volume, &[]).await);
         tokio::time::sleep(Duration::from_millis(1100)).await;
     }
     let instance = ec2
