@@ -107,6 +107,8 @@ impl JobHandler for CopySnapshotHandler {
                                 .clone()
                                 .unwrap_or_else(|| format!("Copy of {}", p.snapshot_id)),
                         )
+                        // No `PresignedUrl`, even for an encrypted source: EC2 no longer
+                        // needs one (the SDKs dropped generating it, smithy-rs#133).
                         .encrypted(p.encrypted)
                         .set_kms_key_id(p.kms_key_id.clone())
                         .tag_specifications(tag_spec(ResourceType::Snapshot, &tags))
