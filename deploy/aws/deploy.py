@@ -39,7 +39,7 @@ def scheduled_job_parameters(path):
     names each night's job itself, a fixed id would make every night after the first a
     no-op."""
     with open(path, encoding="utf-8") as f:
-        request = json.load(f)
+        request = json.load(f)  # a JSONDecodeError is a ValueError, reported as such
     if not isinstance(request, dict) or not isinstance(request.get("kind"), str):
         raise ValueError("kind: a job request names its kind")
     if "job_id" in request:
@@ -47,6 +47,10 @@ def scheduled_job_parameters(path):
     unknown = sorted(set(request) - {"kind", "params", "then", "schema_version"})
     if unknown:
         raise ValueError(f"{unknown[0]}: not part of a scheduled job (kind, params, then)")
+    if not isinstance(request.get("params", {}), dict):
+        raise ValueError("params: a JSON object")
+    if not isinstance(request.get("then", []), list):
+        raise ValueError("then: a JSON array of follow-ups")
     compact = {"separators": (",", ":")}
     return [
         {"ParameterKey": "ScheduledJobKind", "ParameterValue": request["kind"]},

@@ -155,6 +155,26 @@ fn the_schedule_runs_the_whole_nightly_chain() {
         night.job_id.as_str(),
         "shoal-scheduled-2026-12-02T03:00:00Z"
     );
+
+    // A chain with its own job id would make every night after the first a no-op: refused,
+    // naming the field, before anything is deployed.
+    let file = std::env::temp_dir().join(format!("{}.json", unique("scheduled")));
+    std::fs::write(&file, r#"{"job_id": "nightly", "kind": "canary"}"#).expect("write");
+    let python = std::env::var("SHOAL_PYTHON").unwrap_or_else(|_| "python3".into());
+    let refused = Command::new(python)
+        .arg(repo_path("deploy/aws/deploy.py"))
+        .arg("--scheduled-job")
+        .arg(&file)
+        .arg("--show-parameters")
+        .output()
+        .expect("run deploy.py");
+    std::fs::remove_file(&file).ok();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("job_id:"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 }
 
 #[test]
