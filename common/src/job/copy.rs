@@ -47,17 +47,13 @@ pub struct CopySnapshot {
     pub tags: Vec<Tag>,
     /// Finish only once the copy is `completed` (default). `--no-wait` finishes as soon as
     /// it is started.
-    #[serde(default = "yes")]
+    #[serde(default = "super::yes")]
     #[arg(long = "no-wait", action = ArgAction::SetFalse)]
     pub wait: bool,
     /// Check permissions and parameters with EC2's DryRun; nothing is copied.
     #[serde(default)]
     #[arg(long)]
     pub dry_run: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// Whether `region` reads as an AWS region name (`us-west-2`, `ap-southeast-1`).

@@ -425,6 +425,12 @@ struct RawEnvelope {
     parent_job_id: Option<String>,
 }
 
+/// The default of the `wait` parameters (`#[serde(default = "super::yes")]`): a job
+/// finishes once its effect is done unless it says otherwise.
+fn yes() -> bool {
+    true
+}
+
 fn not_an_object() -> ContractError {
     ContractError::Invalid(vec![FieldError {
         field: "body".into(),

@@ -38,7 +38,7 @@ pub struct RegisterImage {
     #[arg(long, default_value = "hvm")]
     pub virtualization_type: String,
     /// Enhanced networking with ENA (default on, as current instance types need it).
-    #[serde(default = "yes")]
+    #[serde(default = "super::yes")]
     #[arg(long, action = ArgAction::Set, default_value_t = true)]
     pub ena_support: bool,
     /// `legacy-bios`, `uefi` or `uefi-preferred` (default: EC2's for the architecture).
@@ -69,10 +69,6 @@ fn x86_64() -> String {
 fn hvm() -> String {
     "hvm".into()
 }
-fn yes() -> bool {
-    true
-}
-
 const ARCHITECTURES: &[&str] = &["x86_64", "arm64", "i386", "x86_64_mac", "arm64_mac"];
 const VIRTUALIZATION: &[&str] = &["hvm", "paravirtual"];
 const BOOT_MODES: &[&str] = &["legacy-bios", "uefi", "uefi-preferred"];

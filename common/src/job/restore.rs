@@ -55,17 +55,13 @@ pub struct RestoreVolume {
     pub device: Option<String>,
     /// Finish only once the volume is `available` (or `in-use`, attached) (default).
     /// `--no-wait` finishes as soon as it is created.
-    #[serde(default = "yes")]
+    #[serde(default = "super::yes")]
     #[arg(long = "no-wait", action = ArgAction::SetFalse)]
     pub wait: bool,
     /// Check permissions and parameters with EC2's DryRun; nothing is created.
     #[serde(default)]
     #[arg(long)]
     pub dry_run: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 impl Validate for RestoreVolume {

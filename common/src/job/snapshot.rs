@@ -54,17 +54,13 @@ pub struct Snapshot {
     pub tags: Vec<Tag>,
     /// Finish only once the snapshot is `completed` (default). `--no-wait` finishes as soon
     /// as it is started.
-    #[serde(default = "yes")]
+    #[serde(default = "super::yes")]
     #[arg(long = "no-wait", action = ArgAction::SetFalse)]
     pub wait: bool,
     /// Check permissions and parameters with EC2's DryRun; nothing is created.
     #[serde(default)]
     #[arg(long)]
     pub dry_run: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 impl Validate for Snapshot {
