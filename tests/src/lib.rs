@@ -566,6 +566,30 @@ pub fn job_filter(job_id: &str) -> aws_sdk_ec2::types::Filter {
         .build()
 }
 
+/// This account's snapshots that `filter` selects, as `ec2` lists them.
+pub async fn snapshots_where(
+    ec2: &aws_sdk_ec2::Client,
+    filter: aws_sdk_ec2::types::Filter,
+) -> Vec<aws_sdk_ec2::types::Snapshot> {
+    ec2.describe_snapshots()
+        .owner_ids("self")
+        .filters(filter)
+        .send()
+        .await
+        .expect("describe snapshots")
+        .snapshots
+        .unwrap_or_default()
+}
+
+/// Whether `ec2` lists the snapshot `id`.
+pub async fn snapshot_listed(ec2: &aws_sdk_ec2::Client, id: &str) -> bool {
+    let by_id = aws_sdk_ec2::types::Filter::builder()
+        .name("snapshot-id")
+        .values(id)
+        .build();
+    snapshots_where(ec2, by_id).await.len() == 1
+}
+
 /// A message attribute's string value.
 pub fn attribute(msg: &Message, name: &str) -> Option<String> {
     msg.message_attributes
@@ -742,6 +766,27 @@ pub fn plain_launch(image_id: &str) -> shoal_common::job::RunInstances {
         wait: false,
         dry_run: false,
     }
+}
+
+/// A new instance of `image` (in `zone`, when given), launched with `ec2`: a fixture the
+/// test made, not a launch by Shoal (no `shoal:job-id`).
+pub async fn new_instance(ec2: &aws_sdk_ec2::Client, image: &str, zone: Option<&str>) -> String {
+    ec2.run_instances()
+        .image_id(image)
+        .min_count(1)
+        .max_count(1)
+        .set_placement(zone.map(|z| {
+            aws_sdk_ec2::types::Placement::builder()
+                .availability_zone(z)
+                .build()
+        }))
+        .send()
+        .await
+        .expect("launch")
+        .instances()[0]
+        .instance_id()
+        .expect("instance id")
+        .to_owned()
 }
 
 /// A new 8 GiB volume in `zone`, made with `ec2` (a test's observer client, so it exists

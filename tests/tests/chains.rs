@@ -12,7 +12,10 @@ use shoal_common::event::{JobEvent, JobStatus};
 use shoal_common::JobEnvelope;
 use shoal_producer::{Producer, SendOptions};
 use shoal_tests::fault_proxy::{AwsFault, Fault, FaultProxy, Rule, Service, Trigger};
-use shoal_tests::{eventually, moto, producer_cli, sdk_config, RunningWorker, TestStack};
+use shoal_tests::{
+    eventually, moto, new_instance, producer_cli, sdk_config, snapshot_listed, RunningWorker,
+    TestStack,
+};
 use shoal_worker::handlers::default_registry;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -641,20 +644,7 @@ async fn a_carried_outcome_whose_follow_ups_cannot_be_built_is_dead_lettered_wit
 /// An instance launched by the test (visible at once), and `producer/examples/nightly.json`
 /// set on it, keeping `keep` in each region.
 async fn nightly_request(t: &TestStack, keep: u32) -> serde_json::Value {
-    let instance = t
-        .clients
-        .ec2
-        .run_instances()
-        .image_id(t.stock_ami().await)
-        .min_count(1)
-        .max_count(1)
-        .send()
-        .await
-        .expect("launch")
-        .instances()[0]
-        .instance_id()
-        .expect("id")
-        .to_owned();
+    let instance = new_instance(&t.clients.ec2, &t.stock_ami().await, None).await;
     let text = std::fs::read_to_string(shoal_tests::repo_path("producer/examples/nightly.json"))
         .expect("the example chain");
     let mut request: serde_json::Value = serde_json::from_str(&text).expect("json");
@@ -715,16 +705,7 @@ fn west(sdk: &aws_config::SdkConfig) -> aws_sdk_ec2::Client {
 async fn still_there(ec2: &aws_sdk_ec2::Client, ids: &[String]) -> Vec<bool> {
     let mut found = Vec::new();
     for id in ids {
-        let listed = ec2
-            .describe_snapshots()
-            .owner_ids("self")
-            .filters(Filter::builder().name("snapshot-id").values(id).build())
-            .send()
-            .await
-            .expect("describe")
-            .snapshots()
-            .len();
-        found.push(listed == 1);
+        found.push(snapshot_listed(ec2, id).await);
     }
     found
 }

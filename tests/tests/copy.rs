@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use shoal_common::job::{CopySnapshot, PruneSnapshots, Tag};
 use shoal_common::Job;
-use shoal_tests::{new_snapshot, new_volume, unique, TestStack};
+use shoal_tests::{job_filter, new_snapshot, new_volume, snapshots_where, unique, TestStack};
 use shoal_worker::handlers::{registry_with, Ec2Settings};
 
 fn west(sdk: &aws_config::SdkConfig) -> aws_sdk_ec2::Client {
@@ -44,19 +44,7 @@ fn copy_of(snapshot: &str) -> Job {
 }
 
 async fn copies_of(ec2: &aws_sdk_ec2::Client, job_id: &str) -> Vec<aws_sdk_ec2::types::Snapshot> {
-    ec2.describe_snapshots()
-        .owner_ids("self")
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("tag:shoal:job-id")
-                .values(job_id)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("describe")
-        .snapshots()
-        .to_vec()
+    snapshots_where(ec2, job_filter(job_id)).await
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use shoal_common::job::{CreateImage, RunInstances, SetTerminationProtection, Sna
 use shoal_common::stack::StackSpec;
 use shoal_common::{Job, JobEnvelope, JobId};
 use shoal_producer::{Producer, SendOptions};
-use shoal_tests::{attribute, job_filter, unique, RunningWorker, TestStack};
+use shoal_tests::{attribute, job_filter, new_instance, unique, RunningWorker, TestStack};
 use shoal_worker::handlers::{default_registry, registry_with, Ec2Settings};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -191,20 +191,7 @@ async fn the_same_job_delivered_three_times_has_one_effect_of_each_kind() {
     let t = TestStack::new("once").await;
     key_pair(&t).await;
     let ami = t.stock_ami().await;
-    let instance = t
-        .clients
-        .ec2
-        .run_instances()
-        .image_id(&ami)
-        .min_count(1)
-        .max_count(1)
-        .send()
-        .await
-        .expect("launch a source instance");
-    let source = instance.instances()[0]
-        .instance_id()
-        .expect("id")
-        .to_owned();
+    let source = new_instance(&t.clients.ec2, &ami, None).await;
     let image_name = unique("once image");
 
     let jobs = [
@@ -311,17 +298,7 @@ async fn the_same_job_delivered_three_times_has_one_effect_of_each_kind() {
 async fn the_articles_snapshot_flow_names_the_instance_and_volume_and_snapshots_it() {
     let t = TestStack::new("snap").await;
     let ami = t.stock_ami().await;
-    let out = t
-        .clients
-        .ec2
-        .run_instances()
-        .image_id(&ami)
-        .min_count(1)
-        .max_count(1)
-        .send()
-        .await
-        .expect("launch");
-    let instance = out.instances()[0].instance_id().expect("id").to_owned();
+    let instance = new_instance(&t.clients.ec2, &ami, None).await;
     // Unique, as the emulator's EC2 is shared by this file's tests.
     let name = unique("web");
     let snap_description = format!("{name} Snap");

@@ -8,7 +8,7 @@ use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, SendMessageBatchRequest
 use shoal_common::aws::AwsClients;
 use shoal_common::stack::StackSpec;
 use shoal_tests::fault_proxy::{AwsFault, Fault, FaultProxy, Rule, Service, Trigger};
-use shoal_tests::{new_snapshot, new_volume, sdk_config, unique, TestStack};
+use shoal_tests::{new_snapshot, new_volume, sdk_config, snapshots_where, unique, TestStack};
 
 async fn worker_clients(proxy: &FaultProxy) -> AwsClients {
     AwsClients::new(&sdk_config(&proxy.endpoint).await)
@@ -277,17 +277,10 @@ async fn a_deleted_snapshot_stays_listed_for_the_window_but_is_gone_to_ec2() {
     for _ in 0..2 {
         snapshots.push(new_snapshot(&t.clients.ec2, &volume, &[]).await);
     }
+    let of_volume = || Filter::builder().name("volume-id").values(&volume).build();
     let listed = || async {
-        let out = clients
-            .ec2
-            .describe_snapshots()
-            .owner_ids("self")
-            .filters(Filter::builder().name("volume-id").values(&volume).build())
-            .send()
+        let mut ids: Vec<String> = snapshots_where(&clients.ec2, of_volume())
             .await
-            .expect("describe");
-        let mut ids: Vec<String> = out
-            .snapshots()
             .iter()
             .filter_map(|s| s.snapshot_id().map(str::to_owned))
             .collect();
@@ -314,16 +307,8 @@ async fn a_deleted_snapshot_stays_listed_for_the_window_but_is_gone_to_ec2() {
         .await
         .expect_err("EC2 has it gone");
     assert_eq!(code(&again).as_deref(), Some("InvalidSnapshot.NotFound"));
-    let observed = t
-        .clients
-        .ec2
-        .describe_snapshots()
-        .owner_ids("self")
-        .filters(Filter::builder().name("volume-id").values(&volume).build())
-        .send()
-        .await
-        .expect("the observer sees the truth");
-    assert_eq!(observed.snapshots().len(), 1);
+    let observed = snapshots_where(&t.clients.ec2, of_volume()).await;
+    assert_eq!(observed.len(), 1, "the observer sees the truth");
 
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(

@@ -21,8 +21,8 @@ use shoal_common::{Job, JobEnvelope, JobId};
 use shoal_producer::{Producer, SendOptions};
 use shoal_tests::fault_proxy::{AwsFault, Fault, FaultProxy, Rule, Service, Trigger};
 use shoal_tests::{
-    attribute, eventually, job_filter, metric, new_snapshot, new_volume, plain_launch, unique,
-    RunningWorker, TestStack,
+    attribute, eventually, job_filter, metric, new_instance, new_snapshot, new_volume,
+    plain_launch, unique, RunningWorker, TestStack,
 };
 use shoal_worker::handlers::{registry_with, Ec2Settings};
 use shoal_worker::{JobContext, JobError, Outcome, Registry, WorkerConfig};
@@ -314,22 +314,7 @@ fn ec2_settings() -> Ec2Settings {
 /// An instance with two attached volumes, launched by the observer (so visible at once).
 async fn instance_with_two_volumes(t: &TestStack) -> String {
     let ami = t.stock_ami().await;
-    let out = t
-        .clients
-        .ec2
-        .run_instances()
-        .image_id(&ami)
-        .min_count(1)
-        .max_count(1)
-        .placement(
-            aws_sdk_ec2::types::Placement::builder()
-                .availability_zone("us-east-1a")
-                .build(),
-        )
-        .send()
-        .await
-        .expect("launch");
-    let instance = out.instances()[0].instance_id().expect("id").to_owned();
+    let instance = new_instance(&t.clients.ec2, &ami, Some("us-east-1a")).await;
     let volume = new_volume(&t.clients.ec2, "us-east-1a").await;
     t.clients
         .ec2
@@ -431,20 +416,7 @@ async fn a_create_image_whose_answer_was_lost_reports_success_with_one_image() {
         Trigger::Next(1),
     ));
     let ami = t.stock_ami().await;
-    let source = t
-        .clients
-        .ec2
-        .run_instances()
-        .image_id(&ami)
-        .min_count(1)
-        .max_count(1)
-        .send()
-        .await
-        .expect("launch a source")
-        .instances()[0]
-        .instance_id()
-        .expect("id")
-        .to_owned();
+    let source = new_instance(&t.clients.ec2, &ami, None).await;
     let name = unique("lost answer");
     let job = Job::CreateImage(CreateImage {
         instance_id: source,

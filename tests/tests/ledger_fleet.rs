@@ -18,7 +18,9 @@ use shoal_common::stack::StackSpec;
 use shoal_common::{Job, JobEnvelope, JobId, JobKind};
 use shoal_producer::{Producer, SendOptions};
 use shoal_tests::fault_proxy::{Fault, Rule, Service, Trigger};
-use shoal_tests::{example_job, free_port, producer_cli, unique, worker_command, TestStack};
+use shoal_tests::{
+    example_job, free_port, new_instance, producer_cli, unique, worker_command, TestStack,
+};
 use shoal_worker::handlers::{registry_with, Ec2Settings};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_shoal-worker-for-tests");
@@ -26,17 +28,7 @@ const WORKER: &str = env!("CARGO_BIN_EXE_shoal-worker-for-tests");
 const LAG: Duration = Duration::from_secs(10);
 
 async fn instance(t: &TestStack) -> String {
-    let out = t
-        .clients
-        .ec2
-        .run_instances()
-        .image_id(t.stock_ami().await)
-        .min_count(1)
-        .max_count(1)
-        .send()
-        .await
-        .expect("launch");
-    out.instances()[0].instance_id().expect("id").to_owned()
+    new_instance(&t.clients.ec2, &t.stock_ami().await, None).await
 }
 
 fn image_of(instance: &str, name: &str) -> Job {

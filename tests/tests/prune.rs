@@ -14,7 +14,7 @@ use std::time::Duration;
 use shoal_common::job::PruneSnapshots;
 use shoal_common::Job;
 use shoal_tests::fault_proxy::Service;
-use shoal_tests::{new_snapshot, new_volume, unique, TestStack};
+use shoal_tests::{new_snapshot, new_volume, snapshot_listed, unique, TestStack};
 use shoal_worker::handlers::{registry_with, Ec2Settings};
 
 fn prune(volume: &str, keep_count: Option<u32>, keep_for: Option<&str>) -> PruneSnapshots {
@@ -61,23 +61,6 @@ fn reason<'a>(result: &'a serde_json::Value, id: &str) -> &'a str {
         .unwrap_or_default()
 }
 
-async fn exists(ec2: &aws_sdk_ec2::Client, id: &str) -> bool {
-    ec2.describe_snapshots()
-        .owner_ids("self")
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("snapshot-id")
-                .values(id)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("describe")
-        .snapshots()
-        .len()
-        == 1
-}
-
 #[tokio::test]
 async fn retention_keeps_the_newest_and_what_it_must_and_deletes_the_rest_once() {
     let t = TestStack::new("prune").await;
@@ -117,7 +100,7 @@ async fn retention_keeps_the_newest_and_what_it_must_and_deletes_the_rest_once()
     expected.sort();
     assert_eq!(would, expected, "{result}");
     assert!(
-        exists(ec2, &old_a).await && exists(ec2, &old_b).await,
+        snapshot_listed(ec2, &old_a).await && snapshot_listed(ec2, &old_b).await,
         "a dry run deletes nothing"
     );
 
@@ -128,14 +111,14 @@ async fn retention_keeps_the_newest_and_what_it_must_and_deletes_the_rest_once()
     let mut deleted = ids(&result, "deleted");
     deleted.sort();
     assert_eq!(deleted, expected, "{result}");
-    assert!(!exists(ec2, &old_a).await && !exists(ec2, &old_b).await);
+    assert!(!snapshot_listed(ec2, &old_a).await && !snapshot_listed(ec2, &old_b).await);
     assert!(reason(&result, &newest).contains("newest 1"), "{result}");
     assert!(
         reason(&result, &foreign).contains("not made by Shoal"),
         "{result}"
     );
     for id in [&newest, &foreign] {
-        assert!(exists(ec2, id).await, "{id} kept");
+        assert!(snapshot_listed(ec2, id).await, "{id} kept");
     }
 
     // Again under its job id: the recorded outcome. Under another: nothing left to delete.
@@ -174,7 +157,7 @@ async fn retention_runs_in_another_region() {
         .await;
     let result = event.result.expect("result");
     assert_eq!(ids(&result, "deleted"), vec![older.clone()], "{result}");
-    assert!(!exists(&west, &older).await && exists(&west, &newer).await);
+    assert!(!snapshot_listed(&west, &older).await && snapshot_listed(&west, &newer).await);
     worker.stop().await;
 }
 
@@ -226,8 +209,8 @@ async fn a_snapshot_deleted_moments_ago_and_still_listed_is_already_deleted() {
         assert_eq!(already, v["snapshot_id"] != middle.as_str(), "{v}");
     }
     assert!(reason(&result, &newest).contains("newest 1"), "{result}");
-    assert!(exists(ec2, &newest).await, "the newest stays");
-    assert!(!exists(ec2, &middle).await);
+    assert!(snapshot_listed(ec2, &newest).await, "the newest stays");
+    assert!(!snapshot_listed(ec2, &middle).await);
     assert_eq!(
         proxy.count(Service::Ec2, "DeleteSnapshot").forwarded,
         5,

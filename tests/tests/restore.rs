@@ -10,7 +10,7 @@ use shoal_common::job::{RestoreVolume, Tag};
 use shoal_common::stack::StackSpec;
 use shoal_common::Job;
 use shoal_tests::fault_proxy::Service;
-use shoal_tests::{new_snapshot, new_volume, unique, TestStack};
+use shoal_tests::{new_instance, new_snapshot, new_volume, unique, TestStack};
 use shoal_worker::handlers::{registry_with, Ec2Settings};
 
 /// A volume with two snapshots (a second apart, oldest first) and an instance in its zone,
@@ -23,23 +23,7 @@ async fn volume_snapshots_and_instance(t: &TestStack) -> (String, Vec<String>, S
         snapshots.push(new_snapshot(ec2, &volume, &[]).await);
         tokio::time::sleep(Duration::from_millis(1100)).await;
     }
-    let instance = ec2
-        .run_instances()
-        .image_id(t.stock_ami().await)
-        .min_count(1)
-        .max_count(1)
-        .placement(
-            aws_sdk_ec2::types::Placement::builder()
-                .availability_zone("us-east-1a")
-                .build(),
-        )
-        .send()
-        .await
-        .expect("launch")
-        .instances()[0]
-        .instance_id()
-        .expect("id")
-        .to_owned();
+    let instance = new_instance(ec2, &t.stock_ami().await, Some("us-east-1a")).await;
     (volume, snapshots, instance)
 }
 

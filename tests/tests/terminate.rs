@@ -16,7 +16,7 @@ use shoal_common::Job;
 use shoal_common::JobEnvelope;
 use shoal_producer::{Producer, SendOptions};
 use shoal_tests::fault_proxy::Service;
-use shoal_tests::{plain_launch, unique, TestStack};
+use shoal_tests::{new_instance, plain_launch, unique, TestStack};
 use shoal_worker::handlers::{registry_with, Ec2Settings};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -77,20 +77,7 @@ async fn terminate_instances_ends_what_shoal_launched_once_and_refuses_the_rest(
         .send()
         .await
         .expect("protect");
-    let foreign = t
-        .clients
-        .ec2
-        .run_instances()
-        .image_id(t.stock_ami().await)
-        .min_count(1)
-        .max_count(1)
-        .send()
-        .await
-        .expect("an instance Shoal did not launch")
-        .instances()[0]
-        .instance_id()
-        .expect("id")
-        .to_owned();
+    let foreign = new_instance(&t.clients.ec2, &t.stock_ami().await, None).await;
 
     let dry = t
         .run_job(&terminate(&[&ours], true), "term-dry", WAIT)
