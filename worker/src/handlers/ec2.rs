@@ -1,5 +1,5 @@
-//! What the EC2 handlers share: the job-id tag, the idempotency token, dry runs and the wait
-//! schedule. Their settings are in `settings.rs`, how calls are paced and sent in
+//! What the EC2 handlers share: the job-id tag, the idempotency token, dry runs, the wait
+//! schedule and finding volumes by name. Their settings are in `settings.rs`, how calls are paced and sent in
 //! `limiter.rs`, the rules for an eventually consistent API in `consistency.rs`, and how
 //! EC2's errors are read in [`crate::ec2_errors`].
 //!
@@ -9,7 +9,7 @@
 //! creates nothing new.
 
 use aws_sdk_ec2::error::SdkError;
-use aws_sdk_ec2::types::{Filter, ResourceType, Tag as Ec2Tag, TagSpecification};
+use aws_sdk_ec2::types::{Filter, ResourceType, Tag as Ec2Tag, TagSpecification, Volume};
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use chrono::{DateTime, Utc};
 use shoal_common::error::ShoalCode;
@@ -17,6 +17,7 @@ use shoal_common::job::Tag;
 use shoal_common::validate::JOB_ID_TAG;
 use shoal_common::JobId;
 
+use super::limiter::Ec2Limiter;
 use super::settings::Ec2Settings;
 use crate::ec2_errors::{ec2_error, error_code};
 use crate::handler::{JobError, Outcome};
@@ -81,6 +82,36 @@ pub fn has_job_id(tags: &[Ec2Tag], job_id: &JobId) -> bool {
 
 /// A `ClientToken` (at most 64 ASCII characters) that is the same for every delivery of a
 /// job: the job id itself when it fits, otherwise a stable hash of it.
+/// The volumes carrying the `Name` tag `name`, every page of them: how the kinds that take
+/// `volume_name` find what it names.
+pub async fn volumes_named(
+    limiter: &Ec2Limiter,
+    ec2: &aws_sdk_ec2::Client,
+    name: &str,
+) -> Result<Vec<Volume>, JobError> {
+    let mut volumes = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let out = limiter
+            .call(
+                "DescribeVolumes",
+                ec2.describe_volumes()
+                    .filters(filter("tag:Name", name))
+                    .set_next_token(token.take())
+                    .send(),
+            )
+            .await?;
+        token = out
+            .next_token()
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned);
+        volumes.extend(out.volumes.unwrap_or_default());
+        if token.is_none() {
+            return Ok(volumes);
+        }
+    }
+}
+
 pub fn client_token(job_id: &JobId) -> String {
     let id = job_id.as_str();
     if id.len() <= 58 {

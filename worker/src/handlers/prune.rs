@@ -18,7 +18,7 @@ use shoal_common::job::{keep_for_duration, PruneSnapshots};
 use shoal_common::validate::JOB_ID_TAG;
 
 use super::consistency::ensure_lease;
-use super::ec2::{filter, to_chrono};
+use super::ec2::{filter, to_chrono, volumes_named};
 use super::limiter::Ec2Limiter;
 use crate::handler::{JobContext, JobError, JobHandler, Outcome};
 
@@ -228,32 +228,10 @@ impl PruneSnapshotsHandler {
             ));
         }
         let name = p.volume_name.as_deref().unwrap_or_default();
-        let mut ids = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let out = self
-                .limiter
-                .call(
-                    "DescribeVolumes",
-                    ec2.describe_volumes()
-                        .filters(filter("tag:Name", name))
-                        .set_next_token(token.take())
-                        .send(),
-                )
-                .await?;
-            ids.extend(
-                out.volumes()
-                    .iter()
-                    .filter_map(|v| v.volume_id().map(str::to_owned)),
-            );
-            token = out
-                .next_token()
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned);
-            if token.is_none() {
-                return Ok(Some(ids));
-            }
-        }
+        let volumes = volumes_named(&self.limiter, ec2, name).await?;
+        Ok(Some(
+            volumes.into_iter().filter_map(|v| v.volume_id).collect(),
+        ))
     }
 
     /// This account's snapshots of `volumes` (any, for `None`) carrying the narrowing tags,

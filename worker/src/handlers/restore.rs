@@ -17,7 +17,7 @@ use shoal_common::job::RestoreVolume;
 use super::consistency::{ensure_lease, made_before};
 use super::ec2::{
     client_token, dry_run_outcome, filter, job_id_filter, next_check, tag_spec, tags_with_job_id,
-    to_chrono,
+    to_chrono, volumes_named,
 };
 use super::limiter::Ec2Limiter;
 use crate::handler::{JobContext, JobError, JobHandler, Outcome};
@@ -174,18 +174,10 @@ impl RestoreVolumeHandler {
         let ec2 = &ctx.clients.ec2;
         let volumes: Vec<String> = match (&p.volume_id, &p.volume_name) {
             (Some(id), _) => vec![id.clone()],
-            (None, Some(name)) => self
-                .limiter
-                .call(
-                    "DescribeVolumes",
-                    ec2.describe_volumes()
-                        .filters(filter("tag:Name", name))
-                        .send(),
-                )
+            (None, Some(name)) => volumes_named(&self.limiter, ec2, name)
                 .await?
-                .volumes()
-                .iter()
-                .filter_map(|v| v.volume_id().map(str::to_owned))
+                .into_iter()
+                .filter_map(|v| v.volume_id)
                 .collect(),
             (None, None) => Vec::new(),
         };

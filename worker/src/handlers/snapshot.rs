@@ -22,7 +22,7 @@ use shoal_common::job::Snapshot;
 use super::consistency::{ensure_lease, look_until_settled, on_own_resource};
 use super::ec2::{
     dry_run_outcome, filter, job_id_filter, next_check, rfc3339, tag_spec, tags_with_job_id,
-    to_chrono,
+    to_chrono, volumes_named,
 };
 use super::limiter::{no_sdk_retry, Ec2Limiter};
 use crate::handler::{JobContext, JobError, JobHandler, Outcome};
@@ -172,7 +172,9 @@ impl SnapshotHandler {
         let mut request = ctx.clients.ec2.describe_volumes();
         request = match (&p.volume_id, &p.volume_name, &p.instance_id) {
             (Some(id), _, _) => request.volume_ids(id),
-            (_, Some(name), _) => request.filters(filter("tag:Name", name)),
+            (_, Some(name), _) => {
+                return volumes_named(&self.limiter, &ctx.clients.ec2, name).await
+            }
             (_, _, Some(instance)) => request.filters(filter("attachment.instance-id", instance)),
             _ => {
                 return Err(JobError::permanent(
