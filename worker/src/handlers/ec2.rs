@@ -89,27 +89,22 @@ pub async fn volumes_named(
     ec2: &aws_sdk_ec2::Client,
     name: &str,
 ) -> Result<Vec<Volume>, JobError> {
-    let mut volumes = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let out = limiter
-            .call(
-                "DescribeVolumes",
+    let pages = limiter
+        .pages(
+            "DescribeVolumes",
+            |token| {
                 ec2.describe_volumes()
                     .filters(filter("tag:Name", name))
-                    .set_next_token(token.take())
-                    .send(),
-            )
-            .await?;
-        token = out
-            .next_token()
-            .filter(|t| !t.is_empty())
-            .map(str::to_owned);
-        volumes.extend(out.volumes.unwrap_or_default());
-        if token.is_none() {
-            return Ok(volumes);
-        }
-    }
+                    .set_next_token(token)
+                    .send()
+            },
+            |page| page.next_token(),
+        )
+        .await?;
+    Ok(pages
+        .into_iter()
+        .flat_map(|p| p.volumes.unwrap_or_default())
+        .collect())
 }
 
 pub fn client_token(job_id: &JobId) -> String {

@@ -82,6 +82,30 @@ impl Ec2Limiter {
             .map_err(|e| ec2_error(operation, e))
     }
 
+    /// Every page of a listing, each a [`call`](Self::call): `send` asks for the page after
+    /// a token (none for the first), `next` reads the following token off an answer.
+    pub async fn pages<T, E, Fut>(
+        &self,
+        operation: &'static str,
+        mut send: impl FnMut(Option<String>) -> Fut,
+        next: impl Fn(&T) -> Option<&str>,
+    ) -> Result<Vec<T>, JobError>
+    where
+        Fut: std::future::Future<Output = Result<T, SdkError<E>>>,
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let mut pages = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self.call(operation, send(token.take())).await?;
+            token = next(&page).filter(|t| !t.is_empty()).map(str::to_owned);
+            pages.push(page);
+            if token.is_none() {
+                return Ok(pages);
+            }
+        }
+    }
+
     /// A paced call whose raw SDK error the caller inspects itself (dry runs, duplicates).
     pub async fn paced<T, E, Fut>(
         &self,

@@ -259,26 +259,24 @@ impl PruneSnapshotsHandler {
                 .iter()
                 .map(|t| filter(&format!("tag:{}", t.key), &t.value)),
         );
-        let mut all = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let out = self
-                .limiter
-                .call(
-                    "DescribeSnapshots",
+        let pages = self
+            .limiter
+            .pages(
+                "DescribeSnapshots",
+                |token| {
                     ec2.describe_snapshots()
                         .owner_ids("self")
                         .set_filters(Some(filters.clone()))
-                        .set_next_token(token.take())
-                        .send(),
-                )
-                .await?;
-            all.extend(out.snapshots.unwrap_or_default());
-            token = out.next_token.filter(|t| !t.is_empty());
-            if token.is_none() {
-                break;
-            }
-        }
+                        .set_next_token(token)
+                        .send()
+                },
+                |page| page.next_token(),
+            )
+            .await?;
+        let mut all: Vec<Ec2Snapshot> = pages
+            .into_iter()
+            .flat_map(|p| p.snapshots.unwrap_or_default())
+            .collect();
         all.sort_by_key(|s| std::cmp::Reverse(to_chrono(s.start_time())));
         Ok(all)
     }
@@ -296,38 +294,32 @@ impl PruneSnapshotsHandler {
         if candidates.is_empty() {
             return Ok(in_use);
         }
-        let mut token: Option<String> = None;
-        loop {
-            let out = self
-                .limiter
-                .call(
-                    "DescribeImages",
+        let pages = self
+            .limiter
+            .pages(
+                "DescribeImages",
+                |token| {
                     ec2.describe_images()
                         .owners("self")
-                        .set_next_token(token.take())
-                        .send(),
-                )
-                .await?;
-            for image in out.images() {
-                for mapping in image.block_device_mappings() {
-                    if let Some(id) = mapping.ebs().and_then(|e| e.snapshot_id()) {
-                        if candidates.iter().any(|c| c.snapshot_id == id) {
-                            in_use.insert(
-                                id.to_owned(),
-                                image.image_id().unwrap_or_default().to_owned(),
-                            );
-                        }
+                        .set_next_token(token)
+                        .send()
+                },
+                |page| page.next_token(),
+            )
+            .await?;
+        for image in pages.iter().flat_map(|p| p.images()) {
+            for mapping in image.block_device_mappings() {
+                if let Some(id) = mapping.ebs().and_then(|e| e.snapshot_id()) {
+                    if candidates.iter().any(|c| c.snapshot_id == id) {
+                        in_use.insert(
+                            id.to_owned(),
+                            image.image_id().unwrap_or_default().to_owned(),
+                        );
                     }
                 }
             }
-            token = out
-                .next_token()
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned);
-            if token.is_none() {
-                return Ok(in_use);
-            }
         }
+        Ok(in_use)
     }
 }
 
