@@ -75,6 +75,12 @@ pub fn filter(name: &str, value: &str) -> Filter {
     Filter::builder().name(name).values(value).build()
 }
 
+/// Whether `tags` carry a `shoal:job-id` at all: what Shoal made, and all that the kinds
+/// that destroy touch unless the worker allows more.
+pub fn made_by_shoal(tags: &[Ec2Tag]) -> bool {
+    tags.iter().any(|t| t.key() == Some(JOB_ID_TAG))
+}
+
 pub fn has_job_id(tags: &[Ec2Tag], job_id: &JobId) -> bool {
     tags.iter()
         .any(|t| t.key() == Some(JOB_ID_TAG) && t.value() == Some(job_id.as_str()))

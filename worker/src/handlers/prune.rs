@@ -18,7 +18,7 @@ use shoal_common::job::{keep_for_duration, PruneSnapshots};
 use shoal_common::validate::JOB_ID_TAG;
 
 use super::consistency::ensure_lease;
-use super::ec2::{filter, to_chrono, volumes_named};
+use super::ec2::{filter, made_by_shoal, to_chrono, volumes_named};
 use super::limiter::Ec2Limiter;
 use crate::handler::{JobContext, JobError, JobHandler, Outcome};
 
@@ -141,7 +141,7 @@ impl JobHandler for PruneSnapshotsHandler {
                 snapshot_id: s.snapshot_id().unwrap_or_default().to_owned(),
                 start_time: to_chrono(s.start_time()),
                 state: s.state().map(|x| x.as_str().to_owned()),
-                ours: s.tags().iter().any(|t| t.key() == Some(JOB_ID_TAG)),
+                ours: made_by_shoal(s.tags()),
             })
             .collect();
         let rules = Rules {

@@ -16,7 +16,7 @@ use shoal_common::job::TerminateInstances;
 use shoal_common::validate::JOB_ID_TAG;
 
 use super::consistency::ensure_lease;
-use super::ec2::dry_run_outcome;
+use super::ec2::{dry_run_outcome, made_by_shoal};
 use super::limiter::Ec2Limiter;
 use crate::handler::{JobContext, JobError, JobHandler, Outcome};
 
@@ -68,9 +68,7 @@ impl JobHandler for TerminateInstancesHandler {
             let untagged: Vec<&str> = p
                 .instance_ids
                 .iter()
-                .filter(|id| {
-                    find(id).is_some_and(|i| !i.tags().iter().any(|t| t.key() == Some(JOB_ID_TAG)))
-                })
+                .filter(|id| find(id).is_some_and(|i| !made_by_shoal(i.tags())))
                 .map(String::as_str)
                 .collect();
             if !untagged.is_empty() {
