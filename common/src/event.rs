@@ -277,8 +277,14 @@ impl EventSource {
             kind: Option<serde_json::Value>,
         }
         let loose: Option<Loose> = serde_json::from_str(body).ok();
-        let field =
-            |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(|s| truncate(s, 128));
+        // Each becomes an SNS message attribute, which SNS refuses empty or with control
+        // characters: only a value of a job id's shape is taken (a kind's name is one), and
+        // anything else is left out rather than cut or cleaned into a name it never was.
+        let field = |v: Option<&serde_json::Value>| {
+            v.and_then(|v| v.as_str())
+                .and_then(|s| crate::JobId::parse(s).ok())
+                .map(|id| id.to_string())
+        };
         match loose {
             Some(l) => (field(l.job_id.as_ref()), field(l.kind.as_ref())),
             None => (None, None),
@@ -351,13 +357,12 @@ mod tests {
             (Some("j-1".into()), Some("nope".into()))
         );
         assert_eq!(EventSource::loose_identity("not json"), (None, None));
-        let (id, _) =
-            EventSource::loose_identity(&format!(r#"{{"job_id": "{}"}}"#, "x".repeat(300)));
-        assert_eq!(
-            id.map(|s| s.chars().count()),
-            Some(129),
-            "cut at 128 plus the ellipsis"
-        );
+        // Only a value SNS takes as an attribute, and no name it never was: too long, empty,
+        // a control character or a space, and the field is left out.
+        for bad in ["x".repeat(300), String::new(), "a\u{1}b".into(), "a b".into()] {
+            let body = serde_json::json!({"job_id": bad, "kind": bad}).to_string();
+            assert_eq!(EventSource::loose_identity(&body), (None, None), "{bad:?}");
+        }
     }
 
     #[test]

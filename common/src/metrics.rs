@@ -31,7 +31,8 @@ pub struct Metrics {
     /// Failed attempts, by `class` (transient or permanent).
     pub jobs_failed: IntCounterVec,
     pub jobs_retried: IntCounterVec,
-    /// By `reason`: permanent, attempts_exhausted, malformed, no_handler, not_allowed.
+    /// By `reason`: permanent, attempts_exhausted, malformed, no_handler, not_allowed,
+    /// job_id_reused.
     pub jobs_dead_lettered: IntCounterVec,
     /// Returned to the queue unstarted because their kind was at its concurrency limit.
     pub jobs_deferred: IntCounterVec,

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use serde_json::json;
 use shoal_common::event::{EventSource, JobEvent, JobStatus};
-use shoal_common::ledger::{Claim, JobRef, Ledger, LedgerError, Status};
-use shoal_common::{JobId, JobKind};
+use shoal_common::job::Canary;
+use shoal_common::ledger::{Claim, JobRef, Ledger, LedgerError, Status, RECORD_EXISTS};
+use shoal_common::{Job, JobEnvelope, JobId, JobKind};
 use shoal_tests::fault_proxy::FaultProxy;
 use shoal_tests::{moto, sdk_config, unique};
 
@@ -31,12 +32,19 @@ async fn ledger(ttl: Duration) -> (FaultProxy, Ledger) {
 }
 
 fn job(id: &JobId) -> JobRef<'_> {
+    job_of(id, JobKind::Snapshot, "digest-a")
+}
+
+/// A claim's view of a job of `kind` whose envelope has `digest`.
+fn job_of<'a>(id: &'a JobId, kind: JobKind, digest: &'a str) -> JobRef<'a> {
     JobRef {
         job_id: id,
-        kind: JobKind::Snapshot,
+        kind,
         chain_id: id,
         parent_job_id: None,
         attempt: 1,
+        digest,
+        envelope: "{}",
     }
 }
 
@@ -245,7 +253,7 @@ async fn outcomes_are_written_in_batches_and_a_repeated_id_waits_for_the_next() 
         .collect();
     let mut items: Vec<_> = events
         .iter()
-        .map(|e| ledger.outcome_item(e).expect("an item"))
+        .map(|e| ledger.outcome_item(e, &envelope_of(e)).expect("an item"))
         .collect();
     items[24] = items[3].clone();
     let refs: Vec<_> = items.iter().collect();
@@ -265,12 +273,104 @@ async fn outcomes_are_written_in_batches_and_a_repeated_id_waits_for_the_next() 
             "the event as announced"
         );
         assert_eq!(record.chain_id.as_deref(), Some(id), "a chain of one");
+        assert_eq!(
+            record.digest,
+            Some(envelope_of(event).digest()),
+            "which job the id names"
+        );
+        assert!(record.envelope.is_some(), "the job as recorded");
     }
-    let no_id = JobEvent {
-        job_id: None,
-        ..events[0].clone()
+}
+
+/// The canary whose event `event` is.
+fn envelope_of(event: &JobEvent) -> JobEnvelope {
+    let id = |s: &str| JobId::parse(s).expect("id");
+    let mut envelope = JobEnvelope::new(Job::Canary(Canary { sleep_ms: 0 }))
+        .with_job_id(id(event.job_id.as_deref().expect("a job id")));
+    envelope.parent_job_id = event.parent_job_id.as_deref().map(id);
+    envelope.chain_id = envelope.parent_job_id.as_ref().and(event.chain_id.as_deref().map(id));
+    envelope
+}
+
+/// A job id names one job, whichever write comes first and when both come at once: a
+/// lease-less outcome under the id of a running or finished job of another kind is refused
+/// (`RECORD_EXISTS`) and the record keeps its kind, holder, fence and outcome; a claim under
+/// the id of another kind's record, or of the same kind with another envelope, is `Reused`;
+/// a lease-less job run again finds its own finished record (refused, to be announced as
+/// recorded); and of a claim and an outcome write at the same instant exactly one wins.
+#[tokio::test]
+async fn a_job_id_names_one_job_in_either_order_and_at_the_same_instant() {
+    let (_proxy, ledger) = ledger(LONG).await;
+    let refused = |results: Vec<Result<(), shoal_common::error::Error>>| {
+        let [result] = <[_; 1]>::try_from(results).expect("one result");
+        let e = result.expect_err("refused");
+        assert_eq!(e.code.as_deref(), Some(RECORD_EXISTS), "{e:?}");
     };
-    assert!(ledger.outcome_item(&no_id).is_err(), "no job id, no record");
+
+    // A snapshot runs; a canary, then another kind, then another snapshot, reuse its id.
+    let id = JobId::parse("taken-1").expect("id");
+    let lease = granted(ledger.claim(job(&id), "w-1", LONG).await.expect("claim"));
+    let canary = canary_event("taken-1", None, JobStatus::Succeeded);
+    let item = ledger.outcome_item(&canary, &envelope_of(&canary)).expect("item");
+    refused(ledger.put_outcomes(&[&item]).await);
+    for other in [
+        job_of(&id, JobKind::RunInstances, "digest-a"),
+        job_of(&id, JobKind::Snapshot, "digest-b"),
+    ] {
+        let claim = ledger.claim(other, "w-2", Duration::ZERO).await.expect("claim");
+        assert!(matches!(claim, Claim::Reused(_)), "{claim:?}");
+    }
+    let record = ledger.get(id.as_str()).await.expect("get").expect("record");
+    assert_eq!(
+        (record.kind.as_deref(), record.status, record.fence, record.holder.as_deref()),
+        (Some("snapshot"), Status::Running, 1, Some("w-1")),
+        "the running job's record is untouched"
+    );
+    ledger.extend(&lease, LONG).await.expect("its lease holds");
+    let event = succeeded(&id);
+    ledger.finish(&lease, &event).await.expect("finish");
+    refused(ledger.put_outcomes(&[&item]).await);
+    let claim = ledger
+        .claim(job_of(&id, JobKind::RunInstances, "digest-a"), "w-2", LONG)
+        .await
+        .expect("claim");
+    assert!(matches!(claim, Claim::Reused(_)), "{claim:?}");
+    let record = ledger.get(id.as_str()).await.expect("get").expect("record");
+    assert_eq!(record.outcome.as_ref(), Some(&event), "the outcome stands");
+    assert_eq!(record.kind.as_deref(), Some("snapshot"));
+
+    // The other order: a canary's outcome first, then a snapshot under its id.
+    let canary = canary_event("taken-2", None, JobStatus::Succeeded);
+    let envelope = envelope_of(&canary);
+    let item = ledger.outcome_item(&canary, &envelope).expect("item");
+    assert!(ledger.put_outcomes(&[&item]).await.iter().all(Result::is_ok));
+    let id2 = JobId::parse("taken-2").expect("id");
+    let claim = ledger.claim(job(&id2), "w-1", LONG).await.expect("claim");
+    assert!(matches!(claim, Claim::Reused(_)), "{claim:?}");
+    // The canary run again: its own record refuses the write, and is of this very job.
+    refused(ledger.put_outcomes(&[&item]).await);
+    let record = ledger.get("taken-2").await.expect("get").expect("record");
+    assert!(record.is_of("canary", &envelope.digest()));
+    assert_eq!(record.outcome.as_ref(), Some(&canary));
+
+    // At the same instant: one wins, and the record is the winner's.
+    for i in 0..6 {
+        let name = format!("race-kind-{i}");
+        let id = JobId::parse(&name).expect("id");
+        let canary = canary_event(&name, None, JobStatus::Succeeded);
+        let item = ledger.outcome_item(&canary, &envelope_of(&canary)).expect("item");
+        let items = [&item];
+        let (claim, put) = tokio::join!(
+            ledger.claim(job(&id), "w-1", LONG),
+            ledger.put_outcomes(&items)
+        );
+        let claimed = matches!(claim.expect("claim"), Claim::Granted(_));
+        let put = put.into_iter().next().expect("a result");
+        assert_ne!(claimed, put.is_ok(), "exactly one of the two: {put:?}");
+        let record = ledger.get(&name).await.expect("get").expect("record");
+        let expected = if claimed { "snapshot" } else { "canary" };
+        assert_eq!(record.kind.as_deref(), Some(expected));
+    }
 }
 
 /// The indexes answer `job` (a chain's every step) and `jobs` (recent records of a status,
@@ -287,7 +387,7 @@ async fn a_chain_and_recent_jobs_are_looked_up_through_the_indexes() {
     ];
     let items: Vec<_> = steps
         .iter()
-        .map(|e| ledger.outcome_item(e).expect("item"))
+        .map(|e| ledger.outcome_item(e, &envelope_of(e)).expect("item"))
         .collect();
     let before = chrono::Utc::now() - chrono::Duration::seconds(1);
     let results = ledger.put_outcomes(&items.iter().collect::<Vec<_>>()).await;

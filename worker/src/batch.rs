@@ -1,6 +1,6 @@
 //! Batching of the calls every job makes: `DeleteMessageBatch`, `ChangeMessageVisibilityBatch`,
-//! SNS `PublishBatch`, and the ledger's `BatchWriteItem` of outcomes of kinds that take no
-//! lease.
+//! SNS `PublishBatch`, and the ledger's conditional `TransactWriteItems` of outcomes of kinds
+//! that take no lease.
 //!
 //! A job hands its entry to a [`Batcher`] and awaits the entry's own result. The batcher
 //! closes a batch at ten entries, at the call's byte limit, or a few milliseconds after its
@@ -479,7 +479,7 @@ impl BatchCall for PublishOp {
 /// while earlier writes are in flight, which fills batches of 25 from a few thousand jobs a
 /// second.
 impl BatchOp for shoal_common::ledger::OutcomeWrites {
-    const OPERATION: &'static str = "BatchWriteItem";
+    const OPERATION: &'static str = "TransactWriteItems";
     const MAX_ENTRIES: usize = shoal_common::ledger::MAX_BATCH_WRITE;
     const LINGER_WHEN_IDLE: bool = false;
     const LINGER_WHEN_BUSY: Duration = Duration::from_millis(20);

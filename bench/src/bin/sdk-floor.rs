@@ -3,7 +3,7 @@
 //! attempts, one runtime thread, the same allocator), and nothing else: one `ReceiveMessage` of ten, one
 //! `PublishBatch` of ten completion events of Shoal's own size, one `DeleteMessageBatch`.
 //! With `SHOAL_LEDGER_TABLE`, also the worker's ledger calls for canaries: one
-//! `BatchWriteItem` of 25 finished records of Shoal's shape per 25 jobs.
+//! conditional `TransactWriteItems` of 25 finished records of Shoal's shape per 25 jobs.
 //! No validation, no handler, no heartbeat, no metrics endpoint, no retries of its own.
 //! The worker's CPU per job over this loop's is what Shoal itself costs on top of the SDK.
 //! Not shipped: built by `scripts/bench`, beside the worker.
@@ -20,7 +20,9 @@ use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeN
 use chrono::Utc;
 use shoal_common::aws::{load_sdk_config, AwsClients};
 use shoal_common::event::{CloudEvent, EventSource, JobEvent, JobStatus};
+use shoal_common::job::Canary;
 use shoal_common::ledger::{Ledger, OutcomeItem, MAX_BATCH_WRITE};
+use shoal_common::{Job, JobEnvelope, JobId};
 use shoal_common::metrics::Metrics;
 
 /// The worker's allocator: the floor is to differ from the worker only in Shoal's own work.
@@ -78,7 +80,10 @@ async fn drain(
         for (i, m) in messages.iter().enumerate() {
             let event = canary_event(m.message_id().unwrap_or_default());
             if let Some(ledger) = &ledger {
-                outcomes.push(ledger.outcome_item(&event)?);
+                // The record keeps the job's envelope and digest, as the worker's does.
+                let mut envelope = JobEnvelope::new(Job::Canary(Canary { sleep_ms: 0 }));
+                envelope.job_id = JobId::parse(&uuid_like(m.message_id().unwrap_or_default()))?;
+                outcomes.push(ledger.outcome_item(&event, &envelope)?);
             }
             let attributes: HashMap<String, SnsAttribute> = event
                 .attributes()

@@ -304,6 +304,36 @@ impl JobEnvelope {
         self.job.kind()
     }
 
+    /// What makes this job the job its id names, as a digest: its kind, parameters,
+    /// follow-ups and place in a chain, not when it was sent. The ledger keeps it with the
+    /// job's record, and a message under the same id whose digest differs is another job
+    /// reusing the id: a producer's retry, an SQS duplicate or a parent's re-sent follow-up
+    /// carries the same one, a sender's substitute does not.
+    pub fn digest(&self) -> String {
+        use sha2::Digest;
+        #[derive(Serialize)]
+        struct Identity<'a> {
+            #[serde(flatten)]
+            job: &'a Job,
+            then: &'a [FollowUp],
+            chain_id: Option<&'a JobId>,
+            parent_job_id: Option<&'a JobId>,
+        }
+        let identity = Identity {
+            job: &self.job,
+            then: &self.then,
+            chain_id: self.chain_id.as_ref(),
+            parent_job_id: self.parent_job_id.as_ref(),
+        };
+        // serde_json's maps keep their keys sorted, so one job serializes one way.
+        let json = serde_json::to_vec(&identity)
+            .unwrap_or_else(|e| unreachable!("a job envelope always serializes: {e}"));
+        sha2::Sha256::digest(&json)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     /// Decodes and validates a message body: the one way a worker reads a job.
     pub fn from_json(body: &str) -> Result<Self, ContractError> {
         if body.len() > MAX_MESSAGE_BYTES {

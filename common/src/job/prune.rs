@@ -68,8 +68,15 @@ pub struct PruneSnapshots {
 
 /// `keep_for` as a duration: `N` hours, days or weeks; `None` if it is not one.
 pub fn keep_for_duration(text: &str) -> Option<Duration> {
-    let (number, unit) = text.split_at(text.len().checked_sub(1)?);
-    if number.is_empty() || number.starts_with('0') || number.len() > 6 {
+    // The unit is the last character, whatever its width: splitting at a byte count would
+    // panic inside a multi-byte one (`"1é"`).
+    let (at, _) = text.char_indices().last()?;
+    let (number, unit) = text.split_at(at);
+    if number.is_empty()
+        || number.starts_with('0')
+        || number.len() > 6
+        || !number.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     let n: u64 = number.parse().ok()?;
@@ -146,7 +153,10 @@ mod tests {
             keep_for_duration("2w"),
             Some(Duration::from_secs(14 * 86400))
         );
-        for bad in ["", "d", "0d", "07d", "14", "14m", "1.5d", "-1d", "9999999d"] {
+        for bad in [
+            "", "d", "0d", "07d", "14", "14m", "1.5d", "-1d", "+1d", "9999999d", "1é", "é", "1dé",
+            "\u{1F600}d", "1\u{0}d",
+        ] {
             assert_eq!(keep_for_duration(bad), None, "{bad}");
         }
     }

@@ -50,7 +50,7 @@ mod queries;
 mod record;
 mod table;
 
-pub use outcomes::{OutcomeItem, OutcomeWrites, MAX_BATCH_WRITE};
+pub use outcomes::{OutcomeItem, OutcomeWrites, MAX_BATCH_WRITE, RECORD_EXISTS};
 pub use queries::MAX_LISTED;
 
 use record::read_record;
@@ -72,6 +72,11 @@ pub mod attr {
     pub const PROGRESS: &str = "progress";
     /// JSON: the job's event, as announced.
     pub const OUTCOME: &str = "outcome";
+    /// The job's [`digest`](crate::JobEnvelope::digest): which job the id names. Set by the
+    /// first write; every later claim and outcome write is conditioned on it.
+    pub const DIGEST: &str = "digest";
+    /// JSON: the job's envelope as first recorded; a finished job's follow-ups come from it.
+    pub const ENVELOPE: &str = "envelope";
     pub const FIRST_STARTED_AT: &str = "first_started_at";
     pub const UPDATED_AT: &str = "updated_at";
     pub const FINISHED_AT: &str = "finished_at";
@@ -80,7 +85,7 @@ pub mod attr {
 }
 
 /// Every DynamoDB operation a worker makes on the ledger, for its metrics.
-pub const WORKER_OPERATIONS: &[&str] = &["UpdateItem", "GetItem", "BatchWriteItem"];
+pub const WORKER_OPERATIONS: &[&str] = &["UpdateItem", "GetItem", "TransactWriteItems"];
 
 /// The index of records by status, newest update last: `jobs --status failed --since 1h`.
 pub const BY_STATUS_INDEX: &str = "by-status";
@@ -132,6 +137,31 @@ pub struct JobRef<'a> {
     pub parent_job_id: Option<&'a JobId>,
     /// The attempt the claim is made for.
     pub attempt: u32,
+    /// The envelope's [`digest`](crate::JobEnvelope::digest): the claim is refused if the
+    /// record under this id is another job's.
+    pub digest: &'a str,
+    /// The envelope as JSON, recorded with the first claim.
+    pub envelope: &'a str,
+}
+
+impl<'a> JobRef<'a> {
+    /// The claim's view of `envelope`, whose digest and JSON the caller keeps.
+    pub fn of(
+        envelope: &'a crate::JobEnvelope,
+        digest: &'a str,
+        json: &'a str,
+        attempt: u32,
+    ) -> Self {
+        JobRef {
+            job_id: &envelope.job_id,
+            kind: envelope.kind(),
+            chain_id: envelope.chain_id(),
+            parent_job_id: envelope.parent_job_id.as_ref(),
+            attempt,
+            digest,
+            envelope: json,
+        }
+    }
 }
 
 /// One job's record: what `shoal-producer job` prints.
@@ -148,10 +178,44 @@ pub struct Record {
     pub attempt: u32,
     pub progress: Map<String, Value>,
     pub outcome: Option<JobEvent>,
+    /// Which job the id names ([`attr::DIGEST`]); absent on records older than it.
+    pub digest: Option<String>,
+    /// The job as first recorded, where the record holds it.
+    pub envelope: Option<Value>,
     pub first_started_at: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl Record {
+    /// Whether this record is of the job `kind` with `digest`: another kind, or another
+    /// envelope under the same id, is another job. A record written before digests were
+    /// kept is judged by its kind alone.
+    pub fn is_of(&self, kind: &str, digest: &str) -> bool {
+        self.kind.as_deref().is_none_or(|k| k == kind)
+            && self.digest.as_deref().is_none_or(|d| d == digest)
+    }
+
+    /// Why a message of `kind` cannot be this record's job, for its dead-letter reason.
+    pub fn reused_by(&self, kind: &str) -> String {
+        let recorded = self.kind.as_deref().unwrap_or("unknown");
+        if recorded == kind {
+            format!(
+                "job id {} is on record ({}) for a different `{kind}` job: its parameters, \
+                 follow-ups or chain differ; a new job needs an id of its own",
+                self.job_id,
+                self.status.as_str()
+            )
+        } else {
+            format!(
+                "job id {} is on record for a `{recorded}` job ({}); a `{kind}` job needs an \
+                 id of its own",
+                self.job_id,
+                self.status.as_str()
+            )
+        }
+    }
 }
 
 /// A run's hold on its job.
@@ -179,6 +243,9 @@ pub enum Claim {
     },
     /// The job is over: announce this record's outcome, run nothing.
     Finished(Box<Record>),
+    /// The id is another job's (another kind, or another envelope): refuse the message,
+    /// leave the record as it is.
+    Reused(Box<Record>),
 }
 
 /// Why a write of a run did not happen.
@@ -272,13 +339,23 @@ impl Ledger {
             "#first = if_not_exists(#first, :now)",
             "#updated = :now",
             "#expires = :expires",
+            // The condition lets a claim through only where the record is this job's (or
+            // there is none): these are set to what they were, or to the first.
+            "#digest = :digest",
+            "#envelope = :envelope",
         ];
         let mut request = self
             .update(job.job_id.as_str())
             .condition_expression(
                 "attribute_not_exists(#id) OR #expires < :now_s \
-                 OR (NOT #status IN (:succeeded, :failed) AND #lease < :now)",
+                 OR (NOT #status IN (:succeeded, :failed) AND #lease < :now \
+                     AND #kind = :kind \
+                     AND (attribute_not_exists(#digest) OR #digest = :digest))",
             )
+            .expression_attribute_names("#digest", attr::DIGEST)
+            .expression_attribute_names("#envelope", attr::ENVELOPE)
+            .expression_attribute_values(":digest", s(job.digest))
+            .expression_attribute_values(":envelope", s(job.envelope))
             .expression_attribute_names("#id", attr::JOB_ID)
             .expression_attribute_names("#status", attr::STATUS)
             .expression_attribute_names("#kind", attr::KIND)
@@ -335,8 +412,12 @@ impl Ledger {
                 Ok(Claim::Granted(lease))
             }
             Err(e) if is_condition_failure(&e) => {
-                // The record that refused the claim, read consistently: finished, or held.
+                // The record that refused the claim, read consistently: another job's,
+                // finished, or held.
                 match self.get(job.job_id.as_str()).await? {
+                    Some(record) if !record.is_of(job.kind.as_str(), job.digest) => {
+                        Ok(Claim::Reused(Box::new(record)))
+                    }
                     Some(record) if record.status.is_finished() => {
                         Ok(Claim::Finished(Box::new(record)))
                     }

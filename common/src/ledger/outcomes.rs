@@ -1,30 +1,43 @@
 //! The outcomes of kinds that take no lease ([`JobKind::takes_lease`](crate::JobKind)),
-//! written in batches: a canary's record costs a twenty-fifth of a `BatchWriteItem`, not a
-//! call of its own.
+//! written in batches: a canary's record costs a twenty-fifth of a `TransactWriteItems`, not
+//! a call of its own.
 //!
 //! Such a kind's effect is idempotent by itself, so nothing is claimed and nothing is
 //! fenced: its record is put whole, finished, before its event is announced (the order the
-//! leasing kinds keep too). `BatchWriteItem` takes no condition, so a put replaces what was
-//! there; a delivery of a leasing kind that finds a finished record of another kind under its
-//! job id refuses it (`JobIdReused`) rather than announce that outcome as its own.
+//! leasing kinds keep too). Each put is conditioned, in the one call, on the id being free or
+//! this job's own unfinished record: a job id names one job, so a canary sent under the id of
+//! a launch (finished or still running) changes nothing of the launch's record, and a canary
+//! run again finds its own finished record and announces that. `BatchWriteItem` takes no
+//! condition; a transaction does, and names the items whose condition failed, so the others
+//! are sent again in the next call (a transaction is all or nothing).
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use chrono::{DateTime, Utc};
 
 use super::{attr, n, s, Ledger, Status};
 use crate::batch::BatchCall;
 use crate::error::{classify_sdk_error, Error, ErrorClass, ShoalCode};
 use crate::event::{JobEvent, JobStatus};
+use crate::JobEnvelope;
 
-/// The most items `BatchWriteItem` takes in one call.
+/// The most items one outcome batch carries (`TransactWriteItems` takes 100; 25 keeps a
+/// batch as it was under `BatchWriteItem`, and a cancelled one cheap to send again).
 pub const MAX_BATCH_WRITE: usize = 25;
+
+/// The code of an outcome whose put was refused: the id is on record already.
+pub const RECORD_EXISTS: &str = "ConditionalCheckFailed";
+
+const OPERATION: &str = "TransactWriteItems";
 
 /// One finished record, as it will be put.
 #[derive(Debug, Clone)]
 pub struct OutcomeItem {
     job_id: String,
+    kind: String,
+    digest: String,
     item: HashMap<String, AttributeValue>,
 }
 
@@ -38,31 +51,39 @@ fn ms(t: DateTime<Utc>) -> AttributeValue {
     n(t.timestamp_millis().max(0) as u64)
 }
 
+fn refused(message: String) -> Error {
+    Error {
+        class: ErrorClass::Permanent,
+        code: None,
+        operation: Some(OPERATION),
+        message,
+    }
+}
+
 impl Ledger {
-    /// The finished record of `event`'s job, to be put by [`Ledger::put_outcomes`]. `Err`
-    /// for an event without a job id (a malformed message has no record) or one that does
-    /// not serialize.
-    pub fn outcome_item(&self, event: &JobEvent) -> Result<OutcomeItem, Error> {
-        let refused = |message: String| Error {
-            class: ErrorClass::Permanent,
-            code: None,
-            operation: Some("BatchWriteItem"),
-            message,
-        };
-        let job_id = event
-            .job_id
-            .clone()
-            .ok_or_else(|| refused("an outcome without a job id has no record".into()))?;
+    /// The finished record of `envelope`'s job, whose outcome is `event`, to be put by
+    /// [`Ledger::put_outcomes`]. `Err` for an event that does not serialize.
+    pub fn outcome_item(
+        &self,
+        event: &JobEvent,
+        envelope: &JobEnvelope,
+    ) -> Result<OutcomeItem, Error> {
+        let job_id = envelope.job_id.to_string();
         let outcome = serde_json::to_string(event)
             .map_err(|e| refused(format!("the outcome does not serialize: {e}")))?;
         let status = match event.status {
             JobStatus::Succeeded => Status::Succeeded,
             JobStatus::Failed => Status::Failed,
         };
+        let kind = envelope.kind().as_str().to_owned();
+        let digest = envelope.digest();
         let now = Utc::now();
         let mut item = HashMap::from([
             (attr::JOB_ID.to_owned(), s(job_id.as_str())),
             (attr::STATUS.to_owned(), s(status.as_str())),
+            (attr::KIND.to_owned(), s(kind.as_str())),
+            (attr::DIGEST.to_owned(), s(digest.as_str())),
+            (attr::ENVELOPE.to_owned(), s(envelope.to_json())),
             (attr::OUTCOME.to_owned(), s(outcome)),
             (attr::ATTEMPT.to_owned(), n(u64::from(event.attempts))),
             (attr::FENCE.to_owned(), n(0)),
@@ -73,13 +94,10 @@ impl Ledger {
             (attr::EXPIRES_AT.to_owned(), self.expires_at(now)),
             (
                 attr::CHAIN_ID.to_owned(),
-                s(event.chain_id.as_deref().unwrap_or(job_id.as_str())),
+                s(envelope.chain_id().as_str()),
             ),
         ]);
-        if let Some(kind) = &event.kind {
-            item.insert(attr::KIND.to_owned(), s(kind.as_str()));
-        }
-        if let Some(parent) = &event.parent_job_id {
+        if let Some(parent) = &envelope.parent_job_id {
             item.insert(attr::PARENT_JOB_ID.to_owned(), s(parent.as_str()));
         }
         let first = event
@@ -87,80 +105,125 @@ impl Ledger {
             .first_started_at
             .unwrap_or(event.timings.started_at);
         item.insert(attr::FIRST_STARTED_AT.to_owned(), ms(first));
-        Ok(OutcomeItem { job_id, item })
+        Ok(OutcomeItem {
+            job_id,
+            kind,
+            digest,
+            item,
+        })
     }
 
-    /// Puts `items` in one `BatchWriteItem` (at most [`MAX_BATCH_WRITE`]); each item's own
-    /// result, by position. What DynamoDB hands back unprocessed (its throttling of a batch)
-    /// failed transiently, to be sent again; so did an item whose job id is already in the
-    /// batch, since DynamoDB refuses a whole batch that names one key twice.
+    /// The conditional put of one outcome: where there is no record under its id (or an
+    /// expired one), or this job's own unfinished one.
+    fn conditional_put(&self, item: &OutcomeItem, now_s: u64) -> Result<TransactWriteItem, Error> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item.item.clone()))
+            .condition_expression(
+                "attribute_not_exists(#id) OR #expires < :now_s \
+                 OR (#kind = :kind AND #digest = :digest \
+                     AND NOT #status IN (:succeeded, :failed))",
+            )
+            .expression_attribute_names("#id", attr::JOB_ID)
+            .expression_attribute_names("#expires", attr::EXPIRES_AT)
+            .expression_attribute_names("#kind", attr::KIND)
+            .expression_attribute_names("#digest", attr::DIGEST)
+            .expression_attribute_names("#status", attr::STATUS)
+            .expression_attribute_values(":now_s", n(now_s))
+            .expression_attribute_values(":kind", s(item.kind.as_str()))
+            .expression_attribute_values(":digest", s(item.digest.as_str()))
+            .expression_attribute_values(":succeeded", s(Status::Succeeded.as_str()))
+            .expression_attribute_values(":failed", s(Status::Failed.as_str()))
+            .build()
+            .map_err(|e| Error::shoal(ShoalCode::CallFailed, e.to_string()).in_operation(OPERATION))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    /// Puts `items` in one `TransactWriteItems` (at most [`MAX_BATCH_WRITE`]), each on its
+    /// condition; each item's own result, by position. An item whose condition failed is
+    /// refused for good with [`RECORD_EXISTS`] (the caller reads the record to learn whose
+    /// it is); the others of a cancelled transaction, and an item whose job id is already in
+    /// the batch (a transaction names each item once), failed transiently, to be sent again.
     pub async fn put_outcomes(&self, items: &[&OutcomeItem]) -> Vec<Result<(), Error>> {
         let mut results: Vec<Option<Result<(), Error>>> = vec![None; items.len()];
         let mut sent: Vec<usize> = Vec::with_capacity(items.len());
         let mut requests = Vec::with_capacity(items.len());
+        let now_s = Utc::now().timestamp().max(0) as u64;
         for (i, item) in items.iter().enumerate() {
-            if sent.iter().any(|&j| items[j].job_id == item.job_id) {
-                results[i] = Some(Err(Error::transient(
-                    "DuplicateKeyInBatch",
-                    "the job id is in this batch already; sent in the next",
-                )
-                .in_operation("BatchWriteItem")));
+            let result = results.get_mut(i);
+            if sent
+                .iter()
+                .any(|&j| items.get(j).is_some_and(|other| other.job_id == item.job_id))
+            {
+                if let Some(r) = result {
+                    *r = Some(Err(Error::transient(
+                        "DuplicateKeyInBatch",
+                        "the job id is in this batch already; sent in the next",
+                    )
+                    .in_operation(OPERATION)));
+                }
                 continue;
             }
-            match PutRequest::builder()
-                .set_item(Some(item.item.clone()))
-                .build()
-            {
+            match self.conditional_put(item, now_s) {
                 Ok(put) => {
                     sent.push(i);
-                    requests.push(WriteRequest::builder().put_request(put).build());
+                    requests.push(put);
                 }
                 Err(e) => {
-                    results[i] = Some(Err(Error::shoal(ShoalCode::CallFailed, e.to_string())
-                        .in_operation("BatchWriteItem")))
+                    if let Some(r) = result {
+                        *r = Some(Err(e));
+                    }
                 }
             }
         }
         if !requests.is_empty() {
             let answer = self
                 .client
-                .batch_write_item()
-                .request_items(self.table.clone(), requests)
+                .transact_write_items()
+                .set_transact_items(Some(requests))
                 .send()
                 .await;
-            match answer {
+            let per_item: Vec<Result<(), Error>> = match answer {
+                Ok(_) => sent.iter().map(|_| Ok(())).collect(),
                 Err(e) => {
-                    let e = classify_sdk_error("BatchWriteItem", &e);
-                    for &i in &sent {
-                        results[i] = Some(Err(e.clone()));
+                    let reasons = match e.as_service_error() {
+                        Some(TransactWriteItemsError::TransactionCanceledException(c)) => {
+                            Some(c.cancellation_reasons().to_vec())
+                        }
+                        _ => None,
+                    };
+                    match reasons {
+                        // By position, one reason per item sent.
+                        Some(reasons) if reasons.len() == sent.len() => reasons
+                            .iter()
+                            .map(|r| match r.code() {
+                                Some(code) if code == RECORD_EXISTS => Err(Error::permanent(
+                                    RECORD_EXISTS,
+                                    "the job id is on record already",
+                                )
+                                .in_operation(OPERATION)),
+                                Some(code) if code != "None" => Err(Error::transient(
+                                    code.to_owned(),
+                                    r.message().unwrap_or("the item was not written").to_owned(),
+                                )
+                                .in_operation(OPERATION)),
+                                _ => Err(Error::transient(
+                                    "TransactionCanceled",
+                                    "another item of the batch was refused; sent again",
+                                )
+                                .in_operation(OPERATION)),
+                            })
+                            .collect(),
+                        _ => {
+                            let e = classify_sdk_error(OPERATION, &e);
+                            sent.iter().map(|_| Err(e.clone())).collect()
+                        }
                     }
                 }
-                Ok(out) => {
-                    let unprocessed: Vec<String> = out
-                        .unprocessed_items
-                        .unwrap_or_default()
-                        .remove(&self.table)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .filter_map(|w| w.put_request)
-                        .filter_map(|p| {
-                            p.item
-                                .get(attr::JOB_ID)
-                                .and_then(|v| v.as_s().ok())
-                                .cloned()
-                        })
-                        .collect();
-                    for &i in &sent {
-                        results[i] = Some(if unprocessed.contains(&items[i].job_id) {
-                            Err(Error::transient(
-                                "UnprocessedItems",
-                                "DynamoDB left the item unprocessed",
-                            )
-                            .in_operation("BatchWriteItem"))
-                        } else {
-                            Ok(())
-                        });
-                    }
+            };
+            for (&i, result) in sent.iter().zip(per_item) {
+                if let Some(r) = results.get_mut(i) {
+                    *r = Some(result);
                 }
             }
         }

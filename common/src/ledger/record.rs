@@ -50,6 +50,8 @@ pub(super) fn read_record(item: &HashMap<String, AttributeValue>) -> Result<Reco
             .and_then(|p| serde_json::from_str(&p).ok())
             .unwrap_or_default(),
         outcome: text(attr::OUTCOME).and_then(|o| serde_json::from_str(&o).ok()),
+        digest: text(attr::DIGEST),
+        envelope: text(attr::ENVELOPE).and_then(|e| serde_json::from_str(&e).ok()),
         first_started_at: instant(attr::FIRST_STARTED_AT),
         updated_at: instant(attr::UPDATED_AT),
         finished_at: instant(attr::FINISHED_AT),

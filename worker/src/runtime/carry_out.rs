@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use shoal_common::error::ShoalCode;
 use shoal_common::event::{JobEvent, JobStatus};
-use shoal_common::job::{chain, ContractError};
-use shoal_common::ledger::Record;
+use shoal_common::job::chain;
+use shoal_common::ledger::{Ledger, Record, RECORD_EXISTS};
 use shoal_common::metrics::UNKNOWN_KIND;
 use shoal_common::JobEnvelope;
 
@@ -121,9 +121,13 @@ pub(super) async fn apply(
             };
             let failure = PendingDeadLetter::new(&error, reason, attempt.number);
             let event = failure_event(shared, msg, attempt, &failure);
-            if let Err(instead) = record_outcome(shared, msg, attempt, claim.as_ref(), &event).await
-            {
-                return instead;
+            // A refused message is not the job its id names: nothing of it is recorded.
+            if !reason.is_refusal() {
+                if let Err(instead) =
+                    record_outcome(shared, msg, attempt, claim.as_ref(), &event).await
+                {
+                    return instead;
+                }
             }
             dead_letter_or_carry(shared, msg, attempt, failure, event).await
         }
@@ -132,8 +136,12 @@ pub(super) async fn apply(
 
 /// Writes the job's outcome to the ledger before it is announced: through the run's claim,
 /// fenced, for a kind that takes one; in a batch for a kind that takes none (its effect is
-/// idempotent by itself). Nothing without a ledger, or for a delivery refused before its
-/// claim (its failure event and DLQ copy say why).
+/// idempotent by itself), conditioned on the id being free or this job's. Nothing without a
+/// ledger.
+///
+/// A lease-less outcome the ledger refuses because the id is on record already: this job's
+/// own finished record (a run again after its announcement) is announced as recorded; another
+/// job's refuses this message as reusing its id, the record untouched.
 ///
 /// When it cannot be written, what became of the message instead: left alone when another
 /// run holds the job now (it reports it); otherwise (the ledger did not take it while the
@@ -149,17 +157,27 @@ async fn record_outcome(
 ) -> Result<(), Disposition> {
     let written = match (claim, &shared.outcomes, &shared.config.ledger) {
         (Some(claim), _, _) => claim.finish(shared, event).await,
-        (None, Some(outcomes), Some(ledger))
-            if attempt.envelope.is_some_and(|e| !e.kind().takes_lease()) =>
-        {
-            let Ok(item) = ledger.outcome_item(event) else {
+        (None, Some(outcomes), Some(ledger)) => {
+            let Some(envelope) = attempt.envelope.filter(|e| !e.kind().takes_lease()) else {
                 return Ok(());
             };
-            calls::while_held(shared, "write the outcome to the ledger", || {
+            let item = match ledger.outcome_item(event, envelope) {
+                Ok(item) => item,
+                Err(e) => {
+                    tracing::error!(error = %e, "the outcome cannot be made a ledger record; announced without one");
+                    return Ok(());
+                }
+            };
+            let put = calls::while_held(shared, "write the outcome to the ledger", || {
                 outcomes.submit(item.clone())
             })
-            .await
-            .map_err(Unrecorded::NotTaken)
+            .await;
+            match put {
+                Err(e) if e.code.as_deref() == Some(RECORD_EXISTS) => {
+                    return Err(on_record_already(shared, msg, envelope, ledger).await)
+                }
+                other => other.map_err(Unrecorded::NotTaken),
+            }
         }
         _ => return Ok(()),
     };
@@ -180,6 +198,37 @@ async fn record_outcome(
     }
 }
 
+/// A lease-less job whose outcome the ledger would not take because its id is on record:
+/// its own finished record is announced as recorded (the job ran again after announcing,
+/// say, a worker killed before its delete); another job's refuses this message. A ledger
+/// that cannot be read now sends the job round again on a copy, as an outcome not taken.
+async fn on_record_already(
+    shared: &Shared,
+    msg: &Delivery,
+    envelope: &JobEnvelope,
+    ledger: &Ledger,
+) -> Disposition {
+    let record = calls::while_held(shared, "read the job's record", || {
+        ledger.get(envelope.job_id.as_str())
+    })
+    .await;
+    match record {
+        // Boxed: announcing a record can refuse the message, which is carrying out again.
+        Ok(Some(record)) => Box::pin(announce_recorded(shared, msg, envelope, record)).await,
+        other => {
+            let why = match other {
+                Err(e) => e.message,
+                _ => "the record refused the write, then was gone".to_owned(),
+            };
+            let attempt = Attempt::of(msg, Some(envelope));
+            let delay =
+                carry_forward_delay(msg.carried.copies, shared.config.fifo, shared.policy());
+            tracing::warn!(error = %why, "cannot read the record that refused the outcome; the job comes back");
+            copy_or_return(shared, msg, delay, &same_attempt_again(msg, &attempt)).await
+        }
+    }
+}
+
 /// A delivery of a job whose ledger record says it is over: nothing runs. A success is
 /// announced again (the same event, so the same CloudEvents id) with its follow-ups sent
 /// first, as they may not all have been; a failure goes to the dead-letter queue with its
@@ -191,23 +240,10 @@ pub(super) async fn announce_recorded(
     record: Record,
 ) -> Disposition {
     let attempt = Attempt::of(msg, Some(envelope));
-    if let Some(other) = record
-        .kind
-        .as_deref()
-        .filter(|k| *k != envelope.kind().as_str())
-    {
-        // A job id names one job: this message reuses the id of another kind's job, whose
-        // outcome is not this one's to announce.
-        let error = JobError::shoal(
-            ShoalCode::JobIdReused,
-            format!(
-                "job id {} is on record for a `{other}` job ({}); a `{}` job needs an id of its own",
-                record.job_id,
-                record.status.as_str(),
-                envelope.kind()
-            ),
-        );
-        return refuse_recorded(shared, msg, &attempt, error).await;
+    if !record.is_of(envelope.kind().as_str(), &envelope.digest()) {
+        // A job id names one job: this message reuses the id of another job, whose outcome
+        // is not this one's to announce.
+        return refuse_reused(shared, msg, envelope, &record).await;
     }
     let Some(event) = record.outcome else {
         let error = JobError::shoal(
@@ -242,8 +278,10 @@ pub(super) async fn announce_recorded(
             dead_letter_or_carry(shared, msg, &attempt, failure, event).await
         }
         _ => {
+            // The message's follow-ups are the recorded job's (their digests agree); a record
+            // that keeps no digest cannot vouch for them, so none are sent from it.
             let follow_ups = match &event.result {
-                Some(result) if !envelope.then.is_empty() => Some(FollowUps {
+                Some(result) if !envelope.then.is_empty() && record.digest.is_some() => Some(FollowUps {
                     parent: envelope,
                     jobs: chain::expand(envelope, result),
                 }),
@@ -255,7 +293,7 @@ pub(super) async fn announce_recorded(
 }
 
 /// Dead-letters a delivery whose ledger record it cannot announce, with `error` saying why;
-/// the record, another job's or unreadable, is left as it is.
+/// the record is left as it is.
 async fn refuse_recorded(
     shared: &Shared,
     msg: &Delivery,
@@ -266,42 +304,40 @@ async fn refuse_recorded(
     apply(shared, msg, attempt, fate, None).await
 }
 
+/// Refuses a message sent under the id of another job (`record`'s): dead-lettered with that
+/// reason, its event naming no job (a follower of the recorded job must not read it as that
+/// job's outcome), the record untouched.
+pub(super) async fn refuse_reused(
+    shared: &Shared,
+    msg: &Delivery,
+    envelope: &JobEnvelope,
+    record: &Record,
+) -> Disposition {
+    let error = JobError::shoal(ShoalCode::JobIdReused, record.reused_by(envelope.kind().as_str()));
+    let attempt = Attempt::of(msg, Some(envelope)).unnamed();
+    let fate = Fate::DeadLetter(DeadLetterReason::JobIdReused, error);
+    apply(shared, msg, &attempt, fate, None).await
+}
+
 /// Announces an outcome an earlier delivery recorded but could not announce, enqueueing its
 /// follow-ups first if they may not all be out.
+/// Without a ledger, nothing but the copy remembers the outcome; with one, the outcome is
+/// announced from the record instead ([`announce_recorded`]).
 pub(super) async fn announce_carried(
     shared: &Shared,
     msg: &Delivery,
-    decoded: &Result<JobEnvelope, ContractError>,
+    envelope: &JobEnvelope,
     event: JobEvent,
 ) -> Disposition {
     tracing::info!(job_id = ?event.job_id, copies = msg.carried.copies, "announcing a carried outcome; the job does not run again");
-    let envelope = match decoded {
-        Ok(envelope) => Some(envelope),
-        Err(e) if msg.carried.follow_ups_pending => {
-            // The follow-ups can be built only from the body: announce what the job did, and
-            // put the message where an operator sees that its chain stopped, and why.
-            let error = JobError::shoal(
-                ShoalCode::InvalidMessage,
-                format!(
-                    "the job succeeded, but its follow-ups ({}) could not be enqueued: its body no longer decodes: {e}",
-                    event.follow_ups.join(", ")
-                ),
-            );
-            let attempt = Attempt::of(msg, None);
-            let failure =
-                PendingDeadLetter::new(&error, DeadLetterReason::Malformed, msg.carried.failures);
-            return dead_letter_or_carry(shared, msg, &attempt, failure, event).await;
-        }
-        Err(_) => None,
-    };
-    let follow_ups = match (envelope, &event.result) {
-        (Some(parent), Some(result)) if msg.carried.follow_ups_pending => Some(FollowUps {
-            parent,
-            jobs: chain::expand(parent, result),
+    let follow_ups = match &event.result {
+        Some(result) if msg.carried.follow_ups_pending => Some(FollowUps {
+            parent: envelope,
+            jobs: chain::expand(envelope, result),
         }),
         _ => None,
     };
-    let attempt = Attempt::of(msg, envelope);
+    let attempt = Attempt::of(msg, Some(envelope));
     finish(shared, msg, &attempt, follow_ups, event).await
 }
 
@@ -310,7 +346,7 @@ pub(super) async fn announce_carried(
 pub(super) async fn dead_letter_carried(
     shared: &Shared,
     msg: &Delivery,
-    envelope: Option<&JobEnvelope>,
+    envelope: &JobEnvelope,
     failure: PendingDeadLetter,
 ) -> Disposition {
     tracing::info!(
@@ -320,7 +356,7 @@ pub(super) async fn dead_letter_carried(
     );
     let attempt = Attempt {
         number: failure.attempt,
-        ..Attempt::of(msg, envelope)
+        ..Attempt::of(msg, Some(envelope))
     };
     let event = failure_event(shared, msg, &attempt, &failure);
     dead_letter_or_carry(shared, msg, &attempt, failure, event).await

@@ -32,6 +32,8 @@ pub(super) enum Entry {
     Unavailable(Error),
     /// The job is over: its record says how.
     Finished(Box<Record>),
+    /// The job id is on record for another job: this message is refused, the record kept.
+    Reused(Box<Record>),
 }
 
 /// Why an outcome was not recorded.
@@ -60,13 +62,9 @@ pub(super) async fn claim(
     envelope: &JobEnvelope,
     attempt: u32,
 ) -> Entry {
-    let job = JobRef {
-        job_id: &envelope.job_id,
-        kind: envelope.kind(),
-        chain_id: envelope.chain_id(),
-        parent_job_id: envelope.parent_job_id.as_ref(),
-        attempt,
-    };
+    let digest = envelope.digest();
+    let json = envelope.to_json();
+    let job = JobRef::of(envelope, &digest, &json, attempt);
     // Retried no longer than half a visibility timeout: the message must not lapse to
     // another worker while this one waits for its claim.
     let hold = shared
@@ -88,6 +86,7 @@ pub(super) async fn claim(
             Entry::HeldElsewhere((until - chrono::Utc::now()).to_std().unwrap_or_default())
         }
         Ok(Claim::Finished(record)) => Entry::Finished(record),
+        Ok(Claim::Reused(record)) => Entry::Reused(record),
         Err(e) => Entry::Unavailable(e),
     }
 }

@@ -100,6 +100,9 @@ pub(super) struct Attempt<'a> {
     pub started_at: DateTime<Utc>,
     /// When the job's first run started, where known.
     pub first_started_at: Option<DateTime<Utc>>,
+    /// Whether its event may name the job id: not for a message refused under an id the
+    /// ledger records for another job (or cannot say), whose failure is not that job's.
+    pub named: bool,
 }
 
 impl<'a> Attempt<'a> {
@@ -111,6 +114,15 @@ impl<'a> Attempt<'a> {
             number: msg.attempt(),
             started_at,
             first_started_at: msg.carried.first_started_at,
+            named: true,
+        }
+    }
+
+    /// The same attempt, its event naming no job: the message is not the job its id names.
+    pub fn unnamed(self) -> Attempt<'a> {
+        Attempt {
+            named: false,
+            ..self
         }
     }
 
@@ -123,14 +135,16 @@ impl<'a> Attempt<'a> {
             ),
             None => EventSource::loose_identity(&msg.body),
         };
+        let named = |id: Option<String>| id.filter(|_| self.named);
         EventSource {
-            job_id,
+            job_id: named(job_id),
             kind,
-            chain_id: self.envelope.map(|e| e.chain_id().to_string()),
-            parent_job_id: self
-                .envelope
-                .and_then(|e| e.parent_job_id.as_ref())
-                .map(ToString::to_string),
+            chain_id: named(self.envelope.map(|e| e.chain_id().to_string())),
+            parent_job_id: named(
+                self.envelope
+                    .and_then(|e| e.parent_job_id.as_ref())
+                    .map(ToString::to_string),
+            ),
             attempts: self.number,
             message_id: msg.message_id.clone(),
             worker_id: worker_id.to_owned(),

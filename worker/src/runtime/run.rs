@@ -14,7 +14,8 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use prometheus::IntGauge;
 use shoal_common::error::{ErrorClass, ShoalCode};
-use shoal_common::ledger::{Ledger, Record, Status};
+use shoal_common::event::EventSource;
+use shoal_common::ledger::{Ledger, Record};
 use shoal_common::metrics::UNKNOWN_KIND;
 use shoal_common::telemetry;
 use shoal_common::JobEnvelope;
@@ -74,47 +75,15 @@ async fn deliver(
     span: &tracing::Span,
 ) -> Disposition {
     let decoded = JobEnvelope::from_json(&msg.body);
-    // What a copy carries can only be trusted where the ledger cannot speak: where there is
-    // one, it is asked instead (for a kind that takes a lease, the claim before its run finds
-    // the recorded outcome; for one that takes none, the record is read here).
-    let ledger = shared.config.ledger.as_ref().zip(decoded.as_ref().ok());
-    match ledger {
-        // No ledger to ask, or no job to ask it about: the copy is all there is.
-        None => {
-            if let Some(event) = msg.carried.outcome.clone() {
-                return carry_out::announce_carried(shared, msg, &decoded, event).await;
-            }
-            if let Some(failure) = msg.carried.dead_letter.clone() {
-                let envelope = decoded.as_ref().ok();
-                return carry_out::dead_letter_carried(shared, msg, envelope, failure).await;
-            }
-        }
-        Some((ledger, envelope)) => {
-            if msg.carried.outcome.is_some() && !envelope.kind().takes_lease() {
-                if let Some(record) = recorded_finished(ledger, envelope).await {
-                    return carry_out::announce_recorded(shared, msg, envelope, record).await;
-                }
-                // Not on record: the carried outcome proves nothing, and the job (idempotent
-                // by itself) runs again.
-                tracing::warn!(
-                    "a copy carries an outcome the ledger does not record; running the job instead"
-                );
-            }
-            // A failure the DLQ could not take yet: the ledger recorded it before the DLQ
-            // copy, so a pending dead-letter is trusted only where the ledger says the job
-            // failed.
-            if let Some(failure) = msg.carried.dead_letter.clone() {
-                let recorded = recorded_finished(ledger, envelope).await;
-                if recorded.is_some_and(|r| r.status == Status::Failed) {
-                    return carry_out::dead_letter_carried(shared, msg, Some(envelope), failure)
-                        .await;
-                }
-            }
-        }
-    }
     let envelope = match decoded {
         Ok(envelope) => envelope,
         Err(e) => {
+            // Nothing a copy carries is believed of a body that does not decode: a worker
+            // carries an outcome or a reason only for a job it could read, so these were
+            // written by a sender. The refusal is worked out again from the body.
+            if msg.carried.outcome.is_some() || msg.carried.dead_letter.is_some() {
+                tracing::warn!(message_id = %msg.message_id, "a message that is no job carries an outcome or a reason; neither is believed");
+            }
             shared
                 .metrics
                 .jobs_received
@@ -123,11 +92,37 @@ async fn deliver(
             let error = JobError::shoal(ShoalCode::InvalidMessage, e.to_string());
             tracing::warn!(message_id = %msg.message_id, error = %error, "not a valid job: dead-lettering");
             let attempt = Attempt::of(msg, None);
-            return refuse(shared, msg, &attempt, error, DeadLetterReason::Malformed).await;
+            return refuse(shared, msg, attempt, error, DeadLetterReason::Malformed).await;
         }
     };
     span.record("job_id", tracing::field::display(&envelope.job_id));
     span.record("kind", envelope.kind().as_str());
+    if msg.carried.outcome.is_some() || msg.carried.dead_letter.is_some() {
+        match shared.config.ledger.as_ref() {
+            // No ledger to ask: the copy is all there is (what `--no-ledger` gives up).
+            None => {
+                if let Some(event) = msg.carried.outcome.clone() {
+                    return carry_out::announce_carried(shared, msg, &envelope, event).await;
+                }
+                if let Some(failure) = msg.carried.dead_letter.clone() {
+                    return carry_out::dead_letter_carried(shared, msg, &envelope, failure).await;
+                }
+            }
+            // The ledger speaks for the job: an outcome (or a failure) is announced as it
+            // records it, never as a copy tells it. A worker records an outcome before it
+            // carries one forward, so a carried outcome not on record is a sender's, and the
+            // job goes on as if the copy carried nothing (a lease-less kind runs again; a
+            // leasing one meets its claim).
+            Some(ledger) => match ledger.get(envelope.job_id.as_str()).await {
+                Ok(Some(record)) if record.status.is_finished() => {
+                    return carry_out::announce_recorded(shared, msg, &envelope, record).await;
+                }
+                _ => tracing::warn!(
+                    "a copy carries an outcome or a reason the ledger does not record; neither is believed"
+                ),
+            },
+        }
+    }
     run_job(shared, msg, &envelope, lease, slots).await
 }
 
@@ -155,7 +150,7 @@ async fn run_job(
     metrics.jobs_received.with_label_values(&[k]).inc();
     let mut attempt = Attempt::of(msg, Some(envelope));
     if let Err(error) = cfg.guardrails.check(&envelope.job) {
-        return refuse(shared, msg, &attempt, error, DeadLetterReason::NotAllowed).await;
+        return refuse(shared, msg, attempt, error, DeadLetterReason::NotAllowed).await;
     }
 
     let _same_job = slots
@@ -179,6 +174,9 @@ async fn run_job(
         let outcome = match entered.await {
             Gate::Over(record) => {
                 return carry_out::announce_recorded(shared, msg, envelope, *record).await
+            }
+            Gate::Reused(record) => {
+                return carry_out::refuse_reused(shared, msg, envelope, &record).await
             }
             Gate::Closed(not_run) => not_run,
             Gate::Open => {
@@ -217,7 +215,7 @@ async fn run_job(
                         ShoalCode::NoHandler,
                         format!("this worker has no handler for `{kind}` jobs"),
                     );
-                    return refuse(shared, msg, &attempt, error, DeadLetterReason::NoHandler).await;
+                    return refuse(shared, msg, attempt, error, DeadLetterReason::NoHandler).await;
                 };
                 runs_here += 1;
                 let ran = match &job_claim {
@@ -296,6 +294,8 @@ enum Gate {
     Closed(AttemptOutcome<serde_json::Value, JobError>),
     /// The ledger records the job as over.
     Over(Box<Record>),
+    /// The ledger records the job id for another job.
+    Reused(Box<Record>),
 }
 
 /// Takes what the run needs: a slot of its kind, and, for a kind the ledger records, the
@@ -338,6 +338,7 @@ async fn enter(
             Gate::Closed(AttemptOutcome::NotClaimed(None))
         }
         Entry::Finished(record) => Gate::Over(record),
+        Entry::Reused(record) => Gate::Reused(record),
     }
 }
 
@@ -400,26 +401,50 @@ fn not_yet_for_a_follow_up(
     Ok((waited / 4).clamp(Duration::from_secs(1), Duration::from_secs(15)))
 }
 
-/// A delivery refused before any run: dead-lettered with its reason.
+/// A delivery refused before any run: dead-lettered with its reason, nothing written to
+/// the ledger. With a ledger, the job id (the envelope's, or a malformed body's where it has
+/// one) is looked up first: a finished record of this very job is announced as recorded,
+/// since the refusal is this worker's, not the job's (a redelivered job reaching a worker
+/// whose limits changed); a record of another job, or of this one still under way, or a
+/// ledger that cannot say, keeps the refusal's event from naming the id, so no follower of
+/// that job reads it as the job's outcome. The DLQ copy carries the reason either way.
 async fn refuse(
     shared: &Shared,
     msg: &Delivery,
-    attempt: &Attempt<'_>,
+    attempt: Attempt<'_>,
     error: JobError,
     reason: DeadLetterReason,
 ) -> Disposition {
-    let fate: RunFate = Fate::DeadLetter(reason, error);
-    carry_out::apply(shared, msg, attempt, fate, None).await
-}
-
-/// `envelope`'s job's record, if the ledger has it finished (a carried outcome or pending
-/// dead-letter of it is then the worker's own, not a sender's). A ledger that does not answer
-/// vouches for nothing.
-async fn recorded_finished(ledger: &Ledger, envelope: &JobEnvelope) -> Option<Record> {
-    match ledger.get(envelope.job_id.as_str()).await {
-        Ok(Some(record)) if record.status.is_finished() => Some(record),
-        _ => None,
+    let mut attempt = attempt;
+    if let Some(ledger) = shared.config.ledger.as_ref() {
+        let job_id = match attempt.envelope {
+            Some(envelope) => Some(envelope.job_id.to_string()),
+            None => EventSource::loose_identity(&msg.body).0,
+        };
+        if let Some(job_id) = job_id {
+            match ledger.get(&job_id).await {
+                Ok(None) => {}
+                Ok(Some(record)) => {
+                    if let Some(envelope) = attempt.envelope {
+                        if record.status.is_finished()
+                            && record.is_of(envelope.kind().as_str(), &envelope.digest())
+                        {
+                            return carry_out::announce_recorded(shared, msg, envelope, record)
+                                .await;
+                        }
+                    }
+                    tracing::info!(status = record.status.as_str(), "the refused message's job id is on record; its event names no job");
+                    attempt = attempt.unnamed();
+                }
+                Err(e) => {
+                    tracing::warn!(code = e.code_or_none(), error = %e.message, "cannot look the refused message's job id up; its event names no job");
+                    attempt = attempt.unnamed();
+                }
+            }
+        }
     }
+    let fate: RunFate = Fate::DeadLetter(reason, error);
+    carry_out::apply(shared, msg, &attempt, fate, None).await
 }
 
 /// Runs a handler's future, with its metrics, turning a panic into a failure.

@@ -114,6 +114,9 @@ pub enum DeadLetterReason {
     NoHandler,
     /// Outside this worker's limits (its guardrails).
     NotAllowed,
+    /// Sent under a job id the ledger records for another job (another kind, or another
+    /// envelope).
+    JobIdReused,
 }
 
 impl DeadLetterReason {
@@ -124,7 +127,21 @@ impl DeadLetterReason {
             DeadLetterReason::Malformed => "malformed",
             DeadLetterReason::NoHandler => "no_handler",
             DeadLetterReason::NotAllowed => "not_allowed",
+            DeadLetterReason::JobIdReused => "job_id_reused",
         }
+    }
+
+    /// Whether the message was refused before any run: it is not the job its id names (or
+    /// not one this worker takes), so its failure is no outcome of that job, and nothing of
+    /// it is written to the job's ledger record.
+    pub fn is_refusal(self) -> bool {
+        matches!(
+            self,
+            DeadLetterReason::Malformed
+                | DeadLetterReason::NoHandler
+                | DeadLetterReason::NotAllowed
+                | DeadLetterReason::JobIdReused
+        )
     }
 }
 
