@@ -359,7 +359,12 @@ mod tests {
         assert_eq!(EventSource::loose_identity("not json"), (None, None));
         // Only a value SNS takes as an attribute, and no name it never was: too long, empty,
         // a control character or a space, and the field is left out.
-        for bad in ["x".repeat(300), String::new(), "a\u{1}b".into(), "a b".into()] {
+        for bad in [
+            "x".repeat(300),
+            String::new(),
+            "a\u{1}b".into(),
+            "a b".into(),
+        ] {
             let body = serde_json::json!({"job_id": bad, "kind": bad}).to_string();
             assert_eq!(EventSource::loose_identity(&body), (None, None), "{bad:?}");
         }

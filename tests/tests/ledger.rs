@@ -288,7 +288,10 @@ fn envelope_of(event: &JobEvent) -> JobEnvelope {
     let mut envelope = JobEnvelope::new(Job::Canary(Canary { sleep_ms: 0 }))
         .with_job_id(id(event.job_id.as_deref().expect("a job id")));
     envelope.parent_job_id = event.parent_job_id.as_deref().map(id);
-    envelope.chain_id = envelope.parent_job_id.as_ref().and(event.chain_id.as_deref().map(id));
+    envelope.chain_id = envelope
+        .parent_job_id
+        .as_ref()
+        .and(event.chain_id.as_deref().map(id));
     envelope
 }
 
@@ -311,18 +314,28 @@ async fn a_job_id_names_one_job_in_either_order_and_at_the_same_instant() {
     let id = JobId::parse("taken-1").expect("id");
     let lease = granted(ledger.claim(job(&id), "w-1", LONG).await.expect("claim"));
     let canary = canary_event("taken-1", None, JobStatus::Succeeded);
-    let item = ledger.outcome_item(&canary, &envelope_of(&canary)).expect("item");
+    let item = ledger
+        .outcome_item(&canary, &envelope_of(&canary))
+        .expect("item");
     refused(ledger.put_outcomes(&[&item]).await);
     for other in [
         job_of(&id, JobKind::RunInstances, "digest-a"),
         job_of(&id, JobKind::Snapshot, "digest-b"),
     ] {
-        let claim = ledger.claim(other, "w-2", Duration::ZERO).await.expect("claim");
+        let claim = ledger
+            .claim(other, "w-2", Duration::ZERO)
+            .await
+            .expect("claim");
         assert!(matches!(claim, Claim::Reused(_)), "{claim:?}");
     }
     let record = ledger.get(id.as_str()).await.expect("get").expect("record");
     assert_eq!(
-        (record.kind.as_deref(), record.status, record.fence, record.holder.as_deref()),
+        (
+            record.kind.as_deref(),
+            record.status,
+            record.fence,
+            record.holder.as_deref()
+        ),
         (Some("snapshot"), Status::Running, 1, Some("w-1")),
         "the running job's record is untouched"
     );
@@ -343,7 +356,11 @@ async fn a_job_id_names_one_job_in_either_order_and_at_the_same_instant() {
     let canary = canary_event("taken-2", None, JobStatus::Succeeded);
     let envelope = envelope_of(&canary);
     let item = ledger.outcome_item(&canary, &envelope).expect("item");
-    assert!(ledger.put_outcomes(&[&item]).await.iter().all(Result::is_ok));
+    assert!(ledger
+        .put_outcomes(&[&item])
+        .await
+        .iter()
+        .all(Result::is_ok));
     let id2 = JobId::parse("taken-2").expect("id");
     let claim = ledger.claim(job(&id2), "w-1", LONG).await.expect("claim");
     assert!(matches!(claim, Claim::Reused(_)), "{claim:?}");
@@ -358,7 +375,9 @@ async fn a_job_id_names_one_job_in_either_order_and_at_the_same_instant() {
         let name = format!("race-kind-{i}");
         let id = JobId::parse(&name).expect("id");
         let canary = canary_event(&name, None, JobStatus::Succeeded);
-        let item = ledger.outcome_item(&canary, &envelope_of(&canary)).expect("item");
+        let item = ledger
+            .outcome_item(&canary, &envelope_of(&canary))
+            .expect("item");
         let items = [&item];
         let (claim, put) = tokio::join!(
             ledger.claim(job(&id), "w-1", LONG),

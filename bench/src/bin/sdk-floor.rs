@@ -22,8 +22,8 @@ use shoal_common::aws::{load_sdk_config, AwsClients};
 use shoal_common::event::{CloudEvent, EventSource, JobEvent, JobStatus};
 use shoal_common::job::Canary;
 use shoal_common::ledger::{Ledger, OutcomeItem, MAX_BATCH_WRITE};
-use shoal_common::{Job, JobEnvelope, JobId};
 use shoal_common::metrics::Metrics;
+use shoal_common::{Job, JobEnvelope, JobId};
 
 /// The worker's allocator: the floor is to differ from the worker only in Shoal's own work.
 #[global_allocator]

@@ -92,10 +92,7 @@ impl Ledger {
             (attr::FINISHED_AT.to_owned(), ms(event.timings.finished_at)),
             (attr::UPDATED_AT.to_owned(), ms(now)),
             (attr::EXPIRES_AT.to_owned(), self.expires_at(now)),
-            (
-                attr::CHAIN_ID.to_owned(),
-                s(envelope.chain_id().as_str()),
-            ),
+            (attr::CHAIN_ID.to_owned(), s(envelope.chain_id().as_str())),
         ]);
         if let Some(parent) = &envelope.parent_job_id {
             item.insert(attr::PARENT_JOB_ID.to_owned(), s(parent.as_str()));
@@ -135,7 +132,9 @@ impl Ledger {
             .expression_attribute_values(":succeeded", s(Status::Succeeded.as_str()))
             .expression_attribute_values(":failed", s(Status::Failed.as_str()))
             .build()
-            .map_err(|e| Error::shoal(ShoalCode::CallFailed, e.to_string()).in_operation(OPERATION))?;
+            .map_err(|e| {
+                Error::shoal(ShoalCode::CallFailed, e.to_string()).in_operation(OPERATION)
+            })?;
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
@@ -151,10 +150,11 @@ impl Ledger {
         let now_s = Utc::now().timestamp().max(0) as u64;
         for (i, item) in items.iter().enumerate() {
             let result = results.get_mut(i);
-            if sent
-                .iter()
-                .any(|&j| items.get(j).is_some_and(|other| other.job_id == item.job_id))
-            {
+            if sent.iter().any(|&j| {
+                items
+                    .get(j)
+                    .is_some_and(|other| other.job_id == item.job_id)
+            }) {
                 if let Some(r) = result {
                     *r = Some(Err(Error::transient(
                         "DuplicateKeyInBatch",

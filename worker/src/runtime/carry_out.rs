@@ -281,10 +281,12 @@ pub(super) async fn announce_recorded(
             // The message's follow-ups are the recorded job's (their digests agree); a record
             // that keeps no digest cannot vouch for them, so none are sent from it.
             let follow_ups = match &event.result {
-                Some(result) if !envelope.then.is_empty() && record.digest.is_some() => Some(FollowUps {
-                    parent: envelope,
-                    jobs: chain::expand(envelope, result),
-                }),
+                Some(result) if !envelope.then.is_empty() && record.digest.is_some() => {
+                    Some(FollowUps {
+                        parent: envelope,
+                        jobs: chain::expand(envelope, result),
+                    })
+                }
                 _ => None,
             };
             finish(shared, msg, &attempt, follow_ups, event).await
@@ -313,7 +315,10 @@ pub(super) async fn refuse_reused(
     envelope: &JobEnvelope,
     record: &Record,
 ) -> Disposition {
-    let error = JobError::shoal(ShoalCode::JobIdReused, record.reused_by(envelope.kind().as_str()));
+    let error = JobError::shoal(
+        ShoalCode::JobIdReused,
+        record.reused_by(envelope.kind().as_str()),
+    );
     let attempt = Attempt::of(msg, Some(envelope)).unnamed();
     let fate = Fate::DeadLetter(DeadLetterReason::JobIdReused, error);
     apply(shared, msg, &attempt, fate, None).await

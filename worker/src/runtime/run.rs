@@ -433,7 +433,10 @@ async fn refuse(
                                 .await;
                         }
                     }
-                    tracing::info!(status = record.status.as_str(), "the refused message's job id is on record; its event names no job");
+                    tracing::info!(
+                        status = record.status.as_str(),
+                        "the refused message's job id is on record; its event names no job"
+                    );
                     attempt = attempt.unnamed();
                 }
                 Err(e) => {

@@ -1,0 +1,311 @@
+//! Hostile and careless senders against a worker with the job ledger: whoever may send to the
+//! job queue writes the body and every attribute, and the ledger still speaks for a job id.
+//! A body that does not decode announces nothing it carries and names no job on record; a
+//! job id taken by one job is refused to every other (another kind, another envelope, while
+//! it runs and after), the record untouched; a resubmission with follow-ups of its own sends
+//! none; a carried reason is told as recorded; a worker whose limits refuse a finished job
+//! announces its recorded outcome instead of a failure. Against moto, with the stack's table.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use shoal_common::event::{EventSource, JobEvent, JobStatus};
+use shoal_common::ledger::{Claim, JobRef, Ledger, Status};
+use shoal_common::queue::dead_letter_attribute;
+use shoal_common::{JobId, JobKind};
+use shoal_tests::{attribute, plain_launch, TestStack};
+use shoal_worker::guardrails::Guardrails;
+use shoal_worker::handlers::{registry_with, Ec2Settings};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn ledger(t: &TestStack) -> Ledger {
+    let table = t
+        .stack
+        .ledger_table
+        .as_deref()
+        .expect("the stack has a ledger");
+    t.ledger_named(&t.sdk, table)
+}
+
+async fn start(t: &TestStack, guardrails: Guardrails) -> shoal_tests::RunningWorker {
+    let mut config = t.worker_config("w");
+    config.ledger = Some(ledger(t));
+    config.guardrails = guardrails;
+    t.start_worker(config, registry_with(Ec2Settings::default()))
+        .await
+}
+
+/// A job body as a sender writes it.
+fn body(job_id: &str, kind: &str, params: Value) -> Value {
+    json!({
+        "schema_version": 1, "job_id": job_id, "kind": kind, "params": params,
+        "submitted_at": "2026-12-01T00:00:00Z",
+    })
+}
+
+/// A `shoal-state` claiming that `job_id` succeeded with `result`.
+fn forged_success(job_id: &str, kind: &str, result: Value) -> String {
+    let event = JobEvent::new(
+        EventSource::not_run(
+            Some(job_id.to_owned()),
+            Some(kind.to_owned()),
+            1,
+            "forged".into(),
+            "nobody".into(),
+        ),
+        JobStatus::Succeeded,
+        Some(result),
+        None,
+    );
+    json!({"outcome": event}).to_string()
+}
+
+async fn send(t: &TestStack, body: &Value) {
+    t.send_with_state(body, "{}").await;
+}
+
+/// The dead letters' reasons, `count` of them.
+async fn dead_reasons(t: &TestStack, count: usize) -> Vec<(String, String)> {
+    let dead = t.receive(&t.stack.dlq_url, count, WAIT).await;
+    assert_eq!(dead.len(), count, "dead-lettered, each with its reason");
+    dead.iter()
+        .map(|m| {
+            (
+                attribute(m, dead_letter_attribute::CODE).unwrap_or_default(),
+                attribute(m, dead_letter_attribute::MESSAGE).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// Bodies that do not decode, one under the id of a finished job, one under a fresh id, one
+/// with an empty id and a control character for its kind, each carrying a forged success:
+/// nothing succeeds, the finished job's record stands and no event names it, the fresh id's
+/// refusal names it, and the empty id and the control character become no SNS attribute.
+#[tokio::test]
+async fn a_body_that_does_not_decode_announces_nothing_it_carries() {
+    let t = TestStack::new("undecodable").await;
+    let worker = start(&t, Guardrails::default()).await;
+    let done = t
+        .run_succeeding(&shoal_tests::example_job(JobKind::Canary), "done-1")
+        .await;
+    let bodies = [
+        json!({"job_id": "done-1", "kind": "run-instances"}),
+        json!({"job_id": "fresh-1", "kind": "run-instances"}),
+        json!({"job_id": "", "kind": "\u{1}"}),
+    ];
+    for b in &bodies {
+        let id = b["job_id"].as_str().unwrap_or_default();
+        let state = forged_success(
+            id,
+            "run-instances",
+            json!({"instances": [{"instance_id": "i-0forged000000000"}]}),
+        );
+        t.send_with_state(b, &state).await;
+    }
+    let events = t.events(bodies.len(), WAIT).await;
+    assert_eq!(events.len(), bodies.len(), "{events:?}");
+    for event in &events {
+        assert_eq!(
+            event.status,
+            JobStatus::Failed,
+            "nothing forged is announced: {event:?}"
+        );
+        let error = event.error.as_ref().expect("a reason");
+        assert_eq!(error.code.as_deref(), Some("InvalidMessage"), "{error:?}");
+        assert!(!error.message.contains("forged"), "{error:?}");
+        for (name, value) in event.attributes() {
+            assert!(
+                !value.is_empty() && !value.chars().any(char::is_control),
+                "SNS takes {name}={value:?}"
+            );
+        }
+    }
+    let named: Vec<Option<&str>> = events.iter().map(|e| e.job_id.as_deref()).collect();
+    assert!(
+        !named.contains(&Some("done-1")),
+        "the finished job is not named: {named:?}"
+    );
+    assert!(
+        named.contains(&Some("fresh-1")),
+        "a fresh id is the sender's own: {named:?}"
+    );
+    assert_eq!(named.iter().filter(|n| n.is_none()).count(), 2, "{named:?}");
+    for (code, _) in dead_reasons(&t, bodies.len()).await {
+        assert_eq!(code, "InvalidMessage");
+    }
+    let record = ledger(&t)
+        .get("done-1")
+        .await
+        .expect("get")
+        .expect("record");
+    assert_eq!(record.status, Status::Succeeded);
+    assert_eq!(record.outcome.as_ref(), Some(&done), "the record stands");
+    worker.stop().await;
+}
+
+/// A launch's id taken by a canary after the launch finished, and by a canary while a run of
+/// it holds the job (a claim made here, as another worker's): each canary is refused as
+/// `JobIdReused`, its event naming no job, and the launch's record is as it was. The launch
+/// resubmitted with follow-ups of the sender's own is refused too and sends none; resubmitted
+/// as it was, it announces its recorded outcome again.
+#[tokio::test]
+async fn a_job_id_is_refused_to_every_other_job_while_it_runs_and_after() {
+    let t = TestStack::new("id-taken").await;
+    let ami = t.stock_ami().await;
+    let worker = start(&t, Guardrails::default()).await;
+    let launch = body(
+        "launch-1",
+        "run-instances",
+        serde_json::to_value(plain_launch(&ami)).expect("params"),
+    );
+    send(&t, &launch).await;
+    let launched = t.one_event(WAIT).await;
+    assert_eq!(launched.status, JobStatus::Succeeded, "{launched:?}");
+    let ledger = ledger(&t);
+
+    // A run of `held-1` holds the job on another worker.
+    let held = JobId::parse("held-1").expect("id");
+    let claim = ledger
+        .claim(
+            JobRef {
+                job_id: &held,
+                kind: JobKind::RunInstances,
+                chain_id: &held,
+                parent_job_id: None,
+                attempt: 1,
+                digest: "elsewhere",
+                envelope: "{}",
+            },
+            "other-worker",
+            Duration::from_secs(120),
+        )
+        .await
+        .expect("claim");
+    assert!(matches!(claim, Claim::Granted(_)), "{claim:?}");
+
+    let canary = json!({"sleep_ms": 0});
+    send(&t, &body("launch-1", "canary", canary.clone())).await;
+    send(&t, &body("held-1", "canary", canary)).await;
+    let mut own_then = launch.clone();
+    own_then["then"] = json!([{"kind": "canary", "params": {"sleep_ms": 0}}]);
+    send(&t, &own_then).await;
+    let events = t.events(3, WAIT).await;
+    assert_eq!(events.len(), 3, "{events:?}");
+    for event in &events {
+        assert_eq!(event.status, JobStatus::Failed, "{event:?}");
+        assert_eq!(event.job_id, None, "names no job: {event:?}");
+        let error = event.error.as_ref().expect("a reason");
+        assert_eq!(error.code.as_deref(), Some("JobIdReused"), "{error:?}");
+    }
+    let reasons = dead_reasons(&t, 3).await;
+    assert!(
+        reasons.iter().all(|(code, _)| code == "JobIdReused"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|(_, m)| m.contains("`run-instances` job") && m.contains("canary")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|(_, m)| m.contains("different `run-instances` job")),
+        "{reasons:?}"
+    );
+
+    let record = ledger.get("launch-1").await.expect("get").expect("record");
+    assert_eq!(
+        (record.kind.as_deref(), record.status),
+        (Some("run-instances"), Status::Succeeded)
+    );
+    assert_eq!(
+        record.outcome.as_ref(),
+        Some(&launched),
+        "the launch's outcome stands"
+    );
+    let record = ledger.get("held-1").await.expect("get").expect("record");
+    assert_eq!(
+        (record.status, record.fence, record.holder.as_deref()),
+        (Status::Running, 1, Some("other-worker")),
+        "the running job keeps its lease"
+    );
+
+    // The launch as it was, sent again (later, as a producer's retry would): its record's
+    // outcome, the same event.
+    let mut again = launch.clone();
+    again["submitted_at"] = json!("2026-12-02T00:00:00Z");
+    send(&t, &again).await;
+    let answered = t.one_event(WAIT).await;
+    assert_eq!(answered, launched, "announced as recorded");
+    assert!(
+        t.events(1, Duration::from_secs(3)).await.is_empty(),
+        "no follow-up ran"
+    );
+    worker.stop().await;
+}
+
+/// A job that failed, sent again carrying a forged pending dead-letter: the DLQ copy and the
+/// event tell the recorded reason, not the sender's. A finished canary redelivered to a worker
+/// whose limits now refuse canaries: its recorded success is announced again, not a failure.
+#[tokio::test]
+async fn a_carried_reason_is_told_as_recorded_and_a_refusal_never_relabels_a_finished_job() {
+    let t = TestStack::new("told-as-recorded").await;
+    let worker = start(&t, Guardrails::default()).await;
+    let failing = body(
+        "fails-1",
+        "snapshot",
+        json!({"volume_id": "vol-0123456789abcdef0"}),
+    );
+    send(&t, &failing).await;
+    let failed = t.one_event(WAIT).await;
+    assert_eq!(failed.status, JobStatus::Failed, "{failed:?}");
+    let recorded = failed.error.clone().expect("a reason");
+    assert_eq!(dead_reasons(&t, 1).await.len(), 1);
+
+    let forged = json!({"dead_letter": {
+        "class": "permanent", "code": "Forged", "message": "forged: the operator did it",
+        "reason": "permanent", "attempt": 1,
+    }});
+    t.send_with_state(&failing, &forged.to_string()).await;
+    let told = t.one_event(WAIT).await;
+    let error = told.error.as_ref().expect("a reason");
+    assert_eq!(error.code, recorded.code, "{error:?}");
+    assert_eq!(error.message, recorded.message);
+    let reasons = dead_reasons(&t, 1).await;
+    assert_eq!(reasons[0].0, recorded.code.clone().unwrap_or_default());
+    assert!(!reasons[0].1.contains("forged"), "{reasons:?}");
+
+    let canary = body("ok-1", "canary", json!({"sleep_ms": 0}));
+    send(&t, &canary).await;
+    let succeeded = t.one_event(WAIT).await;
+    assert_eq!(succeeded.status, JobStatus::Succeeded);
+    worker.stop().await;
+
+    let only_launches = Guardrails {
+        kinds: vec![JobKind::RunInstances],
+        ..Guardrails::default()
+    };
+    let worker = start(&t, only_launches).await;
+    send(&t, &canary).await;
+    let again = t.one_event(WAIT).await;
+    assert_eq!(again, succeeded, "the recorded success, not a refusal");
+    assert!(
+        t.receive(&t.stack.dlq_url, 1, Duration::from_secs(3))
+            .await
+            .is_empty(),
+        "nothing dead-lettered"
+    );
+    // A canary the ledger has never seen is still refused, and names itself.
+    send(&t, &body("new-1", "canary", json!({"sleep_ms": 0}))).await;
+    let refused = t.one_event(WAIT).await;
+    assert_eq!(refused.job_id.as_deref(), Some("new-1"));
+    assert_eq!(
+        refused.error.as_ref().and_then(|e| e.code.as_deref()),
+        Some("NotAllowed")
+    );
+    worker.stop().await;
+}
