@@ -49,8 +49,12 @@ pub fn entry_results<'a, T>(
         })
         .collect();
     for (id, result) in answers {
-        if let Some(i) = ids.iter().position(|known| known == id) {
-            results[i] = result;
+        if let Some(slot) = ids
+            .iter()
+            .position(|known| known == id)
+            .and_then(|i| results.get_mut(i))
+        {
+            *slot = result;
         }
     }
     results

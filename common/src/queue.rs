@@ -88,13 +88,13 @@ impl RedrivePolicy {
     /// CloudFormation and older tools store it as a string; both mean the same.
     pub fn parse(attribute: &str) -> Option<RedrivePolicy> {
         let v: serde_json::Value = serde_json::from_str(attribute).ok()?;
-        let max_receive_count = match &v["maxReceiveCount"] {
+        let max_receive_count = match v.get("maxReceiveCount")? {
             serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
             serde_json::Value::String(s) => s.parse().ok(),
             _ => None,
         }?;
         Some(RedrivePolicy {
-            dead_letter_target_arn: v["deadLetterTargetArn"].as_str()?.to_owned(),
+            dead_letter_target_arn: v.get("deadLetterTargetArn")?.as_str()?.to_owned(),
             max_receive_count,
         })
     }

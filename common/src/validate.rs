@@ -194,7 +194,7 @@ impl Violations {
             }
             self.xml_safe(&at, &tag.key);
             self.text(&at, &tag.value, 256);
-            if tags[..i].iter().any(|t| t.key == tag.key) {
+            if tags.iter().take(i).any(|t| t.key == tag.key) {
                 self.add(&at, "tag key given more than once");
             }
         }

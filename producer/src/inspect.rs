@@ -102,7 +102,7 @@ impl ReadEvent {
     /// What happened: the CloudEvent's `data` (an event from before CloudEvents is its own).
     pub fn data(&self) -> &serde_json::Value {
         match self.event.get("specversion") {
-            Some(_) => &self.event["data"],
+            Some(_) => self.event.get("data").unwrap_or(&serde_json::Value::Null),
             None => &self.event,
         }
     }

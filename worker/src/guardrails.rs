@@ -124,11 +124,12 @@ pub fn glob_match(pattern: &str, value: &str) -> bool {
     let (p, v): (Vec<char>, Vec<char>) = (pattern.chars().collect(), value.chars().collect());
     // The classic two-pointer match, backtracking to the last `*`.
     let (mut pi, mut vi, mut star, mut mark) = (0, 0, None, 0);
-    while vi < v.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == v[vi]) {
+    while let Some(&c) = v.get(vi) {
+        let at = p.get(pi).copied();
+        if at.is_some_and(|a| a == '?' || a == c) {
             pi += 1;
             vi += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        } else if at == Some('*') {
             star = Some(pi);
             mark = vi;
             pi += 1;
@@ -140,7 +141,7 @@ pub fn glob_match(pattern: &str, value: &str) -> bool {
             return false;
         }
     }
-    p[pi..].iter().all(|c| *c == '*')
+    p.iter().skip(pi).all(|c| *c == '*')
 }
 
 #[cfg(test)]

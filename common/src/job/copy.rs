@@ -59,13 +59,16 @@ pub struct CopySnapshot {
 /// Whether `region` reads as an AWS region name (`us-west-2`, `ap-southeast-1`).
 pub fn is_region(region: &str) -> bool {
     let parts: Vec<&str> = region.split('-').collect();
+    let Some((number, words)) = parts.split_last() else {
+        return false;
+    };
     parts.len() >= 3
-        && parts[0].len() == 2
+        && words.first().is_some_and(|w| w.len() == 2)
         && parts.iter().all(|p| !p.is_empty())
-        && parts[..parts.len() - 1]
+        && words
             .iter()
             .all(|p| p.chars().all(|c| c.is_ascii_lowercase()))
-        && parts[parts.len() - 1].chars().all(|c| c.is_ascii_digit())
+        && number.chars().all(|c| c.is_ascii_digit())
 }
 
 impl Validate for CopySnapshot {

@@ -376,7 +376,7 @@ async fn send_held(
             }
             let invalid: Vec<(At, String)> = invalid
                 .into_iter()
-                .map(|(i, e)| (at[i].clone(), e.to_string()))
+                .map(|(i, e)| (at.get(i).cloned().unwrap_or_default(), e.to_string()))
                 .collect();
             return refuse(&invalid, out);
         }
@@ -394,7 +394,7 @@ async fn send_held(
                 follower.close().await;
             }
             let mut summary = Summary::start(out)?;
-            summary.batch(out, report, |i| at[i].clone())?;
+            summary.batch(out, report, |i| at.get(i).cloned().unwrap_or_default())?;
             summary.finish(out, jobs.len())
         }
     }

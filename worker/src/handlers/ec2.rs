@@ -122,7 +122,8 @@ pub fn client_token(job_id: &JobId) -> String {
     let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
     });
-    format!("shoal-{}-{hash:016x}", &id[..41])
+    // A job id is ASCII, so 41 bytes are 41 characters; `get` keeps that from being a panic.
+    format!("shoal-{}-{hash:016x}", id.get(..41).unwrap_or(id))
 }
 
 /// When to look again at an operation that started at `started`: a quarter of the time it

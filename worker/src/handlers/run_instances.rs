@@ -210,7 +210,8 @@ impl RunInstancesHandler {
         let recorded: Vec<String> = ctx
             .progress
             .get(LAUNCH)
-            .and_then(|l| serde_json::from_value(l["instance_ids"].clone()).ok())
+            .and_then(|l| l.get("instance_ids").cloned())
+            .and_then(|ids| serde_json::from_value(ids).ok())
             .unwrap_or_default();
         let reservations = if recorded.is_empty() {
             look_until_settled(

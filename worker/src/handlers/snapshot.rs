@@ -37,7 +37,7 @@ impl JobHandler for SnapshotHandler {
     async fn run(&self, ctx: JobContext, p: Snapshot) -> Result<Outcome, JobError> {
         let ec2 = &ctx.clients.ec2;
         let volumes = self.volumes(&ctx, &p).await?;
-        if volumes.is_empty() {
+        let Some(first) = volumes.first() else {
             return Err(JobError::permanent(
                 "InvalidVolume.NotFound",
                 match (&p.volume_name, &p.instance_id) {
@@ -46,7 +46,7 @@ impl JobHandler for SnapshotHandler {
                     _ => "no volume matches".to_owned(),
                 },
             ));
-        }
+        };
         let tags = tags_with_job_id(&p.tags, &ctx.job_id);
         let description = |volume: &Volume| {
             p.description.clone().unwrap_or_else(|| {
@@ -61,8 +61,8 @@ impl JobHandler for SnapshotHandler {
         if p.dry_run {
             let request = ec2
                 .create_snapshot()
-                .volume_id(volumes[0].volume_id().unwrap_or_default())
-                .description(description(&volumes[0]))
+                .volume_id(first.volume_id().unwrap_or_default())
+                .description(description(first))
                 .tag_specifications(tag_spec(ResourceType::Snapshot, &tags))
                 .dry_run(true);
             let result = self.limiter.paced("CreateSnapshot", request.send()).await;

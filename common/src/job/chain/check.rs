@@ -89,7 +89,9 @@ fn check_params(follow_up: &FollowUp, step: &str, errors: &mut Vec<FieldError>) 
     for _ in 0..=refs.len() * stand_ins.len() {
         let mut value = params.clone();
         for (r, c) in refs.iter().zip(&choice) {
-            set_at(&mut value, &r.path, stand_ins[*c].clone());
+            if let Some(stand_in) = stand_ins.get(*c) {
+                set_at(&mut value, &r.path, stand_in.clone());
+            }
         }
         let job = match Job::decode(follow_up.kind, value) {
             Ok(job) => job,
@@ -100,8 +102,10 @@ fn check_params(follow_up: &FollowUp, step: &str, errors: &mut Vec<FieldError>) 
                 let relative = first.field.strip_prefix("params").unwrap_or(&first.field);
                 let relative = relative.strip_prefix('.').unwrap_or(relative);
                 match refs.iter().position(|r| under(relative, &r.path)) {
-                    Some(i) if choice[i] + 1 < stand_ins.len() => {
-                        choice[i] += 1;
+                    Some(i) if choice.get(i).is_some_and(|c| c + 1 < stand_ins.len()) => {
+                        if let Some(c) = choice.get_mut(i) {
+                            *c += 1;
+                        }
                         continue;
                     }
                     // No stand-in fits: what the reference holds decides, at run time.
