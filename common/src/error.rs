@@ -93,8 +93,12 @@ pub enum ShoalCode {
     UnresolvedReference,
     /// The job ledger records the job as over but holds no outcome that can be read.
     UnreadableRecord,
-    /// The job id is on record for a job of another kind: a job id names one job.
+    /// The job id is on record for another job (another kind, or another envelope): a job
+    /// id names one job.
     JobIdReused,
+    /// SNS (or SQS, for a follow-up) refuses a job's event for good: it can never be
+    /// announced, so the job ends in the dead-letter queue with this reason.
+    EventRefused,
 }
 
 impl ShoalCode {
@@ -125,6 +129,7 @@ impl ShoalCode {
             ShoalCode::EndpointUnreachable => "EndpointUnreachable",
             ShoalCode::UnreadableRecord => "UnreadableRecord",
             ShoalCode::JobIdReused => "JobIdReused",
+            ShoalCode::EventRefused => "EventRefused",
         }
     }
 
@@ -157,7 +162,8 @@ impl ShoalCode {
             | ShoalCode::NotAllowed
             | ShoalCode::UnresolvedReference
             | ShoalCode::UnreadableRecord
-            | ShoalCode::JobIdReused => ErrorClass::Permanent,
+            | ShoalCode::JobIdReused
+            | ShoalCode::EventRefused => ErrorClass::Permanent,
         }
     }
 }

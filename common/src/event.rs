@@ -300,8 +300,66 @@ pub fn truncate(s: &str, max: usize) -> String {
     }
 }
 
+/// The largest result an event carries whole, as JSON. SNS takes 256 KiB a message, and the
+/// ledger 400 KiB an item, which holds the event beside the job's envelope (up to SQS's 256
+/// KiB, though most are far smaller) and its progress; a larger result is summarized
+/// ([`summarized`]).
+pub const MAX_RESULT_BYTES: usize = 96 * 1024;
+
+/// Counts the bytes written: a value's JSON length without building it.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 = self.0.saturating_add(buf.len());
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The length of `value` as JSON.
+pub fn json_len(value: &serde_json::Value) -> usize {
+    let mut counter = Counter(0);
+    // Writing to a counter cannot fail, and a `Value` always serializes.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
+}
+
+/// `result` as an event carries it: whole up to [`MAX_RESULT_BYTES`]; past that, a summary
+/// that says so, `{"truncated": {"bytes": N, "limit": L, "summary": …}}`, where the summary
+/// keeps each top-level field's scalar value (strings cut to 200 characters) and counts
+/// arrays' items and objects' fields. The job's follow-ups are built from the whole result
+/// before it is summarized.
+pub fn summarized(result: serde_json::Value) -> serde_json::Value {
+    use serde_json::{json, Value};
+    let bytes = json_len(&result);
+    if bytes <= MAX_RESULT_BYTES {
+        return result;
+    }
+    let brief = |v: &Value| match v {
+        Value::Array(items) => json!({"items": items.len()}),
+        Value::Object(fields) => json!({"fields": fields.len()}),
+        Value::String(s) => Value::String(truncate(s, 200)),
+        other => other.clone(),
+    };
+    let summary = match &result {
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .take(100)
+                .map(|(k, v)| (truncate(k, 200), brief(v)))
+                .collect(),
+        ),
+        other => brief(other),
+    };
+    json!({"truncated": {"bytes": bytes, "limit": MAX_RESULT_BYTES, "summary": summary}})
+}
+
 impl JobEvent {
-    /// The event of an attempt that ended now.
+    /// The event of an attempt that ended now; a result too large to announce is
+    /// [`summarized`].
     pub fn new(
         source: EventSource,
         status: JobStatus,
@@ -339,7 +397,7 @@ impl JobEvent {
                     .first_started_at
                     .map(|at| (finished_at - at).num_milliseconds().max(0) as u64),
             },
-            result,
+            result: result.map(summarized),
             error,
             follow_ups: Vec::new(),
         }
@@ -368,6 +426,30 @@ mod tests {
             let body = serde_json::json!({"job_id": bad, "kind": bad}).to_string();
             assert_eq!(EventSource::loose_identity(&body), (None, None), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_result_is_carried_whole_up_to_the_limit_and_summarized_past_it() {
+        use serde_json::json;
+        // A result of `total` bytes: `{"ids":["…"],"n":1}` is 18 besides the string.
+        let at = |total: usize| json!({"ids": ["x".repeat(total - 18)], "n": 1});
+        let fits = at(MAX_RESULT_BYTES);
+        assert_eq!(json_len(&fits), MAX_RESULT_BYTES);
+        assert_eq!(summarized(fits.clone()), fits, "at the limit: whole");
+        let over = at(MAX_RESULT_BYTES + 1);
+        assert_eq!(json_len(&over), MAX_RESULT_BYTES + 1);
+        let cut = summarized(over);
+        assert_eq!(
+            cut,
+            json!({"truncated": {
+                "bytes": MAX_RESULT_BYTES + 1,
+                "limit": MAX_RESULT_BYTES,
+                "summary": {"ids": {"items": 1}, "n": 1},
+            }})
+        );
+        assert!(json_len(&cut) < 1024);
+        let huge_text = summarized(json!("y".repeat(MAX_RESULT_BYTES)));
+        assert!(json_len(&huge_text) < 1024, "{huge_text}");
     }
 
     #[test]

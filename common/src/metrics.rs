@@ -70,6 +70,9 @@ pub struct Metrics {
     /// Failures the dead-letter queue could not take while one delivery held the message,
     /// carried forward on a fresh copy that only dead-letters.
     pub dead_letters_carried: IntCounter,
+    /// Outcomes SNS (or SQS, for follow-ups) refused for good: never announced, their jobs
+    /// dead-lettered with the reason (`EventRefused`).
+    pub events_refused: IntCounter,
     /// Deliveries set aside because another run holds the job's ledger claim.
     pub ledger_claims_refused: IntCounter,
     /// Claims lost to another run mid-job: this run recorded and announced nothing more.
@@ -283,6 +286,11 @@ impl Metrics {
                 &r,
                 "shoal_dead_letters_carried_total",
                 "Failures carried forward on a fresh copy because the dead-letter queue could not take them",
+            ),
+            events_refused: counter(
+                &r,
+                "shoal_events_refused_total",
+                "Outcomes refused for good by SNS (or SQS, for follow-ups), dead-lettered instead",
             ),
             ledger_claims_refused: counter(
                 &r,

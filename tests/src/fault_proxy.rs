@@ -59,6 +59,10 @@ pub enum AwsFault {
     /// The caller's policy does not allow the call: SQS `AccessDenied`, SNS
     /// `AuthorizationError`, EC2 `UnauthorizedOperation`; HTTP 403.
     AccessDenied,
+    /// The request itself is refused, for good: SNS `InvalidParameter` (a message attribute
+    /// SNS will not take, a message over its size), HTTP 400, the sender's fault. SNS
+    /// refuses a whole `PublishBatch` this way for one bad entry, where moto takes it.
+    InvalidParameter,
 }
 
 /// What the proxy does to a call a rule matches.
@@ -110,6 +114,9 @@ pub struct Rule {
     /// Only calls on the SQS queue whose URL ends with this name (e.g. the dead-letter
     /// queue's), when set.
     pub queue: Option<String>,
+    /// Only calls (of the query protocol: SNS, EC2) one of whose form fields contains this
+    /// text, when set: the one bad entry of a batch.
+    pub containing: Option<String>,
 }
 
 impl Rule {
@@ -125,7 +132,14 @@ impl Rule {
             fault,
             trigger,
             queue: None,
+            containing: None,
         }
+    }
+
+    /// The same rule, for calls with a form field containing `text` alone.
+    pub fn containing(mut self, text: &str) -> Self {
+        self.containing = Some(text.to_owned());
+        self
     }
 
     /// The same rule, for calls on the SQS queue named `name` alone.
@@ -157,6 +171,10 @@ impl Rule {
                     .as_deref()
                     .is_some_and(|url| url.trim_end_matches('/').rsplit('/').next() == Some(name))
             })
+            && self
+                .containing
+                .as_deref()
+                .is_none_or(|text| call.form.iter().any(|(_, v)| v.contains(text)))
     }
 }
 
@@ -679,6 +697,9 @@ fn error_response(service: Service, fault: AwsFault, operation: &str) -> Respons
         (Service::DynamoDb, AwsFault::AccessDenied) => (400, "AccessDeniedException"),
         (Service::Ec2, AwsFault::AccessDenied) => (403, "UnauthorizedOperation"),
         (_, AwsFault::AccessDenied) => (403, "AuthorizationError"),
+        (Service::DynamoDb, AwsFault::InvalidParameter) => (400, "ValidationException"),
+        (Service::Sqs, AwsFault::InvalidParameter) => (400, "InvalidParameterValue"),
+        (_, AwsFault::InvalidParameter) => (400, "InvalidParameter"),
     };
     let message = format!("injected {code} for {operation}");
     aws_error(service, status, code, &message)

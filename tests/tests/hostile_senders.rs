@@ -4,16 +4,21 @@
 //! job id taken by one job is refused to every other (another kind, another envelope, while
 //! it runs and after), the record untouched; a resubmission with follow-ups of its own sends
 //! none; a carried reason is told as recorded; a worker whose limits refuse a finished job
-//! announces its recorded outcome instead of a failure. Against moto, with the stack's table.
+//! announces its recorded outcome instead of a failure; an event SNS refuses for good ends
+//! in the dead-letter queue without taking its batch down. Against moto, with the stack's
+//! table, and through the fault proxy where SNS must refuse what moto takes.
 
 use std::time::Duration;
 
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use serde_json::{json, Value};
 use shoal_common::event::{EventSource, JobEvent, JobStatus};
 use shoal_common::ledger::{Claim, JobRef, Ledger, Status};
 use shoal_common::queue::dead_letter_attribute;
+use shoal_common::stack::StackSpec;
 use shoal_common::{JobId, JobKind};
-use shoal_tests::{attribute, plain_launch, TestStack};
+use shoal_tests::fault_proxy::{AwsFault, Fault, Rule, Service, Trigger};
+use shoal_tests::{attribute, plain_launch, unique, TestStack};
 use shoal_worker::guardrails::Guardrails;
 use shoal_worker::handlers::{registry_with, Ec2Settings};
 
@@ -307,5 +312,69 @@ async fn a_carried_reason_is_told_as_recorded_and_a_refusal_never_relabels_a_fin
         refused.error.as_ref().and_then(|e| e.code.as_deref()),
         Some("NotAllowed")
     );
+    worker.stop().await;
+}
+
+/// An event SNS refuses for good (as it refuses a whole `PublishBatch` for one bad entry,
+/// which moto takes, so the proxy refuses it here): the job ends in the dead-letter queue
+/// with `EventRefused` instead of going round on copies for ever, and the nine canaries that
+/// shared its batch are announced. Nothing is left on the job queue.
+#[tokio::test]
+async fn an_event_sns_refuses_for_good_ends_in_the_dlq_and_its_batch_neighbours_go_out() {
+    let (proxy, t) = TestStack::behind_proxy(StackSpec::new(unique("refused"))).await;
+    proxy.add(
+        Rule::new(
+            Some(Service::Sns),
+            &["Publish", "PublishBatch"],
+            Fault::Error(AwsFault::InvalidParameter),
+            Trigger::Always,
+        )
+        .containing("poison-1"),
+    );
+    let mut config = t.worker_config("w");
+    // Ten jobs' events gather into one batch.
+    config.batch_flush = Duration::from_millis(300);
+    let worker = TestStack::start_worker_with(
+        &proxy.sdk().await,
+        config,
+        registry_with(Ec2Settings::default()),
+    )
+    .await;
+    let ids: Vec<String> = std::iter::once("poison-1".to_owned())
+        .chain((0..9).map(|i| format!("fine-{i}")))
+        .collect();
+    let entries: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            SendMessageBatchRequestEntry::builder()
+                .id(id.replace('-', "_"))
+                .message_body(body(id, "canary", json!({"sleep_ms": 0})).to_string())
+                .build()
+                .expect("entry")
+        })
+        .collect();
+    t.clients
+        .sqs
+        .send_message_batch()
+        .queue_url(&t.stack.queue_url)
+        .set_entries(Some(entries))
+        .send()
+        .await
+        .expect("send");
+    let events = t.events(9, WAIT).await;
+    let mut announced: Vec<&str> = events.iter().filter_map(|e| e.job_id.as_deref()).collect();
+    announced.sort_unstable();
+    assert_eq!(
+        announced,
+        ids[1..].iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    let reasons = dead_reasons(&t, 1).await;
+    assert_eq!(reasons[0].0, "EventRefused", "{reasons:?}");
+    assert!(reasons[0].1.contains("InvalidParameter"), "{reasons:?}");
+    assert!(
+        shoal_tests::eventually(WAIT, || async { t.depth(&t.stack.queue_url).await == 0 }).await,
+        "nothing goes round on the job queue"
+    );
+    assert!(t.events(1, Duration::from_secs(2)).await.is_empty());
     worker.stop().await;
 }

@@ -188,9 +188,32 @@ async fn send_batch<O: BatchOp>(op: &O, batch: Vec<Pending<O::Entry>>, metrics: 
             .with_label_values(&[O::OPERATION])
             .inc_by(sent.resent as u64);
     }
+    if sent.results.len() > 1 && refused_whole(&sent.results) {
+        // A whole call refused for good (SNS refuses a `PublishBatch` for one bad entry):
+        // each entry alone, so only the one at fault fails and its neighbours go out.
+        let alone = sent.results.into_iter().map(|(pending, _)| async move {
+            let sent = send_with_resends(op, vec![pending], |(entry, _)| entry).await;
+            for ((_, done), result) in sent.results {
+                let _ = done.send(result);
+            }
+        });
+        futures::future::join_all(alone).await;
+        return;
+    }
     for ((_, done), result) in sent.results {
         let _ = done.send(result);
     }
+}
+
+/// Whether every entry failed for good with one and the same error: the call was refused as a
+/// whole, not each entry on its own account.
+fn refused_whole<I>(results: &[(I, Result<(), EntryError>)]) -> bool {
+    let mut errors = results.iter().map(|(_, r)| r.as_ref().err());
+    let Some(Some(first)) = errors.next() else {
+        return false;
+    };
+    first.class == shoal_common::error::ErrorClass::Permanent
+        && errors.all(|e| e.is_some_and(|e| e == first))
 }
 
 /// A batch call's output: the ids of the entries it reports done, and of those it reports

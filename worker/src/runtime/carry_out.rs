@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use shoal_common::error::ShoalCode;
+use shoal_common::error::{ErrorClass, ShoalCode};
 use shoal_common::event::{JobEvent, JobStatus};
 use shoal_common::job::chain;
 use shoal_common::ledger::{Ledger, Record, RECORD_EXISTS};
@@ -394,7 +394,7 @@ async fn finish(
 ) -> Disposition {
     match announce_then_delete(shared, msg, follow_ups, event).await {
         Ok(disposition) => disposition,
-        Err(unannounced) => carry_unannounced(shared, msg, attempt, unannounced).await,
+        Err(unannounced) => carry_unannounced(shared, msg, attempt, unannounced, false).await,
     }
 }
 
@@ -410,7 +410,7 @@ async fn dead_letter_or_carry(
     match dead_letter(shared, msg, attempt, &failure, event).await {
         DeadLettered::Done(disposition) => disposition,
         DeadLettered::Unannounced(unannounced) => {
-            carry_unannounced(shared, msg, attempt, *unannounced).await
+            carry_unannounced(shared, msg, attempt, *unannounced, true).await
         }
         DeadLettered::NotSent(error) => {
             let delay =
@@ -434,13 +434,41 @@ async fn dead_letter_or_carry(
 }
 
 /// Carries an outcome this delivery could not get out forward on a copy that only
-/// announces it.
+/// announces it; unless SNS (or SQS, for a follow-up) refused it for good, when carrying it
+/// would go round for ever: the job then ends in the dead-letter queue with that reason
+/// (where it is already, `dead_lettered`, its message is deleted). Its outcome stays in the
+/// ledger's record.
 async fn carry_unannounced(
     shared: &Shared,
     msg: &Delivery,
     attempt: &Attempt<'_>,
     u: Unannounced,
+    dead_lettered: bool,
 ) -> Disposition {
+    if u.error.class == ErrorClass::Permanent {
+        shared.metrics.events_refused.inc();
+        tracing::error!(code = u.error.code_or_none(), error = %u.error.message, status = u.event.status.as_str(), "the outcome is refused for good and cannot be announced");
+        if dead_lettered {
+            return calls::delete(shared, msg).await;
+        }
+        let what = if u.follow_ups_pending {
+            "its follow-ups"
+        } else {
+            "its event"
+        };
+        let error = JobError::shoal(
+            ShoalCode::EventRefused,
+            format!(
+                "the job {}, but {what} cannot be sent ({}): {}",
+                u.event.status.as_str(),
+                u.error.code_or_none(),
+                u.error.message
+            ),
+        );
+        let failure = PendingDeadLetter::new(&error, DeadLetterReason::Permanent, attempt.number);
+        // Boxed: dead-lettering ends here again if its announcement is refused.
+        return Box::pin(dead_letter_or_carry(shared, msg, attempt, failure, u.event)).await;
+    }
     let delay = carry_forward_delay(msg.carried.copies, shared.config.fifo, shared.policy());
     shared
         .metrics
