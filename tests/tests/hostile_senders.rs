@@ -378,3 +378,50 @@ async fn an_event_sns_refuses_for_good_ends_in_the_dlq_and_its_batch_neighbours_
     assert!(t.events(1, Duration::from_secs(2)).await.is_empty());
     worker.stop().await;
 }
+
+/// A follow-up whose resource is really gone (`…NotFound` past the consistency window), first
+/// run on its second receive, so no copy knows when a run of it first started: its "not yet"
+/// window still counts from the first time it was on the queue, carried from copy to copy,
+/// so it fails with EC2's code once the window is over instead of copying itself for ever.
+#[tokio::test]
+async fn a_follow_ups_not_yet_ends_though_its_copies_know_no_first_run() {
+    let t = TestStack::new("not-yet-ends").await;
+    let mut follow_up = body(
+        "gone-parent.1",
+        "set-termination-protection",
+        json!({"instance_ids": ["i-0123456789abcdef0"], "disable_api_termination": false}),
+    );
+    follow_up["parent_job_id"] = json!("gone-parent");
+    follow_up["chain_id"] = json!("gone-parent");
+    send(&t, &follow_up).await;
+    // A receive that ends without a run (a worker killed before it started one).
+    let taken = t
+        .clients
+        .sqs
+        .receive_message()
+        .queue_url(&t.stack.queue_url)
+        .visibility_timeout(1)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .expect("receive");
+    assert_eq!(taken.messages().len(), 1);
+    let mut config = t.worker_config("w");
+    // Several times a copy's delay (1 s and a receive), so that a window counted from each
+    // copy's own sent time would never close.
+    config.consistency_window = Duration::from_secs(6);
+    let window = config.consistency_window;
+    let worker = t
+        .start_worker(config, registry_with(Ec2Settings::default()))
+        .await;
+    let event = t.one_event(window * 6).await;
+    assert_eq!(event.status, JobStatus::Failed, "{event:?}");
+    let code = event
+        .error
+        .as_ref()
+        .and_then(|e| e.code.clone())
+        .unwrap_or_default();
+    assert!(code.ends_with("NotFound"), "EC2's code stands: {code}");
+    assert_eq!(dead_reasons(&t, 1).await.len(), 1);
+    worker.stop().await;
+}

@@ -109,7 +109,8 @@ impl JobHandler for RestoreVolumeHandler {
             match attached {
                 None if volume.state() == Some(&VolumeState::Available) => {
                     ensure_lease(&ctx)?;
-                    self.limiter
+                    let out = self
+                        .limiter
                         .call(
                             "AttachVolume",
                             ec2.attach_volume()
@@ -120,7 +121,12 @@ impl JobHandler for RestoreVolumeHandler {
                         )
                         .await?;
                     if p.wait {
-                        return next_check(self.limiter.settings(), "the attachment", None);
+                        // The deadline counts from EC2's own times (the attachment's, else
+                        // the volume's), which no message can set back.
+                        let since = to_chrono(out.attach_time())
+                            .or_else(|| to_chrono(volume.create_time()))
+                            .or_else(|| Some(chrono::Utc::now()));
+                        return next_check(self.limiter.settings(), "the attachment", since);
                     }
                 }
                 None => {
@@ -133,7 +139,9 @@ impl JobHandler for RestoreVolumeHandler {
                     ))
                 }
                 Some(a) if p.wait && a.state() != Some(&VolumeAttachmentState::Attached) => {
-                    return next_check(self.limiter.settings(), "the attachment", None);
+                    let since =
+                        to_chrono(a.attach_time()).or_else(|| to_chrono(volume.create_time()));
+                    return next_check(self.limiter.settings(), "the attachment", since);
                 }
                 Some(_) => {}
             }

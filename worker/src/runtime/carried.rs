@@ -48,6 +48,11 @@ pub struct Carried {
     /// When the job's first run started, for the event's whole-job timings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_started_at: Option<DateTime<Utc>>,
+    /// The earliest time this job is known to have been on the queue: a follow-up's "not
+    /// yet" counts its window from it. Each copy carries the earliest of it and its own sent
+    /// time on, so no copy (and no sender's message) sets the window back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_since: Option<DateTime<Utc>>,
 }
 
 /// A job that failed for good and is still to reach the dead-letter queue.

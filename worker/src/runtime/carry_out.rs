@@ -103,6 +103,7 @@ pub(super) async fn apply(
                 runs: msg.earlier_runs().saturating_add(ran_here),
                 progress: msg.progress.to_map(),
                 first_started_at: attempt.first_started_at,
+                waiting_since: Some(msg.waiting_since(attempt.started_at)),
                 ..next_copy(msg)
             };
             copy_or_return(shared, msg, delay, &carried).await

@@ -83,6 +83,20 @@ impl Delivery {
             .saturating_add(self.receive_count.saturating_sub(1))
     }
 
+    /// The earliest time this job is known to have been on the queue, never later than now:
+    /// what earlier copies carried, when its first run started, this copy's sent time.
+    pub fn waiting_since(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        [
+            self.carried.waiting_since,
+            self.carried.first_started_at,
+            self.enqueued_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map_or(now, |t| t.min(now))
+    }
+
     /// When the job's first run started, if this delivery knows: carried on a copy, or this
     /// run's own start when no run came before it.
     pub fn first_started_at(&self, this_start: DateTime<Utc>) -> Option<DateTime<Utc>> {

@@ -371,10 +371,11 @@ async fn run_keeping<T>(
 }
 
 /// A follow-up names what its parent created moments before, which EC2 may not show yet:
-/// within the consistency window after the follow-up was first enqueued (or first run, on a
-/// later copy), `…NotFound` is "not yet", so the job looks again after the returned delay as
-/// a wait does (a fresh copy, spending no attempt: the retry backoff over a queue's few
-/// receives may be shorter than the window); after it, the error stands.
+/// within the consistency window after the follow-up was first on the queue (the earliest
+/// time any of its copies knew, [`Delivery::waiting_since`], which no copy sets back),
+/// `…NotFound` is "not yet", so the job looks again after the returned delay as a wait does
+/// (a fresh copy, spending no attempt: the retry backoff over a queue's few receives may be
+/// shorter than the window); after it, the error stands.
 fn not_yet_for_a_follow_up(
     shared: &Shared,
     msg: &Delivery,
@@ -388,12 +389,13 @@ fn not_yet_for_a_follow_up(
     {
         return Err(error);
     }
-    let since = [msg.enqueued_at, attempt.first_started_at]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or_else(Utc::now);
-    let waited = (Utc::now() - since).to_std().unwrap_or_default();
+    let now = Utc::now();
+    let since = attempt
+        .first_started_at
+        .map_or(msg.waiting_since(now), |first| {
+            first.min(msg.waiting_since(now))
+        });
+    let waited = (now - since).to_std().unwrap_or_default();
     if waited >= shared.config.consistency_window {
         return Err(error);
     }
