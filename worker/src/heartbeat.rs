@@ -51,6 +51,9 @@ impl HeldMessage {
     }
 }
 
+/// The least lease left for a create to go out: more than one call's round trip.
+pub const CREATE_MARGIN: Duration = Duration::from_secs(1);
+
 /// A job's hold on its message, as its handler sees it. When the heartbeat cannot extend the
 /// message (SQS unreachable), the lease runs out and another worker may receive the job: a
 /// handler checks its lease before any call that must not happen twice.
@@ -84,6 +87,19 @@ impl Lease {
             }
         };
         message.min(ledger)
+    }
+
+    /// `Err` (`LeaseLost`) once less than [`CREATE_MARGIN`] is left: the message may soon
+    /// belong to another worker (its visibility lapsing, or the ledger's lease lost), so
+    /// nothing is created that another delivery may create too.
+    pub fn ensure(&self) -> Result<(), crate::handler::JobError> {
+        if self.remaining() < CREATE_MARGIN {
+            return Err(crate::handler::JobError::shoal(
+                shoal_common::error::ShoalCode::LeaseLost,
+                "the job's lease is (nearly) over: creating nothing another delivery may create too",
+            ));
+        }
+        Ok(())
     }
 
     /// This lease, also bounded by the job ledger's lease on the job, whose expiry `until_ms`

@@ -126,13 +126,7 @@ where
 /// visibility lapsed (the heartbeat could not extend it), so another delivery may be running
 /// the same job.
 pub fn ensure_lease(ctx: &JobContext) -> Result<(), JobError> {
-    if ctx.lease.remaining() < Duration::from_secs(1) {
-        return Err(JobError::shoal(
-            ShoalCode::LeaseLost,
-            "the message's visibility lapsed: creating nothing another delivery may create too",
-        ));
-    }
-    Ok(())
+    ctx.lease.ensure()
 }
 
 #[cfg(test)]

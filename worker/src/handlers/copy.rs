@@ -14,7 +14,7 @@ use shoal_common::error::ShoalCode;
 use shoal_common::job::CopySnapshot;
 use shoal_common::validate::JOB_ID_TAG;
 
-use super::consistency::{ensure_lease, made_before};
+use super::consistency::made_before;
 use super::ec2::{
     dry_run_outcome, filter, job_id_filter, next_check, rfc3339, tag_spec, to_chrono,
 };
@@ -120,10 +120,9 @@ impl JobHandler for CopySnapshotHandler {
                         .await;
                     return dry_run_outcome("CopySnapshot", result);
                 }
-                ensure_lease(&ctx)?;
                 let out = self
                     .limiter
-                    .create_once("CopySnapshot", || {
+                    .create_once("CopySnapshot", &ctx.lease, || {
                         request().customize().config_override(no_sdk_retry()).send()
                     })
                     .await?;

@@ -19,7 +19,7 @@ use shoal_common::error::ShoalCode;
 use shoal_common::job::CreateImage;
 use tokio::time::Instant;
 
-use super::consistency::{ensure_lease, made_before};
+use super::consistency::made_before;
 use super::ec2::{
     dry_run_outcome, filter, has_job_id, job_id_filter, next_check, tag_spec, tags_with_job_id,
 };
@@ -88,10 +88,9 @@ impl CreateImageHandler {
         if let Some(image) = self.existing(ctx).await? {
             return Ok(image);
         }
-        ensure_lease(ctx)?;
         // No SDK retry: on AWS a repeat would meet `InvalidAMIName.Duplicate` (handled
         // below), but a name is no token, and an emulator may take the repeat.
-        match self.limiter.create_once(operation, send).await {
+        match self.limiter.create_once(operation, &ctx.lease, send).await {
             Ok(id) => {
                 let id = id.unwrap_or_default();
                 ctx.progress.set(IMAGE_ID, serde_json::json!(id));

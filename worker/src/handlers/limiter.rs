@@ -13,7 +13,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use super::settings::Ec2Settings;
 use crate::ec2_errors::{ec2_error, is_throttling};
-use crate::handler::JobError;
+use crate::handler::{JobError, Lease};
 
 /// A token bucket per EC2 operation (governor's), holding one second's worth of calls, so a
 /// burst of jobs is paced instead of turning into `RequestLimitExceeded` storms.
@@ -126,9 +126,13 @@ impl Ec2Limiter {
     /// create a second resource. A throttling answer is AWS's word that nothing happened,
     /// so that alone is tried again here; any other failure ends the attempt, and the next
     /// run looks (until the consistency window has passed) before it creates.
+    ///
+    /// `lease` is checked right before each try goes out, after the pacing and any backoff
+    /// (seconds, together): a lease that ran out meanwhile sends nothing.
     pub async fn create_once<T, E, F, Fut>(
         &self,
         operation: &'static str,
+        lease: &Lease,
         mut send: F,
     ) -> Result<T, JobError>
     where
@@ -138,7 +142,10 @@ impl Ec2Limiter {
     {
         let mut pause = Duration::from_millis(500);
         for _ in 0..4 {
-            match self.call(operation, send()).await {
+            self.acquire(operation).await;
+            lease.ensure()?;
+            let sent = send().await.map_err(|e| ec2_error(operation, e));
+            match sent {
                 Err(e) if e.code.as_deref().is_some_and(is_throttling) => {
                     tokio::time::sleep(pause).await;
                     pause *= 2;
@@ -162,6 +169,7 @@ pub fn no_sdk_retry() -> aws_sdk_ec2::config::Builder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shoal_common::error::ShoalCode;
 
     #[test]
     fn each_operation_has_its_own_bucket_of_one_seconds_calls() {
@@ -188,5 +196,36 @@ mod tests {
             slow.bucket("CreateImage").check().is_ok(),
             "a rate below one still allows a call"
         );
+    }
+
+    /// The lease is read after the pacing, right before the create goes out: one that ran
+    /// out while the call waited for its turn sends nothing.
+    #[tokio::test]
+    async fn a_create_waits_its_turn_then_sends_nothing_if_the_lease_ran_out_meanwhile() {
+        use aws_sdk_ec2::operation::create_snapshot::CreateSnapshotError;
+        use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+        let limiter = Ec2Limiter::new(Ec2Settings {
+            calls_per_second: 1.0,
+            ..Ec2Settings::default()
+        });
+        // Another job's call has this second's turn.
+        limiter.acquire("CreateSnapshot").await;
+        let until = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+        let lease =
+            Lease::default().with_ledger(Arc::new(AtomicI64::new(until.timestamp_millis())));
+        assert!(
+            lease.ensure().is_ok(),
+            "enough left when the handler checked"
+        );
+        let sends = AtomicU32::new(0);
+        let result = limiter
+            .create_once("CreateSnapshot", &lease, || {
+                sends.fetch_add(1, Ordering::Relaxed);
+                async { Err::<(), SdkError<CreateSnapshotError>>(SdkError::timeout_error("x")) }
+            })
+            .await;
+        let error = result.expect_err("not sent");
+        assert!(error.is(ShoalCode::LeaseLost), "{error:?}");
+        assert_eq!(sends.load(Ordering::Relaxed), 0, "nothing went out");
     }
 }

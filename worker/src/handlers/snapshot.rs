@@ -19,7 +19,7 @@ use aws_sdk_ec2::types::{
 use shoal_common::error::ShoalCode;
 use shoal_common::job::Snapshot;
 
-use super::consistency::{ensure_lease, look_until_settled, on_own_resource};
+use super::consistency::{look_until_settled, on_own_resource};
 use super::ec2::{
     dry_run_outcome, filter, job_id_filter, next_check, rfc3339, tag_spec, tags_with_job_id,
     to_chrono, volumes_named,
@@ -93,7 +93,6 @@ impl JobHandler for SnapshotHandler {
             if snapshots.contains_key(volume_id) {
                 continue;
             }
-            ensure_lease(&ctx)?;
             let request = ec2
                 .create_snapshot()
                 .volume_id(volume_id)
@@ -101,7 +100,7 @@ impl JobHandler for SnapshotHandler {
                 .tag_specifications(tag_spec(ResourceType::Snapshot, &tags));
             let out = self
                 .limiter
-                .create_once("CreateSnapshot", || {
+                .create_once("CreateSnapshot", &ctx.lease, || {
                     request
                         .clone()
                         .customize()
