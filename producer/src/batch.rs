@@ -157,10 +157,11 @@ pub(crate) async fn send_streaming(
     }
 }
 
-/// `SendMessageBatch` on the job queue; each entry's id is its index in the caller's list.
-struct SendBatch<'a> {
-    sqs: &'a SqsClient,
-    queue_url: &'a str,
+/// `SendMessageBatch` on a queue; each entry's id is its index in the caller's list. An
+/// entry is sent only when the answer says so (one it leaves out is resent, then failed).
+pub(crate) struct SendBatch<'a> {
+    pub sqs: &'a SqsClient,
+    pub queue_url: &'a str,
 }
 
 impl BatchCall for SendBatch<'_> {

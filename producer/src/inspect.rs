@@ -124,13 +124,15 @@ impl<'a> EventReader<'a> {
         }
     }
 
-    /// The events that arrive within `wait` (long polling, at most 20 s), up to ten.
-    pub async fn receive(&mut self, wait: Duration) -> Result<Vec<ReadEvent>, Error> {
+    /// The events that arrive within `wait` (long polling, at most 20 s), up to `max` (at
+    /// most ten): a reader that wants three receives no more, so none is taken from the
+    /// queue that it will not print.
+    pub async fn receive(&mut self, wait: Duration, max: usize) -> Result<Vec<ReadEvent>, Error> {
         let out = self
             .sqs
             .receive_message()
             .queue_url(self.url)
-            .max_number_of_messages(10)
+            .max_number_of_messages(max.clamp(1, 10) as i32)
             .wait_time_seconds(wait.as_secs().clamp(1, 20) as i32)
             .send()
             .await

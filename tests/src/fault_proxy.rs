@@ -17,7 +17,11 @@
 //!
 //! Where the emulator is laxer than AWS, the proxy restores AWS's rule: DynamoDB calls reach
 //! moto one at a time, since moto lets two simultaneous conditional writes of one item both
-//! succeed, which DynamoDB never does.
+//! succeed, which DynamoDB never does. Where it is slower than AWS by its design, the proxy
+//! keeps AWS's cost: moto copies a whole table for every `TransactWriteItems` (a ledger of
+//! thousands of records makes each outcome batch take seconds), so a transaction of puts is
+//! carried out here as the conditional `PutItem`s it is made of, rolled back if any condition
+//! fails, and answered as DynamoDB answers it, while no other DynamoDB call runs.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -560,6 +564,18 @@ async fn handle(
         .get(&call.service)
         .unwrap_or(&up.default)
         .clone();
+    if call.service == Service::DynamoDb && call.operation == "TransactWriteItems" {
+        if let Some(answer) = transact_as_puts(up, &upstream, &parts, &body).await? {
+            if !call.observer {
+                let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+                s.counts
+                    .entry((call.service, call.operation.clone()))
+                    .or_default()
+                    .forwarded += 1;
+            }
+            return Ok(answer);
+        }
+    }
     let path = parts
         .uri
         .path_and_query()
@@ -639,6 +655,157 @@ async fn handle(
         return Ok(Response::from_parts(rparts, BodyExt::boxed(stream)));
     }
     Ok(Response::from_parts(rparts, full(rbody)))
+}
+
+/// One DynamoDB call to the emulator, signed as `parts` was: its status and JSON answer.
+async fn dynamodb_call(
+    up: &Upstreams,
+    upstream: &str,
+    parts: &hyper::http::request::Parts,
+    operation: &str,
+    body: &serde_json::Value,
+) -> Result<(u16, serde_json::Value), std::io::Error> {
+    let mut request = Request::builder()
+        .method("POST")
+        .uri(format!("{upstream}/"));
+    for (name, value) in &parts.headers {
+        if name != "content-length" && name != "x-amz-target" {
+            request = request.header(name, value);
+        }
+    }
+    let request = request
+        .header("x-amz-target", format!("DynamoDB_20120810.{operation}"))
+        .body(Full::new(Bytes::from(body.to_string())))
+        .map_err(std::io::Error::other)?;
+    let response = up
+        .client
+        .request(request)
+        .await
+        .map_err(std::io::Error::other)?;
+    let status = response.status().as_u16();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
+    Ok((status, serde_json::from_slice(&bytes).unwrap_or_default()))
+}
+
+/// A `TransactWriteItems` of puts alone, carried out as conditional `PutItem`s while no other
+/// DynamoDB call runs: each put in turn, and if any condition fails, every put made undone
+/// (the old item put back, or the new one deleted) and the transaction answered cancelled
+/// with a reason per item, `ConditionalCheckFailed` or `None`, as DynamoDB answers it.
+/// `None` for a transaction of anything else, which the emulator is given as it is.
+async fn transact_as_puts(
+    up: &Upstreams,
+    upstream: &str,
+    parts: &hyper::http::request::Parts,
+    body: &[u8],
+) -> Result<Option<Response<ProxyBody>>, std::io::Error> {
+    use serde_json::{json, Value};
+    let Ok(request) = serde_json::from_slice::<Value>(body) else {
+        return Ok(None);
+    };
+    let Some(items) = request.get("TransactItems").and_then(Value::as_array) else {
+        return Ok(None);
+    };
+    let puts: Vec<&Value> = items.iter().filter_map(|i| i.get("Put")).collect();
+    if puts.len() != items.len() {
+        return Ok(None);
+    }
+    let _one_at_a_time = up.dynamodb_one_at_a_time.lock().await;
+    // (table, the item put, what it replaced) of each put made.
+    let mut made: Vec<(String, Value, Option<Value>)> = Vec::new();
+    let mut reasons = Vec::new();
+    let mut cancelled = false;
+    for put in puts {
+        let mut call = put.clone();
+        call["ReturnValues"] = json!("ALL_OLD");
+        let (status, answer) = dynamodb_call(up, upstream, parts, "PutItem", &call).await?;
+        let table = put["TableName"].as_str().unwrap_or_default().to_owned();
+        if status == 200 {
+            made.push((
+                table,
+                put["Item"].clone(),
+                answer.get("Attributes").cloned(),
+            ));
+            reasons.push(json!({"Code": "None"}));
+        } else if answer["__type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("ConditionalCheckFailedException"))
+        {
+            cancelled = true;
+            reasons.push(json!({"Code": "ConditionalCheckFailed", "Message": "The conditional request failed"}));
+        } else {
+            // Anything else the emulator says of a put is the transaction's answer.
+            undo(up, upstream, parts, &made).await?;
+            return Ok(Some(dynamodb_answer(status, &answer)));
+        }
+    }
+    if !cancelled {
+        return Ok(Some(dynamodb_answer(200, &json!({}))));
+    }
+    undo(up, upstream, parts, &made).await?;
+    let codes: Vec<&str> = reasons
+        .iter()
+        .map(|r| r["Code"].as_str().unwrap_or("None"))
+        .collect();
+    let answer = json!({
+        "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+        "Message": format!("Transaction cancelled, please refer cancellation reasons for specific reasons [{}]", codes.join(", ")),
+        "CancellationReasons": reasons,
+    });
+    Ok(Some(dynamodb_answer(400, &answer)))
+}
+
+/// Undoes the puts a cancelled transaction made, newest first.
+async fn undo(
+    up: &Upstreams,
+    upstream: &str,
+    parts: &hyper::http::request::Parts,
+    made: &[(String, serde_json::Value, Option<serde_json::Value>)],
+) -> Result<(), std::io::Error> {
+    use serde_json::json;
+    for (table, item, old) in made.iter().rev() {
+        match old {
+            Some(old) => {
+                let put = json!({"TableName": table, "Item": old});
+                dynamodb_call(up, upstream, parts, "PutItem", &put).await?;
+            }
+            None => {
+                let described = dynamodb_call(
+                    up,
+                    upstream,
+                    parts,
+                    "DescribeTable",
+                    &json!({"TableName": table}),
+                )
+                .await?
+                .1;
+                let key: serde_json::Map<String, serde_json::Value> = described["Table"]
+                    ["KeySchema"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|k| k["AttributeName"].as_str())
+                    .map(|name| (name.to_owned(), item[name].clone()))
+                    .collect();
+                let delete = json!({"TableName": table, "Key": key});
+                dynamodb_call(up, upstream, parts, "DeleteItem", &delete).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn dynamodb_answer(status: u16, body: &serde_json::Value) -> Response<ProxyBody> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/x-amz-json-1.0")
+        .header("x-amzn-requestid", "00000000-0000-0000-0000-000000000000")
+        .body(full(body.to_string()))
+        .unwrap_or_else(|_| bare(500))
 }
 
 fn choose_fault(s: &mut State, call: &Call) -> Option<Fault> {

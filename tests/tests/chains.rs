@@ -573,12 +573,13 @@ async fn follow_ups_that_cannot_be_sent_hold_the_parents_outcome_back_until_they
     );
 }
 
-/// A copy that carries a success whose follow-ups are still to be enqueued, but whose body no
-/// longer decodes, so the follow-ups cannot be built: the chain is not cut silently. The
-/// recorded outcome is announced (the job did succeed) and the message goes to the
-/// dead-letter queue with a reason that names the follow-ups it could not enqueue.
+/// A copy that carries a success whose follow-ups are still to be enqueued, but whose body
+/// does not decode: nothing it carries is believed (a worker carries an outcome only for a
+/// job it could read, so a sender wrote this one, with or without a ledger to ask). No success
+/// is announced; the message goes to the dead-letter queue as what it is, a body that is no
+/// job, and its failure event says so.
 #[tokio::test]
-async fn a_carried_outcome_whose_follow_ups_cannot_be_built_is_dead_lettered_with_its_reason() {
+async fn a_carried_outcome_of_a_body_that_does_not_decode_is_not_believed() {
     let t = TestStack::new("undecodable-chain").await;
     let event = JobEvent::new(
         shoal_common::event::EventSource::not_run(
@@ -617,10 +618,10 @@ async fn a_carried_outcome_whose_follow_ups_cannot_be_built_is_dead_lettered_wit
     assert_eq!(events.len(), 1, "one event: {events:?}");
     assert_eq!(
         events[0].status,
-        JobStatus::Succeeded,
-        "the job's own outcome"
+        JobStatus::Failed,
+        "nothing carried is announced"
     );
-    assert_eq!(events[0].follow_ups, vec!["cut-1.1".to_owned()]);
+    assert!(events[0].follow_ups.is_empty());
     let dead = t.receive(&t.stack.dlq_url, 1, WAIT).await;
     assert_eq!(dead.len(), 1, "the message is in the DLQ");
     assert_eq!(
@@ -629,8 +630,8 @@ async fn a_carried_outcome_whose_follow_ups_cannot_be_built_is_dead_lettered_wit
     );
     let reason = shoal_tests::attribute(&dead[0], "shoal-error").unwrap_or_default();
     assert!(
-        reason.contains("cut-1.1") && reason.contains("could not be enqueued"),
-        "{reason}"
+        reason.contains("params.sleep_ms"),
+        "names the field: {reason}"
     );
     assert!(
         eventually(Duration::from_secs(10), || async {

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use serde_json::json;
 use shoal_common::config::QueueTarget;
 use shoal_common::job::Canary;
 use shoal_common::queue::{name_from_url, QueueAttributes};
@@ -331,4 +332,44 @@ async fn an_interrupted_redrive_loses_no_job_and_a_second_run_finishes_it() {
         .collect();
     let missing: Vec<_> = ids.iter().filter(|id| !found.contains(*id)).collect();
     assert!(missing.is_empty(), "lost: {missing:?}");
+}
+
+/// `events --count 3` prints three events and takes no more than those three off the
+/// shared events queue: the other seven are still there for the next reader.
+#[tokio::test]
+async fn events_count_consumes_exactly_what_it_prints() {
+    let t = TestStack::new("events-count").await;
+    for i in 0..10 {
+        let event = json!({"job_id": format!("e-{i}"), "kind": "canary", "status": "succeeded", "attempts": 1});
+        t.clients
+            .sqs
+            .send_message()
+            .queue_url(&t.stack.events_queue_url)
+            .message_body(event.to_string())
+            .send()
+            .await
+            .expect("send");
+    }
+    let run = producer_cli(
+        &t.sdk,
+        &[
+            "--queue-url",
+            &t.stack.queue_url,
+            "events",
+            "--events-queue-url",
+            &t.stack.events_queue_url,
+            "--count",
+            "3",
+            "--idle",
+            "3s",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout.lines().count(), 3, "{}", run.stdout);
+    assert_eq!(
+        visible(&t, &t.stack.events_queue_url).await,
+        7,
+        "the seven not printed stay on the queue, visible"
+    );
 }

@@ -677,3 +677,76 @@ async fn submit_from_standard_input_checks_every_line_before_sending_any() {
     );
     assert_eq!(t.depth(&t.stack.queue_url).await, 25);
 }
+
+/// `submit` run again with the `--id-seed` the first run printed sends the same job ids (the
+/// ledger then runs each job once), a job whose line changed gets a new one, another seed
+/// gives other ids; and a line that cannot be read (not UTF-8) is reported by number, the
+/// run failing, where it used to end the submission silently.
+#[tokio::test]
+async fn submit_sent_again_with_its_seed_sends_the_same_ids_and_reports_an_unreadable_line() {
+    let t = TestStack::new("submit-seed").await;
+    let write = |lines: &[&[u8]]| {
+        let mut file = tempfile();
+        for line in lines {
+            file.1.write_all(line).expect("write");
+            file.1.write_all(b"\n").expect("write");
+        }
+        file
+    };
+    let canary = |ms: u32| format!(r#"{{"kind":"canary","params":{{"sleep_ms":{ms}}}}}"#);
+    let (a, b, c) = (canary(1), canary(2), canary(3));
+    let file = write(&[a.as_bytes(), b.as_bytes(), c.as_bytes()]);
+    let path = file.0.to_string_lossy().into_owned();
+    let ids = |seed: &str, path: &str| {
+        let args = [
+            "--queue-url".to_owned(),
+            t.stack.queue_url.clone(),
+            "--json".into(),
+            "submit".into(),
+            path.to_owned(),
+            "--id-seed".into(),
+            seed.to_owned(),
+        ];
+        let sdk = t.sdk.clone();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let run = producer_cli(&sdk, &args).await;
+            assert_eq!(run.code, 0, "{}", run.stderr);
+            let summary: serde_json::Value = serde_json::from_str(run.stdout.trim()).expect("json");
+            summary["jobs"]
+                .as_array()
+                .expect("jobs")
+                .iter()
+                .map(|j| j["job_id"].as_str().unwrap_or_default().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    let first = ids("nightly-7", &path).await;
+    assert_eq!(first.len(), 3);
+    assert_eq!(ids("nightly-7", &path).await, first, "the same jobs again");
+    let other = ids("nightly-8", &path).await;
+    assert!(other.iter().all(|id| !first.contains(id)), "{other:?}");
+    let edited = write(&[a.as_bytes(), canary(9).as_bytes(), c.as_bytes()]);
+    let again = ids("nightly-7", &edited.0.to_string_lossy()).await;
+    assert_eq!((&again[0], &again[2]), (&first[0], &first[2]));
+    assert_ne!(again[1], first[1], "a changed line is a new job");
+
+    // Valid UTF-8 when checked, then not: the check reads the file as the send does, so
+    // an unreadable line is refused before anything is sent.
+    let broken = write(&[a.as_bytes(), b"{\"kind\":\"canary\xff\"}", c.as_bytes()]);
+    let run = producer_cli(
+        &t.sdk,
+        &[
+            "--queue-url",
+            &t.stack.queue_url,
+            "submit",
+            &broken.0.to_string_lossy(),
+        ],
+    )
+    .await;
+    assert_ne!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("line 2"), "{}", run.stderr);
+    for f in [file, edited, broken] {
+        std::fs::remove_file(&f.0).ok();
+    }
+}

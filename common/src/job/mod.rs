@@ -560,6 +560,15 @@ fn explain_escape(message: String) -> String {
 /// envelope), decoded and validated; the error names the field, even for what JSON can write
 /// but no job can hold (an unpaired surrogate).
 pub fn parse_request_line(line: &str) -> Result<JobEnvelope, String> {
+    parse_request_line_as(line, JobId::generate)
+}
+
+/// [`parse_request_line`], giving a job that names no `job_id` the one `default_id` makes (a
+/// bulk submission's stable ids, so that sending the same file again sends the same jobs).
+pub fn parse_request_line_as(
+    line: &str,
+    default_id: impl FnOnce() -> JobId,
+) -> Result<JobEnvelope, String> {
     let de = &mut serde_json::Deserializer::from_str(line);
     let value: Value = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -570,7 +579,16 @@ pub fn parse_request_line(line: &str) -> Result<JobEnvelope, String> {
             format!("{path}: {message}")
         }
     })?;
+    let value = with_default_id(value, default_id);
     JobEnvelope::from_request(value).map_err(|e| e.to_string())
+}
+
+/// `value` with `job_id` set to `default_id()` where it is an object that names none.
+pub fn with_default_id(mut value: Value, default_id: impl FnOnce() -> JobId) -> Value {
+    if let Value::Object(map) = &mut value {
+        map.entry("job_id").or_insert_with(|| default_id().0.into());
+    }
+    value
 }
 
 /// The JSON Schema of the envelope, generated from these types. The committed copy in

@@ -206,6 +206,12 @@ pub struct SubmitArgs {
     /// 1 naming each invalid one (e.g. a schedule's job before it is deployed).
     #[arg(long)]
     pub check: bool,
+    /// Derive the id of each job that names no `job_id` from this seed, its place in the
+    /// file and its text, so that sending the file again with the same seed (after a
+    /// partial failure, say) sends the same jobs, which the job ledger runs once. Without
+    /// it a fresh seed is used and printed; a job whose text changed gets a new id.
+    #[arg(long, value_name = "SEED")]
+    pub id_seed: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use shoal_common::aws::AwsClients;
-use shoal_common::job::parse_request_line;
+use shoal_common::job::{parse_request_line_as, with_default_id};
 use shoal_common::{JobEnvelope, JobId};
 
 use super::{CliError, Done, Output, SubmitArgs};
@@ -44,10 +44,15 @@ pub(super) async fn submit(
 ) -> Result<Done, CliError> {
     let input = Input::open(&args.file)?;
     let fifo = producer.queue().is_fifo();
+    let seed = IdSeed::new(args.id_seed.as_deref());
+    out.note(format_args!(
+        "job ids from --id-seed {}: sending this file again with it sends the same jobs",
+        seed.0
+    ))?;
     let checked = match input.format()? {
-        Format::Lines if following.is_none() => check_lines(&input, options, fifo)?,
+        Format::Lines if following.is_none() => check_lines(&input, options, fifo, &seed)?,
         format => {
-            return match read_whole(&input, format)? {
+            return match read_whole(&input, format, &seed)? {
                 Ok(jobs) => send_held(producer, jobs, options, following, out).await,
                 Err(invalid) => refuse(&invalid, out),
             };
@@ -65,19 +70,27 @@ pub(super) async fn submit(
     };
     let mut summary = Summary::start(out)?;
     let mut changed = None;
-    let messages = read_lines(&input)?.filter_map(|(n, line)| {
-        let built = parse_request_line(&line)
-            .map_err(|e| e.to_string())
-            .and_then(|job| build(&job, options, fifo).map_err(|e| e.to_string()));
-        match built {
-            Ok(msg) => Some((n, msg)),
+    let mut unread = None;
+    let messages = read_lines(&input)?
+        .map_while(|(n, line)| match line {
+            Ok(line) => Some((n, line)),
             Err(e) => {
-                // Checked a moment ago: the file changed while it was being sent.
-                changed.get_or_insert((n, e));
+                unread = Some((n, e));
                 None
             }
-        }
-    });
+        })
+        .filter_map(|(n, line)| {
+            let built = parse_request_line_as(&line, || seed.id(n, &line))
+                .and_then(|job| build(&job, options, fifo).map_err(|e| e.to_string()));
+            match built {
+                Ok(msg) => Some((n, msg)),
+                Err(e) => {
+                    // Checked a moment ago: the file changed while it was being sent.
+                    changed.get_or_insert((n, e));
+                    None
+                }
+            }
+        });
     let mut written = Ok(());
     producer
         .enqueue_stream(messages, &on_sent, |report| {
@@ -90,14 +103,21 @@ pub(super) async fn submit(
         bar.finish_and_clear();
     }
     written?;
-    let file_changed = changed.is_some();
+    let incomplete = changed.is_some() || unread.is_some();
     if let Some((n, e)) = changed {
         out.note(format_args!(
-            "line {n}: {e} (the file changed while it was being sent; the lines before it were sent)"
+            "line {n}: {e} (the file changed while it was being sent: that line was not sent)"
+        ))?;
+    }
+    if let Some((n, e)) = unread {
+        out.note(format_args!(
+            "line {n}: cannot read: {e} (no line from it on was sent; send the file again with \
+             --id-seed {} once it reads)",
+            seed.0
         ))?;
     }
     let done = summary.finish(out, checked.valid)?;
-    Ok(if file_changed { Done::NotAll } else { done })
+    Ok(if incomplete { Done::NotAll } else { done })
 }
 
 /// `submit --check`: every job decoded, validated and built as it would be sent, and none
@@ -108,9 +128,10 @@ pub(super) fn check(
     out: &mut Output<'_, '_>,
 ) -> Result<Done, CliError> {
     let input = Input::open(&args.file)?;
+    let seed = IdSeed::new(args.id_seed.as_deref());
     let checked = match input.format()? {
-        Format::Lines => check_lines(&input, options, false)?,
-        format => match read_whole(&input, format)? {
+        Format::Lines => check_lines(&input, options, false, &seed)?,
+        format => match read_whole(&input, format, &seed)? {
             Ok(jobs) => {
                 let mut checked = Checked {
                     valid: 0,
@@ -221,14 +242,34 @@ enum Format {
     Document,
 }
 
-/// The non-blank lines of the input, numbered from 1.
-fn read_lines(input: &Input) -> Result<impl Iterator<Item = (usize, String)>, CliError> {
+/// The non-blank lines of the input, numbered from 1; a line that cannot be read is its
+/// error, and the caller stops there.
+fn read_lines(
+    input: &Input,
+) -> Result<impl Iterator<Item = (usize, std::io::Result<String>)>, CliError> {
     let reader = input.reader()?;
     Ok(reader
         .lines()
         .enumerate()
-        .map_while(|(n, line)| line.ok().map(|l| (n + 1, l)))
-        .filter(|(_, line)| !line.trim().is_empty()))
+        .map(|(n, line)| (n + 1, line))
+        .filter(|(_, line)| line.as_ref().map_or(true, |l| !l.trim().is_empty())))
+}
+
+/// Where the ids of a submission's jobs that name none come from: a job's id is derived from
+/// the seed, its place and its text, the same on every run with the same seed.
+struct IdSeed(String);
+
+impl IdSeed {
+    fn new(given: Option<&str>) -> IdSeed {
+        IdSeed(given.map_or_else(|| JobId::generate().to_string(), str::to_owned))
+    }
+
+    /// The id of the job at line (or item) `n` whose text is `text`.
+    fn id(&self, n: usize, text: &str) -> JobId {
+        let name = format!("shoal-submit\n{}\n{n}\n{}", self.0, text.trim());
+        let id = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, name.as_bytes()).to_string();
+        JobId::parse(&id).unwrap_or_else(|_| JobId::generate())
+    }
 }
 
 /// What the first pass found.
@@ -239,7 +280,12 @@ struct Checked {
 
 /// The first pass: every line decoded, validated and built as it would be sent; nothing kept
 /// but the count and the faults.
-fn check_lines(input: &Input, options: &SendOptions, fifo: bool) -> Result<Checked, CliError> {
+fn check_lines(
+    input: &Input,
+    options: &SendOptions,
+    fifo: bool,
+    seed: &IdSeed,
+) -> Result<Checked, CliError> {
     let mut checked = Checked {
         valid: 0,
         invalid: Vec::new(),
@@ -259,7 +305,8 @@ fn check_lines(input: &Input, options: &SendOptions, fifo: bool) -> Result<Check
         if line.trim().is_empty() {
             continue;
         }
-        let built = parse_request_line(line.trim_end_matches(['\n', '\r']))
+        let text = line.trim_end_matches(['\n', '\r']);
+        let built = parse_request_line_as(text, || seed.id(n, text))
             .and_then(|job| build(&job, options, fifo).map_err(|e| e.to_string()));
         match built {
             Ok(_) => checked.valid += 1,
@@ -285,13 +332,17 @@ fn build(
 fn read_whole(
     input: &Input,
     format: Format,
+    seed: &IdSeed,
 ) -> Result<Result<Vec<(At, JobEnvelope)>, Vec<(At, String)>>, CliError> {
     let mut jobs = Vec::new();
     let mut invalid = Vec::new();
     match format {
         Format::Lines => {
             for (n, line) in read_lines(input)? {
-                match parse_request_line(&line) {
+                let line = line.map_err(|e| {
+                    CliError::Refused(format!("line {n}: cannot read: {e}; nothing was sent"))
+                })?;
+                match parse_request_line_as(&line, || seed.id(n, &line)) {
                     Ok(job) => jobs.push((format!("line {n}"), job)),
                     Err(message) => invalid.push((format!("line {n}"), message)),
                 }
@@ -307,15 +358,17 @@ fn read_whole(
                 Ok(serde_json::Value::Array(items)) => items
                     .into_iter()
                     .enumerate()
-                    .map(|(i, item)| (format!("job {}", i + 1), item))
+                    .map(|(i, item)| (i + 1, format!("job {}", i + 1), item))
                     .collect(),
-                Ok(item) => vec![("job".to_owned(), item)],
+                Ok(item) => vec![(1, "job".to_owned(), item)],
                 Err(e) => {
                     invalid.push(("file".to_owned(), format!("body: {e}")));
                     Vec::new()
                 }
             };
-            for (at, item) in items {
+            for (n, at, item) in items {
+                let text = item.to_string();
+                let item = with_default_id(item, || seed.id(n, &text));
                 match JobEnvelope::from_request(item) {
                     Ok(job) => jobs.push((at, job)),
                     Err(e) => invalid.push((at, e.to_string())),

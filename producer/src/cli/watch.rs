@@ -30,7 +30,8 @@ pub(super) async fn peek(
 }
 
 /// Prints events until `count` have arrived or none came for `idle`, deleting each once
-/// printed. Events are at-least-once: a repeat of a job id is shown as such.
+/// printed, and receiving no more than are still to print: `--count 3` consumes three.
+/// Events are at-least-once: a repeat of a job id is shown as such.
 pub(super) async fn events(
     clients: &AwsClients,
     args: &EventsArgs,
@@ -40,7 +41,8 @@ pub(super) async fn events(
     let mut shown = 0usize;
     let mut last = std::time::Instant::now();
     while args.count.is_none_or(|n| shown < n) && last.elapsed() < args.idle {
-        for read in reader.receive(args.idle).await? {
+        let wanted = args.count.map_or(10, |n| n.saturating_sub(shown));
+        for read in reader.receive(args.idle, wanted).await? {
             last = std::time::Instant::now();
             let event = read.data();
             out.item(&read.event, |w| {

@@ -16,7 +16,10 @@ use aws_sdk_sqs::types::{
 };
 use aws_sdk_sqs::Client as SqsClient;
 use serde::Serialize;
+use shoal_common::batch::send_with_resends;
 use shoal_common::error::{classify_sdk_error, Error, ErrorClass};
+
+use crate::batch::SendBatch;
 use shoal_common::queue::{dead_letter_attribute as attr, senders_attributes};
 
 /// A dead-lettered job and why it is there.
@@ -279,37 +282,29 @@ async fn move_batch(
     chosen: Vec<(Message, DeadLetter)>,
     report: &mut RedriveReport,
 ) -> Result<Vec<String>, Error> {
-    let entries = chosen
-        .iter()
+    let items = chosen
+        .into_iter()
         .enumerate()
-        .map(|(i, (msg, _))| redrive_entry(i, msg, fifo))
+        .map(|(i, (msg, letter))| redrive_entry(i, &msg, fifo).map(|entry| (i, msg, letter, entry)))
         .collect::<Result<Vec<_>, _>>()?;
-    let out = sqs
-        .send_message_batch()
-        .queue_url(queue_url)
-        .set_entries(Some(entries))
-        .send()
-        .await
-        .map_err(|e| classify_sdk_error("SendMessageBatch", &e))?;
-    let failed: HashMap<usize, String> = out
-        .failed()
-        .iter()
-        .filter_map(|f| {
-            let reason = format!("{}: {}", f.code(), f.message().unwrap_or_default());
-            f.id().parse().ok().map(|i| (i, reason))
-        })
-        .collect();
+    // On the one batch path every sender shares: an entry is sent only when SQS's answer says
+    // so, so one the answer leaves out is not deleted from the dead-letter queue.
+    let sent = send_with_resends(&SendBatch { sqs, queue_url }, items, |(_, _, _, entry)| {
+        entry
+    })
+    .await;
     let mut deletes = Vec::new();
     let mut not_moved = Vec::new();
-    for (i, (msg, letter)) in chosen.into_iter().enumerate() {
-        match failed.get(&i) {
-            Some(reason) => {
-                report
-                    .failed
-                    .push((letter.message_id.clone(), reason.clone()));
+    for ((i, msg, letter, _), result) in sent.results {
+        match result {
+            Err(e) => {
+                report.failed.push((
+                    letter.message_id.clone(),
+                    format!("{}: {}", e.code_or_none(), e.message),
+                ));
                 not_moved.push(receipt(&msg));
             }
-            None => {
+            Ok(_) => {
                 deletes.push(
                     DeleteMessageBatchRequestEntry::builder()
                         .id(i.to_string())
