@@ -21,7 +21,7 @@ use shoal_common::{Job, JobEnvelope, JobId};
 use shoal_producer::{Producer, SendOptions};
 use shoal_tests::fault_proxy::{AwsFault, Fault, FaultProxy, Rule, Service, Trigger};
 use shoal_tests::{
-    attribute, eventually, job_filter, metric, new_instance, new_snapshot, new_volume,
+    attribute, eventually, job_filter, metric, moto, new_instance, new_snapshot, new_volume,
     plain_launch, unique, RunningWorker, TestStack,
 };
 use shoal_worker::handlers::{registry_with, Ec2Settings};
@@ -810,6 +810,54 @@ async fn contradictory_settings_stop_the_worker_at_start_up_with_the_reason() {
     assert_eq!(code, Some(2));
     assert!(
         stderr.contains("wait_check_min") && stderr.contains("wait_check_max"),
+        "{stderr}"
+    );
+}
+
+/// Settings past what SQS, DynamoDB or the worker itself can honour stop the worker at
+/// start-up, naming the field: before, a 999999 s visibility timeout started and then retried
+/// `ReceiveMessage` every 500 ms for ever, an `--ec2-rate` for no operation paced nothing,
+/// and a ledger TTL of centuries panicked on every write.
+#[tokio::test]
+async fn settings_past_their_bounds_stop_the_worker_naming_the_field() {
+    let cases: [(&[&str], &str); 5] = [
+        (&["--visibility-timeout", "999999s"], "visibility_timeout"),
+        (&["--ec2-rate", "Frobnicate=2"], "ec2_rate"),
+        (&["--ledger-ttl", "100000d", "--no-ledger"], "ledger_ttl"),
+        (&["--announce-hold", "30d"], "announce_hold"),
+        (&["--wait-time-seconds", "21"], "wait_time_seconds"),
+    ];
+    for (args, field) in cases {
+        let (code, stderr) = worker_refusing(args).await;
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(field), "{args:?}: {stderr}");
+    }
+}
+
+/// A dead-letter queue that does not exist stops the worker at start-up, naming it: before,
+/// the worker started, and every failure then circled on copies while events said
+/// "dead-lettered".
+#[tokio::test]
+async fn a_dead_letter_queue_that_does_not_exist_stops_the_worker() {
+    let t = TestStack::new("no-dlq").await;
+    let gone = format!(
+        "{}/000000000000/{}",
+        moto().endpoint.trim_end_matches('/'),
+        unique("gone")
+    );
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_shoal-worker-for-tests"))
+        .args(["--queue-url", &t.stack.queue_url])
+        .args(["--topic-arn", &t.stack.topic_arn])
+        .args(["--dlq-url", &gone, "--no-ledger"])
+        .envs(shoal_tests::aws_env(&moto().endpoint))
+        .env_remove("SHOAL_LEDGER_TABLE")
+        .output()
+        .await
+        .expect("run the worker");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_ne!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("dlq_url") && stderr.contains(&gone),
         "{stderr}"
     );
 }

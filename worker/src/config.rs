@@ -334,10 +334,13 @@ impl WorkerArgs {
             Some(v) => v,
             None => Duration::from_secs(attrs.visibility_timeout_secs.unwrap_or(30).into()),
         };
-        if visibility_timeout < Duration::from_secs(2) || visibility_timeout.subsec_nanos() != 0 {
+        if visibility_timeout < Duration::from_secs(2)
+            || visibility_timeout > crate::retry::MAX_VISIBILITY
+            || visibility_timeout.subsec_nanos() != 0
+        {
             return Err(invalid(
                 "visibility_timeout",
-                "must be whole seconds, at least 2, so the heartbeat can extend it in time",
+                "must be whole seconds from 2 (so the heartbeat can extend it in time) to 12 hours (SQS's most)",
             ));
         }
 
@@ -370,6 +373,15 @@ impl WorkerArgs {
                 ))
             }
         };
+
+        // A DLQ that does not exist would otherwise show only when the first failure cannot
+        // be dead-lettered, and every failure would then circle on copies.
+        if let Err(e) = QueueAttributes::fetch(&clients.sqs, &dlq_url).await {
+            return Err(invalid(
+                "dlq_url",
+                format!("cannot use the dead-letter queue `{dlq_url}`: {e}"),
+            ));
+        }
 
         // A wrong topic would otherwise show only when the first outcome cannot be announced.
         if let Err(e) = clients
@@ -486,6 +498,96 @@ impl WorkerArgs {
         if self.max_instances_per_job == Some(0) {
             return Err(invalid("max_instances_per_job", "must be at least 1"));
         }
+        for (field, value, least, most) in [
+            (
+                "retry_base",
+                self.retry_base,
+                Duration::from_millis(1),
+                crate::retry::MAX_VISIBILITY,
+            ),
+            (
+                "retry_max",
+                self.retry_max,
+                Duration::from_millis(1),
+                crate::retry::MAX_VISIBILITY,
+            ),
+            ("shutdown_grace", self.shutdown_grace, Duration::ZERO, HOUR),
+            (
+                "batch_flush",
+                self.batch_flush,
+                Duration::ZERO,
+                Duration::from_secs(1),
+            ),
+            (
+                "queue_stats_interval",
+                self.queue_stats_interval,
+                Duration::ZERO,
+                HOUR,
+            ),
+            (
+                "wait_check_max",
+                self.wait_check_max,
+                Duration::from_secs(1),
+                crate::retry::MAX_VISIBILITY,
+            ),
+            (
+                "wait_deadline",
+                self.wait_deadline,
+                Duration::from_secs(1),
+                7 * DAY,
+            ),
+            (
+                "ec2_consistency_window",
+                self.ec2_consistency_window,
+                Duration::ZERO,
+                HOUR,
+            ),
+            (
+                "announce_hold",
+                self.announce_hold,
+                Duration::from_millis(1),
+                HOUR,
+            ),
+            // DynamoDB's TTL ignores an expiry more than five years ahead.
+            ("ledger_ttl", self.ledger_ttl, HOUR, 5 * 365 * DAY),
+        ] {
+            if value < least || value > most {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "is {}; it must be from {} to {}",
+                        humantime::format_duration(value),
+                        humantime::format_duration(least),
+                        humantime::format_duration(most)
+                    ),
+                ));
+            }
+        }
+        if let Some(timeout) = self.visibility_timeout {
+            if timeout > crate::retry::MAX_VISIBILITY {
+                return Err(invalid(
+                    "visibility_timeout",
+                    "must be at most 12 hours, SQS's longest",
+                ));
+            }
+        }
+        if self.wait_time_seconds > 20 {
+            return Err(invalid(
+                "wait_time_seconds",
+                "must be 0 to 20, SQS's long-poll range",
+            ));
+        }
+        for (operation, _) in &self.ec2_rates {
+            if !crate::handlers::EC2_OPERATIONS.contains(&operation.as_str()) {
+                return Err(invalid(
+                    "ec2_rate",
+                    format!(
+                        "`{operation}` is no EC2 operation Shoal calls (one of {})",
+                        crate::handlers::EC2_OPERATIONS.join(", ")
+                    ),
+                ));
+            }
+        }
         if self.ledger_table.is_none() && !self.no_ledger {
             return Err(invalid(
                 "ledger_table",
@@ -495,6 +597,9 @@ impl WorkerArgs {
         Ok(())
     }
 }
+
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
 
 fn default_worker_id() -> String {
     let host = std::env::var("HOSTNAME")

@@ -34,6 +34,27 @@ pub use termination::TerminationProtectionHandler;
 
 use crate::handler::Registry;
 
+/// Every EC2 operation the built-in handlers call: what `--ec2-rate` may name (a rate for an
+/// operation no handler calls would be a typo that paces nothing). A test keeps it whole.
+pub const EC2_OPERATIONS: &[&str] = &[
+    "AttachVolume",
+    "CopySnapshot",
+    "CreateImage",
+    "CreateSnapshot",
+    "CreateTags",
+    "CreateVolume",
+    "DeleteSnapshot",
+    "DescribeImages",
+    "DescribeInstanceAttribute",
+    "DescribeInstances",
+    "DescribeSnapshots",
+    "DescribeVolumes",
+    "ModifyInstanceAttribute",
+    "RegisterImage",
+    "RunInstances",
+    "TerminateInstances",
+];
+
 /// A registry with every built-in handler, pacing EC2 calls with default settings.
 pub fn default_registry() -> Registry {
     registry_with(Ec2Settings::default())
@@ -81,6 +102,34 @@ pub fn registry_with(settings: Ec2Settings) -> Registry {
 
 #[cfg(test)]
 mod tests {
+
+    /// Every operation named in a handler's pacing call is in [`super::EC2_OPERATIONS`], so
+    /// `--ec2-rate` accepts each operation a handler calls.
+    #[test]
+    fn every_operation_a_handler_paces_may_be_given_a_rate() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/handlers");
+        let mut found = std::collections::BTreeSet::new();
+        for entry in std::fs::read_dir(dir).expect("handlers") {
+            let text = std::fs::read_to_string(entry.expect("entry").path()).expect("read");
+            for call in ["call(", "paced(", "create_once(", "pages("] {
+                for (at, _) in text.match_indices(call) {
+                    let rest = text[at + call.len()..].trim_start();
+                    if let Some(name) = rest.strip_prefix('"').and_then(|r| r.split('"').next()) {
+                        if name.chars().all(|c| c.is_ascii_alphabetic()) && !name.is_empty() {
+                            found.insert(name.to_owned());
+                        }
+                    }
+                }
+            }
+        }
+        assert!(found.len() > 5, "{found:?}");
+        for op in &found {
+            assert!(
+                super::EC2_OPERATIONS.contains(&op.as_str()),
+                "{op} is missing"
+            );
+        }
+    }
     use super::*;
 
     #[test]
