@@ -63,6 +63,9 @@ pub enum AwsFault {
     /// The caller's policy does not allow the call: SQS `AccessDenied`, SNS
     /// `AuthorizationError`, EC2 `UnauthorizedOperation`; HTTP 403.
     AccessDenied,
+    /// EC2's `IncorrectInstanceState` (HTTP 400): the instance is not in the state the call
+    /// needs yet (still `pending`, say); nothing was done.
+    IncorrectInstanceState,
     /// The request itself is refused, for good: SNS `InvalidParameter` (a message attribute
     /// SNS will not take, a message over its size), HTTP 400, the sender's fault. SNS
     /// refuses a whole `PublishBatch` this way for one bad entry, where moto takes it.
@@ -864,6 +867,7 @@ fn error_response(service: Service, fault: AwsFault, operation: &str) -> Respons
         (Service::DynamoDb, AwsFault::AccessDenied) => (400, "AccessDeniedException"),
         (Service::Ec2, AwsFault::AccessDenied) => (403, "UnauthorizedOperation"),
         (_, AwsFault::AccessDenied) => (403, "AuthorizationError"),
+        (_, AwsFault::IncorrectInstanceState) => (400, "IncorrectInstanceState"),
         (Service::DynamoDb, AwsFault::InvalidParameter) => (400, "ValidationException"),
         (Service::Sqs, AwsFault::InvalidParameter) => (400, "InvalidParameterValue"),
         (_, AwsFault::InvalidParameter) => (400, "InvalidParameter"),

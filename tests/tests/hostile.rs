@@ -1124,3 +1124,35 @@ async fn a_ledger_outage_creates_nothing_spends_no_attempt_and_every_job_complet
     assert!(worker.metrics.ledger_unavailable.get() >= 1);
     worker.stop().await;
 }
+
+/// An instance still changing state: EC2 answers `IncorrectInstanceState` (nothing done) to
+/// the first two `ModifyInstanceAttribute` calls. Within the consistency window the job looks
+/// again as a wait, spending no attempt, and succeeds once EC2 takes the call; before, the
+/// code was permanent and the job was dead-lettered at once.
+#[tokio::test]
+async fn an_instance_still_changing_state_is_waited_for_not_dead_lettered() {
+    let (proxy, t) = TestStack::behind_proxy(StackSpec::new(unique("changing"))).await;
+    let instance = new_instance(&t.clients.ec2, &t.stock_ami().await, None).await;
+    proxy.add(Rule::new(
+        Some(Service::Ec2),
+        &["ModifyInstanceAttribute"],
+        Fault::Error(AwsFault::IncorrectInstanceState),
+        Trigger::Next(2),
+    ));
+    let mut config = t.worker_config("w");
+    config.consistency_window = Duration::from_secs(20);
+    let worker = start(&proxy, config, registry_with(ec2_settings())).await;
+    let job = Job::SetTerminationProtection(shoal_common::job::SetTerminationProtection {
+        instance_ids: vec![instance.clone()],
+        disable_api_termination: true,
+    });
+    enqueue(&t, job, "changing-1", &SendOptions::default()).await;
+    let event = t.one_event(Duration::from_secs(40)).await;
+    assert_eq!(event.status, JobStatus::Succeeded, "{event:?}");
+    assert_eq!(event.attempts, 1, "the waits spent no attempt");
+    assert_eq!(
+        proxy.count(Service::Ec2, "ModifyInstanceAttribute").faulted,
+        2
+    );
+    worker.stop().await;
+}

@@ -36,6 +36,15 @@ pub fn is_not_found(e: &JobError) -> bool {
         .is_some_and(|c| c.ends_with(".NotFound") || c.ends_with(".NotFoundException"))
 }
 
+/// Whether an error says a resource is not in the state the call needs yet (an instance
+/// still `pending` or `stopping`, a volume still attaching): EC2 refuses the call, nothing is
+/// done, and the same call may go through once the resource settles.
+pub fn is_changing_state(e: &JobError) -> bool {
+    e.code
+        .as_deref()
+        .is_some_and(|c| matches!(c, "IncorrectInstanceState" | "IncorrectState"))
+}
+
 /// EC2's codes for a call refused for its rate, with nothing done.
 pub fn is_throttling(code: &str) -> bool {
     matches!(

@@ -27,7 +27,7 @@ use super::delivery::{Attempt, Delivery, Disposition};
 use super::settle::{settle, AttemptOutcome, DeadLetterReason, Fate, Purpose, Settle, Situation};
 use super::slots::{KindGate, WorkerSlots};
 use super::Shared;
-use crate::ec2_errors::is_not_found;
+use crate::ec2_errors::{is_changing_state, is_not_found};
 use crate::handler::{JobContext, JobError, Lease, Outcome};
 
 /// Runs one delivery in its own trace span: the attempt, continuing the sender's trace when
@@ -237,19 +237,17 @@ async fn run_job(
                 match ran {
                     Ok(Outcome::Done(value)) => AttemptOutcome::Done(value),
                     Ok(Outcome::CheckAgainAfter(delay)) => AttemptOutcome::CheckAgain(delay),
-                    Err(error) => {
-                        match not_yet_for_a_follow_up(shared, msg, &attempt, envelope, error) {
-                            Ok(look_again) => AttemptOutcome::CheckAgain(look_again),
-                            Err(error) => {
-                                metrics
-                                    .jobs_failed
-                                    .with_label_values(&[k, error.class.as_str()])
-                                    .inc();
-                                tracing::info!(error = %error, code = ?error.code, "attempt failed");
-                                AttemptOutcome::Failed(error)
-                            }
+                    Err(error) => match not_yet(shared, msg, &attempt, envelope, error) {
+                        Ok(look_again) => AttemptOutcome::CheckAgain(look_again),
+                        Err(error) => {
+                            metrics
+                                .jobs_failed
+                                .with_label_values(&[k, error.class.as_str()])
+                                .inc();
+                            tracing::info!(error = %error, code = ?error.code, "attempt failed");
+                            AttemptOutcome::Failed(error)
                         }
-                    }
+                    },
                 }
             }
         };
@@ -370,23 +368,23 @@ async fn run_keeping<T>(
     }
 }
 
-/// A follow-up names what its parent created moments before, which EC2 may not show yet:
-/// within the consistency window after the follow-up was first on the queue (the earliest
-/// time any of its copies knew, [`Delivery::waiting_since`], which no copy sets back),
-/// `…NotFound` is "not yet", so the job looks again after the returned delay as a wait does
-/// (a fresh copy, spending no attempt: the retry backoff over a queue's few receives may be
-/// shorter than the window); after it, the error stands.
-fn not_yet_for_a_follow_up(
+/// An EC2 refusal that may be "not yet" rather than "no": a follow-up names what its parent
+/// created moments before, which EC2 may not show yet (`…NotFound`), and any job may find a
+/// resource still changing state (`IncorrectInstanceState`: an instance still `pending`).
+/// Within the consistency window after the job was first on the queue (the earliest time any
+/// of its copies knew, [`Delivery::waiting_since`], which no copy sets back), the job looks
+/// again after the returned delay as a wait does (a fresh copy, spending no attempt: the
+/// retry backoff over a queue's few receives may be shorter than the window); after it, the
+/// error stands.
+fn not_yet(
     shared: &Shared,
     msg: &Delivery,
     attempt: &Attempt<'_>,
     envelope: &JobEnvelope,
     error: JobError,
 ) -> Result<Duration, JobError> {
-    if envelope.parent_job_id.is_none()
-        || error.class != ErrorClass::Permanent
-        || !is_not_found(&error)
-    {
+    let not_listed_yet = envelope.parent_job_id.is_some() && is_not_found(&error);
+    if error.class != ErrorClass::Permanent || !(not_listed_yet || is_changing_state(&error)) {
         return Err(error);
     }
     let now = Utc::now();
@@ -399,7 +397,7 @@ fn not_yet_for_a_follow_up(
     if waited >= shared.config.consistency_window {
         return Err(error);
     }
-    tracing::info!(code = ?error.code, waited_ms = waited.as_millis() as u64, "a follow-up's resource is not visible yet; looking again");
+    tracing::info!(code = ?error.code, waited_ms = waited.as_millis() as u64, "the job's resource is not listed or not settled yet; looking again");
     Ok((waited / 4).clamp(Duration::from_secs(1), Duration::from_secs(15)))
 }
 
