@@ -91,6 +91,8 @@ def resolve(node, params, branch, types):
             return resolve(value[1] if branch else value[2], params, branch, types)
         if key == "Fn::Join":
             return value[0].join(str(v) for v in resolve(value[1], params, branch, types))
+        if key == "Fn::Split":
+            return resolve(value[1], params, branch, types).split(value[0])
     out = {k: resolve(v, params, branch, types) for k, v in node.items()}
     return {k: v for k, v in out.items() if v is not NOVALUE}
 
@@ -114,6 +116,7 @@ def main(path):
         template = yaml.load(f, Loader=Template)
     # Parameters as a narrow deployment sets them.
     params = {"AllowedInstanceTypes": ["t3.*"], "AllowedImageOwners": ["amazon"],
+              "AllowedRegions": ["us-west-2"],
               "CopyKmsKeyArns": [f"arn:{PARTITION}:kms:us-west-2:{ACCOUNT}:key/"
                                  "1234abcd-12ab-34cd-56ef-1234567890ab"]}
     types = {name: r.get("Type", "") for name, r in template["Resources"].items()}

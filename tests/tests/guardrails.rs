@@ -108,6 +108,7 @@ async fn each_limit_dead_letters_what_it_refuses_before_any_ec2_call() {
         max_instances_per_job: Some(4),
         dry_run_only: true,
         tag_rules: TagRules::InstanceMetadata,
+        regions: vec![],
     };
     let sdk = proxy.sdk().await;
     let worker =

@@ -820,12 +820,13 @@ async fn contradictory_settings_stop_the_worker_at_start_up_with_the_reason() {
 /// and a ledger TTL of centuries panicked on every write.
 #[tokio::test]
 async fn settings_past_their_bounds_stop_the_worker_naming_the_field() {
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (&["--visibility-timeout", "999999s"], "visibility_timeout"),
         (&["--ec2-rate", "Frobnicate=2"], "ec2_rate"),
         (&["--ledger-ttl", "100000d", "--no-ledger"], "ledger_ttl"),
         (&["--announce-hold", "30d"], "announce_hold"),
         (&["--wait-time-seconds", "21"], "wait_time_seconds"),
+        (&["--allow-regions", "mars-north"], "allow_regions"),
     ];
     for (args, field) in cases {
         let (code, stderr) = worker_refusing(args).await;

@@ -134,6 +134,16 @@ pub struct WorkerArgs {
         value_delimiter = ','
     )]
     pub allow_image_owners: Vec<String>,
+    /// Regions besides the worker's own that a job may reach: a `copy-snapshot`'s
+    /// destination, a `prune-snapshots` region (default: none; the worker's IAM policy holds
+    /// the same line with `aws:RequestedRegion`).
+    #[arg(
+        long = "allow-regions",
+        env = "SHOAL_ALLOW_REGIONS",
+        value_name = "REGION",
+        value_delimiter = ','
+    )]
+    pub allow_regions: Vec<String>,
     /// The most instances one job may launch (its `max_count`).
     #[arg(long, env = "SHOAL_MAX_INSTANCES_PER_JOB")]
     pub max_instances_per_job: Option<u32>,
@@ -227,6 +237,7 @@ impl WorkerArgs {
             max_instances_per_job: self.max_instances_per_job,
             dry_run_only: self.dry_run_only,
             tag_rules: self.tag_rules,
+            regions: self.allow_regions.clone(),
         }
     }
 }
@@ -452,7 +463,14 @@ impl WorkerArgs {
             announce_hold: self.announce_hold,
             consistency_window: self.ec2_consistency_window,
             on_panic: self.on_panic.class(),
-            guardrails: self.guardrails(),
+            guardrails: {
+                // The worker's own region is always one a job may reach.
+                let mut guardrails = self.guardrails();
+                if let Some(own) = clients.sqs.config().region() {
+                    guardrails.regions.insert(0, own.to_string());
+                }
+                guardrails
+            },
             ledger,
         })
     }
@@ -576,6 +594,14 @@ impl WorkerArgs {
                 "wait_time_seconds",
                 "must be 0 to 20, SQS's long-poll range",
             ));
+        }
+        for region in &self.allow_regions {
+            if !shoal_common::job::is_region(region) {
+                return Err(invalid(
+                    "allow_regions",
+                    format!("`{region}` is not an AWS region name (`us-west-2`)"),
+                ));
+            }
         }
         for (operation, _) in &self.ec2_rates {
             if !crate::handlers::EC2_OPERATIONS.contains(&operation.as_str()) {

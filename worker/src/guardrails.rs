@@ -30,6 +30,9 @@ pub struct Guardrails {
     pub dry_run_only: bool,
     /// Tag rules beyond EC2's own, for tags that must also work elsewhere.
     pub tag_rules: TagRules,
+    /// Regions a job may reach (a copy's destination, a prune's region); empty means any.
+    /// The worker binary always sets it: its own region, and those `--allow-regions` names.
+    pub regions: Vec<String>,
 }
 
 fn refused(field: &str, message: String) -> JobError {
@@ -49,6 +52,24 @@ impl Guardrails {
                     allowed.join(",")
                 ),
             ));
+        }
+        let reaches = match job {
+            Job::CopySnapshot(p) => {
+                Some(("params.destination_region", p.destination_region.as_str()))
+            }
+            Job::PruneSnapshots(p) => p.region.as_deref().map(|r| ("params.region", r)),
+            _ => None,
+        };
+        if let Some((field, region)) = reaches {
+            if !self.regions.is_empty() && !self.regions.iter().any(|r| r == region) {
+                return Err(refused(
+                    field,
+                    format!(
+                        "`{region}` is not a region this worker reaches (--allow-regions {})",
+                        self.regions.join(",")
+                    ),
+                ));
+            }
         }
         let mut violations = Violations::under("params");
         violations.tag_rules(self.tag_rules, "tags", job.tags());
@@ -196,6 +217,7 @@ mod tests {
             max_instances_per_job: Some(4),
             dry_run_only: false,
             tag_rules: TagRules::Ec2,
+            regions: vec![],
         };
         assert!(g.check(&launch("t3.large", 4, false)).is_ok());
         assert!(g.check(&Job::Canary(Canary::default())).is_ok());
@@ -211,6 +233,41 @@ mod tests {
             disable_api_termination: false,
         });
         assert!(refusal(&g, &unprotect).starts_with("kind: `set-termination-protection`"));
+    }
+
+    #[test]
+    fn a_copy_or_prune_reaches_only_the_regions_allowed() {
+        let g = Guardrails {
+            regions: vec!["us-east-1".into(), "us-west-2".into()],
+            ..Guardrails::default()
+        };
+        let copy_to = |region: &str| {
+            Job::CopySnapshot(shoal_common::job::CopySnapshot {
+                snapshot_id: "snap-12345678".into(),
+                destination_region: region.into(),
+                source_region: None,
+                description: None,
+                encrypted: false,
+                kms_key_id: None,
+                tags: vec![],
+                wait: false,
+                dry_run: false,
+            })
+        };
+        assert!(g.check(&copy_to("us-west-2")).is_ok());
+        let refused = refusal(&g, &copy_to("ap-south-1"));
+        assert!(
+            refused.starts_with("params.destination_region"),
+            "{refused}"
+        );
+        assert!(
+            refused.contains("--allow-regions us-east-1,us-west-2"),
+            "{refused}"
+        );
+        assert!(
+            Guardrails::default().check(&copy_to("ap-south-1")).is_ok(),
+            "empty: any"
+        );
     }
 
     #[test]
