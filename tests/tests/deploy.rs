@@ -796,3 +796,54 @@ fn the_two_commands_name_each_missing_prerequisite_before_anything_else() {
     let _ = std::fs::remove_dir_all(bin);
     let _ = std::fs::remove_dir_all(bare);
 }
+
+/// Followers and operators are given what their commands call and no more: no role but the
+/// worker's may receive from the job queue or change a message's visibility there (each
+/// receive spends one of a job's receives), and the follower reads the ledger without
+/// writing to it.
+#[test]
+fn followers_and_operators_cannot_spend_a_jobs_receives() {
+    let python = std::env::var("SHOAL_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = "import json, sys\nfrom cfnlint.decode import cfn_yaml\n\
+        t = cfn_yaml.load('deploy/aws/shoal.yaml')\n\
+        print(json.dumps({k: t['Resources'][k] for k in ['OperatorPolicy', 'FollowerPolicy']}, default=str))";
+    let policies: serde_json::Value = serde_json::from_str(&output_of(
+        &python,
+        &["-c", script],
+        None,
+        "pip install cfn-lint; scripts/test installs it",
+    ))
+    .expect("the policies as JSON");
+    for name in ["OperatorPolicy", "FollowerPolicy"] {
+        let statements = policies[name]["Properties"]["PolicyDocument"]["Statement"]
+            .as_array()
+            .expect("statements");
+        for statement in statements {
+            let listed = |v: &serde_json::Value| match v {
+                serde_json::Value::Array(items) => items.iter().map(|i| i.to_string()).collect(),
+                other => vec![other.to_string()],
+            };
+            let actions: Vec<String> = listed(&statement["Action"]);
+            let resources: Vec<String> = listed(&statement["Resource"]);
+            let on_job_queue = resources.iter().any(|r| r.contains("JobQueue"));
+            for removed in [
+                "sqs:ReceiveMessage",
+                "sqs:ChangeMessageVisibility",
+                "sqs:DeleteMessage",
+            ] {
+                assert!(
+                    !(on_job_queue && actions.iter().any(|a| a.contains(removed))),
+                    "{name} may {removed} on the job queue: {statement}"
+                );
+            }
+            if name == "FollowerPolicy" {
+                assert!(
+                    !actions.iter().any(|a| a.contains("dynamodb:")
+                        && !a.contains("GetItem")
+                        && !a.contains("Query")),
+                    "the follower reads the ledger only: {statement}"
+                );
+            }
+        }
+    }
+}
