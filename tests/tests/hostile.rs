@@ -1134,6 +1134,20 @@ async fn a_ledger_outage_creates_nothing_spends_no_attempt_and_every_job_complet
 async fn an_instance_still_changing_state_is_waited_for_not_dead_lettered() {
     let (proxy, t) = TestStack::behind_proxy(StackSpec::new(unique("changing"))).await;
     let instance = new_instance(&t.clients.ec2, &t.stock_ami().await, None).await;
+    // One Shoal launched, as the kind requires.
+    t.clients
+        .ec2
+        .create_tags()
+        .resources(&instance)
+        .tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key(shoal_common::validate::JOB_ID_TAG)
+                .value("launched-earlier")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("tag");
     proxy.add(Rule::new(
         Some(Service::Ec2),
         &["ModifyInstanceAttribute"],

@@ -425,3 +425,36 @@ async fn a_follow_ups_not_yet_ends_though_its_copies_know_no_first_run() {
     assert_eq!(dead_reasons(&t, 1).await.len(), 1);
     worker.stop().await;
 }
+
+/// `set-termination-protection` on an instance Shoal did not launch is refused before any
+/// change, as the destroying kinds are (lifting protection readies an instance to be
+/// destroyed): whoever may send to the queue could otherwise unprotect any instance.
+#[tokio::test]
+async fn termination_protection_is_set_only_on_what_shoal_launched() {
+    let t = TestStack::new("protect-theirs").await;
+    let instance = shoal_tests::new_instance(&t.clients.ec2, &t.stock_ami().await, None).await;
+    let worker = start(&t, Guardrails::default()).await;
+    let job = json!({"instance_ids": [instance], "disable_api_termination": true});
+    send(&t, &body("protect-1", "set-termination-protection", job)).await;
+    let event = t.one_event(WAIT).await;
+    assert_eq!(event.status, JobStatus::Failed, "{event:?}");
+    let error = event.error.as_ref().expect("a reason");
+    assert_eq!(error.code.as_deref(), Some("NotAllowed"), "{error:?}");
+    assert!(
+        error.message.contains("--allow-destroying-untagged"),
+        "{error:?}"
+    );
+    let now = t
+        .clients
+        .ec2
+        .describe_instance_attribute()
+        .instance_id(&instance)
+        .attribute(aws_sdk_ec2::types::InstanceAttributeName::DisableApiTermination)
+        .send()
+        .await
+        .expect("describe")
+        .disable_api_termination()
+        .and_then(|v| v.value());
+    assert_eq!(now, Some(false), "nothing changed");
+    worker.stop().await;
+}

@@ -81,6 +81,58 @@ pub fn made_by_shoal(tags: &[Ec2Tag]) -> bool {
     tags.iter().any(|t| t.key() == Some(JOB_ID_TAG))
 }
 
+/// The instances `ids` as EC2 lists them, for a kind that ends or unprotects them (`what` it
+/// does, for the reason): each must be listed (`InvalidInstanceID.NotFound` otherwise, which a
+/// follow-up reads as "not yet" for a window) and, unless the worker is told
+/// `--allow-destroying-untagged`, carry `shoal:job-id` (`NotAllowed` otherwise, before any
+/// call that changes something). IAM holds the same line on its own (an
+/// `aws:ResourceTag/shoal:job-id` condition).
+pub async fn shoals_instances(
+    limiter: &Ec2Limiter,
+    ec2: &aws_sdk_ec2::Client,
+    ids: &[String],
+    what: &str,
+) -> Result<Vec<aws_sdk_ec2::types::Instance>, JobError> {
+    let described = limiter
+        .call(
+            "DescribeInstances",
+            ec2.describe_instances()
+                .set_instance_ids(Some(ids.to_vec()))
+                .send(),
+        )
+        .await?;
+    let instances: Vec<aws_sdk_ec2::types::Instance> = described
+        .reservations
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|r| r.instances.unwrap_or_default())
+        .collect();
+    let find = |id: &str| instances.iter().find(|i| i.instance_id() == Some(id));
+    if let Some(missing) = ids.iter().find(|id| find(id).is_none()) {
+        return Err(JobError::permanent(
+            "InvalidInstanceID.NotFound",
+            format!("{missing} is not listed by EC2"),
+        ));
+    }
+    if !limiter.settings().allow_destroying_untagged {
+        let untagged: Vec<&str> = ids
+            .iter()
+            .filter(|id| find(id).is_some_and(|i| !made_by_shoal(i.tags())))
+            .map(String::as_str)
+            .collect();
+        if !untagged.is_empty() {
+            return Err(JobError::shoal(
+                shoal_common::error::ShoalCode::NotAllowed,
+                format!(
+                    "params.instance_ids: {} not launched by Shoal (no `{JOB_ID_TAG}` tag); this worker {what} only what Shoal launched (--allow-destroying-untagged)",
+                    untagged.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(instances)
+}
+
 pub fn has_job_id(tags: &[Ec2Tag], job_id: &JobId) -> bool {
     tags.iter()
         .any(|t| t.key() == Some(JOB_ID_TAG) && t.value() == Some(job_id.as_str()))

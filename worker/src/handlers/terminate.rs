@@ -11,12 +11,10 @@
 use std::sync::Arc;
 
 use aws_sdk_ec2::types::{Instance, InstanceStateName};
-use shoal_common::error::ShoalCode;
 use shoal_common::job::TerminateInstances;
-use shoal_common::validate::JOB_ID_TAG;
 
 use super::consistency::ensure_lease;
-use super::ec2::{dry_run_outcome, made_by_shoal};
+use super::ec2::{dry_run_outcome, shoals_instances};
 use super::limiter::Ec2Limiter;
 use crate::handler::{JobContext, JobError, JobHandler, Outcome};
 
@@ -40,47 +38,10 @@ impl JobHandler for TerminateInstancesHandler {
 
     async fn run(&self, ctx: JobContext, p: TerminateInstances) -> Result<Outcome, JobError> {
         let ec2 = &ctx.clients.ec2;
-        let described = self
-            .limiter
-            .call(
-                "DescribeInstances",
-                ec2.describe_instances()
-                    .set_instance_ids(Some(p.instance_ids.clone()))
-                    .send(),
-            )
-            .await?;
-        let instances: Vec<Instance> = described
-            .reservations
-            .unwrap_or_default()
-            .into_iter()
-            .flat_map(|r| r.instances.unwrap_or_default())
-            .collect();
+        // EC2 lists an instance for about an hour after it terminated; one it does not list
+        // at all is not one this job may call done.
+        let instances = shoals_instances(&self.limiter, ec2, &p.instance_ids, "terminates").await?;
         let find = |id: &str| instances.iter().find(|i| i.instance_id() == Some(id));
-        if let Some(missing) = p.instance_ids.iter().find(|id| find(id).is_none()) {
-            // EC2 lists an instance for about an hour after it terminated; one it does not
-            // list at all is not one this job may call done.
-            return Err(JobError::permanent(
-                "InvalidInstanceID.NotFound",
-                format!("{missing} is not listed by EC2"),
-            ));
-        }
-        if !self.limiter.settings().allow_destroying_untagged {
-            let untagged: Vec<&str> = p
-                .instance_ids
-                .iter()
-                .filter(|id| find(id).is_some_and(|i| !made_by_shoal(i.tags())))
-                .map(String::as_str)
-                .collect();
-            if !untagged.is_empty() {
-                return Err(JobError::shoal(
-                    ShoalCode::NotAllowed,
-                    format!(
-                        "params.instance_ids: {} not launched by Shoal (no `{JOB_ID_TAG}` tag); this worker terminates only what Shoal launched (--allow-destroying-untagged)",
-                        untagged.join(", ")
-                    ),
-                ));
-            }
-        }
         let to_end: Vec<String> = p
             .instance_ids
             .iter()

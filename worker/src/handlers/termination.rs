@@ -1,5 +1,10 @@
 //! `set-termination-protection`: `ModifyInstanceAttribute` `DisableApiTermination` on each
 //! instance (idempotent by nature), then the setting read back as the result.
+//!
+//! Lifting protection readies an instance to be destroyed, so the instances are looked at
+//! first and the job is refused, before any change, when one does not carry `shoal:job-id`,
+//! unless the worker is told `--allow-destroying-untagged` (as for the destroying kinds); IAM
+//! holds the same line with an `aws:ResourceTag/shoal:job-id` condition.
 
 use std::sync::Arc;
 
@@ -7,6 +12,7 @@ use aws_sdk_ec2::types::{AttributeBooleanValue, InstanceAttributeName};
 use shoal_common::error::ShoalCode;
 use shoal_common::job::SetTerminationProtection;
 
+use super::ec2::shoals_instances;
 use super::limiter::Ec2Limiter;
 use crate::handler::{JobContext, JobError, JobHandler, Outcome};
 
@@ -19,6 +25,13 @@ impl JobHandler for TerminationProtectionHandler {
 
     async fn run(&self, ctx: JobContext, p: SetTerminationProtection) -> Result<Outcome, JobError> {
         let ec2 = &ctx.clients.ec2;
+        shoals_instances(
+            &self.limiter,
+            ec2,
+            &p.instance_ids,
+            "sets termination protection on",
+        )
+        .await?;
         let mut results = Vec::with_capacity(p.instance_ids.len());
         for id in &p.instance_ids {
             let modify = ec2
