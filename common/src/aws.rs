@@ -59,6 +59,10 @@ pub struct AwsClients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     #[cfg(feature = "ec2")]
     pub ec2: aws_sdk_ec2::Client,
+    /// Who the worker is (`GetCallerIdentity`, which needs no permission): the account whose
+    /// own snapshots `register-image` takes.
+    #[cfg(feature = "ec2")]
+    pub sts: aws_sdk_sts::Client,
 }
 
 impl AwsClients {
@@ -69,6 +73,8 @@ impl AwsClients {
             dynamodb: aws_sdk_dynamodb::Client::new(config),
             #[cfg(feature = "ec2")]
             ec2: aws_sdk_ec2::Client::new(config),
+            #[cfg(feature = "ec2")]
+            sts: aws_sdk_sts::Client::new(config),
         }
     }
 
@@ -105,6 +111,12 @@ impl AwsClients {
             #[cfg(feature = "ec2")]
             ec2: aws_sdk_ec2::Client::from_conf(
                 aws_sdk_ec2::config::Builder::from(config)
+                    .interceptor(counter.clone())
+                    .build(),
+            ),
+            #[cfg(feature = "ec2")]
+            sts: aws_sdk_sts::Client::from_conf(
+                aws_sdk_sts::config::Builder::from(config)
                     .interceptor(counter)
                     .build(),
             ),

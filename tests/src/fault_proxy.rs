@@ -91,6 +91,9 @@ pub enum Fault {
     /// For batch calls: pass on only the even-numbered entries and report the others failed
     /// through no fault of the sender (`InternalError`, `SenderFault` false).
     FailOddEntries,
+    /// Pass the call on, then answer with every `from` in the answer replaced by `to`: AWS
+    /// saying what the emulator cannot be made to (a snapshot another account shared).
+    RewriteAnswer { from: String, to: String },
 }
 
 /// When a rule fires.
@@ -632,6 +635,14 @@ async fn handle(
         rbody
     } else {
         report_failed_entries(&call, &rbody, &failed_entries)
+    };
+    let rbody = match &fault {
+        Some(Fault::RewriteAnswer { from, to }) => Bytes::from(
+            String::from_utf8_lossy(&rbody)
+                .replace(from.as_str(), to)
+                .into_bytes(),
+        ),
+        _ => rbody,
     };
     if let Some(Fault::DelayAnswer(d)) = fault {
         tokio::time::sleep(d).await;

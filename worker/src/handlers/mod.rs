@@ -83,9 +83,7 @@ pub fn registry_with(settings: Ec2Settings) -> Registry {
             JobKind::CopySnapshot => registry.register(CopySnapshotHandler {
                 limiter: limiter.clone(),
             }),
-            JobKind::RegisterImage => registry.register(RegisterImageHandler {
-                limiter: limiter.clone(),
-            }),
+            JobKind::RegisterImage => registry.register(RegisterImageHandler::new(limiter.clone())),
             JobKind::RestoreVolume => registry.register(RestoreVolumeHandler {
                 limiter: limiter.clone(),
             }),

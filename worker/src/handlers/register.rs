@@ -8,6 +8,7 @@ use std::sync::Arc;
 use aws_sdk_ec2::types::{
     ArchitectureValues, BlockDeviceMapping, BootModeValues, EbsBlockDevice, ResourceType,
 };
+use shoal_common::error::{classify_sdk_error, ShoalCode};
 use shoal_common::job::RegisterImage;
 
 use super::create_image::CreateImageHandler;
@@ -17,6 +18,60 @@ use crate::handler::{JobContext, JobError, JobHandler, Outcome};
 
 pub struct RegisterImageHandler {
     pub limiter: Arc<Ec2Limiter>,
+    /// This worker's account, asked once.
+    pub account: Arc<tokio::sync::OnceCell<String>>,
+}
+
+impl RegisterImageHandler {
+    pub fn new(limiter: Arc<Ec2Limiter>) -> Self {
+        RegisterImageHandler {
+            limiter,
+            account: Arc::default(),
+        }
+    }
+
+    /// `Ok` when `snapshot_id` is this account's own: an AMI registered from a snapshot
+    /// another account shared would be owned by this one, and so pass `--allow-image-owners`
+    /// for whatever that account put on it.
+    async fn own_snapshot(&self, ctx: &JobContext, snapshot_id: &str) -> Result<(), JobError> {
+        let account = self
+            .account
+            .get_or_try_init(|| async {
+                let who = ctx
+                    .clients
+                    .sts
+                    .get_caller_identity()
+                    .send()
+                    .await
+                    .map_err(|e| JobError::from(classify_sdk_error("GetCallerIdentity", &e)))?;
+                Ok::<_, JobError>(who.account().unwrap_or_default().to_owned())
+            })
+            .await?;
+        let found = self
+            .limiter
+            .call(
+                "DescribeSnapshots",
+                ctx.clients
+                    .ec2
+                    .describe_snapshots()
+                    .snapshot_ids(snapshot_id)
+                    .send(),
+            )
+            .await?;
+        match found.snapshots().first().and_then(|s| s.owner_id()) {
+            Some(owner) if owner == account => Ok(()),
+            Some(owner) => Err(JobError::shoal(
+                ShoalCode::NotAllowed,
+                format!(
+                    "params.snapshot_id: {snapshot_id} is owned by account {owner}, not this one ({account}): register-image makes AMIs only from this account's own snapshots"
+                ),
+            )),
+            None => Err(JobError::permanent(
+                "InvalidSnapshot.NotFound",
+                format!("{snapshot_id} is not listed by EC2"),
+            )),
+        }
+    }
 }
 
 impl JobHandler for RegisterImageHandler {
@@ -47,6 +102,7 @@ impl JobHandler for RegisterImageHandler {
                 )
                 .tag_specifications(tag_spec(ResourceType::Image, &tags))
         };
+        self.own_snapshot(&ctx, &p.snapshot_id).await?;
         if p.dry_run {
             let result = self
                 .limiter
