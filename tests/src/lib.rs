@@ -590,6 +590,37 @@ pub async fn snapshot_listed(ec2: &aws_sdk_ec2::Client, id: &str) -> bool {
     snapshots_where(ec2, by_id).await.len() == 1
 }
 
+/// Whether `instance` has termination protection on, as `ec2` reads it.
+pub async fn termination_protection(ec2: &aws_sdk_ec2::Client, instance: &str) -> Option<bool> {
+    ec2.describe_instance_attribute()
+        .instance_id(instance)
+        .attribute(aws_sdk_ec2::types::InstanceAttributeName::DisableApiTermination)
+        .send()
+        .await
+        .expect("describe the attribute")
+        .disable_api_termination()
+        .and_then(|v| v.value())
+}
+
+/// A `shoal-state` a sender could write, claiming that `job_id` (of `kind`) succeeded with
+/// `result`.
+pub fn forged_success(job_id: &str, kind: &str, result: serde_json::Value) -> String {
+    use shoal_common::event::{EventSource, JobEvent, JobStatus};
+    let event = JobEvent::new(
+        EventSource::not_run(
+            Some(job_id.to_owned()),
+            Some(kind.to_owned()),
+            1,
+            "forged".into(),
+            "nobody".into(),
+        ),
+        JobStatus::Succeeded,
+        Some(result),
+        None,
+    );
+    serde_json::json!({"outcome": event}).to_string()
+}
+
 /// A message attribute's string value.
 pub fn attribute(msg: &Message, name: &str) -> Option<String> {
     msg.message_attributes

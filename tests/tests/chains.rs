@@ -440,17 +440,7 @@ async fn the_articles_flow_runs_as_one_chain() {
         .as_str()
         .expect("instance")
         .to_owned();
-    let protection = t
-        .clients
-        .ec2
-        .describe_instance_attribute()
-        .instance_id(&instance)
-        .attribute(aws_sdk_ec2::types::InstanceAttributeName::DisableApiTermination)
-        .send()
-        .await
-        .expect("attribute")
-        .disable_api_termination()
-        .and_then(|v| v.value());
+    let protection = shoal_tests::termination_protection(&t.clients.ec2, &instance).await;
     assert_eq!(protection, Some(false), "a step lifted it");
     // The snapshot outlives the instance (and its volume, deleted with it).
     let snapshot = outcome.events[2].result.as_ref().expect("result")["snapshots"][0]

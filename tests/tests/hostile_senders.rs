@@ -12,13 +12,15 @@ use std::time::Duration;
 
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use serde_json::{json, Value};
-use shoal_common::event::{EventSource, JobEvent, JobStatus};
+use shoal_common::event::JobStatus;
 use shoal_common::ledger::{Claim, JobRef, Ledger, Status};
 use shoal_common::queue::dead_letter_attribute;
 use shoal_common::stack::StackSpec;
 use shoal_common::{JobId, JobKind};
 use shoal_tests::fault_proxy::{AwsFault, Fault, Rule, Service, Trigger};
-use shoal_tests::{attribute, plain_launch, unique, TestStack};
+use shoal_tests::{
+    attribute, forged_success, plain_launch, termination_protection, unique, TestStack,
+};
 use shoal_worker::guardrails::Guardrails;
 use shoal_worker::handlers::{registry_with, Ec2Settings};
 
@@ -47,23 +49,6 @@ fn body(job_id: &str, kind: &str, params: Value) -> Value {
         "schema_version": 1, "job_id": job_id, "kind": kind, "params": params,
         "submitted_at": "2026-12-01T00:00:00Z",
     })
-}
-
-/// A `shoal-state` claiming that `job_id` succeeded with `result`.
-fn forged_success(job_id: &str, kind: &str, result: Value) -> String {
-    let event = JobEvent::new(
-        EventSource::not_run(
-            Some(job_id.to_owned()),
-            Some(kind.to_owned()),
-            1,
-            "forged".into(),
-            "nobody".into(),
-        ),
-        JobStatus::Succeeded,
-        Some(result),
-        None,
-    );
-    json!({"outcome": event}).to_string()
 }
 
 async fn send(t: &TestStack, body: &Value) {
@@ -444,17 +429,7 @@ async fn termination_protection_is_set_only_on_what_shoal_launched() {
         error.message.contains("--allow-destroying-untagged"),
         "{error:?}"
     );
-    let now = t
-        .clients
-        .ec2
-        .describe_instance_attribute()
-        .instance_id(&instance)
-        .attribute(aws_sdk_ec2::types::InstanceAttributeName::DisableApiTermination)
-        .send()
-        .await
-        .expect("describe")
-        .disable_api_termination()
-        .and_then(|v| v.value());
+    let now = termination_protection(&t.clients.ec2, &instance).await;
     assert_eq!(now, Some(false), "nothing changed");
     worker.stop().await;
 }

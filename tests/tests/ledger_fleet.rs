@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use shoal_common::config::QueueTarget;
-use shoal_common::event::{CloudEvent, EventSource, JobEvent, JobStatus};
+use shoal_common::event::{CloudEvent, JobEvent, JobStatus};
 use shoal_common::job::{Canary, CreateImage};
 use shoal_common::ledger::Status;
 use shoal_common::stack::StackSpec;
@@ -19,7 +19,8 @@ use shoal_common::{Job, JobEnvelope, JobId, JobKind};
 use shoal_producer::{Producer, SendOptions};
 use shoal_tests::fault_proxy::{Fault, Rule, Service, Trigger};
 use shoal_tests::{
-    example_job, free_port, new_instance, producer_cli, unique, worker_command, TestStack,
+    example_job, forged_success, free_port, new_instance, producer_cli, unique, worker_command,
+    TestStack,
 };
 use shoal_worker::handlers::{registry_with, Ec2Settings};
 
@@ -311,23 +312,6 @@ async fn a_holder_killed_after_its_create_is_taken_over_from_its_recorded_progre
     );
 }
 
-/// A forged event, as a sender would write it into `shoal-state`.
-fn forged(job_id: &str, kind: &str, result: serde_json::Value) -> String {
-    let event = JobEvent::new(
-        EventSource::not_run(
-            Some(job_id.to_owned()),
-            Some(kind.to_owned()),
-            1,
-            "forged".into(),
-            "nobody".into(),
-        ),
-        JobStatus::Succeeded,
-        Some(result),
-        None,
-    );
-    json!({"outcome": event}).to_string()
-}
-
 /// With the ledger nothing a message carries is announced that did not happen: a canary and a
 /// launch whose `shoal-state` claims a made-up success each run (the launch launches), and
 /// the events carry what the handlers did. A job id reused by another kind is dead-lettered
@@ -345,12 +329,12 @@ async fn forged_outcomes_are_not_announced_and_a_reused_job_id_is_refused() {
         (
             "forged-canary",
             json!({"kind": "canary", "params": {"sleep_ms": 0}}),
-            forged("forged-canary", "canary", json!({"forged": true})),
+            forged_success("forged-canary", "canary", json!({"forged": true})),
         ),
         (
             "forged-launch",
             json!({"kind": "run-instances", "params": {"image_id": ami, "instance_type": "t3.micro"}}),
-            forged(
+            forged_success(
                 "forged-launch",
                 "run-instances",
                 json!({"instances": [{"instance_id": "i-0forged000000000"}]}),

@@ -92,9 +92,9 @@ impl Lease {
     /// `Err` (`LeaseLost`) once less than [`CREATE_MARGIN`] is left: the message may soon
     /// belong to another worker (its visibility lapsing, or the ledger's lease lost), so
     /// nothing is created that another delivery may create too.
-    pub fn ensure(&self) -> Result<(), crate::handler::JobError> {
+    pub fn ensure(&self) -> Result<(), shoal_common::error::Error> {
         if self.remaining() < CREATE_MARGIN {
-            return Err(crate::handler::JobError::shoal(
+            return Err(shoal_common::error::Error::shoal(
                 shoal_common::error::ShoalCode::LeaseLost,
                 "the job's lease is (nearly) over: creating nothing another delivery may create too",
             ));
