@@ -225,6 +225,13 @@ struct State {
 }
 
 impl State {
+    /// The counts of `call`'s operation.
+    fn count_of(&mut self, call: &Call) -> &mut CallCount {
+        self.counts
+            .entry((call.service, call.operation.clone()))
+            .or_default()
+    }
+
     fn chance(&mut self, p: f64) -> bool {
         // xorshift64*: enough randomness for fault injection, no dependency.
         self.rng ^= self.rng >> 12;
@@ -521,10 +528,7 @@ async fn handle(
         None
     } else {
         let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-        s.counts
-            .entry((call.service, call.operation.clone()))
-            .or_default()
-            .arrived += 1;
+        s.count_of(&call).arrived += 1;
         choose_fault(&mut s, &call)
     };
     let fault = match fault {
@@ -539,10 +543,7 @@ async fn handle(
     };
     if fault.is_some() && !matches!(fault, Some(Fault::Delay(_))) {
         let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-        s.counts
-            .entry((call.service, call.operation.clone()))
-            .or_default()
-            .faulted += 1;
+        s.count_of(&call).faulted += 1;
     }
     match &fault {
         Some(Fault::Error(e)) => return Ok(error_response(call.service, *e, &call.operation)),
@@ -574,10 +575,7 @@ async fn handle(
         if let Some(answer) = transact_as_puts(up, &upstream, &parts, &body).await? {
             if !call.observer {
                 let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-                s.counts
-                    .entry((call.service, call.operation.clone()))
-                    .or_default()
-                    .forwarded += 1;
+                s.count_of(&call).forwarded += 1;
             }
             return Ok(answer);
         }
@@ -616,10 +614,7 @@ async fn handle(
         .to_bytes();
     if !call.observer {
         let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-        s.counts
-            .entry((call.service, call.operation.clone()))
-            .or_default()
-            .forwarded += 1;
+        s.count_of(&call).forwarded += 1;
         if call.service == Service::Ec2 && rparts.status.is_success() {
             record_ec2_effects(&mut s, &call, &body, &rbody);
         }

@@ -12,6 +12,23 @@ use shoal_tests::fault_proxy::{Fault, Rule, Service, Trigger};
 use shoal_tests::{new_snapshot, new_volume, unique, TestStack};
 use shoal_worker::handlers::{registry_with, Ec2Settings};
 
+/// A `register-image` job from `snapshot`, as these tests send it.
+fn register_from(snapshot: &str, name: &str, tags: Vec<Tag>, wait: bool, dry_run: bool) -> Job {
+    Job::RegisterImage(RegisterImage {
+        snapshot_id: snapshot.to_owned(),
+        name: name.to_owned(),
+        description: None,
+        root_device_name: "/dev/xvda".into(),
+        architecture: "x86_64".into(),
+        virtualization_type: "hvm".into(),
+        ena_support: true,
+        boot_mode: None,
+        tags,
+        wait,
+        dry_run,
+    })
+}
+
 #[tokio::test]
 async fn an_ami_is_registered_from_a_snapshot_once() {
     let (proxy, t) = TestStack::behind_proxy(StackSpec::new(unique("register"))).await;
@@ -25,19 +42,13 @@ async fn an_ami_is_registered_from_a_snapshot_once() {
         TestStack::start_worker_with(&sdk, config, registry_with(Ec2Settings::default())).await;
     let name = unique("restored");
     let register = |dry_run: bool| {
-        Job::RegisterImage(RegisterImage {
-            snapshot_id: snapshot.clone(),
-            name: name.clone(),
-            description: None,
-            root_device_name: "/dev/xvda".into(),
-            architecture: "x86_64".into(),
-            virtualization_type: "hvm".into(),
-            ena_support: true,
-            boot_mode: None,
-            tags: vec![Tag::new("Name", "restored")],
-            wait: true,
+        register_from(
+            &snapshot,
+            &name,
+            vec![Tag::new("Name", "restored")],
+            true,
             dry_run,
-        })
+        )
     };
     let dry = t.run_succeeding(&register(true), "register-dry").await;
     assert_eq!(dry.result.expect("result")["dry_run"], true);
@@ -105,19 +116,7 @@ async fn a_snapshot_another_account_owns_is_refused() {
         registry_with(Ec2Settings::default()),
     )
     .await;
-    let job = Job::RegisterImage(RegisterImage {
-        snapshot_id: snapshot.clone(),
-        name: unique("theirs"),
-        description: None,
-        root_device_name: "/dev/xvda".into(),
-        architecture: "x86_64".into(),
-        virtualization_type: "hvm".into(),
-        ena_support: true,
-        boot_mode: None,
-        tags: vec![],
-        wait: false,
-        dry_run: false,
-    });
+    let job = register_from(&snapshot, &unique("theirs"), vec![], false, false);
     let event = t
         .run_job(&job, "register-theirs", std::time::Duration::from_secs(30))
         .await;

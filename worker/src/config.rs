@@ -501,17 +501,11 @@ impl WorkerArgs {
                 ),
             ));
         }
-        if self.retry_base.is_zero() {
-            return Err(invalid("retry_base", "must be above zero"));
-        }
         if !self.ec2_calls_per_second.is_finite() || self.ec2_calls_per_second <= 0.0 {
             return Err(invalid(
                 "ec2_calls_per_second",
                 "must be a number above zero",
             ));
-        }
-        if self.announce_hold.is_zero() {
-            return Err(invalid("announce_hold", "must be above zero"));
         }
         if self.max_instances_per_job == Some(0) {
             return Err(invalid("max_instances_per_job", "must be at least 1"));

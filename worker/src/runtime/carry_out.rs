@@ -327,6 +327,7 @@ pub(super) async fn refuse_reused(
 
 /// Announces an outcome an earlier delivery recorded but could not announce, enqueueing its
 /// follow-ups first if they may not all be out.
+///
 /// Without a ledger, nothing but the copy remembers the outcome; with one, the outcome is
 /// announced from the record instead ([`announce_recorded`]).
 pub(super) async fn announce_carried(

@@ -237,7 +237,7 @@ async fn run_job(
                 match ran {
                     Ok(Outcome::Done(value)) => AttemptOutcome::Done(value),
                     Ok(Outcome::CheckAgainAfter(delay)) => AttemptOutcome::CheckAgain(delay),
-                    Err(error) => match not_yet(shared, msg, &attempt, envelope, error) {
+                    Err(error) => match not_yet(shared, msg, envelope, error) {
                         Ok(look_again) => AttemptOutcome::CheckAgain(look_again),
                         Err(error) => {
                             metrics
@@ -379,7 +379,6 @@ async fn run_keeping<T>(
 fn not_yet(
     shared: &Shared,
     msg: &Delivery,
-    attempt: &Attempt<'_>,
     envelope: &JobEnvelope,
     error: JobError,
 ) -> Result<Duration, JobError> {
@@ -388,11 +387,9 @@ fn not_yet(
         return Err(error);
     }
     let now = Utc::now();
-    let since = attempt
-        .first_started_at
-        .map_or(msg.waiting_since(now), |first| {
-            first.min(msg.waiting_since(now))
-        });
+    // `waiting_since` holds the carried first start already; a first run's own start comes
+    // after the message's sent time, so it can only be later.
+    let since = msg.waiting_since(now);
     let waited = (now - since).to_std().unwrap_or_default();
     if waited >= shared.config.consistency_window {
         return Err(error);
