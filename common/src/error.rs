@@ -99,6 +99,9 @@ pub enum ShoalCode {
     /// SNS (or SQS, for a follow-up) refuses a job's event for good: it can never be
     /// announced, so the job ends in the dead-letter queue with this reason.
     EventRefused,
+    /// The job ledger did not take a create's note before the create was to be sent: the
+    /// create is not sent (a later run could not know of it), and the attempt fails.
+    CreateNotNoted,
 }
 
 impl ShoalCode {
@@ -130,6 +133,7 @@ impl ShoalCode {
             ShoalCode::UnreadableRecord => "UnreadableRecord",
             ShoalCode::JobIdReused => "JobIdReused",
             ShoalCode::EventRefused => "EventRefused",
+            ShoalCode::CreateNotNoted => "CreateNotNoted",
         }
     }
 
@@ -144,6 +148,7 @@ impl ShoalCode {
             | ShoalCode::CallFailed
             | ShoalCode::MissingEntry
             | ShoalCode::RedrivenBySqs
+            | ShoalCode::CreateNotNoted
             // Mid-run, a credential refresh or a connection may work on the next try; at
             // start-up the binaries stop at once on either (see `aws::check_setup`).
             | ShoalCode::NoCredentials

@@ -124,8 +124,8 @@ pub struct Rule {
     /// Only calls on the SQS queue whose URL ends with this name (e.g. the dead-letter
     /// queue's), when set.
     pub queue: Option<String>,
-    /// Only calls (of the query protocol: SNS, EC2) one of whose form fields contains this
-    /// text, when set: the one bad entry of a batch.
+    /// Only calls one of whose form fields (the query protocol: SNS, EC2), or whose JSON
+    /// body (SQS, DynamoDB), contains this text, when set: the one bad entry of a batch.
     pub containing: Option<String>,
 }
 
@@ -146,7 +146,7 @@ impl Rule {
         }
     }
 
-    /// The same rule, for calls with a form field containing `text` alone.
+    /// The same rule, for calls with a form field (or a JSON body) containing `text` alone.
     pub fn containing(mut self, text: &str) -> Self {
         self.containing = Some(text.to_owned());
         self
@@ -184,7 +184,9 @@ impl Rule {
             && self
                 .containing
                 .as_deref()
-                .is_none_or(|text| call.form.iter().any(|(_, v)| v.contains(text)))
+                .is_none_or(|text| {
+                    call.json.contains(text) || call.form.iter().any(|(_, v)| v.contains(text))
+                })
     }
 }
 
@@ -429,6 +431,8 @@ struct Call {
     observer: bool,
     /// The query protocol's form fields (SNS, EC2); empty for JSON.
     form: Vec<(String, String)>,
+    /// The JSON protocol's body (SQS, DynamoDB); empty for the query protocol.
+    json: String,
     /// The SQS queue the call is on, when it names one.
     queue_url: Option<String>,
     /// The region of its credential scope.
@@ -496,11 +500,17 @@ fn read_call(req: &hyper::http::request::Parts, body: &[u8]) -> Call {
             .ok()
             .and_then(|v| v.get("QueueUrl")?.as_str().map(str::to_owned))
     };
+    let json = if target.is_empty() {
+        String::new()
+    } else {
+        String::from_utf8_lossy(body).into_owned()
+    };
     Call {
         service,
         operation,
         observer,
         form,
+        json,
         queue_url,
         region,
     }

@@ -355,3 +355,69 @@ async fn chaos_soak_killed_workers_and_failing_calls_lose_nothing_and_repeat_no_
         let _ = w.wait().await;
     }
 }
+
+/// A fleet in a crash loop makes progress: two workers with the ledger, one of them SIGKILLed
+/// every second (each lives about two), SQS's default five receives. A worker killed while it
+/// holds a launch leaves the next run a claim with a higher fence; before creates were noted
+/// in the ledger, that run had to wait a consistency window before it trusted an empty
+/// lookup, died in the wait, and the deaths spent the job's receives: 38 of 40 finished and
+/// two reached the dead-letter queue without a reason. Now a run that finds no noted create
+/// launches at once, and one that finds a note counts the window from it (long past by the
+/// time the message is visible again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_every_second_costs_no_job_its_receives() {
+    let proxy = proxy().await;
+    let mut spec = StackSpec::new(unique("crash"));
+    spec.visibility_timeout_secs = 5;
+    spec.max_receive_count = 5;
+    let t = TestStack::observing(&proxy.endpoint, spec).await;
+    let (_, launches) = enqueue_jobs(&t, "crash", 0, 40, 1).await;
+    let mut fleet = Fleet {
+        proxy_endpoint: proxy.endpoint.clone(),
+        stack: t.stack.clone(),
+        workers: Vec::new(),
+        started: 0,
+    };
+    for _ in 0..2 {
+        let w = fleet.spawn();
+        fleet.workers.push(w);
+    }
+    let started = Instant::now();
+    let mut events: Vec<JobEvent> = Vec::new();
+    let mut kills = 0usize;
+    // A liveness bound, not a speed target: a stalled fleet never gets there.
+    while !missing(&launches, &events).is_empty() && started.elapsed() < Duration::from_secs(120)
+    {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let victim = kills % 2;
+        let _ = fleet.workers[victim].start_kill();
+        let _ = fleet.workers[victim].wait().await;
+        kills += 1;
+        fleet.workers[victim] = fleet.spawn();
+        events.extend(t.events(launches.len(), Duration::from_millis(200)).await);
+    }
+    let took = started.elapsed();
+    assert_eq!(t.depth(&t.stack.dlq_url).await, 0, "no job dead-lettered");
+    assert_all_succeeded_and_launched_once(&t, &proxy, &launches, &launches, &events).await;
+    let sdk = sdk_config(&proxy.endpoint).await;
+    let table = t.stack.ledger_table.clone().expect("a ledger");
+    let ledger = t.ledger_named(&sdk, &table);
+    let mut reclaimed = 0;
+    for id in &launches {
+        let record = ledger.get(id).await.expect("ledger").expect("a record");
+        reclaimed += usize::from(record.fence > 1);
+    }
+    assert!(
+        reclaimed > 0,
+        "workers died holding launches (else this proves nothing)"
+    );
+    println!(
+        "crash loop: {} launches in {:.0} s, {kills} kills, {reclaimed} claimed again after a death",
+        launches.len(),
+        took.as_secs_f64()
+    );
+    for mut w in fleet.workers {
+        let _ = w.start_kill();
+        let _ = w.wait().await;
+    }
+}

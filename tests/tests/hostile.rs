@@ -568,7 +568,7 @@ async fn deferred_jobs_never_spend_their_attempts() {
     let told = told_earlier_runs.clone();
     let mut registry = Registry::new();
     registry.register_fn(move |ctx: JobContext, _: Canary| {
-        if ctx.earlier_runs {
+        if ctx.created_since.is_some() {
             told.fetch_add(1, Ordering::SeqCst);
         }
         async {
@@ -1123,6 +1123,64 @@ async fn a_ledger_outage_creates_nothing_spends_no_attempt_and_every_job_complet
         "the outage dead-lettered nothing"
     );
     assert!(worker.metrics.ledger_unavailable.get() >= 1);
+    worker.stop().await;
+}
+
+/// The ledger refuses, for 15 s, the one write that notes a launch before it is sent: no
+/// `RunInstances` goes out meanwhile (a later run could not know of it), the wait spends no
+/// attempt on a queue that dead-letters after two receives, and once the note is taken the
+/// job launches, once.
+#[tokio::test]
+async fn a_create_the_ledger_did_not_note_is_not_sent() {
+    let mut spec = StackSpec::new(unique("unnoted"));
+    spec.max_receive_count = 2;
+    let (proxy, t) = TestStack::behind_proxy(spec).await;
+    let sdk = proxy.sdk().await;
+    let ledger = t.ledger(&sdk).await;
+    let outage = Duration::from_secs(15);
+    proxy.add(
+        Rule::outage(
+            Service::DynamoDb,
+            &["UpdateItem"],
+            AwsFault::ServiceUnavailable,
+            outage,
+        )
+        .containing("RunInstances"),
+    );
+    let id = "unnoted-launch";
+    let ami = t.stock_ami().await;
+    enqueue(
+        &t,
+        Job::RunInstances(plain_launch(&ami)),
+        id,
+        &SendOptions::default(),
+    )
+    .await;
+    let mut config = t.worker_config("w");
+    config.max_attempts = 2;
+    config.ledger = Some(ledger);
+    let worker = start(&proxy, config, registry_with(ec2_settings())).await;
+
+    assert_no_event_during(
+        &t,
+        outage,
+        "nothing is announced while the launch cannot be noted",
+    )
+    .await;
+    assert_eq!(
+        proxy.creates_with("RunInstances", id),
+        0,
+        "nothing launched without its note"
+    );
+    assert!(
+        worker.metrics.ledger_unavailable.get() >= 1,
+        "the launch waited for its note"
+    );
+    let event = t.one_event(Duration::from_secs(60)).await;
+    assert_eq!(event.status, JobStatus::Succeeded, "{:?}", event.error);
+    assert_eq!(event.attempts, 1, "waiting for the note spent no attempt");
+    assert_eq!(proxy.creates_with("RunInstances", id), 1, "launched once");
+    assert_eq!(t.depth(&t.stack.dlq_url).await, 0);
     worker.stop().await;
 }
 

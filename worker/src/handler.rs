@@ -28,9 +28,11 @@ pub struct JobContext {
     pub attempt: u32,
     /// Attempts before the job is dead-lettered.
     pub max_attempts: u32,
-    /// Whether an earlier delivery of this job may have run its handler (and so made calls
-    /// whose effects EC2 may not show yet).
-    pub earlier_runs: bool,
+    /// Since when an earlier run of this job may have created something EC2 does not list
+    /// yet: `None` when none can have (the job's first run, or, with a job ledger, no
+    /// earlier run put a create on record before sending it). A lookup that finds nothing
+    /// is proof once a consistency window has passed since.
+    pub created_since: Option<tokio::time::Instant>,
     /// When this delivery was received: an earlier delivery's last call happened before it.
     pub received_at: tokio::time::Instant,
     /// The message's hold, to check before a call that must not happen twice.
@@ -44,24 +46,89 @@ pub struct JobContext {
     pub started_at: DateTime<Utc>,
 }
 
+impl JobContext {
+    /// To call right before a create goes out, after any pacing: `Err` when the lease is
+    /// (nearly) over, or, with a job ledger, when the create could not be put on record
+    /// first ([`Progress::note_create`]). Either way nothing may be sent.
+    pub async fn before_create(&self, operation: &str) -> Result<(), JobError> {
+        self.lease.ensure()?;
+        self.progress.note_create(operation).await?;
+        // The note took a ledger call: the lease is read again, closest to the send.
+        self.lease.ensure()
+    }
+}
+
+/// A context for a handler's unit test: a first run, no lease to run out, clients that
+/// reach nowhere.
+#[cfg(test)]
+pub(crate) fn test_context() -> JobContext {
+    let sdk = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .build();
+    JobContext {
+        job_id: JobId::parse("job-1").expect("id"),
+        kind: JobKind::Snapshot,
+        attempt: 1,
+        max_attempts: 3,
+        created_since: None,
+        received_at: tokio::time::Instant::now(),
+        lease: Lease::default(),
+        progress: Progress::default(),
+        worker_id: "w".into(),
+        clients: AwsClients::new(&sdk),
+        enqueued_at: None,
+        started_at: Utc::now(),
+    }
+}
+
 /// A handler's notes for its job's next run, carried on the message between deliveries
 /// and, with a job ledger, written there the moment they change. EC2 is eventually
 /// consistent: what a run created may not be listed yet when the next run looks, so a
 /// handler records the ids it created here, as soon as the create call answers, rather than
-/// trusting a lookup.
+/// trusting a lookup. With a ledger, each create is also put on record before it is sent
+/// ([`Progress::note_create`]), so a later run knows whether (and since when) an earlier one
+/// may have created something it cannot see yet.
 #[derive(Debug, Clone, Default)]
 pub struct Progress {
-    inner: Arc<std::sync::Mutex<(serde_json::Map<String, serde_json::Value>, bool)>>,
+    inner: Arc<std::sync::Mutex<Notes>>,
     /// Woken by each change, for the runtime to write it to the ledger at once.
     changes: Arc<tokio::sync::Notify>,
+    /// How far the ledger has taken the notes (or refused them), by version.
+    written: Arc<tokio::sync::watch::Sender<Written>>,
+}
+
+/// The progress key under which creates are put on record before they are sent: each
+/// operation's latest, as the time it was about to go out.
+pub const CREATES: &str = "creates";
+
+#[derive(Debug, Default)]
+struct Notes {
+    map: serde_json::Map<String, serde_json::Value>,
+    /// Changed since the message's copy was made.
+    changed: bool,
+    /// Raised by every change, so the ledger's writer can say which one it wrote.
+    version: u64,
+    /// The notes are the ledger's: a create waits until its note is written there.
+    in_ledger: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Written {
+    /// The latest version on record.
+    taken: u64,
+    /// The latest version the ledger did not take (`u64::MAX` once the claim is lost).
+    refused: u64,
 }
 
 impl Progress {
     /// Progress carried in from an earlier run.
     pub fn from_map(map: serde_json::Map<String, serde_json::Value>) -> Self {
         Progress {
-            inner: Arc::new(std::sync::Mutex::new((map, false))),
-            changes: Arc::default(),
+            inner: Arc::new(std::sync::Mutex::new(Notes {
+                map,
+                ..Notes::default()
+            })),
+            ..Progress::default()
         }
     }
 
@@ -70,42 +137,110 @@ impl Progress {
         self.changes.notified().await
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, (serde_json::Map<String, serde_json::Value>, bool)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Notes> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn get(&self, key: &str) -> Option<serde_json::Value> {
-        self.lock().0.get(key).cloned()
+        self.lock().map.get(key).cloned()
     }
 
     /// Records `value` under `key` for the next run.
     pub fn set(&self, key: &str, value: serde_json::Value) {
         let mut guard = self.lock();
-        if guard.0.get(key) != Some(&value) {
-            guard.0.insert(key.to_owned(), value);
-            guard.1 = true;
+        if guard.map.get(key) != Some(&value) {
+            guard.map.insert(key.to_owned(), value);
+            guard.changed = true;
+            guard.version += 1;
             self.changes.notify_one();
         }
     }
 
+    /// Puts on record that `operation` (a create) is about to be sent, and, when the notes
+    /// are the job ledger's, returns only once the ledger has it: `Err` (transient, nothing
+    /// sent) when the ledger did not take it or the claim was lost. A later run that finds
+    /// no such note knows no create went out before it, and trusts an empty lookup at once.
+    pub async fn note_create(&self, operation: &str) -> Result<(), JobError> {
+        let (version, in_ledger) = {
+            let mut guard = self.lock();
+            let mut creates = guard
+                .map
+                .get(CREATES)
+                .and_then(|c| c.as_object())
+                .cloned()
+                .unwrap_or_default();
+            creates.insert(operation.to_owned(), Utc::now().to_rfc3339().into());
+            guard.map.insert(CREATES.to_owned(), creates.into());
+            guard.changed = true;
+            guard.version += 1;
+            (guard.version, guard.in_ledger)
+        };
+        self.changes.notify_one();
+        if !in_ledger {
+            return Ok(());
+        }
+        let mut written = self.written.subscribe();
+        let taken = written
+            .wait_for(|w| w.taken >= version || w.refused >= version)
+            .await
+            .is_ok_and(|w| w.taken >= version);
+        if taken {
+            Ok(())
+        } else {
+            Err(JobError::shoal(
+                shoal_common::error::ShoalCode::CreateNotNoted,
+                format!("{operation} was not put on record in the job ledger, so it was not sent"),
+            ))
+        }
+    }
+
+    /// The latest time an earlier run noted it was about to send a create, if any.
+    pub fn latest_create(&self) -> Option<DateTime<Utc>> {
+        self.lock()
+            .map
+            .get(CREATES)?
+            .as_object()?
+            .values()
+            .filter_map(|at| at.as_str())
+            .filter_map(|at| DateTime::parse_from_rfc3339(at).ok())
+            .map(|at| at.with_timezone(&Utc))
+            .max()
+    }
+
     /// Takes what the job ledger recorded for the job as what earlier runs recorded: the
     /// ledger, written by workers alone, speaks for the job, where a message's carried
-    /// state may have been written by anyone.
+    /// state may have been written by anyone. From here on the notes are the ledger's.
     pub fn adopt(&self, recorded: serde_json::Map<String, serde_json::Value>) {
         let mut guard = self.lock();
-        guard.0 = recorded;
-        guard.1 = false;
+        guard.map = recorded;
+        guard.changed = false;
+        guard.in_ledger = true;
     }
 
     /// Whether this run recorded anything the message does not carry yet.
     pub fn changed(&self) -> bool {
-        self.lock().1
+        self.lock().changed
     }
 
     pub fn to_map(&self) -> serde_json::Map<String, serde_json::Value> {
-        self.lock().0.clone()
+        self.lock().map.clone()
+    }
+
+    /// The notes and their version, for the ledger's writer.
+    pub(crate) fn versioned(&self) -> (serde_json::Map<String, serde_json::Value>, u64) {
+        let guard = self.lock();
+        (guard.map.clone(), guard.version)
+    }
+
+    /// The ledger's writer reports on `version`: on record (`true`) or not.
+    pub(crate) fn written(&self, version: u64, taken: bool) {
+        self.written.send_modify(|w| {
+            if taken {
+                w.taken = w.taken.max(version);
+            } else {
+                w.refused = w.refused.max(version);
+            }
+        });
     }
 }
 

@@ -6,11 +6,16 @@
 //!   message, and the next run asks for those ids directly; `…NotFound` for an id Shoal
 //!   created is "not yet" for [`Ec2Settings::consistency_window`] ([`on_own_resource`]);
 //! - a lookup by tag that finds nothing proves nothing while an earlier run of the job may
-//!   have created something less than a window ago ([`look_until_settled`]): every earlier
-//!   run's calls happened before this delivery was received, so a window after that, an
-//!   empty answer is proof;
-//! - a handler checks its lease before a create ([`ensure_lease`]): a worker that lost its
-//!   message to another creates nothing more.
+//!   have created something less than a window ago ([`look_until_settled`]). Since when is
+//!   [`JobContext::created_since`]: with a job ledger, every create is put on record before
+//!   it is sent, so a run that finds no such note knows none went out, and one that finds a
+//!   note counts the window from it; without a ledger, every earlier run's calls happened
+//!   before this delivery was received, so a window after that, an empty answer is proof.
+//!   A worker killed before its create went out costs the next run no wait (a fleet in a
+//!   crash loop still makes progress);
+//! - a handler checks its lease, and notes the create, right before it goes out
+//!   ([`JobContext::before_create`]): a worker that lost its message to another creates
+//!   nothing more.
 //!
 //! [`Progress`]: crate::handler::Progress
 
@@ -60,9 +65,8 @@ where
 }
 
 /// Looks up a job's resources with `lookup` until `complete` holds of what it found, or
-/// until an incomplete answer is proof: at once on a job's first run, and otherwise a
-/// consistency window after this delivery was received (every earlier run's calls came
-/// before it).
+/// until an incomplete answer is proof: at once when no earlier run can have created
+/// anything, and otherwise a consistency window after [`JobContext::created_since`].
 pub async fn look_until_settled<T, F, Fut>(
     ctx: &JobContext,
     settings: &Ec2Settings,
@@ -73,10 +77,12 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, JobError>>,
 {
-    let settled_at = ctx.received_at + settings.consistency_window;
     loop {
         let found = lookup().await?;
-        if complete(&found) || !ctx.earlier_runs || Instant::now() >= settled_at {
+        let Some(settled_at) = ctx.created_since.map(|t| t + settings.consistency_window) else {
+            return Ok(found);
+        };
+        if complete(&found) || Instant::now() >= settled_at {
             return Ok(found);
         }
         tracing::debug!("an earlier run may have created what is missing; looking again");
@@ -132,27 +138,12 @@ pub fn ensure_lease(ctx: &JobContext) -> Result<(), JobError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::Utc;
     use shoal_common::error::ErrorClass;
-    use shoal_common::JobId;
 
     fn context(earlier_runs: bool) -> JobContext {
-        let sdk = aws_config::SdkConfig::builder()
-            .behavior_version(aws_config::BehaviorVersion::latest())
-            .build();
         JobContext {
-            job_id: JobId::parse("job-1").expect("id"),
-            kind: shoal_common::JobKind::Snapshot,
-            attempt: 1,
-            max_attempts: 3,
-            earlier_runs,
-            received_at: Instant::now(),
-            lease: Default::default(),
-            progress: Default::default(),
-            worker_id: "w".into(),
-            clients: shoal_common::aws::AwsClients::new(&sdk),
-            enqueued_at: None,
-            started_at: Utc::now(),
+            created_since: earlier_runs.then(Instant::now),
+            ..crate::handler::test_context()
         }
     }
 

@@ -122,7 +122,7 @@ impl JobHandler for CopySnapshotHandler {
                 }
                 let out = self
                     .limiter
-                    .create_once("CopySnapshot", &ctx.lease, || {
+                    .create_once("CopySnapshot", &ctx, || {
                         request().customize().config_override(no_sdk_retry()).send()
                     })
                     .await?;

@@ -90,7 +90,7 @@ impl CreateImageHandler {
         }
         // No SDK retry: on AWS a repeat would meet `InvalidAMIName.Duplicate` (handled
         // below), but a name is no token, and an emulator may take the repeat.
-        match self.limiter.create_once(operation, &ctx.lease, send).await {
+        match self.limiter.create_once(operation, ctx, send).await {
             Ok(id) => {
                 let id = id.unwrap_or_default();
                 ctx.progress.set(IMAGE_ID, serde_json::json!(id));

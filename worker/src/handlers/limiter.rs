@@ -13,7 +13,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use super::settings::Ec2Settings;
 use crate::ec2_errors::{ec2_error, is_throttling};
-use crate::handler::{JobError, Lease};
+use crate::handler::{JobContext, JobError};
 
 /// A token bucket per EC2 operation (governor's), holding one second's worth of calls, so a
 /// burst of jobs is paced instead of turning into `RequestLimitExceeded` storms.
@@ -127,12 +127,14 @@ impl Ec2Limiter {
     /// so that alone is tried again here; any other failure ends the attempt, and the next
     /// run looks (until the consistency window has passed) before it creates.
     ///
-    /// `lease` is checked right before each try goes out, after the pacing and any backoff
-    /// (seconds, together): a lease that ran out meanwhile sends nothing.
+    /// Right before each try goes out, after the pacing and any backoff (seconds,
+    /// together), the lease is read and the create put on record
+    /// ([`JobContext::before_create`]): a lease that ran out meanwhile, or a note the ledger
+    /// did not take, sends nothing.
     pub async fn create_once<T, E, F, Fut>(
         &self,
         operation: &'static str,
-        lease: &Lease,
+        ctx: &JobContext,
         mut send: F,
     ) -> Result<T, JobError>
     where
@@ -143,7 +145,7 @@ impl Ec2Limiter {
         let mut pause = Duration::from_millis(500);
         for _ in 0..4 {
             self.acquire(operation).await;
-            lease.ensure()?;
+            ctx.before_create(operation).await?;
             let sent = send().await.map_err(|e| ec2_error(operation, e));
             match sent {
                 Err(e) if e.code.as_deref().is_some_and(is_throttling) => {
@@ -211,15 +213,18 @@ mod tests {
         // Another job's call has this second's turn.
         limiter.acquire("CreateSnapshot").await;
         let until = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
-        let lease =
-            Lease::default().with_ledger(Arc::new(AtomicI64::new(until.timestamp_millis())));
+        let ctx = JobContext {
+            lease: crate::handler::Lease::default()
+                .with_ledger(Arc::new(AtomicI64::new(until.timestamp_millis()))),
+            ..crate::handler::test_context()
+        };
         assert!(
-            lease.ensure().is_ok(),
+            ctx.lease.ensure().is_ok(),
             "enough left when the handler checked"
         );
         let sends = AtomicU32::new(0);
         let result = limiter
-            .create_once("CreateSnapshot", &lease, || {
+            .create_once("CreateSnapshot", &ctx, || {
                 sends.fetch_add(1, Ordering::Relaxed);
                 async { Err::<(), SdkError<CreateSnapshotError>>(SdkError::timeout_error("x")) }
             })

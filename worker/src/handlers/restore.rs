@@ -65,7 +65,7 @@ impl JobHandler for RestoreVolumeHandler {
         let volume = match self.existing(&ctx).await? {
             Some(volume) => volume,
             None => {
-                ensure_lease(&ctx)?;
+                ctx.before_create("CreateVolume").await?;
                 // The token makes a repeat of this call harmless on AWS: the SDK's retry may
                 // resend it.
                 let out = self.limiter.call("CreateVolume", request().send()).await?;

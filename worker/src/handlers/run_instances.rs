@@ -19,7 +19,7 @@ use shoal_common::error::ShoalCode;
 use shoal_common::job::RunInstances;
 use tokio::time::Instant;
 
-use super::consistency::{ensure_lease, look_until_settled, on_own_resource};
+use super::consistency::{look_until_settled, on_own_resource};
 use super::ec2::{
     client_token, dry_run_outcome, job_id_filter, next_check, rfc3339, tag_spec, tags_with_job_id,
     to_chrono,
@@ -107,7 +107,7 @@ impl JobHandler for RunInstancesHandler {
         let (reservation_id, mut instances, found) = match self.find(&ctx).await? {
             Some((reservation, instances, how)) => (reservation, instances, Some(how)),
             None => {
-                ensure_lease(&ctx)?;
+                ctx.before_create("RunInstances").await?;
                 let out = self.limiter.call("RunInstances", request().send()).await?;
                 since = Instant::now();
                 let reservation = out.reservation_id.unwrap_or_default();

@@ -100,7 +100,7 @@ impl JobHandler for SnapshotHandler {
                 .tag_specifications(tag_spec(ResourceType::Snapshot, &tags));
             let out = self
                 .limiter
-                .create_once("CreateSnapshot", &ctx.lease, || {
+                .create_once("CreateSnapshot", &ctx, || {
                     request
                         .clone()
                         .customize()

@@ -97,12 +97,6 @@ impl JobClaim {
         self.lease.progress.clone()
     }
 
-    /// Claims of the job so far, this one included: more than one means an earlier run
-    /// may have created something.
-    pub fn fence(&self) -> u64 {
-        self.lease.fence
-    }
-
     /// The lease's expiry, for the handler's lease.
     pub fn until_ms(&self) -> Arc<AtomicI64> {
         self.until_ms.clone()
@@ -132,16 +126,17 @@ impl JobClaim {
         }
     }
 
-    /// Records `progress` if it changed since last written. `Err` when the claim is lost:
-    /// another run holds the job, and this one must record (and create) nothing more. A
-    /// ledger that does not answer leaves the progress on the message's copy alone.
+    /// Records `progress` if it changed since last written: `Ok(true)` once on record.
+    /// `Err` when the claim is lost: another run holds the job, and this one must record
+    /// (and create) nothing more. A ledger that does not answer (`Ok(false)`) leaves the
+    /// progress on the message's copy alone.
     pub async fn record_progress(
         &self,
         shared: &Shared,
         progress: Map<String, Value>,
-    ) -> Result<(), Unrecorded> {
+    ) -> Result<bool, Unrecorded> {
         if progress == *self.lock_recorded() {
-            return Ok(());
+            return Ok(true);
         }
         match self
             .retried(shared, || {
@@ -151,11 +146,11 @@ impl JobClaim {
         {
             Ok(()) => {
                 *self.lock_recorded() = progress;
-                Ok(())
+                Ok(true)
             }
             Err(Unrecorded::NotTaken(e)) => {
                 tracing::warn!(code = e.code_or_none(), error = %e.message, "cannot record the job's progress in the ledger");
-                Ok(())
+                Ok(false)
             }
             Err(lost) => {
                 self.until_ms.store(0, Ordering::Relaxed);

@@ -197,8 +197,7 @@ async fn run_job(
                     kind,
                     attempt: attempt.number,
                     max_attempts: cfg.max_attempts,
-                    earlier_runs: msg.earlier_runs().saturating_add(runs_here) > 0
-                        || job_claim.as_ref().is_some_and(|c| c.fence() > 1),
+                    created_since: created_since(msg, job_claim.is_some(), runs_here),
                     received_at: msg.received_at,
                     lease: match &job_claim {
                         Some(c) => lease.with_ledger(c.until_ms()),
@@ -237,6 +236,13 @@ async fn run_job(
                 match ran {
                     Ok(Outcome::Done(value)) => AttemptOutcome::Done(value),
                     Ok(Outcome::CheckAgainAfter(delay)) => AttemptOutcome::CheckAgain(delay),
+                    // The ledger did not take the note a create needs first: nothing was
+                    // sent, and, as when it does not answer a claim, no attempt is spent.
+                    Err(error) if error.is(ShoalCode::CreateNotNoted) => {
+                        metrics.ledger_unavailable.inc();
+                        tracing::warn!(error = %error, "a create could not be noted in the ledger; looking again later");
+                        AttemptOutcome::NotClaimed(None)
+                    }
                     Err(error) => match not_yet(shared, msg, envelope, error) {
                         Ok(look_again) => AttemptOutcome::CheckAgain(look_again),
                         Err(error) => {
@@ -282,6 +288,22 @@ async fn run_job(
             Settle::HoldForSlot => slots.released_while(kind_slot.enter()).await,
         }
     }
+}
+
+/// Since when an earlier run of the job may have created something EC2 does not list yet
+/// ([`JobContext::created_since`]). With the job's claim, the progress is the ledger's, where
+/// every run put each create on record before sending it: its latest note says (none: no
+/// create went out, whatever runs died before). Without, any earlier run counts, and every
+/// one of its calls came before this delivery was received.
+fn created_since(msg: &Delivery, claimed: bool, runs_here: u32) -> Option<tokio::time::Instant> {
+    if !claimed {
+        let earlier = msg.earlier_runs().saturating_add(runs_here) > 0;
+        return earlier.then_some(msg.received_at);
+    }
+    let noted = msg.progress.latest_create()?;
+    let ago = (Utc::now() - noted).to_std().unwrap_or_default();
+    let now = tokio::time::Instant::now();
+    Some(now.checked_sub(ago).unwrap_or(now))
 }
 
 /// What stands between a delivery and its handler's run, this time round the loop.
@@ -360,8 +382,13 @@ async fn run_keeping<T>(
             r = &mut handler => return r,
             _ = &mut keeper, if keeping => keeping = false,
             _ = msg.progress.changes(), if recording => {
-                if claim.record_progress(shared, msg.progress.to_map()).await.is_err() {
-                    recording = false;
+                let (notes, version) = msg.progress.versioned();
+                match claim.record_progress(shared, notes).await {
+                    Ok(taken) => msg.progress.written(version, taken),
+                    Err(_) => {
+                        msg.progress.written(u64::MAX, false);
+                        recording = false;
+                    }
                 }
             }
         }
