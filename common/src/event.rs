@@ -148,6 +148,11 @@ pub struct JobEvent {
     pub status: JobStatus,
     /// Deliveries of the message so far (SQS's `ApproximateReceiveCount`).
     pub attempts: u32,
+    /// The job's run: 1, one more for each rerun an operator asked for (`retry`, `dlq
+    /// redrive`) after it failed. Absent means 1.
+    #[serde(default = "first_run", skip_serializing_if = "is_first_run")]
+    #[schemars(range(min = 1))]
+    pub run: u32,
     /// The SQS message id of the job, for tracing a malformed message to the DLQ.
     pub message_id: String,
     pub worker_id: String,
@@ -160,6 +165,14 @@ pub struct JobEvent {
     /// event): a follower waits for these too.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub follow_ups: Vec<String>,
+}
+
+fn first_run() -> u32 {
+    1
+}
+
+fn is_first_run(run: &u32) -> bool {
+    *run <= 1
 }
 
 impl JobEvent {
@@ -381,6 +394,7 @@ impl JobEvent {
             parent_job_id: source.parent_job_id,
             status,
             attempts: source.attempts,
+            run: 1,
             message_id: source.message_id,
             worker_id: source.worker_id,
             timings: Timings {

@@ -181,12 +181,9 @@ impl Rule {
                     .as_deref()
                     .is_some_and(|url| url.trim_end_matches('/').rsplit('/').next() == Some(name))
             })
-            && self
-                .containing
-                .as_deref()
-                .is_none_or(|text| {
-                    call.json.contains(text) || call.form.iter().any(|(_, v)| v.contains(text))
-                })
+            && self.containing.as_deref().is_none_or(|text| {
+                call.json.contains(text) || call.form.iter().any(|(_, v)| v.contains(text))
+            })
     }
 }
 

@@ -386,8 +386,7 @@ async fn a_worker_killed_every_second_costs_no_job_its_receives() {
     let mut events: Vec<JobEvent> = Vec::new();
     let mut kills = 0usize;
     // A liveness bound, not a speed target: a stalled fleet never gets there.
-    while !missing(&launches, &events).is_empty() && started.elapsed() < Duration::from_secs(120)
-    {
+    while !missing(&launches, &events).is_empty() && started.elapsed() < Duration::from_secs(120) {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let victim = kills % 2;
         let _ = fleet.workers[victim].start_kill();

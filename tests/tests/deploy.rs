@@ -844,6 +844,15 @@ fn followers_and_operators_cannot_spend_a_jobs_receives() {
                     "the follower reads the ledger only: {statement}"
                 );
             }
+            if name == "OperatorPolicy" {
+                assert!(
+                    !actions.iter().any(|a| a.contains("dynamodb:")
+                        && !a.contains("GetItem")
+                        && !a.contains("UpdateItem")
+                        && !a.contains("Query")),
+                    "the operator opens records for a rerun, no more: {statement}"
+                );
+            }
         }
     }
 }

@@ -283,14 +283,7 @@ async fn an_interrupted_redrive_loses_no_job_and_a_second_run_finishes_it() {
     // Cut short at an arbitrary point, as a killed process would be.
     let cut = tokio::time::timeout(
         Duration::from_millis(250),
-        operate::redrive(
-            &t.clients.sqs,
-            &t.stack.dlq_url,
-            &t.stack.queue_url,
-            &all,
-            hold,
-            None,
-        ),
+        operate::redrive(redrive_at(&t), &all, hold, None, std::future::pending()),
     )
     .await;
     assert!(cut.is_err(), "the first redrive was interrupted mid-way");
@@ -305,16 +298,9 @@ async fn an_interrupted_redrive_loses_no_job_and_a_second_run_finishes_it() {
     })
     .await;
     assert!(released, "the interrupted run's hold lapsed");
-    let report = operate::redrive(
-        &t.clients.sqs,
-        &t.stack.dlq_url,
-        &t.stack.queue_url,
-        &all,
-        hold,
-        None,
-    )
-    .await
-    .expect("second redrive");
+    let report = operate::redrive(redrive_at(&t), &all, hold, None, std::future::pending())
+        .await
+        .expect("second redrive");
     assert!(report.failed.is_empty(), "{:?}", report.failed);
     assert_eq!(visible(&t, &t.stack.dlq_url).await, 0);
 
@@ -332,6 +318,16 @@ async fn an_interrupted_redrive_loses_no_job_and_a_second_run_finishes_it() {
         .collect();
     let missing: Vec<_> = ids.iter().filter(|id| !found.contains(*id)).collect();
     assert!(missing.is_empty(), "lost: {missing:?}");
+}
+
+/// A redrive from the test stack's dead-letter queue to its job queue, without a ledger.
+fn redrive_at(t: &TestStack) -> operate::Redrive<'_> {
+    operate::Redrive {
+        sqs: &t.clients.sqs,
+        dlq_url: &t.stack.dlq_url,
+        queue_url: &t.stack.queue_url,
+        ledger: None,
+    }
 }
 
 /// `events --count 3` prints three events and takes no more than those three off the

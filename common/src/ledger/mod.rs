@@ -16,7 +16,9 @@
 //!   the ids it created) stays for the next holder.
 //! - **succeeded** / **failed**: the outcome is written, conditioned on the fence, before it is
 //!   announced ([`Ledger::finish`]). A finished record is never claimed again: a delivery of
-//!   its job id runs nothing and announces the recorded outcome.
+//!   its job id runs nothing and announces the recorded outcome. Only an operator's rerun
+//!   ([`Ledger::rerun`], `rerun.rs`) turns a failed record back to open, its run number one
+//!   higher and its progress kept.
 //!
 //! A record lives `ttl` after its last write (`expires_at`, the table's TTL attribute). DynamoDB
 //! deletes expired items lazily, days later, and reads return them until then, so a record
@@ -48,10 +50,12 @@ use crate::{JobId, JobKind};
 mod outcomes;
 mod queries;
 mod record;
+mod rerun;
 mod table;
 
 pub use outcomes::{OutcomeItem, OutcomeWrites, MAX_BATCH_WRITE, RECORD_EXISTS};
 pub use queries::MAX_LISTED;
+pub use rerun::Rerun;
 
 use record::read_record;
 
@@ -82,10 +86,17 @@ pub mod attr {
     pub const FINISHED_AT: &str = "finished_at";
     /// Seconds since the epoch: the table's TTL attribute.
     pub const EXPIRES_AT: &str = "expires_at";
+    /// The job's run: 1, and one more for each rerun an operator asked for.
+    pub const RUN: &str = "run";
+    /// JSON: the failed runs before a rerun, each with its number, end and error.
+    pub const EARLIER_FAILURES: &str = "earlier_failures";
 }
 
 /// Every DynamoDB operation a worker makes on the ledger, for its metrics.
 pub const WORKER_OPERATIONS: &[&str] = &["UpdateItem", "GetItem", "TransactWriteItems"];
+
+/// How long at least a record an operator's verb wrote lives, when the writer knows no TTL.
+const REOPENED_LIFE: chrono::Duration = chrono::Duration::days(14);
 
 /// The index of records by status, newest update last: `jobs --status failed --since 1h`.
 pub const BY_STATUS_INDEX: &str = "by-status";
@@ -186,6 +197,10 @@ pub struct Record {
     pub updated_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// The job's run: 1, one more for each rerun.
+    pub run: u32,
+    /// The failed runs before a rerun: `{run, finished_at, error}` each.
+    pub earlier_failures: Vec<Value>,
 }
 
 impl Record {
@@ -229,6 +244,8 @@ pub struct Lease {
     /// What earlier runs recorded.
     pub progress: Map<String, Value>,
     pub first_started_at: Option<DateTime<Utc>>,
+    /// The job's run (1, one more for each rerun), for its events.
+    pub run: u32,
 }
 
 /// What a claim came to.
@@ -269,7 +286,7 @@ pub struct Ledger {
     ttl: Duration,
 }
 
-fn ms(t: DateTime<Utc>) -> AttributeValue {
+pub(super) fn ms(t: DateTime<Utc>) -> AttributeValue {
     AttributeValue::N(t.timestamp_millis().to_string())
 }
 
@@ -281,7 +298,7 @@ pub(super) fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
-fn is_condition_failure<E: aws_smithy_types::error::metadata::ProvideErrorMetadata>(
+pub(super) fn is_condition_failure<E: aws_smithy_types::error::metadata::ProvideErrorMetadata>(
     e: &aws_sdk_dynamodb::error::SdkError<E>,
 ) -> bool {
     matches!(e, aws_sdk_dynamodb::error::SdkError::ServiceError(service)
@@ -304,6 +321,18 @@ impl Ledger {
 
     pub(super) fn expires_at(&self, now: DateTime<Utc>) -> AttributeValue {
         let at = now + chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::MAX);
+        n(at.timestamp().max(0) as u64)
+    }
+
+    /// When a record an operator's verb writes expires: this ledger's TTL from now, or, for
+    /// a ledger opened without one (an operator's tools), no sooner than the record's own
+    /// expiry and at least `REOPENED_LIFE` from now, so the run it opens can still find it.
+    pub(super) fn verb_expires_at(&self, record: &Record, now: DateTime<Utc>) -> AttributeValue {
+        if !self.ttl.is_zero() {
+            return self.expires_at(now);
+        }
+        let floor = now + REOPENED_LIFE;
+        let at = record.expires_at.map_or(floor, |at| at.max(floor));
         n(at.timestamp().max(0) as u64)
     }
 
@@ -401,6 +430,7 @@ impl Ledger {
                     until,
                     progress: record.progress,
                     first_started_at: record.first_started_at,
+                    run: record.run,
                 };
                 if record.outcome.is_some() {
                     // Only a finished record past its expiry could be claimed: it counts as

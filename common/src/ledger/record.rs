@@ -56,6 +56,13 @@ pub(super) fn read_record(item: &HashMap<String, AttributeValue>) -> Result<Reco
         updated_at: instant(attr::UPDATED_AT),
         finished_at: instant(attr::FINISHED_AT),
         expires_at: number(attr::EXPIRES_AT).and_then(|s| DateTime::<Utc>::from_timestamp(s, 0)),
+        run: number(attr::RUN)
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(1),
+        earlier_failures: text(attr::EARLIER_FAILURES)
+            .and_then(|f| serde_json::from_str(&f).ok())
+            .unwrap_or_default(),
         job_id,
     })
 }

@@ -63,6 +63,38 @@ pub enum Command {
     /// Inspect and redrive the dead-letter queue.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Run failed jobs again under their own ids, from their ledger records (no dead letter
+    /// needed): each record is opened for its next run, its progress kept so nothing it
+    /// created is created again, and its job sent. Give job ids, or `--status failed` with
+    /// `--kind` and `--since` to choose from the ledger. Exit 1 when one could not be rerun.
+    Retry(RetryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// The jobs to rerun, by id.
+    #[arg(value_name = "JOB_ID", required_unless_present = "status")]
+    pub job_ids: Vec<String>,
+    /// Rerun the jobs the ledger records with this status (only `failed` can be rerun).
+    #[arg(long, value_name = "STATUS", value_parser = parse_rerunnable, conflicts_with = "job_ids")]
+    pub status: Option<shoal_common::ledger::Status>,
+    /// With --status: only jobs of this kind (repeatable).
+    #[arg(long = "kind", value_name = "KIND", value_parser = parse_kind, requires = "status")]
+    pub kinds: Vec<String>,
+    /// With --status: only jobs whose record changed this recently, e.g. 1h or 30m.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub since: Duration,
+    /// With --status: rerun at most this many.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+}
+
+fn parse_rerunnable(s: &str) -> Result<shoal_common::ledger::Status, String> {
+    match shoal_common::ledger::Status::parse(s) {
+        Some(status @ shoal_common::ledger::Status::Failed) => Ok(status),
+        Some(_) => Err(format!("`{s}`: only failed jobs can be rerun")),
+        None => Err(format!("`{s}` is not a status (rerunnable: failed)")),
+    }
 }
 
 /// Following jobs to their completion events.
@@ -150,7 +182,10 @@ pub enum DlqCommand {
         limit: Option<usize>,
     },
     /// Move dead-lettered jobs back to the job queue: all of them, or those of the given
-    /// job ids or kinds. Each is sent before it is deleted, so an interruption loses none.
+    /// job ids or kinds. Each is sent before it is deleted, so an interruption loses none;
+    /// with --ledger-table, each failed job is opened for a rerun first (else its worker
+    /// would answer it from its failed record). Only what was dead-lettered when the
+    /// redrive began is moved; Ctrl-C stops it with a summary.
     Redrive {
         #[command(flatten)]
         dlq: DlqArgs,

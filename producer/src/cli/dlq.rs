@@ -1,16 +1,20 @@
-//! `shoal-producer dlq list|redrive`: printing what [`crate::operate`] finds on, and moves
-//! off, the dead-letter queue.
+//! `shoal-producer dlq list|redrive` and `retry`: printing what [`crate::operate`] finds
+//! on, and moves off, the dead-letter queue, and the failed jobs it runs again.
 
 use shoal_common::aws::AwsClients;
 use shoal_common::config::QueueArgs;
 use shoal_common::error::ShoalCode;
 
-use super::{CliError, DlqArgs, DlqCommand, Done, Output};
+use super::{CliError, DlqArgs, DlqCommand, Done, Output, RetryArgs};
 use crate::operate;
+use crate::Producer;
+use shoal_common::ledger::Ledger;
+use shoal_common::JobId;
 
 pub(super) async fn dlq(
     queue: &QueueArgs,
     clients: &AwsClients,
+    ledger: Option<&Ledger>,
     command: DlqCommand,
     out: &mut Output<'_, '_>,
 ) -> Result<Done, CliError> {
@@ -54,15 +58,20 @@ pub(super) async fn dlq(
                 job_ids: jobs,
                 kinds,
             };
-            let report = operate::redrive(
-                &clients.sqs,
-                &url,
-                &target.url,
-                &filter,
-                operate::DEFAULT_HOLD,
-                limit,
-            )
-            .await?;
+            let at = operate::Redrive {
+                sqs: &clients.sqs,
+                dlq_url: &url,
+                queue_url: &target.url,
+                ledger,
+            };
+            let interrupted = async {
+                // No signal handler (an unusual host): never interrupted.
+                if tokio::signal::ctrl_c().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let report =
+                operate::redrive(at, &filter, operate::DEFAULT_HOLD, limit, interrupted).await?;
             out.item(&report, |w| {
                 for letter in &report.moved {
                     writeln!(
@@ -80,14 +89,71 @@ pub(super) async fn dlq(
                 }
             }
             out.note(format_args!(
-                "moved {} job(s) back to the job queue, left {}, {} failed",
+                "moved {} job(s) back to the job queue ({} opened for a rerun), left {}, {} dead-lettered since the redrive began, {} failed{}",
                 report.moved.len(),
+                report.rerun.len(),
                 report.skipped,
-                report.failed.len()
+                report.arrived_since,
+                report.failed.len(),
+                if report.interrupted { "; interrupted" } else { "" },
             ))?;
+            if report.interrupted {
+                return Ok(Done::Interrupted);
+            }
             Ok(Done::when(report.failed.is_empty()))
         }
     }
+}
+
+/// `retry`: the given failed jobs, or those the ledger lists, run again under their ids.
+pub(super) async fn retry(
+    producer: &Producer,
+    args: &RetryArgs,
+    out: &mut Output<'_, '_>,
+) -> Result<Done, CliError> {
+    let ids = match args.status {
+        None => args
+            .job_ids
+            .iter()
+            .map(|id| {
+                JobId::parse(id).map_err(|m| CliError::Refused(format!("job_id: `{id}` {m}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(status) => {
+            let ledger = producer
+                .ledger()
+                .ok_or_else(|| CliError::from(crate::LookupError::NoLedger))?;
+            let since = chrono::Utc::now()
+                - chrono::Duration::from_std(args.since).unwrap_or(chrono::Duration::MAX);
+            ledger
+                .recent(status, since, args.limit)
+                .await?
+                .into_iter()
+                .filter(|r| {
+                    args.kinds.is_empty() || r.kind.as_ref().is_some_and(|k| args.kinds.contains(k))
+                })
+                .filter_map(|r| JobId::parse(&r.job_id).ok())
+                .collect()
+        }
+    };
+    let report = producer.retry(&ids).await?;
+    out.item(&report, |w| {
+        for (job, run) in &report.rerun {
+            writeln!(w, "{job} run {run}")?;
+        }
+        Ok(())
+    })?;
+    if !out.json {
+        for (job, why) in &report.refused {
+            out.note(format_args!("not rerun: {job}: {why}"))?;
+        }
+    }
+    out.note(format_args!(
+        "{} job(s) sent for another run, {} not",
+        report.rerun.len(),
+        report.refused.len()
+    ))?;
+    Ok(Done::when(report.refused.is_empty()))
 }
 
 /// The dead-letter queue: as given, or the job queue's redrive target.

@@ -112,6 +112,9 @@ fn describe(w: &mut dyn Write, record: &Record) -> std::io::Result<()> {
     writeln!(w, "job        {}", record.job_id)?;
     writeln!(w, "kind       {}", record.kind.as_deref().unwrap_or("?"))?;
     writeln!(w, "status     {}", record.status.as_str())?;
+    if record.run > 1 {
+        writeln!(w, "run        {}", record.run)?;
+    }
     writeln!(w, "attempt    {}", record.attempt)?;
     if let Some(parent) = &record.parent_job_id {
         writeln!(w, "parent     {parent}")?;
@@ -166,6 +169,16 @@ fn describe(w: &mut dyn Write, record: &Record) -> std::io::Result<()> {
                 }
             }
         }
+    }
+    for failure in &record.earlier_failures {
+        let error = &failure["error"];
+        writeln!(
+            w,
+            "run {} failed {}: {}",
+            failure["run"],
+            error["code"].as_str().unwrap_or("no code"),
+            error["message"].as_str().unwrap_or("no message"),
+        )?;
     }
     Ok(())
 }

@@ -393,7 +393,14 @@ async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<
             let target = cli.queue.resolve(&clients.sqs).await?;
             watch::status(&clients, &target, &args, out).await
         }
-        Command::Dlq(command) => dlq::dlq(&cli.queue, &clients, command, out).await,
+        Command::Dlq(command) => {
+            let ledger = ledger(&cli.ledger_table, &clients);
+            dlq::dlq(&cli.queue, &clients, ledger.as_ref(), command, out).await
+        }
+        Command::Retry(args) => {
+            let producer = connect(&cli.queue, &cli.ledger_table, &clients).await?;
+            dlq::retry(&producer, &args, out).await
+        }
     }
 }
 

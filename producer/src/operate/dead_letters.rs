@@ -4,8 +4,15 @@
 //! so an interrupted redrive loses nothing: at worst a job is on both queues, and because the
 //! job id is the idempotency key, running it again has no second effect. Messages a filter
 //! passes over are held invisible while the redrive pages through the queue (so each is
-//! looked at once) and released when it ends; if it is killed they return by themselves
-//! after the visibility timeout.
+//! looked at once) and released when it ends, interrupted or not; if it is killed they
+//! return by themselves after the visibility timeout.
+//!
+//! With the job ledger, a dead-lettered job's record says it failed, and a worker answers a
+//! finished record from the record: redriven as it is, the job would be dead-lettered again at
+//! once, and a redrive that read its own new dead letters would go round for ever. So the
+//! redrive opens each failed record for a rerun before it sends the job (see
+//! `shoal_common::ledger::Ledger::rerun`), and moves only dead letters that were there when it
+//! began.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -18,6 +25,7 @@ use aws_sdk_sqs::Client as SqsClient;
 use serde::Serialize;
 use shoal_common::batch::send_with_resends;
 use shoal_common::error::{classify_sdk_error, Error, ErrorClass};
+use shoal_common::ledger::{Ledger, Rerun};
 
 use crate::batch::SendBatch;
 use shoal_common::queue::{dead_letter_attribute as attr, senders_attributes};
@@ -102,10 +110,28 @@ impl RedriveFilter {
 pub struct RedriveReport {
     /// Moved to the job queue and deleted from the dead-letter queue.
     pub moved: Vec<DeadLetter>,
+    /// Of those moved, the failed jobs opened for their next run in the ledger: (job id,
+    /// run number).
+    pub rerun: Vec<(String, u32)>,
     /// Left where they were, by the filter.
     pub skipped: usize,
+    /// Dead-lettered after the redrive began (a job it moved that failed again, say): left
+    /// for the next redrive, so no job goes round twice in one.
+    pub arrived_since: usize,
     /// Could not be sent; still on the dead-letter queue. (message id, reason)
     pub failed: Vec<(String, String)>,
+    /// Stopped early (interrupted): what is above was done, the rest left where it was.
+    pub interrupted: bool,
+}
+
+/// Where a redrive moves dead letters from and to, and the ledger whose failed records it
+/// opens for a rerun.
+#[derive(Debug, Clone, Copy)]
+pub struct Redrive<'a> {
+    pub sqs: &'a SqsClient,
+    pub dlq_url: &'a str,
+    pub queue_url: &'a str,
+    pub ledger: Option<&'a Ledger>,
 }
 
 /// How long the pages of a listing or redrive stay hidden from other readers by default:
@@ -231,25 +257,45 @@ pub async fn list_dead_letters(
 
 /// Moves the dead-lettered jobs `filter` selects (up to `limit`) back to the job queue,
 /// with their body and the sender's attributes, without the failure attributes.
+///
+/// With a ledger, each moved job's failed record is first opened for its next run
+/// ([`Ledger::rerun`]): without that, the worker would find the failure on record and
+/// dead-letter the job again at once. Each dead letter moves at most once: one that SQS
+/// received after the redrive began is left for the next one. `stop` ends the redrive
+/// between pages (a page under way is finished): the report says what was done, and every
+/// message it hid is made visible again.
 pub async fn redrive(
-    sqs: &SqsClient,
-    dlq_url: &str,
-    queue_url: &str,
+    at: Redrive<'_>,
     filter: &RedriveFilter,
     hold: Duration,
     limit: Option<usize>,
+    stop: impl std::future::Future<Output = ()>,
 ) -> Result<RedriveReport, Error> {
-    let fifo = queue_url.ends_with(".fifo");
+    let began = chrono::Utc::now();
+    let fifo = at.queue_url.ends_with(".fifo");
     let mut report = RedriveReport::default();
     let mut held = Vec::new();
-    let mut pager = Pager::new(sqs, dlq_url, hold, None);
+    let mut pager = Pager::new(at.sqs, at.dlq_url, hold, None);
+    tokio::pin!(stop);
     let moved = async {
-        while let Some(page) = pager.next_page().await? {
+        loop {
+            let page = tokio::select! {
+                biased;
+                () = &mut stop => {
+                    report.interrupted = true;
+                    break;
+                }
+                page = pager.next_page() => page?,
+            };
+            let Some(page) = page else { break };
             let mut chosen = Vec::new();
             for msg in page {
                 let letter = DeadLetter::from_message(&msg);
                 let room = limit.is_none_or(|l| report.moved.len() + chosen.len() < l);
-                if room && filter.matches(&letter) {
+                if arrived_after(&msg, began) {
+                    report.arrived_since += 1;
+                    held.push(receipt(&msg));
+                } else if room && filter.matches(&letter) {
                     chosen.push((msg, letter));
                 } else {
                     report.skipped += 1;
@@ -257,7 +303,7 @@ pub async fn redrive(
                 }
             }
             if !chosen.is_empty() {
-                held.extend(move_batch(sqs, dlq_url, queue_url, fifo, chosen, &mut report).await?);
+                held.extend(move_batch(at, fifo, chosen, &mut report).await?);
             }
             if limit.is_some_and(|l| report.moved.len() >= l) {
                 break;
@@ -267,21 +313,72 @@ pub async fn redrive(
     }
     .await;
     // Released whatever happened above, so skipped jobs do not sit hidden for a minute.
-    release(sqs, dlq_url, &held).await?;
+    release(at.sqs, at.dlq_url, &held).await?;
     moved?;
     Ok(report)
+}
+
+/// Whether SQS received `msg` on the dead-letter queue after `began`. A worker sends a
+/// failure there itself (received then); one SQS's redrive policy moved keeps its first
+/// sent time, earlier still.
+fn arrived_after(msg: &Message, began: chrono::DateTime<chrono::Utc>) -> bool {
+    msg.attributes()
+        .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
+        .and_then(|t| t.parse::<i64>().ok())
+        .is_some_and(|ms| ms > began.timestamp_millis())
+}
+
+/// Opens each chosen job's failed record for its next run, before it is sent. A job not
+/// failed (succeeded, running, open) is moved as it is: its worker answers from the
+/// record. A ledger that does not answer leaves the job on the dead-letter queue.
+async fn open_for_rerun(
+    ledger: &Ledger,
+    chosen: Vec<(Message, DeadLetter)>,
+    report: &mut RedriveReport,
+) -> (Vec<(Message, DeadLetter)>, Vec<String>) {
+    let mut ready = Vec::new();
+    let mut left = Vec::new();
+    for (msg, letter) in chosen {
+        let Some(job_id) = letter.job_id.clone() else {
+            ready.push((msg, letter));
+            continue;
+        };
+        match ledger.rerun(&job_id).await {
+            Ok(Rerun::Reopened { run, .. }) => {
+                report.rerun.push((job_id, run));
+                ready.push((msg, letter));
+            }
+            Ok(Rerun::NotFailed(_) | Rerun::NoRecord) => ready.push((msg, letter)),
+            Err(e) => {
+                report.failed.push((
+                    letter.message_id.clone(),
+                    format!("the ledger did not open it for a rerun: {e}"),
+                ));
+                left.push(receipt(&msg));
+            }
+        }
+    }
+    (ready, left)
 }
 
 /// Sends one page of chosen messages to the job queue and deletes from the dead-letter
 /// queue those that arrived. Returns the receipts of those that did not, to release.
 async fn move_batch(
-    sqs: &SqsClient,
-    dlq_url: &str,
-    queue_url: &str,
+    at: Redrive<'_>,
     fifo: bool,
     chosen: Vec<(Message, DeadLetter)>,
     report: &mut RedriveReport,
 ) -> Result<Vec<String>, Error> {
+    let Redrive {
+        sqs,
+        dlq_url,
+        queue_url,
+        ..
+    } = at;
+    let (chosen, mut not_moved) = match at.ledger {
+        Some(ledger) => open_for_rerun(ledger, chosen, report).await,
+        None => (chosen, Vec::new()),
+    };
     let items = chosen
         .into_iter()
         .enumerate()
@@ -294,7 +391,6 @@ async fn move_batch(
     })
     .await;
     let mut deletes = Vec::new();
-    let mut not_moved = Vec::new();
     for ((i, msg, letter, _), result) in sent.results {
         match result {
             Err(e) => {

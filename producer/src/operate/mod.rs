@@ -1,16 +1,20 @@
 //! What an operator asks of a running Shoal: how full are the job queue and its dead-letter
 //! queue ([`status`], in this file), what was dead-lettered and why
 //! ([`list_dead_letters`]), and putting dead-lettered jobs back on the job queue
-//! ([`redrive`]); the last two are in [`dead_letters`]. [`collect_followers`] removes what
+//! ([`redrive`]); the last two are in [`dead_letters`]. Failed jobs are run again under their
+//! own ids by [`Producer::retry`](crate::Producer::retry), in `rerun.rs`. [`collect_followers`] removes what
 //! killed followers left behind (`stack gc`), in [`followers`].
 
 mod dead_letters;
 mod followers;
+mod rerun;
+
+pub use rerun::RetryReport;
 
 pub use followers::{collect_followers, Collected};
 
 pub use dead_letters::{
-    list_dead_letters, redrive, DeadLetter, RedriveFilter, RedriveReport, DEFAULT_HOLD,
+    list_dead_letters, redrive, DeadLetter, Redrive, RedriveFilter, RedriveReport, DEFAULT_HOLD,
 };
 
 use aws_sdk_sqs::types::MessageSystemAttributeName;

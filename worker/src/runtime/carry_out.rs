@@ -63,6 +63,9 @@ pub(super) async fn apply(
             if let Some(f) = &follow_ups {
                 event.follow_ups = f.jobs.iter().map(|e| e.job_id.clone()).collect();
             }
+            if let Some(c) = &claim {
+                event.run = c.run();
+            }
             if let Err(instead) = record_outcome(shared, msg, attempt, claim.as_ref(), &event).await
             {
                 return instead;
@@ -121,7 +124,10 @@ pub(super) async fn apply(
                 _ => error,
             };
             let failure = PendingDeadLetter::new(&error, reason, attempt.number);
-            let event = failure_event(shared, msg, attempt, &failure);
+            let mut event = failure_event(shared, msg, attempt, &failure);
+            if let Some(c) = &claim {
+                event.run = c.run();
+            }
             // A refused message is not the job its id names: nothing of it is recorded.
             if !reason.is_refusal() {
                 if let Err(instead) =

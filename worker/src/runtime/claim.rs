@@ -97,6 +97,11 @@ impl JobClaim {
         self.lease.progress.clone()
     }
 
+    /// The job's run (1, one more for each rerun), for its event.
+    pub fn run(&self) -> u32 {
+        self.lease.run
+    }
+
     /// The lease's expiry, for the handler's lease.
     pub fn until_ms(&self) -> Arc<AtomicI64> {
         self.until_ms.clone()
