@@ -6,6 +6,12 @@
 //! ([`shoal_common::batch::send_with_resends`], the worker's batchers use the same), and only
 //! then reported, by index, with the code SQS gave. Entries that were the sender's fault are
 //! reported at once.
+//!
+//! With a job ledger, each job's `queued` record is put once its message is sent (not
+//! before: a send that fails leaves no record of a job that is not on the queue), in
+//! conditional puts [`MAX_BATCH_WRITE`] to a `TransactWriteItems`, where no record is yet. A
+//! worker that claims a job before its record is written keeps its own; a record not written
+//! is reported, and the job runs all the same.
 
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use aws_sdk_sqs::Client as SqsClient;
@@ -13,6 +19,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use shoal_common::batch::{entry_results, failed_entry, send_with_resends, BatchCall};
 use shoal_common::error::{classify_sdk_error, Error, ShoalCode};
 use shoal_common::job::MAX_MESSAGE_BYTES;
+use shoal_common::ledger::{Ledger, OutcomeItem, OutcomeWrites, MAX_BATCH_WRITE, RECORD_EXISTS};
 use shoal_common::JobId;
 
 use crate::message::OutgoingMessage;
@@ -30,6 +37,11 @@ pub struct BatchReport {
     pub retried_entries: usize,
     /// `SendMessageBatch` calls made.
     pub calls: usize,
+    /// With a ledger: jobs sent whose `queued` record could not be written (they run all the
+    /// same; their record appears when a worker claims them).
+    pub unrecorded: Vec<String>,
+    /// With a ledger: `TransactWriteItems` calls made for the `queued` records.
+    pub record_calls: usize,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -95,20 +107,28 @@ impl BatchReport {
         self.failed.extend(other.failed);
         self.retried_entries += other.retried_entries;
         self.calls += other.calls;
+        self.unrecorded.extend(other.unrecorded);
+        self.record_calls += other.record_calls;
     }
 }
 
+/// Where a sender sends: the queue, and the job ledger that records what was sent.
+#[derive(Clone, Copy)]
+pub(crate) struct Target<'a> {
+    pub sqs: &'a SqsClient,
+    pub queue_url: &'a str,
+    pub ledger: Option<&'a Ledger>,
+}
+
 pub(crate) async fn send_all(
-    sqs: &SqsClient,
-    queue_url: &str,
+    to: Target<'_>,
     messages: Vec<OutgoingMessage>,
     concurrency: usize,
     on_sent: &(dyn Fn(usize) + Sync),
 ) -> BatchReport {
     let mut total = BatchReport::default();
     send_streaming(
-        sqs,
-        queue_url,
+        to,
         messages.into_iter().enumerate(),
         concurrency,
         on_sent,
@@ -122,10 +142,11 @@ pub(crate) async fn send_all(
 
 /// Sends `messages` (each with the caller's index for it) as they come, packed into batches,
 /// at most `concurrency` calls in flight: memory holds what is in flight, whatever the number
-/// of messages. Each batch's report goes to `on_report` as its call completes.
+/// of messages. Each batch's report goes to `on_report` as its call completes. With a ledger,
+/// each sent job's `queued` record is put once its message is sent, [`MAX_BATCH_WRITE`] to a
+/// call.
 pub(crate) async fn send_streaming(
-    sqs: &SqsClient,
-    queue_url: &str,
+    to: Target<'_>,
     messages: impl Iterator<Item = (usize, OutgoingMessage)>,
     concurrency: usize,
     on_sent: &(dyn Fn(usize) + Sync),
@@ -139,21 +160,89 @@ pub(crate) async fn send_streaming(
             packer.push((i, msg), size)
         })
         .fuse();
+    let mut records = Records::new(to.ledger);
     loop {
         while in_flight.len() < concurrency.max(1) {
             match batches.next() {
-                Some(batch) => in_flight.push(send_batch(sqs, queue_url, batch, on_sent)),
+                Some(batch) => in_flight.push(send_batch(to, batch, on_sent)),
                 None => break,
             }
         }
         match in_flight.next().await {
-            Some(report) => on_report(report),
+            Some((report, sent)) => {
+                on_report(report);
+                if let Some(unrecorded) = records.add(sent).await {
+                    on_report(unrecorded);
+                }
+            }
             None => break,
         }
     }
     drop(batches);
     if let Some(last) = packer.finish() {
-        on_report(send_batch(sqs, queue_url, last, on_sent).await);
+        let (report, sent) = send_batch(to, last, on_sent).await;
+        on_report(report);
+        if let Some(unrecorded) = records.add(sent).await {
+            on_report(unrecorded);
+        }
+    }
+    if let Some(unrecorded) = records.flush().await {
+        on_report(unrecorded);
+    }
+}
+
+/// The `queued` records of sent jobs, put [`MAX_BATCH_WRITE`] to a call.
+struct Records<'a> {
+    ledger: Option<&'a Ledger>,
+    pending: Vec<OutcomeItem>,
+}
+
+impl<'a> Records<'a> {
+    fn new(ledger: Option<&'a Ledger>) -> Self {
+        Records {
+            ledger,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Takes the records of `sent` jobs; puts the full batches. A report of the puts, if
+    /// any were made.
+    async fn add(&mut self, sent: Vec<OutgoingMessage>) -> Option<BatchReport> {
+        let ledger = self.ledger?;
+        self.pending
+            .extend(sent.iter().map(|msg| msg.queued_record(ledger)));
+        self.put(MAX_BATCH_WRITE).await
+    }
+
+    /// Puts what is pending, the last batch however small.
+    async fn flush(&mut self) -> Option<BatchReport> {
+        self.put(1).await
+    }
+
+    /// Puts batches while at least `least` records are pending.
+    async fn put(&mut self, least: usize) -> Option<BatchReport> {
+        let ledger = self.ledger?;
+        let mut report = BatchReport::default();
+        while self.pending.len() >= least.max(1) {
+            let chunk: Vec<OutcomeItem> = self
+                .pending
+                .drain(..self.pending.len().min(MAX_BATCH_WRITE))
+                .collect();
+            let put = send_with_resends(&OutcomeWrites(ledger.clone()), chunk, |item| item).await;
+            report.record_calls += put.calls;
+            for (item, result) in put.results {
+                match result {
+                    // On record already: a worker claimed it first, or it was sent before.
+                    Err(e) if e.code.as_deref() == Some(RECORD_EXISTS) => {}
+                    Err(e) => {
+                        tracing::warn!(job_id = item.job_id(), error = %e, "the job was sent, but its queued record was not written");
+                        report.unrecorded.push(item.job_id().to_owned());
+                    }
+                    Ok(()) => {}
+                }
+            }
+        }
+        (report.record_calls > 0).then_some(report)
     }
 }
 
@@ -196,12 +285,13 @@ impl BatchCall for SendBatch<'_> {
     }
 }
 
+/// Sends one batch; its report, and the messages sent.
 async fn send_batch(
-    sqs: &SqsClient,
-    queue_url: &str,
+    to: Target<'_>,
     batch: Vec<(usize, OutgoingMessage)>,
     on_sent: &(dyn Fn(usize) + Sync),
-) -> BatchReport {
+) -> (BatchReport, Vec<OutgoingMessage>) {
+    let Target { sqs, queue_url, .. } = to;
     let entries: Vec<(usize, OutgoingMessage, SendMessageBatchRequestEntry)> = batch
         .into_iter()
         .map(|(i, msg)| {
@@ -215,16 +305,22 @@ async fn send_batch(
         retried_entries: sent.resent,
         ..BatchReport::default()
     };
+    let mut sent_messages = Vec::new();
     for ((i, msg, _), result) in sent.results {
         match result {
-            Ok(message_id) => report.enqueued.push((
-                i,
-                Enqueued {
-                    job_id: msg.job_id,
-                    kind: msg.kind,
-                    message_id,
-                },
-            )),
+            Ok(message_id) => {
+                report.enqueued.push((
+                    i,
+                    Enqueued {
+                        job_id: msg.job_id.clone(),
+                        kind: msg.kind,
+                        message_id,
+                    },
+                ));
+                if to.ledger.is_some() {
+                    sent_messages.push(msg);
+                }
+            }
             Err(e) => report.failed.push(FailedEntry {
                 index: i,
                 job_id: msg.job_id,
@@ -238,7 +334,7 @@ async fn send_batch(
     if !report.enqueued.is_empty() {
         on_sent(report.enqueued.len());
     }
-    report
+    (report, sent_messages)
 }
 
 #[cfg(test)]

@@ -248,6 +248,8 @@ impl Producer {
     }
 
     /// Validates and sends one job. Nothing is sent if the job or the options are invalid.
+    /// With a ledger ([`Producer::with_ledger`]), the job's `queued` record is put once it is
+    /// sent, where the ledger holds no record of its id yet.
     ///
     /// ```no_run
     /// # async fn example(producer: shoal_producer::Producer) -> Result<(), shoal_producer::EnqueueError> {
@@ -280,6 +282,21 @@ impl Producer {
             .instrument(span)
             .await
             .map_err(|e| classify_sdk_error("SendMessage", &e))?;
+        if let Some(ledger) = &self.ledger {
+            let record = [msg.queued_record(ledger)];
+            let put = shoal_common::ledger::OutcomeWrites(ledger.clone());
+            let sent = shoal_common::batch::send_with_resends(&put, record.to_vec(), |r| r).await;
+            for (_, result) in sent.results {
+                match result {
+                    // On record already: a worker claimed it first, or it was sent before.
+                    Err(e) if e.code.as_deref() == Some(shoal_common::ledger::RECORD_EXISTS) => {}
+                    Err(e) => {
+                        tracing::warn!(job_id = %job.job_id, error = %e, "the job was sent, but its queued record was not written")
+                    }
+                    Ok(()) => {}
+                }
+            }
+        }
         Ok(Enqueued {
             job_id: job.job_id.clone(),
             kind: job.kind(),
@@ -418,14 +435,7 @@ impl Producer {
         if !invalid.is_empty() {
             return Err(invalid);
         }
-        Ok(batch::send_all(
-            &self.sqs,
-            &self.queue.url,
-            messages,
-            self.concurrency(),
-            on_sent,
-        )
-        .await)
+        Ok(batch::send_all(self.target(), messages, self.concurrency(), on_sent).await)
     }
 
     /// Sends messages already built (and so validated) as they come, for input too large to
@@ -438,14 +448,21 @@ impl Producer {
         on_report: impl FnMut(BatchReport),
     ) {
         batch::send_streaming(
-            &self.sqs,
-            &self.queue.url,
+            self.target(),
             messages,
             self.concurrency(),
             on_sent,
             on_report,
         )
         .await
+    }
+
+    fn target(&self) -> batch::Target<'_> {
+        batch::Target {
+            sqs: &self.sqs,
+            queue_url: &self.queue.url,
+            ledger: self.ledger.as_ref(),
+        }
     }
 
     /// Batches in flight at once: one on a FIFO queue, to keep its order.

@@ -37,6 +37,35 @@ pub struct OutgoingMessage {
     pub deduplication_id: Option<String>,
     /// The W3C trace context (`traceparent`, `tracestate`) of the enqueue, when traced.
     pub trace: Vec<(&'static str, String)>,
+    /// What the job ledger's record of the job names besides its body, for the `queued`
+    /// record a producer with a ledger puts once the message is sent.
+    pub identity: Identity,
+}
+
+/// A job's identity as its ledger record holds it.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub digest: String,
+    pub chain_id: JobId,
+    pub parent_job_id: Option<JobId>,
+}
+
+impl OutgoingMessage {
+    /// The `queued` record of this job, for `ledger`.
+    pub fn queued_record(
+        &self,
+        ledger: &shoal_common::ledger::Ledger,
+    ) -> shoal_common::ledger::OutcomeItem {
+        ledger.queued_item(&shoal_common::ledger::JobRef {
+            job_id: &self.job_id,
+            kind: self.kind,
+            chain_id: &self.identity.chain_id,
+            parent_job_id: self.identity.parent_job_id.as_ref(),
+            attempt: 0,
+            digest: &self.identity.digest,
+            envelope: &self.body,
+        })
+    }
 }
 
 impl OutgoingMessage {
@@ -83,6 +112,11 @@ impl OutgoingMessage {
             // The caller's current span: the enqueue's own, or (for a library caller who
             // traces) theirs.
             trace: shoal_common::telemetry::context_of(&tracing::Span::current()),
+            identity: Identity {
+                digest: job.digest(),
+                chain_id: job.chain_id().clone(),
+                parent_job_id: job.parent_job_id.clone(),
+            },
         };
         let size = msg.size();
         if size > MAX_MESSAGE_BYTES {

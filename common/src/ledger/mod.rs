@@ -3,6 +3,8 @@
 //!
 //! A record moves through these states:
 //!
+//! - **queued**: a producer with the ledger enqueued the job and put this record, where none
+//!   was (`outcomes.rs`); a delivery claims it as it would claim no record.
 //! - **running**: a worker holds the job under a *lease*: its id (`holder`), an expiry
 //!   (`lease_until`, which the heartbeat extends with the message's visibility) and a
 //!   *fence*, a number that grows with every claim. A claim is one conditional write that
@@ -107,6 +109,8 @@ pub const BY_CHAIN_INDEX: &str = "by-chain";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    /// Enqueued by a producer with this ledger, not yet claimed.
+    Queued,
     Running,
     Open,
     Succeeded,
@@ -116,6 +120,7 @@ pub enum Status {
 impl Status {
     pub fn as_str(self) -> &'static str {
         match self {
+            Status::Queued => "queued",
             Status::Running => "running",
             Status::Open => "open",
             Status::Succeeded => "succeeded",
@@ -123,7 +128,8 @@ impl Status {
         }
     }
 
-    pub const ALL: [Status; 4] = [
+    pub const ALL: [Status; 5] = [
+        Status::Queued,
         Status::Running,
         Status::Open,
         Status::Succeeded,

@@ -10,6 +10,11 @@
 //! run again finds its own finished record and announces that. `BatchWriteItem` takes no
 //! condition; a transaction does, and names the items whose condition failed, so the others
 //! are sent again in the next call (a transaction is all or nothing).
+//!
+//! The producer's records of jobs it has just enqueued (`queued`, [`Ledger::queued_item`])
+//! go the same way, on a stricter condition: only where the id is free (or expired). A job
+//! resubmitted, or sent again by a producer's retry, leaves the record it has alone; a worker
+//! that claimed the job first has its record kept.
 
 use std::collections::HashMap;
 
@@ -32,13 +37,16 @@ pub const RECORD_EXISTS: &str = "ConditionalCheckFailed";
 
 const OPERATION: &str = "TransactWriteItems";
 
-/// One finished record, as it will be put.
+/// One record, as it will be put: a finished one, or a job just enqueued.
 #[derive(Debug, Clone)]
 pub struct OutcomeItem {
     job_id: String,
     kind: String,
     digest: String,
     item: HashMap<String, AttributeValue>,
+    /// Put only where no record is (a queued job's); else also over this job's own
+    /// unfinished record (an outcome's).
+    only_new: bool,
 }
 
 impl OutcomeItem {
@@ -107,34 +115,69 @@ impl Ledger {
             kind,
             digest,
             item,
+            only_new: false,
         })
     }
 
-    /// The conditional put of one outcome: where there is no record under its id (or an
-    /// expired one), or this job's own unfinished one.
+    /// The record of a job just enqueued, `queued` (claimable by the first delivery, as an
+    /// absent record is), to be put by [`Ledger::put_outcomes`] where no record is yet.
+    pub fn queued_item(&self, job: &super::JobRef<'_>) -> OutcomeItem {
+        let job_id = job.job_id.to_string();
+        let kind = job.kind.as_str().to_owned();
+        let now = Utc::now();
+        let mut item = HashMap::from([
+            (attr::JOB_ID.to_owned(), s(job_id.as_str())),
+            (attr::STATUS.to_owned(), s(Status::Queued.as_str())),
+            (attr::KIND.to_owned(), s(kind.as_str())),
+            (attr::DIGEST.to_owned(), s(job.digest)),
+            (attr::ENVELOPE.to_owned(), s(job.envelope)),
+            (attr::ATTEMPT.to_owned(), n(0)),
+            (attr::FENCE.to_owned(), n(0)),
+            (attr::LEASE_UNTIL.to_owned(), n(0)),
+            (attr::UPDATED_AT.to_owned(), ms(now)),
+            (attr::EXPIRES_AT.to_owned(), self.expires_at(now)),
+            (attr::CHAIN_ID.to_owned(), s(job.chain_id.as_str())),
+        ]);
+        if let Some(parent) = job.parent_job_id {
+            item.insert(attr::PARENT_JOB_ID.to_owned(), s(parent.as_str()));
+        }
+        OutcomeItem {
+            job_id,
+            kind,
+            digest: job.digest.to_owned(),
+            item,
+            only_new: true,
+        }
+    }
+
+    /// The conditional put of one record: where there is no record under its id (or an
+    /// expired one), or, for an outcome, this job's own unfinished one.
     fn conditional_put(&self, item: &OutcomeItem, now_s: u64) -> Result<TransactWriteItem, Error> {
         let put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(item.item.clone()))
-            .condition_expression(
+            .expression_attribute_names("#id", attr::JOB_ID)
+            .expression_attribute_names("#expires", attr::EXPIRES_AT)
+            .expression_attribute_values(":now_s", n(now_s));
+        let put = if item.only_new {
+            put.condition_expression("attribute_not_exists(#id) OR #expires < :now_s")
+        } else {
+            put.condition_expression(
                 "attribute_not_exists(#id) OR #expires < :now_s \
                  OR (#kind = :kind AND #digest = :digest \
                      AND NOT #status IN (:succeeded, :failed))",
             )
-            .expression_attribute_names("#id", attr::JOB_ID)
-            .expression_attribute_names("#expires", attr::EXPIRES_AT)
             .expression_attribute_names("#kind", attr::KIND)
             .expression_attribute_names("#digest", attr::DIGEST)
             .expression_attribute_names("#status", attr::STATUS)
-            .expression_attribute_values(":now_s", n(now_s))
             .expression_attribute_values(":kind", s(item.kind.as_str()))
             .expression_attribute_values(":digest", s(item.digest.as_str()))
             .expression_attribute_values(":succeeded", s(Status::Succeeded.as_str()))
             .expression_attribute_values(":failed", s(Status::Failed.as_str()))
-            .build()
-            .map_err(|e| {
-                Error::shoal(ShoalCode::CallFailed, e.to_string()).in_operation(OPERATION)
-            })?;
+        };
+        let put = put.build().map_err(|e| {
+            Error::shoal(ShoalCode::CallFailed, e.to_string()).in_operation(OPERATION)
+        })?;
         Ok(TransactWriteItem::builder().put(put).build())
     }
 

@@ -149,8 +149,13 @@ pub struct JobsArgs {
 }
 
 fn parse_status(s: &str) -> Result<shoal_common::ledger::Status, String> {
-    shoal_common::ledger::Status::parse(s)
-        .ok_or_else(|| format!("`{s}` is not a status (known: running, open, succeeded, failed)"))
+    shoal_common::ledger::Status::parse(s).ok_or_else(|| {
+        let known: Vec<&str> = shoal_common::ledger::Status::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
+        format!("`{s}` is not a status (known: {})", known.join(", "))
+    })
 }
 
 #[derive(Debug, Args)]

@@ -31,7 +31,7 @@ pub(super) async fn job(
     let report = JobReport::read(ledger, &job_id).await?;
     let Some(record) = &report.record else {
         out.note(format_args!(
-            "no record of job {job_id}: not yet claimed by a worker with this ledger, or expired"
+            "no record of job {job_id}: not enqueued by a producer with this ledger (nor claimed by a worker with it), or expired"
         ))?;
         out.item(&report, |_| Ok(()))?;
         return Ok(Done::NotAll);

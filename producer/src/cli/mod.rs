@@ -321,8 +321,19 @@ async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<
                 .await
                 .map_err(follow_error)?;
             match ledger(&cli.ledger_table, &clients) {
-                // A job that finished before the follower subscribed is on record.
-                Some(ledger) => follower = follower.answering_from(ledger),
+                // A job that finished before the follower subscribed is on record; one the
+                // ledger has never heard of is said at once (a typo, or a job sent by a
+                // producer without the ledger, whose record appears when a worker claims it).
+                Some(ledger) => {
+                    for id in &ids {
+                        if let Ok(None) = ledger.get(id.as_str()).await {
+                            out.note(format_args!(
+                                "no record of job {id}: not enqueued by a producer with this ledger, or not an id; following it anyway"
+                            ))?;
+                        }
+                    }
+                    follower = follower.answering_from(ledger)
+                }
                 // A job that failed before the follower subscribed is waiting in the DLQ.
                 None => {
                     if let Ok(target) = cli.queue.resolve(&clients.sqs).await {

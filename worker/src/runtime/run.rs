@@ -15,7 +15,7 @@ use futures::FutureExt;
 use prometheus::IntGauge;
 use shoal_common::error::{ErrorClass, ShoalCode};
 use shoal_common::event::EventSource;
-use shoal_common::ledger::{Ledger, Record};
+use shoal_common::ledger::{Ledger, Record, Status};
 use shoal_common::metrics::UNKNOWN_KIND;
 use shoal_common::telemetry;
 use shoal_common::JobEnvelope;
@@ -429,9 +429,11 @@ fn not_yet(
 /// the ledger. With a ledger, the job id (the envelope's, or a malformed body's where it has
 /// one) is looked up first: a finished record of this very job is announced as recorded,
 /// since the refusal is this worker's, not the job's (a redelivered job reaching a worker
-/// whose limits changed); a record of another job, or of this one still under way, or a
-/// ledger that cannot say, keeps the refusal's event from naming the id, so no follower of
-/// that job reads it as the job's outcome. The DLQ copy carries the reason either way.
+/// whose limits changed); this job's `queued` record (its producer's, never run) is as no
+/// record: the event names the job, and the record is left as it is; a record of another
+/// job, or of this one under way, or a ledger that cannot say, keeps the refusal's event from
+/// naming the id, so no follower of that job reads it as the job's outcome. The DLQ copy
+/// carries the reason either way.
 async fn refuse(
     shared: &Shared,
     msg: &Delivery,
@@ -450,11 +452,15 @@ async fn refuse(
                 Ok(None) => {}
                 Ok(Some(record)) => {
                     if let Some(envelope) = attempt.envelope {
-                        if record.status.is_finished()
-                            && record.is_of(envelope.kind().as_str(), &envelope.digest())
-                        {
+                        let own = record.is_of(envelope.kind().as_str(), &envelope.digest());
+                        if own && record.status.is_finished() {
                             return carry_out::announce_recorded(shared, msg, envelope, record)
                                 .await;
+                        }
+                        // Its producer's record of it, never run: the refusal is its outcome.
+                        if own && record.status == Status::Queued {
+                            let fate: RunFate = Fate::DeadLetter(reason, error);
+                            return carry_out::apply(shared, msg, &attempt, fate, None).await;
                         }
                     }
                     tracing::info!(
