@@ -102,6 +102,8 @@ pub enum ShoalCode {
     /// The job ledger did not take a create's note before the create was to be sent: the
     /// create is not sent (a later run could not know of it), and the attempt fails.
     CreateNotNoted,
+    /// An operator cancelled the job: nothing more is created or waited for.
+    Cancelled,
 }
 
 impl ShoalCode {
@@ -134,6 +136,7 @@ impl ShoalCode {
             ShoalCode::JobIdReused => "JobIdReused",
             ShoalCode::EventRefused => "EventRefused",
             ShoalCode::CreateNotNoted => "CreateNotNoted",
+            ShoalCode::Cancelled => "Cancelled",
         }
     }
 
@@ -168,7 +171,8 @@ impl ShoalCode {
             | ShoalCode::UnresolvedReference
             | ShoalCode::UnreadableRecord
             | ShoalCode::JobIdReused
-            | ShoalCode::EventRefused => ErrorClass::Permanent,
+            | ShoalCode::EventRefused
+            | ShoalCode::Cancelled => ErrorClass::Permanent,
         }
     }
 }

@@ -22,6 +22,7 @@ pub const SPEC_VERSION: &str = "1.0";
 /// specification asks, so they cannot be mistaken for another producer's.
 pub const TYPE_SUCCEEDED: &str = "dev.shoal.job.succeeded";
 pub const TYPE_FAILED: &str = "dev.shoal.job.failed";
+pub const TYPE_CANCELLED: &str = "dev.shoal.job.cancelled";
 
 /// One completion event as published: CloudEvents 1.0, structured mode (JSON).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -70,6 +71,7 @@ impl CloudEvent {
             event_type: match event.status {
                 JobStatus::Succeeded => TYPE_SUCCEEDED,
                 JobStatus::Failed => TYPE_FAILED,
+                JobStatus::Cancelled => TYPE_CANCELLED,
             }
             .to_owned(),
             subject: event
@@ -101,7 +103,7 @@ pub fn json_schema() -> serde_json::Value {
         );
         props.insert(
             "type".into(),
-            serde_json::json!({"enum": [TYPE_SUCCEEDED, TYPE_FAILED], "description": "What happened: the job succeeded or failed."}),
+            serde_json::json!({"enum": [TYPE_SUCCEEDED, TYPE_FAILED, TYPE_CANCELLED], "description": "What happened: the job succeeded, failed, or was cancelled by an operator."}),
         );
         props.insert(
             "datacontenttype".into(),
@@ -116,6 +118,9 @@ pub fn json_schema() -> serde_json::Value {
 pub enum JobStatus {
     Succeeded,
     Failed,
+    /// An operator cancelled the job (`shoal-producer cancel`): it does not run again, and
+    /// its follow-ups never start.
+    Cancelled,
 }
 
 impl JobStatus {
@@ -123,6 +128,7 @@ impl JobStatus {
         match self {
             JobStatus::Succeeded => "succeeded",
             JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
         }
     }
 }

@@ -34,6 +34,8 @@ pub struct Metrics {
     /// By `reason`: permanent, attempts_exhausted, malformed, no_handler, not_allowed,
     /// job_id_reused.
     pub jobs_dead_lettered: IntCounterVec,
+    /// Runs an operator cancelled while they ran, by kind.
+    pub jobs_cancelled: IntCounterVec,
     /// Returned to the queue unstarted because their kind was at its concurrency limit.
     pub jobs_deferred: IntCounterVec,
     /// Put back on the queue, still waiting for an EC2 operation to finish.
@@ -167,6 +169,12 @@ impl Metrics {
                 "shoal_jobs_dead_lettered_total",
                 "Jobs moved to the dead-letter queue",
                 &["kind", "reason"],
+            ),
+            jobs_cancelled: counter_vec(
+                &r,
+                "shoal_jobs_cancelled_total",
+                "Runs an operator cancelled while they ran (a cancelled job not running is announced by whoever receives it)",
+                kind,
             ),
             jobs_deferred: counter_vec(
                 &r,

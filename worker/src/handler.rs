@@ -39,6 +39,10 @@ pub struct JobContext {
     pub lease: Lease,
     /// What earlier runs recorded, and where this run records what the next must know.
     pub progress: Progress,
+    /// Set when an operator cancels the job while it runs (`shoal-producer cancel`): the
+    /// handler creates nothing more ([`JobContext::before_create`] refuses) and should end
+    /// at its next wait; the runtime records and announces the cancellation.
+    pub cancel: Cancellation,
     pub worker_id: Arc<str>,
     pub clients: AwsClients,
     /// When SQS accepted the message.
@@ -51,10 +55,31 @@ impl JobContext {
     /// (nearly) over, or, with a job ledger, when the create could not be put on record
     /// first ([`Progress::note_create`]). Either way nothing may be sent.
     pub async fn before_create(&self, operation: &str) -> Result<(), JobError> {
+        if self.cancel.is_requested() {
+            return Err(JobError::shoal(
+                shoal_common::error::ShoalCode::Cancelled,
+                format!("the job was cancelled: {operation} is not sent"),
+            ));
+        }
         self.lease.ensure()?;
         self.progress.note_create(operation).await?;
         // The note took a ledger call: the lease is read again, closest to the send.
         self.lease.ensure()
+    }
+}
+
+/// An operator's request that a running job stop, as its run learns it (at a lease
+/// extension, or at its claim).
+#[derive(Debug, Clone, Default)]
+pub struct Cancellation(Arc<std::sync::atomic::AtomicBool>);
+
+impl Cancellation {
+    pub fn is_requested(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn request(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -74,6 +99,7 @@ pub(crate) fn test_context() -> JobContext {
         received_at: tokio::time::Instant::now(),
         lease: Lease::default(),
         progress: Progress::default(),
+        cancel: Cancellation::default(),
         worker_id: "w".into(),
         clients: AwsClients::new(&sdk),
         enqueued_at: None,
@@ -99,7 +125,7 @@ pub struct Progress {
 
 /// The progress key under which creates are put on record before they are sent: each
 /// operation's latest, as the time it was about to go out.
-pub const CREATES: &str = "creates";
+pub const CREATES: &str = shoal_common::ledger::CREATES_NOTED;
 
 #[derive(Debug, Default)]
 struct Notes {

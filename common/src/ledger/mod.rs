@@ -21,6 +21,9 @@
 //!   its job id runs nothing and announces the recorded outcome. Only an operator's rerun
 //!   ([`Ledger::rerun`], `rerun.rs`) turns a failed record back to open, its run number one
 //!   higher and its progress kept.
+//! - **cancelled**: an operator cancelled the job ([`Ledger::cancel`], `cancel.rs`): set at
+//!   once on a job not running, its outcome the cancellation; a running job is asked
+//!   (`cancel_requested`) and its holder, told at its next lease extension, records it.
 //!
 //! A record lives `ttl` after its last write (`expires_at`, the table's TTL attribute). DynamoDB
 //! deletes expired items lazily, days later, and reads return them until then, so a record
@@ -49,12 +52,14 @@ use crate::error::{classify_sdk_error, Error, ErrorClass};
 use crate::event::{JobEvent, JobStatus};
 use crate::{JobId, JobKind};
 
+mod cancel;
 mod outcomes;
 mod queries;
 mod record;
 mod rerun;
 mod table;
 
+pub use cancel::Cancel;
 pub use outcomes::{OutcomeItem, OutcomeWrites, MAX_BATCH_WRITE, RECORD_EXISTS};
 pub use queries::MAX_LISTED;
 pub use rerun::Rerun;
@@ -92,6 +97,20 @@ pub mod attr {
     pub const RUN: &str = "run";
     /// JSON: the failed runs before a rerun, each with its number, end and error.
     pub const EARLIER_FAILURES: &str = "earlier_failures";
+    /// Who asked a running job to stop, and why: its holder learns at its next lease
+    /// extension.
+    pub const CANCEL_REQUESTED: &str = "cancel_requested";
+}
+
+/// The progress key under which a run notes each create before it is sent (operation and
+/// time; the worker's `JobContext::before_create`): bookkeeping, not something the job made.
+pub const CREATES_NOTED: &str = "creates";
+
+/// What a job's recorded progress says it made, without the notes of creates.
+pub fn made(progress: &Map<String, Value>) -> Map<String, Value> {
+    let mut made = progress.clone();
+    made.remove(CREATES_NOTED);
+    made
 }
 
 /// Every DynamoDB operation a worker makes on the ledger, for its metrics.
@@ -115,6 +134,8 @@ pub enum Status {
     Open,
     Succeeded,
     Failed,
+    /// An operator cancelled it: it does not run again (a rerun may open it).
+    Cancelled,
 }
 
 impl Status {
@@ -125,23 +146,34 @@ impl Status {
             Status::Open => "open",
             Status::Succeeded => "succeeded",
             Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
         }
     }
 
-    pub const ALL: [Status; 5] = [
+    pub const ALL: [Status; 6] = [
         Status::Queued,
         Status::Running,
         Status::Open,
         Status::Succeeded,
         Status::Failed,
+        Status::Cancelled,
     ];
 
     pub fn parse(s: &str) -> Option<Status> {
         Status::ALL.into_iter().find(|status| status.as_str() == s)
     }
 
+    /// The record's status for an outcome.
+    pub fn of(outcome: JobStatus) -> Status {
+        match outcome {
+            JobStatus::Succeeded => Status::Succeeded,
+            JobStatus::Failed => Status::Failed,
+            JobStatus::Cancelled => Status::Cancelled,
+        }
+    }
+
     pub fn is_finished(self) -> bool {
-        matches!(self, Status::Succeeded | Status::Failed)
+        matches!(self, Status::Succeeded | Status::Failed | Status::Cancelled)
     }
 }
 
@@ -207,6 +239,8 @@ pub struct Record {
     pub run: u32,
     /// The failed runs before a rerun: `{run, finished_at, error}` each.
     pub earlier_failures: Vec<Value>,
+    /// An operator asked the job to stop, and why.
+    pub cancel_requested: Option<String>,
 }
 
 impl Record {
@@ -252,6 +286,16 @@ pub struct Lease {
     pub first_started_at: Option<DateTime<Utc>>,
     /// The job's run (1, one more for each rerun), for its events.
     pub run: u32,
+    /// An operator asked the job to stop, and why: the run creates and waits for nothing.
+    pub cancel_requested: Option<String>,
+}
+
+/// A lease extended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Extended {
+    pub until: DateTime<Utc>,
+    /// An operator asked the job to stop.
+    pub cancel_requested: bool,
 }
 
 /// What a claim came to.
@@ -333,12 +377,18 @@ impl Ledger {
     /// When a record an operator's verb writes expires: this ledger's TTL from now, or, for
     /// a ledger opened without one (an operator's tools), no sooner than the record's own
     /// expiry and at least `REOPENED_LIFE` from now, so the run it opens can still find it.
-    pub(super) fn verb_expires_at(&self, record: &Record, now: DateTime<Utc>) -> AttributeValue {
+    pub(super) fn verb_expires_at(
+        &self,
+        record: Option<&Record>,
+        now: DateTime<Utc>,
+    ) -> AttributeValue {
         if !self.ttl.is_zero() {
             return self.expires_at(now);
         }
         let floor = now + REOPENED_LIFE;
-        let at = record.expires_at.map_or(floor, |at| at.max(floor));
+        let at = record
+            .and_then(|r| r.expires_at)
+            .map_or(floor, |at| at.max(floor));
         n(at.timestamp().max(0) as u64)
     }
 
@@ -383,7 +433,7 @@ impl Ledger {
             .update(job.job_id.as_str())
             .condition_expression(
                 "attribute_not_exists(#id) OR #expires < :now_s \
-                 OR (NOT #status IN (:succeeded, :failed) AND #lease < :now \
+                 OR (NOT #status IN (:succeeded, :failed, :cancelled) AND #lease < :now \
                      AND #kind = :kind \
                      AND (attribute_not_exists(#digest) OR #digest = :digest))",
             )
@@ -405,6 +455,7 @@ impl Ledger {
             .expression_attribute_values(":running", s(Status::Running.as_str()))
             .expression_attribute_values(":succeeded", s(Status::Succeeded.as_str()))
             .expression_attribute_values(":failed", s(Status::Failed.as_str()))
+            .expression_attribute_values(":cancelled", s(Status::Cancelled.as_str()))
             .expression_attribute_values(":kind", s(job.kind.as_str()))
             .expression_attribute_values(":chain", s(job.chain_id.as_str()))
             .expression_attribute_values(":holder", s(holder))
@@ -437,6 +488,7 @@ impl Ledger {
                     progress: record.progress,
                     first_started_at: record.first_started_at,
                     run: record.run,
+                    cancel_requested: record.cancel_requested,
                 };
                 if record.outcome.is_some() {
                     // Only a finished record past its expiry could be claimed: it counts as
@@ -499,10 +551,23 @@ impl Ledger {
         values: Vec<(&str, AttributeValue)>,
         names: Vec<(&str, &str)>,
     ) -> Result<(), LedgerError> {
+        self.fenced_when(lease, "#fence = :fence", set, values, names)
+            .await
+    }
+
+    /// A write of `lease`'s run on `condition` (which holds `#fence = :fence`).
+    async fn fenced_when(
+        &self,
+        lease: &Lease,
+        condition: &str,
+        set: &str,
+        values: Vec<(&str, AttributeValue)>,
+        names: Vec<(&str, &str)>,
+    ) -> Result<(), LedgerError> {
         let now = Utc::now();
         let mut request = self
             .update(lease.job_id.as_str())
-            .condition_expression("#fence = :fence")
+            .condition_expression(condition)
             .update_expression(format!("SET {set}, #updated = :now, #expires = :expires"))
             .expression_attribute_names("#fence", attr::FENCE)
             .expression_attribute_names("#updated", attr::UPDATED_AT)
@@ -525,22 +590,56 @@ impl Ledger {
         }
     }
 
-    /// Extends `lease` to `lease_for` from now; the new expiry.
+    /// Extends `lease` to `lease_for` from now: the new expiry, and whether an operator has
+    /// asked the job to stop (the run learns it here, at its next extension). The extension
+    /// is conditioned on no such request, so the usual case costs one call; a refused one
+    /// is made again on the fence alone, which tells a request from a lost lease.
     pub async fn extend(
         &self,
         lease: &Lease,
         lease_for: Duration,
-    ) -> Result<DateTime<Utc>, LedgerError> {
+    ) -> Result<Extended, LedgerError> {
         let until =
             Utc::now() + chrono::Duration::from_std(lease_for).unwrap_or(chrono::Duration::MAX);
-        self.fenced(
-            lease,
-            "#lease = :until",
-            vec![(":until", ms(until))],
-            vec![("#lease", attr::LEASE_UNTIL)],
-        )
-        .await?;
-        Ok(until)
+        let extension = || {
+            (
+                vec![(":until", ms(until))],
+                vec![
+                    ("#lease", attr::LEASE_UNTIL),
+                    ("#cancel", attr::CANCEL_REQUESTED),
+                ],
+            )
+        };
+        let (values, names) = extension();
+        let unasked = self
+            .fenced_when(
+                lease,
+                "#fence = :fence AND attribute_not_exists(#cancel)",
+                "#lease = :until",
+                values,
+                names,
+            )
+            .await;
+        match unasked {
+            Ok(()) => Ok(Extended {
+                until,
+                cancel_requested: false,
+            }),
+            Err(LedgerError::LeaseLost(_)) => {
+                self.fenced(
+                    lease,
+                    "#lease = :until",
+                    vec![(":until", ms(until))],
+                    vec![("#lease", attr::LEASE_UNTIL)],
+                )
+                .await?;
+                Ok(Extended {
+                    until,
+                    cancel_requested: true,
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Records what the run created, for the next run on any worker.
@@ -573,10 +672,7 @@ impl Ledger {
 
     /// Records the job's outcome, before it is announced: the record is finished.
     pub async fn finish(&self, lease: &Lease, event: &JobEvent) -> Result<(), LedgerError> {
-        let status = match event.status {
-            JobStatus::Succeeded => Status::Succeeded,
-            JobStatus::Failed => Status::Failed,
-        };
+        let status = Status::of(event.status);
         let outcome = serde_json::to_string(event).map_err(|e| {
             LedgerError::Call(Error {
                 class: ErrorClass::Permanent,

@@ -25,7 +25,7 @@ use chrono::{DateTime, Utc};
 use super::{attr, n, s, Ledger, Status};
 use crate::batch::BatchCall;
 use crate::error::{classify_sdk_error, Error, ErrorClass, ShoalCode};
-use crate::event::{JobEvent, JobStatus};
+use crate::event::JobEvent;
 use crate::JobEnvelope;
 
 /// The most items one outcome batch carries (`TransactWriteItems` takes 100; 25 keeps a
@@ -79,10 +79,7 @@ impl Ledger {
         let job_id = envelope.job_id.to_string();
         let outcome = serde_json::to_string(event)
             .map_err(|e| refused(format!("the outcome does not serialize: {e}")))?;
-        let status = match event.status {
-            JobStatus::Succeeded => Status::Succeeded,
-            JobStatus::Failed => Status::Failed,
-        };
+        let status = Status::of(event.status);
         let kind = envelope.kind().as_str().to_owned();
         let digest = envelope.digest();
         let now = Utc::now();
@@ -165,7 +162,7 @@ impl Ledger {
             put.condition_expression(
                 "attribute_not_exists(#id) OR #expires < :now_s \
                  OR (#kind = :kind AND #digest = :digest \
-                     AND NOT #status IN (:succeeded, :failed))",
+                     AND NOT #status IN (:succeeded, :failed, :cancelled))",
             )
             .expression_attribute_names("#kind", attr::KIND)
             .expression_attribute_names("#digest", attr::DIGEST)
@@ -174,6 +171,7 @@ impl Ledger {
             .expression_attribute_values(":digest", s(item.digest.as_str()))
             .expression_attribute_values(":succeeded", s(Status::Succeeded.as_str()))
             .expression_attribute_values(":failed", s(Status::Failed.as_str()))
+            .expression_attribute_values(":cancelled", s(Status::Cancelled.as_str()))
         };
         let put = put.build().map_err(|e| {
             Error::shoal(ShoalCode::CallFailed, e.to_string()).in_operation(OPERATION)

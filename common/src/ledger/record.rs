@@ -60,6 +60,7 @@ pub(super) fn read_record(item: &HashMap<String, AttributeValue>) -> Result<Reco
             .and_then(|n| u32::try_from(n).ok())
             .filter(|n| *n > 0)
             .unwrap_or(1),
+        cancel_requested: text(attr::CANCEL_REQUESTED),
         earlier_failures: text(attr::EARLIER_FAILURES)
             .and_then(|f| serde_json::from_str(&f).ok())
             .unwrap_or_default(),

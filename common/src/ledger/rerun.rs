@@ -1,4 +1,4 @@
-//! Reruns under the same job id: an operator's verb on a failed record. The record becomes
+//! Reruns under the same job id: an operator's verb on a failed (or cancelled) record. The record becomes
 //! one a delivery may claim again (`open`, no lease), its run number one higher, the failed
 //! run's outcome kept among its earlier failures, and its progress (what earlier runs
 //! created) kept, so the rerun takes up what was made and creates nothing twice.
@@ -18,7 +18,8 @@ use crate::error::{classify_sdk_error, Error};
 pub enum Rerun {
     /// The record is open again for its next run, numbered `run`; the record as it was.
     Reopened { run: u32, was: Box<Record> },
-    /// The record is not failed (running, open, succeeded): nothing changed.
+    /// The record is not failed or cancelled (queued, running, open, succeeded): nothing
+    /// changed.
     NotFailed(Box<Record>),
     /// No record of this job id (or an expired one).
     NoRecord,
@@ -33,7 +34,7 @@ impl Ledger {
             let Some(record) = self.get(job_id).await? else {
                 return Ok(Rerun::NoRecord);
             };
-            if record.status != Status::Failed {
+            if !matches!(record.status, Status::Failed | Status::Cancelled) {
                 return Ok(Rerun::NotFailed(Box::new(record)));
             }
             let run = record.run.saturating_add(1);
@@ -46,10 +47,11 @@ impl Ledger {
             let now = Utc::now();
             let sent = self
                 .update(job_id)
-                .condition_expression("#status = :failed AND #updated = :seen")
+                .condition_expression("#status IN (:failed, :cancelled) AND #updated = :seen")
                 .update_expression(
                     "SET #status = :open, #lease = :zero, #run = :run, #failures = :failures, \
-                     #updated = :now, #expires = :expires REMOVE #outcome, #finished, #holder",
+                     #updated = :now, #expires = :expires \
+                     REMOVE #outcome, #finished, #holder, #cancel",
                 )
                 .expression_attribute_names("#status", attr::STATUS)
                 .expression_attribute_names("#updated", attr::UPDATED_AT)
@@ -60,6 +62,8 @@ impl Ledger {
                 .expression_attribute_names("#outcome", attr::OUTCOME)
                 .expression_attribute_names("#finished", attr::FINISHED_AT)
                 .expression_attribute_names("#holder", attr::HOLDER)
+                .expression_attribute_names("#cancel", attr::CANCEL_REQUESTED)
+                .expression_attribute_values(":cancelled", s(Status::Cancelled.as_str()))
                 .expression_attribute_values(":failed", s(Status::Failed.as_str()))
                 .expression_attribute_values(":open", s(Status::Open.as_str()))
                 .expression_attribute_values(":seen", record.updated_at.map_or(n(0), ms))
@@ -67,7 +71,7 @@ impl Ledger {
                 .expression_attribute_values(":run", n(u64::from(run)))
                 .expression_attribute_values(":failures", s(Value::from(failures).to_string()))
                 .expression_attribute_values(":now", ms(now))
-                .expression_attribute_values(":expires", self.verb_expires_at(&record, now))
+                .expression_attribute_values(":expires", self.verb_expires_at(Some(&record), now))
                 .send()
                 .await;
             match sent {

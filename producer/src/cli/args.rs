@@ -68,6 +68,24 @@ pub enum Command {
     /// created is created again, and its job sent. Give job ids, or `--status failed` with
     /// `--kind` and `--since` to choose from the ledger. Exit 1 when one could not be rerun.
     Retry(RetryArgs),
+    /// Cancel jobs: one queued, waiting or retrying never runs again (the worker that
+    /// receives it deletes it and announces it cancelled); one running stops at its next
+    /// lease extension, creating nothing more. Needs the ledger. Exit 1 when one had
+    /// finished already.
+    Cancel(CancelArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// The jobs to cancel, by id.
+    #[arg(value_name = "JOB_ID", required = true)]
+    pub job_ids: Vec<String>,
+    /// Also every unfinished step of each job's chain on record.
+    #[arg(long)]
+    pub chain: bool,
+    /// Who cancels, recorded and named in the cancellation's event (default: $USER).
+    #[arg(long, env = "USER", default_value = "an operator")]
+    pub by: String,
 }
 
 #[derive(Debug, Args)]
@@ -75,7 +93,7 @@ pub struct RetryArgs {
     /// The jobs to rerun, by id.
     #[arg(value_name = "JOB_ID", required_unless_present = "status")]
     pub job_ids: Vec<String>,
-    /// Rerun the jobs the ledger records with this status (only `failed` can be rerun).
+    /// Rerun the jobs the ledger records with this status (`failed` or `cancelled`).
     #[arg(long, value_name = "STATUS", value_parser = parse_rerunnable, conflicts_with = "job_ids")]
     pub status: Option<shoal_common::ledger::Status>,
     /// With --status: only jobs of this kind (repeatable).
@@ -91,9 +109,16 @@ pub struct RetryArgs {
 
 fn parse_rerunnable(s: &str) -> Result<shoal_common::ledger::Status, String> {
     match shoal_common::ledger::Status::parse(s) {
-        Some(status @ shoal_common::ledger::Status::Failed) => Ok(status),
-        Some(_) => Err(format!("`{s}`: only failed jobs can be rerun")),
-        None => Err(format!("`{s}` is not a status (rerunnable: failed)")),
+        Some(
+            status @ (shoal_common::ledger::Status::Failed
+            | shoal_common::ledger::Status::Cancelled),
+        ) => Ok(status),
+        Some(_) => Err(format!(
+            "`{s}`: only failed and cancelled jobs can be rerun"
+        )),
+        None => Err(format!(
+            "`{s}` is not a status (rerunnable: failed, cancelled)"
+        )),
     }
 }
 

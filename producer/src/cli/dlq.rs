@@ -1,11 +1,12 @@
-//! `shoal-producer dlq list|redrive` and `retry`: printing what [`crate::operate`] finds
-//! on, and moves off, the dead-letter queue, and the failed jobs it runs again.
+//! `shoal-producer dlq list|redrive`, `retry` and `cancel`: printing what [`crate::operate`]
+//! finds on, and moves off, the dead-letter queue, the failed jobs it runs again, and the
+//! jobs it cancels.
 
 use shoal_common::aws::AwsClients;
 use shoal_common::config::QueueArgs;
 use shoal_common::error::ShoalCode;
 
-use super::{CliError, DlqArgs, DlqCommand, Done, Output, RetryArgs};
+use super::{CancelArgs, CliError, DlqArgs, DlqCommand, Done, Output, RetryArgs};
 use crate::operate;
 use crate::Producer;
 use shoal_common::ledger::Ledger;
@@ -112,13 +113,7 @@ pub(super) async fn retry(
     out: &mut Output<'_, '_>,
 ) -> Result<Done, CliError> {
     let ids = match args.status {
-        None => args
-            .job_ids
-            .iter()
-            .map(|id| {
-                JobId::parse(id).map_err(|m| CliError::Refused(format!("job_id: `{id}` {m}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?,
+        None => parse_ids(&args.job_ids)?,
         Some(status) => {
             let ledger = producer
                 .ledger()
@@ -154,6 +149,39 @@ pub(super) async fn retry(
         report.refused.len()
     ))?;
     Ok(Done::when(report.refused.is_empty()))
+}
+
+/// `cancel`: the given jobs (and their chains), cancelled or told to stop.
+pub(super) async fn cancel(
+    producer: &Producer,
+    args: &CancelArgs,
+    out: &mut Output<'_, '_>,
+) -> Result<Done, CliError> {
+    let ids = parse_ids(&args.job_ids)?;
+    let report = producer.cancel(&ids, args.chain, &args.by).await?;
+    out.item(&report, |w| {
+        for job in &report.cancelled {
+            writeln!(w, "{job} cancelled")?;
+        }
+        for (job, holder) in &report.requested {
+            writeln!(
+                w,
+                "{job} running on {}: told to stop at its next lease extension",
+                holder.as_deref().unwrap_or("a worker")
+            )?;
+        }
+        for (job, status) in &report.finished {
+            writeln!(w, "{job} {status} already: not cancelled")?;
+        }
+        Ok(())
+    })?;
+    Ok(Done::when(report.finished.is_empty()))
+}
+
+fn parse_ids(ids: &[String]) -> Result<Vec<JobId>, CliError> {
+    ids.iter()
+        .map(|id| JobId::parse(id).map_err(|m| CliError::Refused(format!("job_id: `{id}` {m}"))))
+        .collect()
 }
 
 /// The dead-letter queue: as given, or the job queue's redrive target.

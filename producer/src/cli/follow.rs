@@ -92,6 +92,9 @@ fn print_event(event: &JobEvent, out: &mut Output<'_, '_>) -> Result<(), CliErro
                     ""
                 }
             ),
+            (JobStatus::Cancelled, Some(error)) => {
+                writeln!(w, "{id} {kind} cancelled: {}", error.message)
+            }
             _ => writeln!(
                 w,
                 "{id} {kind} {} in {}{}",

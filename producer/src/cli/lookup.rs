@@ -149,7 +149,7 @@ fn describe(w: &mut dyn Write, record: &Record) -> std::io::Result<()> {
             writeln!(w, "took       {ms} ms")?;
         }
         match (&outcome.status, &outcome.error) {
-            (JobStatus::Failed, Some(e)) => writeln!(
+            (JobStatus::Failed | JobStatus::Cancelled, Some(e)) => writeln!(
                 w,
                 "error      {}: {}{}",
                 e.code.as_deref().unwrap_or("no code"),

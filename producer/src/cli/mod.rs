@@ -408,6 +408,10 @@ async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<
             let ledger = ledger(&cli.ledger_table, &clients);
             dlq::dlq(&cli.queue, &clients, ledger.as_ref(), command, out).await
         }
+        Command::Cancel(args) => {
+            let producer = connect(&cli.queue, &cli.ledger_table, &clients).await?;
+            dlq::cancel(&producer, &args, out).await
+        }
         Command::Retry(args) => {
             let producer = connect(&cli.queue, &cli.ledger_table, &clients).await?;
             dlq::retry(&producer, &args, out).await

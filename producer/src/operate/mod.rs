@@ -2,13 +2,16 @@
 //! queue ([`status`], in this file), what was dead-lettered and why
 //! ([`list_dead_letters`]), and putting dead-lettered jobs back on the job queue
 //! ([`redrive`]); the last two are in [`dead_letters`]. Failed jobs are run again under their
-//! own ids by [`Producer::retry`](crate::Producer::retry), in `rerun.rs`. [`collect_followers`] removes what
+//! own ids by [`Producer::retry`](crate::Producer::retry), in `rerun.rs`, and cancelled by
+//! [`Producer::cancel`](crate::Producer::cancel), in `cancel.rs`. [`collect_followers`] removes what
 //! killed followers left behind (`stack gc`), in [`followers`].
 
+mod cancel;
 mod dead_letters;
 mod followers;
 mod rerun;
 
+pub use cancel::CancelReport;
 pub use rerun::RetryReport;
 
 pub use followers::{collect_followers, Collected};

@@ -31,7 +31,9 @@ fn not_rerunnable(record: &Record) -> String {
                 .map_or_else(|| "its lease ends".into(), |t| t.to_rfc3339())
         ),
         Status::Queued => "it is queued and has not run yet".into(),
-        Status::Open | Status::Failed => format!("its record is {}", record.status.as_str()),
+        Status::Open | Status::Failed | Status::Cancelled => {
+            format!("its record is {}", record.status.as_str())
+        }
     }
 }
 

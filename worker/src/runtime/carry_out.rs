@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use shoal_common::error::{ErrorClass, ShoalCode};
-use shoal_common::event::{JobEvent, JobStatus};
+use shoal_common::event::{EventError, JobEvent, JobStatus};
 use shoal_common::job::chain;
 use shoal_common::ledger::{Ledger, Record, RECORD_EXISTS};
 use shoal_common::metrics::UNKNOWN_KIND;
@@ -234,6 +234,41 @@ async fn on_record_already(
             copy_or_return(shared, msg, delay, &same_attempt_again(msg, &attempt)).await
         }
     }
+}
+
+/// A run an operator cancelled (`claim`'s request, read at its claim or a lease extension):
+/// the cancellation is its outcome, with what it recorded (what it created) as the result;
+/// it is recorded, announced, and the message deleted. No follow-ups.
+pub(super) async fn cancelled(
+    shared: &Shared,
+    msg: &Delivery,
+    attempt: &Attempt<'_>,
+    claim: Option<JobClaim>,
+) -> Disposition {
+    let progress = shoal_common::ledger::made(&msg.progress.to_map());
+    let mut event = JobEvent::new(
+        attempt.event_source(&shared.worker_id, msg),
+        JobStatus::Cancelled,
+        (!progress.is_empty()).then(|| serde_json::json!({ "progress": progress })),
+        Some(EventError {
+            class: ErrorClass::Permanent,
+            code: Some(ShoalCode::Cancelled.as_str().to_owned()),
+            message: "cancelled by an operator while it ran".to_owned(),
+            dead_lettered: false,
+        }),
+    );
+    if let Some(c) = &claim {
+        event.run = c.run();
+    }
+    if let Err(instead) = record_outcome(shared, msg, attempt, claim.as_ref(), &event).await {
+        return instead;
+    }
+    let k = attempt
+        .envelope
+        .map(|e| e.kind().as_str())
+        .unwrap_or(UNKNOWN_KIND);
+    shared.metrics.jobs_cancelled.with_label_values(&[k]).inc();
+    finish(shared, msg, attempt, None, event).await
 }
 
 /// A delivery of a job whose ledger record says it is over: nothing runs. A success is

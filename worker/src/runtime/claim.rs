@@ -22,6 +22,8 @@ use shoal_common::event::JobEvent;
 use shoal_common::ledger::{self, Claim, JobRef, LedgerError, Record};
 use shoal_common::JobEnvelope;
 
+use crate::handler::Cancellation;
+
 /// What asking for the claim came to.
 pub(super) enum Entry {
     /// The job is this delivery's.
@@ -53,6 +55,8 @@ pub(super) struct JobClaim {
     until_ms: Arc<AtomicI64>,
     /// The progress as last written, so an unchanged one is not written again.
     recorded: std::sync::Mutex<Map<String, Value>>,
+    /// Raised when an operator asks the job to stop: at the claim, or at an extension.
+    cancel: Cancellation,
 }
 
 /// Claims `envelope`'s job for this worker, for as long as the message stays invisible.
@@ -76,12 +80,19 @@ pub(super) async fn claim(
     })
     .await;
     match claimed {
-        Ok(Claim::Granted(lease)) => Entry::Granted(JobClaim {
-            ledger: ledger.clone(),
-            until_ms: Arc::new(AtomicI64::new(lease.until.timestamp_millis())),
-            recorded: std::sync::Mutex::new(lease.progress.clone()),
-            lease,
-        }),
+        Ok(Claim::Granted(lease)) => {
+            let cancel = Cancellation::default();
+            if lease.cancel_requested.is_some() {
+                cancel.request();
+            }
+            Entry::Granted(JobClaim {
+                ledger: ledger.clone(),
+                until_ms: Arc::new(AtomicI64::new(lease.until.timestamp_millis())),
+                recorded: std::sync::Mutex::new(lease.progress.clone()),
+                lease,
+                cancel,
+            })
+        }
         Ok(Claim::HeldElsewhere { until, .. }) => {
             Entry::HeldElsewhere((until - chrono::Utc::now()).to_std().unwrap_or_default())
         }
@@ -95,6 +106,11 @@ impl JobClaim {
     /// What earlier runs recorded, on any worker.
     pub fn progress(&self) -> Map<String, Value> {
         self.lease.progress.clone()
+    }
+
+    /// The operator's request to stop, shared with the handler's context.
+    pub fn cancel(&self) -> Cancellation {
+        self.cancel.clone()
     }
 
     /// The job's run (1, one more for each rerun), for its event.
@@ -115,9 +131,14 @@ impl JobClaim {
         loop {
             tokio::time::sleep(tick).await;
             match self.ledger.extend(&self.lease, lease_for).await {
-                Ok(until) => self
-                    .until_ms
-                    .store(until.timestamp_millis(), Ordering::Relaxed),
+                Ok(extended) => {
+                    self.until_ms
+                        .store(extended.until.timestamp_millis(), Ordering::Relaxed);
+                    if extended.cancel_requested && !self.cancel.is_requested() {
+                        tracing::info!("an operator cancelled the job; it creates nothing more");
+                        self.cancel.request();
+                    }
+                }
                 Err(LedgerError::LeaseLost(_)) => {
                     tracing::warn!("the job's ledger lease was lost to another run");
                     self.until_ms.store(0, Ordering::Relaxed);

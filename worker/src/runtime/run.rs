@@ -181,6 +181,13 @@ async fn run_job(
             Gate::Closed(not_run) => not_run,
             Gate::Open => {
                 attempt.started_at = Utc::now();
+                // Cancelled while it waited for its claim (the lease had lapsed): not run.
+                if job_claim
+                    .as_ref()
+                    .is_some_and(|c| c.cancel().is_requested())
+                {
+                    return carry_out::cancelled(shared, msg, &attempt, job_claim.take()).await;
+                }
                 if attempt.first_started_at.is_none() {
                     attempt.first_started_at = msg.first_started_at(attempt.started_at);
                 }
@@ -204,6 +211,7 @@ async fn run_job(
                         None => lease.clone(),
                     },
                     progress: msg.progress.clone(),
+                    cancel: job_claim.as_ref().map(JobClaim::cancel).unwrap_or_default(),
                     worker_id: shared.worker_id.clone(),
                     clients: shared.clients.clone(),
                     enqueued_at: msg.enqueued_at,
@@ -232,6 +240,14 @@ async fn run_job(
                         tracing::warn!("the job's claim was lost to another run; this delivery records nothing more");
                         return Disposition::Left;
                     }
+                }
+                // Cancelled while it ran: a success that came first stands; anything else
+                // (a failure, a wait, a create refused) ends as the cancellation.
+                let cancelled = job_claim
+                    .as_ref()
+                    .is_some_and(|c| c.cancel().is_requested());
+                if cancelled && !matches!(ran, Ok(Outcome::Done(_))) {
+                    return carry_out::cancelled(shared, msg, &attempt, job_claim.take()).await;
                 }
                 match ran {
                     Ok(Outcome::Done(value)) => AttemptOutcome::Done(value),
