@@ -44,6 +44,8 @@ pub struct Metrics {
     /// From `SentTimestamp` to the start of the attempt.
     pub job_queue_wait: HistogramVec,
     pub jobs_in_flight: IntGaugeVec,
+    /// 1 for each kind an operator paused, as this worker last read the ledger.
+    pub kind_paused: IntGaugeVec,
     pub api_calls: IntCounterVec,
     pub api_errors: IntCounterVec,
     pub visibility_extensions: IntCounter,
@@ -203,6 +205,12 @@ impl Metrics {
                 DURATION_BUCKETS.to_vec(),
             ),
             jobs_in_flight: gauge_vec(&r, "shoal_jobs_in_flight", "Jobs held by this worker", kind),
+            kind_paused: gauge_vec(
+                &r,
+                "shoal_kind_paused",
+                "1 while an operator has paused the kind (shoal-producer pause), as last read",
+                kind,
+            ),
             api_calls: counter_vec(
                 &r,
                 "shoal_aws_api_calls_total",

@@ -440,6 +440,7 @@ impl TestStack {
             shutdown_grace: Duration::from_secs(5),
             batch_flush: Duration::from_millis(5),
             queue_stats_interval: Some(Duration::from_millis(500)),
+            pause_check_interval: Duration::from_millis(500),
             worker_id: worker_id.to_owned(),
             announce_hold: Duration::from_secs(3),
             consistency_window: Duration::from_secs(2),

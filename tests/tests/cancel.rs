@@ -113,7 +113,10 @@ async fn a_job_cancelled_before_it_runs_never_runs_and_its_follow_ups_never_star
     assert_eq!(t.depth(&t.stack.dlq_url).await, 0);
 
     // Cancelled is not final for an operator: a rerun runs it, and its follow-up.
-    let rerun = producer.retry(std::slice::from_ref(&job.job_id)).await.expect("retry");
+    let rerun = producer
+        .retry(std::slice::from_ref(&job.job_id))
+        .await
+        .expect("retry");
     assert_eq!(rerun.rerun, vec![("cancel-queued".to_owned(), 2)]);
     let events = t.events(2, WAIT).await;
     assert_eq!(events.len(), 2, "{events:?}");

@@ -73,6 +73,10 @@ pub struct WorkerArgs {
     /// Longest wait for a batch (delete, publish, visibility) to fill before it is sent.
     #[arg(long, env = "SHOAL_BATCH_FLUSH", default_value = "5ms", value_parser = humantime::parse_duration)]
     pub batch_flush: Duration,
+    /// How often to read which kinds operators paused (`shoal-producer pause`) from the
+    /// ledger: one read per interval per worker, whatever the traffic.
+    #[arg(long, env = "SHOAL_PAUSE_CHECK_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub pause_check_interval: Duration,
     /// How often to sample the job queue's and DLQ's depth for `/metrics` (0 turns it off).
     #[arg(long, env = "SHOAL_QUEUE_STATS_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub queue_stats_interval: Duration,
@@ -285,6 +289,8 @@ pub struct WorkerConfig {
     pub batch_flush: Duration,
     /// How often to sample the queues' depth into gauges; `None` samples never.
     pub queue_stats_interval: Option<Duration>,
+    /// How often to read the paused kinds from the ledger.
+    pub pause_check_interval: Duration,
     pub worker_id: String,
     /// How long EC2 may take to show a new resource: a follow-up naming what its parent
     /// just created treats `…NotFound` as "not yet" (and looks again, spending no attempt)
@@ -459,6 +465,7 @@ impl WorkerArgs {
             shutdown_grace: self.shutdown_grace,
             batch_flush: self.batch_flush,
             queue_stats_interval: Some(self.queue_stats_interval).filter(|d| !d.is_zero()),
+            pause_check_interval: self.pause_check_interval,
             worker_id,
             announce_hold: self.announce_hold,
             consistency_window: self.ec2_consistency_window,
@@ -535,6 +542,12 @@ impl WorkerArgs {
                 self.queue_stats_interval,
                 Duration::ZERO,
                 HOUR,
+            ),
+            (
+                "pause_check_interval",
+                self.pause_check_interval,
+                Duration::from_millis(100),
+                Duration::from_secs(300),
             ),
             (
                 "wait_check_max",

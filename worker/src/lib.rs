@@ -70,6 +70,7 @@ pub mod handlers;
 pub mod healthcheck;
 pub mod heartbeat;
 pub mod http;
+pub mod pause;
 pub mod queue_stats;
 pub mod retry;
 pub mod runtime;

@@ -25,6 +25,8 @@
 //!   once on a job not running, its outcome the cancellation; a running job is asked
 //!   (`cancel_requested`) and its holder, told at its next lease extension, records it.
 //!
+//! Beside the records, one control item says which kinds operators paused (`pause.rs`).
+//!
 //! A record lives `ttl` after its last write (`expires_at`, the table's TTL attribute). DynamoDB
 //! deletes expired items lazily, days later, and reads return them until then, so a record
 //! past its own `expires_at` is treated as absent here: by the claim's condition and by
@@ -54,6 +56,7 @@ use crate::{JobId, JobKind};
 
 mod cancel;
 mod outcomes;
+mod pause;
 mod queries;
 mod record;
 mod rerun;
@@ -61,6 +64,7 @@ mod table;
 
 pub use cancel::Cancel;
 pub use outcomes::{OutcomeItem, OutcomeWrites, MAX_BATCH_WRITE, RECORD_EXISTS};
+pub use pause::{Paused, PAUSE_KEY};
 pub use queries::MAX_LISTED;
 pub use rerun::Rerun;
 

@@ -73,6 +73,31 @@ pub enum Command {
     /// lease extension, creating nothing more. Needs the ledger. Exit 1 when one had
     /// finished already.
     Cancel(CancelArgs),
+    /// Pause kinds during an incident: their jobs stay on the queue unstarted, spending no
+    /// attempts, until resumed (workers see it within --pause-check-interval). Needs the
+    /// ledger.
+    Pause(PauseArgs),
+    /// Resume paused kinds.
+    Resume(PauseArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PauseArgs {
+    /// The kinds.
+    #[arg(value_name = "KIND", value_parser = parse_job_kind, required_unless_present = "all")]
+    pub kinds: Vec<shoal_common::JobKind>,
+    /// Every kind (resume --all also resumes the kinds paused one by one).
+    #[arg(long, conflicts_with = "kinds")]
+    pub all: bool,
+    /// Who pauses or resumes, recorded (default: $USER).
+    #[arg(long, env = "USER", default_value = "an operator")]
+    pub by: String,
+}
+
+fn parse_job_kind(s: &str) -> Result<shoal_common::JobKind, String> {
+    parse_kind(s).and_then(|k| {
+        shoal_common::JobKind::parse(&k).ok_or_else(|| format!("`{s}` is not a job kind"))
+    })
 }
 
 #[derive(Debug, Args)]

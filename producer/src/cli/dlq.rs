@@ -6,7 +6,7 @@ use shoal_common::aws::AwsClients;
 use shoal_common::config::QueueArgs;
 use shoal_common::error::ShoalCode;
 
-use super::{CancelArgs, CliError, DlqArgs, DlqCommand, Done, Output, RetryArgs};
+use super::{CancelArgs, CliError, DlqArgs, DlqCommand, Done, Output, PauseArgs, RetryArgs};
 use crate::operate;
 use crate::Producer;
 use shoal_common::ledger::Ledger;
@@ -176,6 +176,31 @@ pub(super) async fn cancel(
         Ok(())
     })?;
     Ok(Done::when(report.finished.is_empty()))
+}
+
+/// `pause` and `resume`: what is paused after.
+pub(super) async fn pause(
+    producer: &Producer,
+    args: &PauseArgs,
+    pause: bool,
+    out: &mut Output<'_, '_>,
+) -> Result<Done, CliError> {
+    let paused = match pause {
+        true => producer.pause(&args.kinds, args.all, &args.by).await?,
+        false => producer.resume(&args.kinds, args.all, &args.by).await?,
+    };
+    out.document(&paused, |w| writeln!(w, "{}", describe_paused(&paused)))?;
+    Ok(Done::All)
+}
+
+/// What is paused, as a person reads it.
+pub(super) fn describe_paused(paused: &shoal_common::ledger::Paused) -> String {
+    let kinds: Vec<&str> = paused.kinds.iter().map(String::as_str).collect();
+    match (paused.all, kinds.is_empty()) {
+        (true, _) => "paused: every kind".to_owned(),
+        (false, true) => "paused: nothing".to_owned(),
+        (false, false) => format!("paused: {}", kinds.join(", ")),
+    }
 }
 
 fn parse_ids(ids: &[String]) -> Result<Vec<JobId>, CliError> {

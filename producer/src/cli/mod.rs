@@ -402,11 +402,20 @@ async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<
         Command::Events(args) => watch::events(&clients, &args, out).await,
         Command::Status(args) => {
             let target = cli.queue.resolve(&clients.sqs).await?;
-            watch::status(&clients, &target, &args, out).await
+            let ledger = ledger(&cli.ledger_table, &clients);
+            watch::status(&clients, &target, ledger.as_ref(), &args, out).await
         }
         Command::Dlq(command) => {
             let ledger = ledger(&cli.ledger_table, &clients);
             dlq::dlq(&cli.queue, &clients, ledger.as_ref(), command, out).await
+        }
+        Command::Pause(args) => {
+            let producer = connect(&cli.queue, &cli.ledger_table, &clients).await?;
+            dlq::pause(&producer, &args, true, out).await
+        }
+        Command::Resume(args) => {
+            let producer = connect(&cli.queue, &cli.ledger_table, &clients).await?;
+            dlq::pause(&producer, &args, false, out).await
         }
         Command::Cancel(args) => {
             let producer = connect(&cli.queue, &cli.ledger_table, &clients).await?;

@@ -71,12 +71,16 @@ pub(super) async fn events(
 pub(super) async fn status(
     clients: &AwsClients,
     target: &QueueTarget,
+    ledger: Option<&shoal_common::ledger::Ledger>,
     args: &StatusArgs,
     out: &mut Output<'_, '_>,
 ) -> Result<Done, CliError> {
     let mut shown = 0usize;
     loop {
-        let status = operate::status(clients, &target.url).await?;
+        let mut status = operate::status(clients, &target.url).await?;
+        if let Some(ledger) = ledger {
+            status.paused = Some(ledger.paused().await?);
+        }
         out.item(&status, |w| write_status(w, &status))?;
         shown += 1;
         match args.watch {
@@ -107,7 +111,11 @@ fn write_status(out: &mut dyn Write, status: &operate::Status) -> std::io::Resul
         )?;
     }
     match (&status.dead_letter, status.max_receive_count) {
-        (Some(_), Some(n)) => writeln!(out, "dead-lettered by SQS after {n} receives"),
-        _ => writeln!(out, "no redrive policy: failed jobs have nowhere to go"),
+        (Some(_), Some(n)) => writeln!(out, "dead-lettered by SQS after {n} receives")?,
+        _ => writeln!(out, "no redrive policy: failed jobs have nowhere to go")?,
     }
+    if let Some(paused) = &status.paused {
+        writeln!(out, "{}", super::dlq::describe_paused(paused))?;
+    }
+    Ok(())
 }

@@ -3,12 +3,14 @@
 //! ([`list_dead_letters`]), and putting dead-lettered jobs back on the job queue
 //! ([`redrive`]); the last two are in [`dead_letters`]. Failed jobs are run again under their
 //! own ids by [`Producer::retry`](crate::Producer::retry), in `rerun.rs`, and cancelled by
-//! [`Producer::cancel`](crate::Producer::cancel), in `cancel.rs`. [`collect_followers`] removes what
+//! [`Producer::cancel`](crate::Producer::cancel), in `cancel.rs`; kinds are paused and
+//! resumed by [`Producer::pause`](crate::Producer::pause), in `pause.rs`. [`collect_followers`] removes what
 //! killed followers left behind (`stack gc`), in [`followers`].
 
 mod cancel;
 mod dead_letters;
 mod followers;
+mod pause;
 mod rerun;
 
 pub use cancel::CancelReport;
@@ -48,6 +50,9 @@ pub struct Status {
     pub dead_letter: Option<QueueStatus>,
     /// Receives before SQS dead-letters a message.
     pub max_receive_count: Option<u32>,
+    /// What operators paused, when the job ledger was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused: Option<shoal_common::ledger::Paused>,
 }
 
 /// Reads both queues' attributes, and samples the age of the dead-letter queue's oldest
@@ -77,6 +82,7 @@ pub async fn status(clients: &AwsClients, queue_url: &str) -> Result<Status, Err
         jobs,
         dead_letter,
         max_receive_count: redrive.map(|r| r.max_receive_count),
+        paused: None,
     })
 }
 

@@ -55,6 +55,7 @@ use crate::config::WorkerConfig;
 use crate::handler::Registry;
 use crate::heartbeat::VisibilityHeartbeat;
 use crate::http::{self, Health};
+use crate::pause::PausedKinds;
 use crate::queue_stats;
 
 /// A worker: the configuration, clients and handlers it runs with. The crate's front page
@@ -81,6 +82,8 @@ struct Shared {
     kind_slots: HashMap<JobKind, Arc<Semaphore>>,
     job_locks: job_lock::JobLocks,
     worker_id: Arc<str>,
+    /// The kinds operators paused, as last read from the ledger.
+    paused: Arc<PausedKinds>,
 }
 
 impl Shared {
@@ -189,7 +192,24 @@ impl Worker {
             ))
         });
 
+        // Read once before anything is received: a worker started during an incident's
+        // pause runs none of what it holds.
+        let paused = Arc::new(PausedKinds::default());
+        let pause_task = match &cfg.ledger {
+            Some(ledger) => {
+                paused.refresh(ledger, &metrics).await;
+                Some(tokio::spawn(paused.clone().run(
+                    ledger.clone(),
+                    metrics.clone(),
+                    cfg.pause_check_interval,
+                    background.clone(),
+                )))
+            }
+            None => None,
+        };
+
         let shared = Arc::new(Shared {
+            paused,
             kind_slots: cfg
                 .kind_limits
                 .iter()
@@ -255,7 +275,7 @@ impl Worker {
         for task in [delete_task, visibility_task, events_task] {
             let _ = task.await;
         }
-        for task in [outcomes_task, http_task, sampler_task]
+        for task in [outcomes_task, http_task, sampler_task, pause_task]
             .into_iter()
             .flatten()
         {

@@ -42,6 +42,13 @@ pub(super) async fn poll(
     let cfg = &shared.config;
     let mut error_backoff = Duration::from_millis(500);
     loop {
+        // Every kind paused: nothing is received (a receive would only send jobs round).
+        if shared.paused.all() {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+            }
+        }
         let first = tokio::select! {
             _ = shutdown.cancelled() => return,
             permit = slots.clone().acquire_owned() => match permit {

@@ -346,6 +346,9 @@ async fn enter(
     job_claim: &mut Option<JobClaim>,
     attempt: u32,
 ) -> Gate {
+    if shared.paused.covers(envelope.kind()) {
+        return Gate::Closed(AttemptOutcome::Paused);
+    }
     if !kind_slot.try_enter() {
         // Holding the message while its kind is saturated would starve other kinds.
         return Gate::Closed(AttemptOutcome::KindBusy);

@@ -35,6 +35,10 @@ pub const MAX_COPY_DELAY: Duration = Duration::from_secs(900);
 /// The shortest wait before a job that could not be claimed is looked at again.
 pub const MIN_CLAIM_RETRY: Duration = Duration::from_secs(1);
 
+/// How long a delivery of a paused kind waits before it looks again: a resumed kind starts
+/// within this, and a paused backlog costs one copy a job this often.
+pub const PAUSED_LOOK_AGAIN: Duration = Duration::from_secs(10);
+
 /// The longest pause between tries of a call retried while the message is held.
 pub const MAX_HOLD_PAUSE: Duration = Duration::from_secs(10);
 
@@ -71,6 +75,8 @@ pub enum AttemptOutcome<R, E> {
     /// its lease until this long from now (`Some`), or because the ledger did not answer
     /// (`None`). Nothing may be created without the claim, and it is no attempt.
     NotClaimed(Option<Duration>),
+    /// Not started: an operator paused the job's kind. No attempt.
+    Paused,
 }
 
 /// Everything [`settle`] decides from.
@@ -191,6 +197,13 @@ pub fn settle<R, E: Classified>(s: Situation<R, E>, policy: Policy) -> Settle<R,
             purpose: Purpose::Wait,
         },
         CheckAgain(after) => copy(after, Purpose::Wait),
+        // Held in place on FIFO (its group keeps its order); a fresh copy, looked at again
+        // after a while, on a standard queue: no receive is spent either way.
+        Paused if s.fifo => Settle::HoldAndRunAgain {
+            after: PAUSED_LOOK_AGAIN,
+            purpose: Purpose::Defer,
+        },
+        Paused => copy(PAUSED_LOOK_AGAIN, Purpose::Defer),
         KindBusy if s.fifo => Settle::HoldForSlot,
         KindBusy => copy(
             retry_delay(1, policy.retry_base, policy.retry_max),
