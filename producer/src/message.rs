@@ -21,6 +21,10 @@ pub struct SendOptions {
     pub message_group_id: Option<String>,
     /// Tag rules beyond EC2's own, for tags that must also work elsewhere (opt-in).
     pub tag_rules: TagRules,
+    /// Run the job no earlier than this (the envelope's `not_before`, unless the job names
+    /// its own): beyond SQS's 15 minutes, the job waits on the queue in hops. Standard
+    /// queues only.
+    pub not_before: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// SQS's longest per-message delay.
@@ -48,6 +52,8 @@ pub struct Identity {
     pub digest: String,
     pub chain_id: JobId,
     pub parent_job_id: Option<JobId>,
+    /// Due later than now: its record is `scheduled`, not `queued`.
+    pub scheduled: bool,
 }
 
 impl OutgoingMessage {
@@ -56,15 +62,18 @@ impl OutgoingMessage {
         &self,
         ledger: &shoal_common::ledger::Ledger,
     ) -> shoal_common::ledger::OutcomeItem {
-        ledger.queued_item(&shoal_common::ledger::JobRef {
-            job_id: &self.job_id,
-            kind: self.kind,
-            chain_id: &self.identity.chain_id,
-            parent_job_id: self.identity.parent_job_id.as_ref(),
-            attempt: 0,
-            digest: &self.identity.digest,
-            envelope: &self.body,
-        })
+        ledger.queued_item(
+            &shoal_common::ledger::JobRef {
+                job_id: &self.job_id,
+                kind: self.kind,
+                chain_id: &self.identity.chain_id,
+                parent_job_id: self.identity.parent_job_id.as_ref(),
+                attempt: 0,
+                digest: &self.identity.digest,
+                envelope: &self.body,
+            },
+            self.identity.scheduled,
+        )
     }
 }
 
@@ -74,7 +83,31 @@ impl OutgoingMessage {
         options: &SendOptions,
         fifo: bool,
     ) -> Result<Self, EnqueueError> {
-        check_job(job, options)?;
+        let scheduled;
+        let job = match options.not_before {
+            Some(at) if job.not_before.is_none() => {
+                scheduled = JobEnvelope {
+                    not_before: Some(at),
+                    ..job.clone()
+                };
+                check_job(&scheduled, options)?;
+                &scheduled
+            }
+            _ => {
+                check_job(job, options)?;
+                job
+            }
+        };
+        let due_in = job
+            .not_before
+            .map(|at| (at - chrono::Utc::now()).num_seconds())
+            .filter(|s| *s > 0);
+        if due_in.is_some() && fifo {
+            return Err(EnqueueError::Option {
+                field: "at",
+                message: "FIFO queues take no per-message delay, so a job cannot wait for its time there; schedule it on a standard queue".into(),
+            });
+        }
         if let Some(delay) = options.delay_seconds {
             if fifo {
                 return Err(EnqueueError::Option {
@@ -104,7 +137,15 @@ impl OutgoingMessage {
             job_id: job.job_id.clone(),
             kind: job.kind(),
             body: job.to_json(),
-            delay_seconds: options.delay_seconds,
+            // The first hop is SQS's own delay: a job due within 15 minutes is never received
+            // early.
+            delay_seconds: options.delay_seconds.or_else(|| {
+                due_in.map(|s| {
+                    u32::try_from(s)
+                        .unwrap_or(MAX_DELAY_SECONDS)
+                        .min(MAX_DELAY_SECONDS)
+                })
+            }),
             group_id,
             // The job id is the idempotency key, so SQS's five-minute deduplication window
             // drops a resubmission of the same job outright.
@@ -116,6 +157,7 @@ impl OutgoingMessage {
                 digest: job.digest(),
                 chain_id: job.chain_id().clone(),
                 parent_job_id: job.parent_job_id.clone(),
+                scheduled: due_in.is_some(),
             },
         };
         let size = msg.size();

@@ -402,7 +402,8 @@ async fn each_invalid_input_is_refused_naming_the_field_and_nothing_is_sent() {
         ),
         (vec!["canary", "--sleep-ms", "43200001"], "params.sleep_ms"),
         (vec!["--job-id", "has space", "canary"], "job_id"),
-        (vec!["--delay", "901", "canary"], "delay"),
+        // Beyond SQS's 900 s a delay is a schedule, at most a year ahead.
+        (vec!["--delay", "40000000", "canary"], "not_before"),
     ];
     let mut tags_case = run_instances(&[]);
     for tag in &too_many_tags {

@@ -274,7 +274,15 @@ pub struct JobEnvelope {
     /// The job whose success enqueued this one; set by the worker on follow-ups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_job_id: Option<JobId>,
+    /// Run no earlier than this (RFC 3339), at most a year after `submitted_at`: until then
+    /// the job waits on the queue in hops of at most 15 minutes, spending no attempt and no
+    /// worker slot (`shoal-producer --at`, or `--delay` beyond SQS's 900 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<DateTime<Utc>>,
 }
+
+/// How far ahead a job may be scheduled.
+pub const MAX_SCHEDULE_AHEAD: chrono::Duration = chrono::Duration::days(366);
 
 impl JobEnvelope {
     /// A new envelope for `job` with a generated id, stamped now.
@@ -287,6 +295,7 @@ impl JobEnvelope {
             then: Vec::new(),
             chain_id: None,
             parent_job_id: None,
+            not_before: None,
         }
     }
 
@@ -409,6 +418,7 @@ impl JobEnvelope {
             then: raw.then,
             chain_id,
             parent_job_id,
+            not_before: raw.not_before,
         };
         envelope.validate()?;
         Ok(envelope)
@@ -420,6 +430,17 @@ impl JobEnvelope {
         self.job.validate_params(&mut v);
         let mut errors = v.into_errors();
         errors.extend(chain::check(&self.job_id, &self.then));
+        if let Some(at) = self.not_before {
+            if at > self.submitted_at + MAX_SCHEDULE_AHEAD {
+                errors.push(FieldError {
+                    field: "not_before".into(),
+                    message: format!(
+                        "{at} is more than a year after submitted_at ({})",
+                        self.submitted_at
+                    ),
+                });
+            }
+        }
         if !errors.is_empty() {
             return Err(ContractError::Invalid(errors));
         }
@@ -453,6 +474,8 @@ struct RawEnvelope {
     chain_id: Option<String>,
     #[serde(default)]
     parent_job_id: Option<String>,
+    #[serde(default)]
+    not_before: Option<DateTime<Utc>>,
 }
 
 /// The default of the `wait` parameters (`#[serde(default = "super::yes")]`): a job

@@ -3,8 +3,9 @@
 //!
 //! A record moves through these states:
 //!
-//! - **queued**: a producer with the ledger enqueued the job and put this record, where none
-//!   was (`outcomes.rs`); a delivery claims it as it would claim no record.
+//! - **queued** (or **scheduled**, due later): a producer with the ledger enqueued the job and
+//!   put this record, where none was (`outcomes.rs`); a delivery claims it as it would claim
+//!   no record.
 //! - **running**: a worker holds the job under a *lease*: its id (`holder`), an expiry
 //!   (`lease_until`, which the heartbeat extends with the message's visibility) and a
 //!   *fence*, a number that grows with every claim. A claim is one conditional write that
@@ -134,6 +135,8 @@ pub const BY_CHAIN_INDEX: &str = "by-chain";
 pub enum Status {
     /// Enqueued by a producer with this ledger, not yet claimed.
     Queued,
+    /// Enqueued to run later (`not_before`), waiting on the queue for its time.
+    Scheduled,
     Running,
     Open,
     Succeeded,
@@ -146,6 +149,7 @@ impl Status {
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Queued => "queued",
+            Status::Scheduled => "scheduled",
             Status::Running => "running",
             Status::Open => "open",
             Status::Succeeded => "succeeded",
@@ -154,8 +158,9 @@ impl Status {
         }
     }
 
-    pub const ALL: [Status; 6] = [
+    pub const ALL: [Status; 7] = [
         Status::Queued,
+        Status::Scheduled,
         Status::Running,
         Status::Open,
         Status::Succeeded,

@@ -116,15 +116,20 @@ impl Ledger {
         })
     }
 
-    /// The record of a job just enqueued, `queued` (claimable by the first delivery, as an
-    /// absent record is), to be put by [`Ledger::put_outcomes`] where no record is yet.
-    pub fn queued_item(&self, job: &super::JobRef<'_>) -> OutcomeItem {
+    /// The record of a job just enqueued, `queued` (or `scheduled`, due later; claimable by
+    /// the first delivery, as an absent record is), to be put by [`Ledger::put_outcomes`] where no record is yet.
+    pub fn queued_item(&self, job: &super::JobRef<'_>, scheduled: bool) -> OutcomeItem {
+        let status = if scheduled {
+            Status::Scheduled
+        } else {
+            Status::Queued
+        };
         let job_id = job.job_id.to_string();
         let kind = job.kind.as_str().to_owned();
         let now = Utc::now();
         let mut item = HashMap::from([
             (attr::JOB_ID.to_owned(), s(job_id.as_str())),
-            (attr::STATUS.to_owned(), s(Status::Queued.as_str())),
+            (attr::STATUS.to_owned(), s(status.as_str())),
             (attr::KIND.to_owned(), s(kind.as_str())),
             (attr::DIGEST.to_owned(), s(job.digest)),
             (attr::ENVELOPE.to_owned(), s(job.envelope)),
@@ -132,7 +137,9 @@ impl Ledger {
             (attr::FENCE.to_owned(), n(0)),
             (attr::LEASE_UNTIL.to_owned(), n(0)),
             (attr::UPDATED_AT.to_owned(), ms(now)),
-            (attr::EXPIRES_AT.to_owned(), self.expires_at(now)),
+            // A producer's ledger may know no TTL: the record then lives as an operator's
+            // verb's does, long enough for a worker to claim it.
+            (attr::EXPIRES_AT.to_owned(), self.verb_expires_at(None, now)),
             (attr::CHAIN_ID.to_owned(), s(job.chain_id.as_str())),
         ]);
         if let Some(parent) = job.parent_job_id {

@@ -256,6 +256,12 @@ pub enum DlqCommand {
     },
 }
 
+fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("`{s}` is not an RFC 3339 time (2026-12-06T18:00:00Z): {e}"))
+}
+
 fn parse_kind(s: &str) -> Result<String, String> {
     shoal_common::JobKind::parse(s)
         .map(|k| k.as_str().to_owned())
@@ -275,9 +281,15 @@ pub struct SendArgs {
     /// Job id (idempotency key); generated when not given. Single-job commands only.
     #[arg(long, global = true)]
     pub job_id: Option<String>,
-    /// Delay delivery by this many seconds (0 to 900; standard queues only).
-    #[arg(long, global = true, value_name = "SECONDS")]
+    /// Delay the job by this many seconds (standard queues only): up to 900 by SQS's own
+    /// delay, beyond that (up to a year) by waiting on the queue in hops.
+    #[arg(long, global = true, value_name = "SECONDS", conflicts_with = "at")]
     pub delay: Option<u32>,
+    /// Run the job no earlier than this time (RFC 3339, e.g. 2026-12-06T18:00:00Z; up to a
+    /// year ahead; standard queues only). It waits on the queue in hops of at most 15
+    /// minutes, spending no attempt, and can be cancelled meanwhile.
+    #[arg(long, global = true, value_name = "TIME", value_parser = parse_time)]
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
     /// FIFO message group id (default: the job's kind).
     #[arg(long, global = true)]
     pub group_id: Option<String>,

@@ -116,6 +116,14 @@ fn describe(w: &mut dyn Write, record: &Record) -> std::io::Result<()> {
         writeln!(w, "run        {}", record.run)?;
     }
     writeln!(w, "attempt    {}", record.attempt)?;
+    let due = record
+        .envelope
+        .as_ref()
+        .and_then(|e| e.get("not_before"))
+        .and_then(|t| t.as_str());
+    if let (Some(due), false) = (due, record.status.is_finished()) {
+        writeln!(w, "due        {due}")?;
+    }
     if let Some(parent) = &record.parent_job_id {
         writeln!(w, "parent     {parent}")?;
     }

@@ -220,10 +220,19 @@ pub async fn run(cli: Cli, sdk: &SdkConfig, io: &mut Io<'_>) -> i32 {
 
 async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<Done, CliError> {
     let send = &cli.send;
+    // A delay beyond SQS's 900 s is a time to run at: the job waits for it in hops.
+    let (delay_seconds, not_before) = match (send.delay, send.at) {
+        (Some(delay), _) if delay > 900 => (
+            None,
+            Some(chrono::Utc::now() + chrono::Duration::seconds(i64::from(delay))),
+        ),
+        (delay, at) => (delay, at),
+    };
     let options = SendOptions {
-        delay_seconds: send.delay,
+        delay_seconds,
         message_group_id: send.group_id.clone(),
         tag_rules: send.tag_rules,
+        not_before,
     };
     // A job given here is checked first, in its own arm: an invalid one is refused, naming
     // its field, before any AWS setup is looked at.

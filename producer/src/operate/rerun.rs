@@ -30,7 +30,7 @@ fn not_rerunnable(record: &Record) -> String {
                 .lease_until
                 .map_or_else(|| "its lease ends".into(), |t| t.to_rfc3339())
         ),
-        Status::Queued => "it is queued and has not run yet".into(),
+        Status::Queued | Status::Scheduled => "it is queued and has not run yet".into(),
         Status::Open | Status::Failed | Status::Cancelled => {
             format!("its record is {}", record.status.as_str())
         }

@@ -346,6 +346,13 @@ async fn enter(
     job_claim: &mut Option<JobClaim>,
     attempt: u32,
 ) -> Gate {
+    if let Some(left) = envelope
+        .not_before
+        .and_then(|at| (at - Utc::now()).to_std().ok())
+        .filter(|left| !left.is_zero())
+    {
+        return Gate::Closed(AttemptOutcome::NotDue(left));
+    }
     if shared.paused.covers(envelope.kind()) {
         return Gate::Closed(AttemptOutcome::Paused);
     }

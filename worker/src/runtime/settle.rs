@@ -35,6 +35,12 @@ pub const MAX_COPY_DELAY: Duration = Duration::from_secs(900);
 /// The shortest wait before a job that could not be claimed is looked at again.
 pub const MIN_CLAIM_RETRY: Duration = Duration::from_secs(1);
 
+/// The longest hop of a job waiting for its `not_before`: SQS's longest delay.
+pub const MAX_HOP: Duration = Duration::from_secs(900);
+
+/// How long a FIFO job due later is held before it is looked at again.
+const MAX_FIFO_HOLD_FOR_DUE: Duration = Duration::from_secs(60);
+
 /// How long a delivery of a paused kind waits before it looks again: a resumed kind starts
 /// within this, and a paused backlog costs one copy a job this often.
 pub const PAUSED_LOOK_AGAIN: Duration = Duration::from_secs(10);
@@ -77,6 +83,8 @@ pub enum AttemptOutcome<R, E> {
     NotClaimed(Option<Duration>),
     /// Not started: an operator paused the job's kind. No attempt.
     Paused,
+    /// Not started: the job is due this long from now (`not_before`). No attempt.
+    NotDue(Duration),
 }
 
 /// Everything [`settle`] decides from.
@@ -204,6 +212,13 @@ pub fn settle<R, E: Classified>(s: Situation<R, E>, policy: Policy) -> Settle<R,
             purpose: Purpose::Defer,
         },
         Paused => copy(PAUSED_LOOK_AGAIN, Purpose::Defer),
+        // Hops of at most SQS's longest delay, on fresh copies (no receive spent); FIFO
+        // holds its group (a producer refuses to schedule there; another sender may not).
+        NotDue(left) if s.fifo => Settle::HoldAndRunAgain {
+            after: left.min(MAX_FIFO_HOLD_FOR_DUE),
+            purpose: Purpose::Defer,
+        },
+        NotDue(left) => copy(left.min(MAX_HOP), Purpose::Defer),
         KindBusy if s.fifo => Settle::HoldForSlot,
         KindBusy => copy(
             retry_delay(1, policy.retry_base, policy.retry_max),

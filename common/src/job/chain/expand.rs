@@ -128,6 +128,7 @@ fn build(
         then: follow_up.then.clone(),
         chain_id: Some(parent.chain_id().clone()),
         parent_job_id: Some(parent.job_id.clone()),
+        not_before: None,
     };
     envelope.validate().map_err(|e| in_step(step, e))?;
     Ok(envelope)
