@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Shoal's worker benchmark: prints a table; never a pass/fail test.
 
-Runs SQS and SNS on fauxqs (fast, flat as queues grow) and the job ledger's DynamoDB on moto
-(AWS_ENDPOINT_URL_DYNAMODB), both on loopback, and measures, for the release build of
-shoal-worker:
+Runs SQS and SNS on fauxqs (fast, flat as queues grow) and the job ledger's DynamoDB on
+dynalite (AWS_ENDPOINT_URL_DYNAMODB; deploy/local/dynalite.mjs, which keeps connections open
+as DynamoDB does, where moto closes each; --dynamodb moto for the old figures), all on
+loopback, and measures, for the release build of shoal-worker:
   - canary jobs per second and worker CPU seconds per 1,000 jobs, for 1, 2 and 4 workers
     with the ledger (as deployed), and for one worker without it (--no-ledger);
   - SQS+SNS API calls per job and the ledger's DynamoDB calls per job (from the workers' own
@@ -59,6 +60,14 @@ def start_moto():
     """moto, for the ledger's DynamoDB: fauxqs serves SQS and SNS alone."""
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "deploy/local/emulator.py"),
                              "--until-stdin-closes"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    port = int(proc.stdout.readline())
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def start_dynalite():
+    """dynalite behind its front, for the ledger's DynamoDB (see deploy/local/dynalite.mjs)."""
+    proc = subprocess.Popen(["node", os.path.join(ROOT, "deploy/local/dynalite.mjs")],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     port = int(proc.stdout.readline())
     return proc, f"http://127.0.0.1:{port}"
@@ -390,7 +399,7 @@ def print_throughput(args, rows, baseline, floors, startup, by_op=None):
     """`floors`: the SDK floor without the ledger and with it; each row is read against its own."""
     floor_off, floor_on = floors
     print(f"\nShoal worker benchmark: {args.jobs} canary jobs per run, SQS+SNS on fauxqs, "
-          "the ledger's DynamoDB on moto, release build\n")
+          f"the ledger's DynamoDB on {args.dynamodb}, release build\n")
     print("| workers | ledger | jobs/s | CPU s per 1,000 jobs (with events) | vs SDK floor | vs boto3 loop (no events) "
           "| SQS+SNS calls per job | ledger calls per job |")
     print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -438,10 +447,12 @@ def main():
     parser.add_argument("--compare", nargs="+", metavar="DIR",
                         help="directories holding other builds' shoal-worker, to compare with this one")
     parser.add_argument("--repeat", type=int, default=5, help="interleaved runs per build (--compare)")
+    parser.add_argument("--dynamodb", choices=["dynalite", "moto"], default="dynalite",
+                        help="the ledger's DynamoDB emulator")
     args = parser.parse_args()
 
     fauxqs, endpoint = start_fauxqs()
-    moto, dynamodb_endpoint = start_moto()
+    moto, dynamodb_endpoint = start_dynalite() if args.dynamodb == "dynalite" else start_moto()
     bench = Bench(endpoint, dynamodb_endpoint)
     rows = []
     by_op = None

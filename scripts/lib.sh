@@ -103,6 +103,19 @@ ensure_fauxqs() {
   sed -i 's/host: "0\.0\.0\.0"/host: "127.0.0.1"/' "$app"
 }
 
+# dynalite (npm): an in-memory DynamoDB that keeps connections open, for the benchmark's ledger
+# (moto closes each connection, which is most of a ledger call's cost there).
+# deploy/local/dynalite.mjs runs it on loopback behind a front for the calls it lacks.
+DYNALITE_VERSION="3.2.2"
+export SHOAL_DYNALITE_DIR="${SHOAL_DYNALITE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/shoal/dynalite-$DYNALITE_VERSION}"
+ensure_dynalite() {
+  if [ ! -f "$SHOAL_DYNALITE_DIR/node_modules/dynalite/index.js" ]; then
+    say "installing the benchmark's DynamoDB emulator: dynalite@$DYNALITE_VERSION"
+    mkdir -p "$SHOAL_DYNALITE_DIR"
+    npm install --prefix "$SHOAL_DYNALITE_DIR" --no-audit --no-fund --silent "dynalite@$DYNALITE_VERSION" >&2
+  fi
+}
+
 # The CloudEvents JavaScript SDK (npm) ships the official CloudEvents 1.0 JSON Schema,
 # compiled into a validator; a test checks every published event with it.
 CLOUDEVENTS_VERSION="10.0.0"

@@ -677,13 +677,27 @@ pub async fn producer_cli(sdk: &SdkConfig, args: &[&str]) -> CliRun {
     }
 }
 
+/// A `snapshot` of the volume whose `Name` tag is `name`, not waiting for it to complete.
+pub fn snapshot_of_volume_named(name: &str) -> shoal_common::job::Snapshot {
+    shoal_common::job::Snapshot {
+        volume_id: None,
+        volume_name: Some(name.to_owned()),
+        instance_id: None,
+        name: None,
+        description: None,
+        tags: vec![],
+        wait: false,
+        dry_run: false,
+    }
+}
+
 /// A valid job of `kind`, with parameters that exercise most of its fields. The match is
 /// exhaustive, so a new kind does not compile until it has an example, and every test that
 /// claims "each kind" iterates [`shoal_common::JobKind::ALL`] through this.
 pub fn example_job(kind: shoal_common::JobKind) -> shoal_common::Job {
     use shoal_common::job::{
         Canary, CopySnapshot, CreateImage, PruneSnapshots, RegisterImage, RestoreVolume,
-        RunInstances, SetTerminationProtection, Snapshot, Tag, TerminateInstances,
+        RunInstances, SetTerminationProtection, Tag, TerminateInstances,
     };
     use shoal_common::{Job, JobKind};
     match kind {
@@ -711,16 +725,7 @@ pub fn example_job(kind: shoal_common::JobKind) -> shoal_common::Job {
             wait: false,
             dry_run: true,
         }),
-        JobKind::Snapshot => Job::Snapshot(Snapshot {
-            volume_id: None,
-            volume_name: Some("db".into()),
-            instance_id: None,
-            name: None,
-            description: None,
-            tags: vec![],
-            wait: false,
-            dry_run: false,
-        }),
+        JobKind::Snapshot => Job::Snapshot(snapshot_of_volume_named("db")),
         JobKind::SetTerminationProtection => {
             Job::SetTerminationProtection(SetTerminationProtection {
                 instance_ids: vec!["i-12345678".into()],

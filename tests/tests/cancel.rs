@@ -21,16 +21,7 @@ use shoal_worker::{JobContext, Outcome, Registry};
 const WAIT: Duration = Duration::from_secs(60);
 
 fn snapshot() -> Snapshot {
-    Snapshot {
-        volume_id: None,
-        volume_name: Some("cancelled-volume".into()),
-        instance_id: None,
-        name: None,
-        description: None,
-        tags: vec![],
-        wait: false,
-        dry_run: false,
-    }
+    shoal_tests::snapshot_of_volume_named("cancelled-volume")
 }
 
 fn producer(t: &TestStack) -> Producer {

@@ -32,16 +32,7 @@ fn registry(ran: Arc<Mutex<Vec<String>>>) -> Registry {
 }
 
 fn snapshot() -> Job {
-    Job::Snapshot(Snapshot {
-        volume_id: None,
-        volume_name: Some("any".into()),
-        instance_id: None,
-        name: None,
-        description: None,
-        tags: vec![],
-        wait: false,
-        dry_run: false,
-    })
+    Job::Snapshot(shoal_tests::snapshot_of_volume_named("any"))
 }
 
 async fn cli(t: &TestStack, args: &[&str]) -> shoal_tests::CliRun {

@@ -25,16 +25,7 @@ use shoal_worker::{JobContext, JobError, Outcome, Registry};
 const WAIT: Duration = Duration::from_secs(60);
 
 fn snapshot_of_volume_named(name: &str) -> Job {
-    Job::Snapshot(Snapshot {
-        volume_id: None,
-        volume_name: Some(name.to_owned()),
-        instance_id: None,
-        name: None,
-        description: None,
-        tags: vec![],
-        wait: false,
-        dry_run: false,
-    })
+    Job::Snapshot(shoal_tests::snapshot_of_volume_named(name))
 }
 
 /// A volume carrying the `Name` tag `name`, made by the observer.
