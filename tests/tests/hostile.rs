@@ -1159,6 +1159,10 @@ async fn a_create_the_ledger_did_not_note_is_not_sent() {
     let mut config = t.worker_config("w");
     config.max_attempts = 2;
     config.ledger = Some(ledger);
+    // Each try at the note takes seconds of the SDK's retries and the hold: a visibility
+    // timeout of a few seconds would let a busy machine's heartbeat fall behind, and a
+    // redelivery would count as a receive, which is not what this test is about.
+    config.visibility_timeout = Duration::from_secs(30);
     let worker = start(&proxy, config, registry_with(ec2_settings())).await;
 
     assert_no_event_during(

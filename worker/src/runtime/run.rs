@@ -389,33 +389,43 @@ async fn enter(
 }
 
 /// Runs `handler` while keeping `claim`'s ledger lease up and writing what the handler
-/// records to the ledger the moment it does (the ids a create call answered with), so a
-/// worker killed right after a create leaves the next holder proof of it. The handler waits
-/// while that write is made. A keeper that returns has lost the lease (the handler's lease
-/// then reads none left); the handler still runs to its end.
+/// records to the ledger the moment it does (the ids a create call answered with, the note
+/// before a create), so a worker killed right after a create leaves the next holder proof
+/// of it. Writes go one at a time, in the order recorded (a create's note after the ids of
+/// the create before it), and the lease is kept up while one is in flight: a write the
+/// ledger makes slow must not let the lease lapse under a run that is still going. A
+/// keeper that returns has lost the lease (the handler's lease then reads none left); the
+/// handler still runs to its end.
 async fn run_keeping<T>(
     shared: &Shared,
     msg: &Delivery,
     claim: &JobClaim,
     handler: impl std::future::Future<Output = T>,
 ) -> T {
+    use futures::future::{Fuse, FusedFuture};
+    type Write<'a> = BoxFuture<'a, (u64, Result<bool, claim::Unrecorded>)>;
     let keeper = claim.keep(shared.config.visibility_timeout);
     tokio::pin!(keeper, handler);
     let mut keeping = true;
     let mut recording = true;
+    let mut write: Fuse<Write<'_>> = Fuse::terminated();
     loop {
         tokio::select! {
             r = &mut handler => return r,
             _ = &mut keeper, if keeping => keeping = false,
-            _ = msg.progress.changes(), if recording => {
-                let (notes, version) = msg.progress.versioned();
-                match claim.record_progress(shared, notes).await {
-                    Ok(taken) => msg.progress.written(version, taken),
-                    Err(_) => {
-                        msg.progress.written(u64::MAX, false);
-                        recording = false;
-                    }
+            (version, written) = &mut write, if !write.is_terminated() => match written {
+                Ok(taken) => msg.progress.written(version, taken),
+                Err(_) => {
+                    msg.progress.written(u64::MAX, false);
+                    recording = false;
                 }
+            },
+            _ = msg.progress.changes(), if recording && write.is_terminated() => {
+                let (notes, version) = msg.progress.versioned();
+                let writing: Write<'_> = Box::pin(async move {
+                    (version, claim.record_progress(shared, notes).await)
+                });
+                write = writing.fuse();
             }
         }
     }
