@@ -252,31 +252,7 @@ async fn an_interrupted_redrive_loses_no_job_and_a_second_run_finishes_it() {
     let t = TestStack::new("redrive-cut").await;
     let total = 200;
     let ids: Vec<String> = (0..total).map(|n| format!("cut-{n}")).collect();
-    for chunk in ids.chunks(10) {
-        let entries = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, id)| {
-                SendMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .message_body(canary(id).to_json())
-                    .message_attributes(
-                        "kind",
-                        shoal_common::queue::attribute_value("String", "canary"),
-                    )
-                    .build()
-                    .expect("entry")
-            })
-            .collect();
-        t.clients
-            .sqs
-            .send_message_batch()
-            .queue_url(&t.stack.dlq_url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .expect("fill the DLQ");
-    }
+    fill_dlq(&t, &ids).await;
 
     let hold = Duration::from_secs(2);
     let all = RedriveFilter::default();
@@ -318,6 +294,82 @@ async fn an_interrupted_redrive_loses_no_job_and_a_second_run_finishes_it() {
         .collect();
     let missing: Vec<_> = ids.iter().filter(|id| !found.contains(*id)).collect();
     assert!(missing.is_empty(), "lost: {missing:?}");
+}
+
+/// Puts a canary under each of `ids` straight on the dead-letter queue, ten to a call.
+async fn fill_dlq(t: &TestStack, ids: &[String]) {
+    for chunk in ids.chunks(10) {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(canary(id).to_json())
+                    .message_attributes(
+                        "kind",
+                        shoal_common::queue::attribute_value("String", "canary"),
+                    )
+                    .build()
+                    .expect("entry")
+            })
+            .collect();
+        t.clients
+            .sqs
+            .send_message_batch()
+            .queue_url(&t.stack.dlq_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .expect("fill the DLQ");
+    }
+}
+
+/// A redrive stopped (Ctrl-C) once it has hidden its first page: it says it was
+/// interrupted, and nothing stays hidden behind it: the jobs it passed over and those it had
+/// not reached are all visible again at once, not a minute later.
+#[tokio::test]
+async fn a_stopped_redrive_says_so_and_leaves_nothing_hidden() {
+    let t = TestStack::new("redrive-stop").await;
+    let total = 200;
+    let ids: Vec<String> = (0..total).map(|n| format!("stop-{n}")).collect();
+    fill_dlq(&t, &ids).await;
+    let dlq = t.stack.dlq_url.clone();
+    let sqs = t.clients.sqs.clone();
+    let first_page_hidden = async move {
+        while QueueAttributes::fetch(&sqs, &dlq)
+            .await
+            .map_or(0, |a| a.in_flight)
+            == 0
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    // One job chosen: the rest of each page is passed over, hidden for a minute while it
+    // pages on.
+    let only = RedriveFilter {
+        job_ids: vec![ids[total - 1].clone()],
+        kinds: vec![],
+    };
+    let report = operate::redrive(
+        redrive_at(&t),
+        &only,
+        Duration::from_secs(60),
+        None,
+        first_page_hidden,
+    )
+    .await
+    .expect("redrive");
+    assert!(report.interrupted, "{report:?}");
+    let attributes = QueueAttributes::fetch(&t.clients.sqs, &t.stack.dlq_url)
+        .await
+        .expect("attributes");
+    assert_eq!(attributes.in_flight, 0, "nothing left hidden");
+    assert_eq!(
+        attributes.visible as usize + report.moved.len(),
+        total,
+        "every job not moved is there for the next redrive"
+    );
 }
 
 /// A redrive from the test stack's dead-letter queue to its job queue, without a ledger.

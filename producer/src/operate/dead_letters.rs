@@ -262,8 +262,8 @@ pub async fn list_dead_letters(
 /// ([`Ledger::rerun`]): without that, the worker would find the failure on record and
 /// dead-letter the job again at once. Each dead letter moves at most once: one that SQS
 /// received after the redrive began is left for the next one. `stop` ends the redrive
-/// between pages (a page under way is finished): the report says what was done, and every
-/// message it hid is made visible again.
+/// between pages (a receive under way, and the page it brings, are finished first): the
+/// report says what was done, and every message it hid is made visible again.
 pub async fn redrive(
     at: Redrive<'_>,
     filter: &RedriveFilter,
@@ -279,15 +279,15 @@ pub async fn redrive(
     tokio::pin!(stop);
     let moved = async {
         loop {
-            let page = tokio::select! {
-                biased;
-                () = &mut stop => {
-                    report.interrupted = true;
-                    break;
-                }
-                page = pager.next_page() => page?,
+            // Looked at between pages only: a receive cut off mid-call could hide a page
+            // whose receipts never arrive, which nothing could release.
+            if futures::FutureExt::now_or_never(&mut stop).is_some() {
+                report.interrupted = true;
+                break;
+            }
+            let Some(page) = pager.next_page().await? else {
+                break;
             };
-            let Some(page) = page else { break };
             let mut chosen = Vec::new();
             for msg in page {
                 let letter = DeadLetter::from_message(&msg);
