@@ -192,13 +192,13 @@ pub(crate) async fn send_streaming(
 }
 
 /// The `queued` records of sent jobs, put [`MAX_BATCH_WRITE`] to a call.
-struct Records<'a> {
+pub(crate) struct Records<'a> {
     ledger: Option<&'a Ledger>,
     pending: Vec<OutcomeItem>,
 }
 
 impl<'a> Records<'a> {
-    fn new(ledger: Option<&'a Ledger>) -> Self {
+    pub(crate) fn new(ledger: Option<&'a Ledger>) -> Self {
         Records {
             ledger,
             pending: Vec::new(),
@@ -207,7 +207,7 @@ impl<'a> Records<'a> {
 
     /// Takes the records of `sent` jobs; puts the full batches. A report of the puts, if
     /// any were made.
-    async fn add(&mut self, sent: Vec<OutgoingMessage>) -> Option<BatchReport> {
+    pub(crate) async fn add(&mut self, sent: Vec<OutgoingMessage>) -> Option<BatchReport> {
         let ledger = self.ledger?;
         self.pending
             .extend(sent.iter().map(|msg| msg.queued_record(ledger)));
@@ -215,7 +215,7 @@ impl<'a> Records<'a> {
     }
 
     /// Puts what is pending, the last batch however small.
-    async fn flush(&mut self) -> Option<BatchReport> {
+    pub(crate) async fn flush(&mut self) -> Option<BatchReport> {
         self.put(1).await
     }
 

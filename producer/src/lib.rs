@@ -282,21 +282,11 @@ impl Producer {
             .instrument(span)
             .await
             .map_err(|e| classify_sdk_error("SendMessage", &e))?;
-        if let Some(ledger) = &self.ledger {
-            let record = [msg.queued_record(ledger)];
-            let put = shoal_common::ledger::OutcomeWrites(ledger.clone());
-            let sent = shoal_common::batch::send_with_resends(&put, record.to_vec(), |r| r).await;
-            for (_, result) in sent.results {
-                match result {
-                    // On record already: a worker claimed it first, or it was sent before.
-                    Err(e) if e.code.as_deref() == Some(shoal_common::ledger::RECORD_EXISTS) => {}
-                    Err(e) => {
-                        tracing::warn!(job_id = %job.job_id, error = %e, "the job was sent, but its queued record was not written")
-                    }
-                    Ok(()) => {}
-                }
-            }
-        }
+        // Its queued record, as a bulk send writes them (a record not written is logged
+        // there; the job runs all the same).
+        let mut records = batch::Records::new(self.ledger.as_ref());
+        records.add(vec![msg]).await;
+        records.flush().await;
         Ok(Enqueued {
             job_id: job.job_id.clone(),
             kind: job.kind(),

@@ -16,6 +16,7 @@ use futures::future::BoxFuture;
 pub use crate::heartbeat::Lease;
 use shoal_common::aws::AwsClients;
 use shoal_common::job::{JobParams, JobVisitor};
+use shoal_common::ledger::CREATES_NOTED;
 use shoal_common::{Job, JobId, JobKind};
 
 /// What a handler knows about the attempt it runs.
@@ -123,10 +124,6 @@ pub struct Progress {
     written: Arc<tokio::sync::watch::Sender<Written>>,
 }
 
-/// The progress key under which creates are put on record before they are sent: each
-/// operation's latest, as the time it was about to go out.
-pub const CREATES: &str = shoal_common::ledger::CREATES_NOTED;
-
 #[derive(Debug, Default)]
 struct Notes {
     map: serde_json::Map<String, serde_json::Value>,
@@ -191,12 +188,12 @@ impl Progress {
             let mut guard = self.lock();
             let mut creates = guard
                 .map
-                .get(CREATES)
+                .get(CREATES_NOTED)
                 .and_then(|c| c.as_object())
                 .cloned()
                 .unwrap_or_default();
             creates.insert(operation.to_owned(), Utc::now().to_rfc3339().into());
-            guard.map.insert(CREATES.to_owned(), creates.into());
+            guard.map.insert(CREATES_NOTED.to_owned(), creates.into());
             guard.changed = true;
             guard.version += 1;
             (guard.version, guard.in_ledger)
@@ -224,7 +221,7 @@ impl Progress {
     pub fn latest_create(&self) -> Option<DateTime<Utc>> {
         self.lock()
             .map
-            .get(CREATES)?
+            .get(CREATES_NOTED)?
             .as_object()?
             .values()
             .filter_map(|at| at.as_str())

@@ -108,6 +108,11 @@ impl JobClaim {
         self.lease.progress.clone()
     }
 
+    /// Whether an operator has asked the job to stop (as the claim or an extension read).
+    pub fn cancel_requested(&self) -> bool {
+        self.cancel.is_requested()
+    }
+
     /// The operator's request to stop, shared with the handler's context.
     pub fn cancel(&self) -> Cancellation {
         self.cancel.clone()

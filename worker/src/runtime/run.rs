@@ -182,10 +182,7 @@ async fn run_job(
             Gate::Open => {
                 attempt.started_at = Utc::now();
                 // Cancelled while it waited for its claim (the lease had lapsed): not run.
-                if job_claim
-                    .as_ref()
-                    .is_some_and(|c| c.cancel().is_requested())
-                {
+                if job_claim.as_ref().is_some_and(JobClaim::cancel_requested) {
                     return carry_out::cancelled(shared, msg, &attempt, job_claim.take()).await;
                 }
                 if attempt.first_started_at.is_none() {
@@ -243,9 +240,7 @@ async fn run_job(
                 }
                 // Cancelled while it ran: a success that came first stands; anything else
                 // (a failure, a wait, a create refused) ends as the cancellation.
-                let cancelled = job_claim
-                    .as_ref()
-                    .is_some_and(|c| c.cancel().is_requested());
+                let cancelled = job_claim.as_ref().is_some_and(JobClaim::cancel_requested);
                 if cancelled && !matches!(ran, Ok(Outcome::Done(_))) {
                     return carry_out::cancelled(shared, msg, &attempt, job_claim.take()).await;
                 }
