@@ -12,10 +12,10 @@
 //! loads the AWS configuration.
 
 mod args;
-mod dlq;
 mod follow;
 mod lookup;
 mod submit;
+mod verbs;
 mod watch;
 
 pub use args::*;
@@ -416,23 +416,23 @@ async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<
         }
         Command::Dlq(command) => {
             let ledger = ledger(&cli.ledger_table, &clients);
-            dlq::dlq(&cli.queue, &clients, ledger.as_ref(), command, out).await
+            verbs::dlq(&cli.queue, &clients, ledger.as_ref(), command, out).await
         }
         Command::Pause(args) => {
             let producer = connect(&cli.queue, &cli.ledger_table, &clients).await?;
-            dlq::pause(&producer, &args, true, out).await
+            verbs::pause(&producer, &args, true, out).await
         }
         Command::Resume(args) => {
             let producer = connect(&cli.queue, &cli.ledger_table, &clients).await?;
-            dlq::pause(&producer, &args, false, out).await
+            verbs::pause(&producer, &args, false, out).await
         }
         Command::Cancel(args) => {
             let producer = connect(&cli.queue, &cli.ledger_table, &clients).await?;
-            dlq::cancel(&producer, &args, out).await
+            verbs::cancel(&producer, &args, out).await
         }
         Command::Retry(args) => {
             let producer = connect(&cli.queue, &cli.ledger_table, &clients).await?;
-            dlq::retry(&producer, &args, out).await
+            verbs::retry(&producer, &args, out).await
         }
     }
 }

@@ -1,6 +1,6 @@
-//! `shoal-producer dlq list|redrive`, `retry` and `cancel`: printing what [`crate::operate`]
-//! finds on, and moves off, the dead-letter queue, the failed jobs it runs again, and the
-//! jobs it cancels.
+//! The operator's verbs: `shoal-producer dlq list|redrive`, `retry`, `cancel`, `pause` and
+//! `resume`, printing what [`crate::operate`] finds on, and moves off, the dead-letter queue,
+//! the failed jobs it runs again, the jobs it cancels and the kinds it pauses.
 
 use shoal_common::aws::AwsClients;
 use shoal_common::config::QueueArgs;

@@ -115,7 +115,7 @@ fn write_status(out: &mut dyn Write, status: &operate::Status) -> std::io::Resul
         _ => writeln!(out, "no redrive policy: failed jobs have nowhere to go")?,
     }
     if let Some(paused) = &status.paused {
-        writeln!(out, "{}", super::dlq::describe_paused(paused))?;
+        writeln!(out, "{}", super::verbs::describe_paused(paused))?;
     }
     Ok(())
 }
