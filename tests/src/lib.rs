@@ -232,6 +232,45 @@ impl TestStack {
     /// Receives from `queue_url` until `count` distinct messages have arrived or `timeout`
     /// passes, hiding each for ten minutes so none is seen twice. Returns them all,
     /// including any duplicates SQS delivered.
+    /// Sends `bodies` to `queue_url` as they are, ten to a `SendMessageBatch`, each with the
+    /// `kind` attribute when given: what a sender other than Shoal's producer (or SQS's
+    /// redrive, for a dead-letter queue) puts there.
+    pub async fn send_raw(&self, queue_url: &str, bodies: &[String], kind: Option<&str>) {
+        for chunk in bodies.chunks(10) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, body)| {
+                    aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(body)
+                        .set_message_attributes(kind.map(|kind| {
+                            HashMap::from([(
+                                "kind".to_owned(),
+                                shoal_common::queue::attribute_value("String", kind),
+                            )])
+                        }))
+                        .build()
+                        .expect("entry")
+                })
+                .collect();
+            let out = self
+                .clients
+                .sqs
+                .send_message_batch()
+                .queue_url(queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .expect("send a batch");
+            assert!(
+                out.failed().is_empty(),
+                "every entry sent: {:?}",
+                out.failed()
+            );
+        }
+    }
+
     pub async fn receive(&self, queue_url: &str, count: usize, timeout: Duration) -> Vec<Message> {
         let deadline = Instant::now() + timeout;
         let mut seen = HashMap::new();
@@ -829,9 +868,19 @@ pub async fn new_instance(ec2: &aws_sdk_ec2::Client, image: &str, zone: Option<&
 /// A new 8 GiB volume in `zone`, made with `ec2` (a test's observer client, so it exists
 /// before any lag the test injects).
 pub async fn new_volume(ec2: &aws_sdk_ec2::Client, zone: &str) -> String {
+    new_volume_tagged(ec2, zone, &[]).await
+}
+
+/// A new 8 GiB volume in `zone` carrying `tags`, made with `ec2`.
+pub async fn new_volume_tagged(
+    ec2: &aws_sdk_ec2::Client,
+    zone: &str,
+    tags: &[(&str, &str)],
+) -> String {
     ec2.create_volume()
         .availability_zone(zone)
         .size(8)
+        .set_tag_specifications(tagged(aws_sdk_ec2::types::ResourceType::Volume, tags))
         .send()
         .await
         .expect("volume")
@@ -840,22 +889,29 @@ pub async fn new_volume(ec2: &aws_sdk_ec2::Client, zone: &str) -> String {
         .to_owned()
 }
 
+/// The tag specification of a create carrying `tags`; none for no tags.
+fn tagged(
+    resource: aws_sdk_ec2::types::ResourceType,
+    tags: &[(&str, &str)],
+) -> Option<Vec<aws_sdk_ec2::types::TagSpecification>> {
+    (!tags.is_empty()).then(|| {
+        let mut spec = aws_sdk_ec2::types::TagSpecification::builder().resource_type(resource);
+        for (k, v) in tags {
+            spec = spec.tags(aws_sdk_ec2::types::Tag::builder().key(*k).value(*v).build());
+        }
+        vec![spec.build()]
+    })
+}
+
 /// A snapshot of `volume` carrying `tags`, made with `ec2`.
 pub async fn new_snapshot(
     ec2: &aws_sdk_ec2::Client,
     volume: &str,
     tags: &[(&str, &str)],
 ) -> String {
-    let mut request = ec2.create_snapshot().volume_id(volume);
-    if !tags.is_empty() {
-        let mut spec = aws_sdk_ec2::types::TagSpecification::builder()
-            .resource_type(aws_sdk_ec2::types::ResourceType::Snapshot);
-        for (k, v) in tags {
-            spec = spec.tags(aws_sdk_ec2::types::Tag::builder().key(*k).value(*v).build());
-        }
-        request = request.tag_specifications(spec.build());
-    }
-    request
+    ec2.create_snapshot()
+        .volume_id(volume)
+        .set_tag_specifications(tagged(aws_sdk_ec2::types::ResourceType::Snapshot, tags))
         .send()
         .await
         .expect("snapshot")

@@ -10,7 +10,6 @@
 
 use std::time::Duration;
 
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use serde_json::{json, Value};
 use shoal_common::event::JobStatus;
 use shoal_common::ledger::{Claim, JobRef, Ledger, Status};
@@ -328,24 +327,11 @@ async fn an_event_sns_refuses_for_good_ends_in_the_dlq_and_its_batch_neighbours_
     let ids: Vec<String> = std::iter::once("poison-1".to_owned())
         .chain((0..9).map(|i| format!("fine-{i}")))
         .collect();
-    let entries: Vec<_> = ids
+    let bodies: Vec<String> = ids
         .iter()
-        .map(|id| {
-            SendMessageBatchRequestEntry::builder()
-                .id(id.replace('-', "_"))
-                .message_body(body(id, "canary", json!({"sleep_ms": 0})).to_string())
-                .build()
-                .expect("entry")
-        })
+        .map(|id| body(id, "canary", json!({"sleep_ms": 0})).to_string())
         .collect();
-    t.clients
-        .sqs
-        .send_message_batch()
-        .queue_url(&t.stack.queue_url)
-        .set_entries(Some(entries))
-        .send()
-        .await
-        .expect("send");
+    t.send_raw(&t.stack.queue_url, &bodies, None).await;
     let events = t.events(9, WAIT).await;
     let mut announced: Vec<&str> = events.iter().filter_map(|e| e.job_id.as_deref()).collect();
     announced.sort_unstable();

@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use serde_json::json;
 use shoal_common::config::QueueTarget;
 use shoal_common::job::Canary;
@@ -298,31 +297,8 @@ async fn an_interrupted_redrive_loses_no_job_and_a_second_run_finishes_it() {
 
 /// Puts a canary under each of `ids` straight on the dead-letter queue, ten to a call.
 async fn fill_dlq(t: &TestStack, ids: &[String]) {
-    for chunk in ids.chunks(10) {
-        let entries = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, id)| {
-                SendMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .message_body(canary(id).to_json())
-                    .message_attributes(
-                        "kind",
-                        shoal_common::queue::attribute_value("String", "canary"),
-                    )
-                    .build()
-                    .expect("entry")
-            })
-            .collect();
-        t.clients
-            .sqs
-            .send_message_batch()
-            .queue_url(&t.stack.dlq_url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .expect("fill the DLQ");
-    }
+    let bodies: Vec<String> = ids.iter().map(|id| canary(id).to_json()).collect();
+    t.send_raw(&t.stack.dlq_url, &bodies, Some("canary")).await;
 }
 
 /// A redrive stopped (Ctrl-C) once it has hidden its first page: it says it was

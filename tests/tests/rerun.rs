@@ -30,27 +30,7 @@ fn snapshot_of_volume_named(name: &str) -> Job {
 
 /// A volume carrying the `Name` tag `name`, made by the observer.
 async fn volume_named(t: &TestStack, name: &str) -> String {
-    let tag = aws_sdk_ec2::types::Tag::builder()
-        .key("Name")
-        .value(name)
-        .build();
-    t.clients
-        .ec2
-        .create_volume()
-        .availability_zone("us-east-1a")
-        .size(8)
-        .tag_specifications(
-            aws_sdk_ec2::types::TagSpecification::builder()
-                .resource_type(aws_sdk_ec2::types::ResourceType::Volume)
-                .tags(tag)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("volume")
-        .volume_id()
-        .expect("volume id")
-        .to_owned()
+    shoal_tests::new_volume_tagged(&t.clients.ec2, "us-east-1a", &[("Name", name)]).await
 }
 
 fn producer(t: &TestStack) -> Producer {
