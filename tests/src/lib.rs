@@ -24,6 +24,26 @@ use shoal_worker::{Registry, Worker, WorkerConfig};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+/// Sends the in-process workers' logs (WARN and up, or as `RUST_LOG` says) to the test's
+/// output, which the runner shows only for a test that failed: a failure on a loaded CI
+/// machine then says what the worker saw. Only under nextest, where each test is a process of
+/// its own: a test that installs its own process-wide subscriber (`tracing.rs`) does so before
+/// its stack exists, and `cargo test`'s shared process would let another test's stack take the
+/// one global slot first.
+fn log_to_test_output() {
+    if std::env::var_os("NEXTEST").is_none() {
+        return;
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // A second call (or a test's own subscriber) keeps the one already installed.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .with_ansi(false)
+        .try_init();
+}
+
 /// A running emulator, reachable at `endpoint`.
 pub struct Emulator {
     pub endpoint: String,
@@ -218,6 +238,7 @@ impl TestStack {
     }
 
     async fn with_sdk(sdk: SdkConfig, spec: StackSpec) -> Self {
+        log_to_test_output();
         let clients = AwsClients::new(&sdk);
         let stack = stack::provision(&clients, &spec)
             .await

@@ -116,22 +116,25 @@ async fn a_job_cancelled_before_it_runs_never_runs_and_its_follow_ups_never_star
     worker.stop().await;
 }
 
-/// Cancelled while it runs (a job making one thing every 300 ms, ten in all): the running
-/// worker learns at its next lease extension (a third of the 3 s visibility timeout), makes
+/// Cancelled while it runs (a job making one thing every 300 ms, forty in all): the running
+/// worker learns at its next lease extension (a third of the 6 s visibility timeout), makes
 /// nothing more, and announces the cancellation with what it made; the message is deleted,
-/// nothing dead-lettered, and a cancel of the finished job says so (exit 1).
+/// nothing dead-lettered, and a cancel of the finished job says so (exit 1). The timeout
+/// leaves room for a loaded machine: at 3 s (extended every second), a lease call slower than
+/// a second leaves less than the one-second create margin, and the run refuses its create.
 #[tokio::test]
 async fn a_running_job_cancelled_stops_at_its_next_lease_extension() {
+    const UPTO: usize = 40;
     let mut spec = StackSpec::new(unique("cancel-running"));
-    spec.visibility_timeout_secs = 3;
+    spec.visibility_timeout_secs = 6;
     let t = TestStack::with_spec(spec).await;
     let table = t.stack.ledger_table.clone().expect("a ledger");
     let (runs, creates) = (Arc::<AtomicUsize>::default(), Arc::<AtomicUsize>::default());
     let mut config = t.worker_config("w");
-    config.visibility_timeout = Duration::from_secs(3);
+    config.visibility_timeout = Duration::from_secs(6);
     config.ledger = Some(t.ledger_named(&t.sdk, &table));
     let worker = t
-        .start_worker(config, registry(runs.clone(), creates.clone(), 10))
+        .start_worker(config, registry(runs.clone(), creates.clone(), UPTO))
         .await;
     let id = JobId::parse("cancel-running").expect("id");
     producer(&t)
@@ -157,7 +160,7 @@ async fn a_running_job_cancelled_stops_at_its_next_lease_extension() {
     let event = t.one_event(WAIT).await;
     let made = creates.load(Ordering::SeqCst);
     assert_eq!(event.status, JobStatus::Cancelled, "{event:?}");
-    assert!(made < 10, "stopped before the end: made {made}");
+    assert!(made < UPTO, "stopped before the end: made {made}");
     assert_eq!(
         event.result,
         Some(serde_json::json!({"progress": {"made": made}})),
