@@ -37,6 +37,7 @@ pub mod logging;
 pub mod metrics;
 pub mod queue;
 pub mod stack;
+pub mod tag;
 pub mod telemetry;
 pub mod validate;
 

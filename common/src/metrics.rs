@@ -336,14 +336,21 @@ impl Metrics {
             ),
             registry: r,
         };
-        for kind in JobKind::ALL {
-            let k = kind.as_str();
-            m.jobs_received.with_label_values(&[k]);
-            m.jobs_succeeded.with_label_values(&[k]);
-            m.jobs_retried.with_label_values(&[k]);
-            m.jobs_in_flight.with_label_values(&[k]);
-        }
+        m.show_kinds(JobKind::builtin());
         Arc::new(m)
+    }
+
+    /// Makes `kinds`' per-kind series show at zero before their first job, so a rate over
+    /// them is defined from the start: the built-ins always, and a worker's own kinds when it
+    /// starts.
+    pub fn show_kinds(&self, kinds: impl IntoIterator<Item = JobKind>) {
+        for kind in kinds {
+            let k = kind.as_str();
+            self.jobs_received.with_label_values(&[k]);
+            self.jobs_succeeded.with_label_values(&[k]);
+            self.jobs_retried.with_label_values(&[k]);
+            self.jobs_in_flight.with_label_values(&[k]);
+        }
     }
 
     /// The Prometheus text exposition of every metric.

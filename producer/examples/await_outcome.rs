@@ -29,7 +29,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(path) => {
             JobEnvelope::from_request(serde_json::from_str(&std::fs::read_to_string(path)?)?)?
         }
-        None => JobEnvelope::new(Job::Canary(Canary { sleep_ms: 10 })),
+        None => JobEnvelope::new(Job::new(Canary { sleep_ms: 10 })),
     };
 
     let sdk = load_sdk_config().await;

@@ -346,7 +346,7 @@ mod tests {
 
     fn message(sleep_ms: u64) -> OutgoingMessage {
         OutgoingMessage::build(
-            &JobEnvelope::new(Job::Canary(Canary { sleep_ms })),
+            &JobEnvelope::new(Job::new(Canary { sleep_ms })),
             &SendOptions::default(),
             false,
         )

@@ -25,7 +25,7 @@
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! let clients = AwsClients::from_env().await;
 //! let producer = Producer::new(clients.sqs.clone(), QueueTarget::new(std::env::var("SHOAL_QUEUE_URL")?));
-//! let job = JobEnvelope::new(Job::Canary(Canary { sleep_ms: 10 }));
+//! let job = JobEnvelope::new(Job::new(Canary { sleep_ms: 10 }));
 //! let topic_arn = std::env::var("SHOAL_TOPIC_ARN")?;
 //! let outcome = producer
 //!     .enqueue_and_wait(&clients, &topic_arn, &job, &SendOptions::default(), Duration::from_secs(300))
@@ -257,7 +257,7 @@ impl Producer {
     /// use shoal_common::{Job, JobEnvelope, JobId};
     /// use shoal_producer::SendOptions;
     ///
-    /// let job = JobEnvelope::new(Job::SetTerminationProtection(SetTerminationProtection {
+    /// let job = JobEnvelope::new(Job::new(SetTerminationProtection {
     ///     instance_ids: vec!["i-0123456789abcdef0".into()],
     ///     disable_api_termination: false,
     /// }))
@@ -398,7 +398,7 @@ impl Producer {
     /// use shoal_producer::SendOptions;
     ///
     /// let jobs: Vec<JobEnvelope> = (0..100)
-    ///     .map(|_| JobEnvelope::new(Job::Canary(Canary { sleep_ms: 0 })))
+    ///     .map(|_| JobEnvelope::new(Job::new(Canary { sleep_ms: 0 })))
     ///     .collect();
     /// match producer.enqueue_many(&jobs, &SendOptions::default(), &|_| {}).await {
     ///     Ok(report) => println!("{} sent in {} calls, {} failed", report.enqueued.len(), report.calls, report.failed.len()),

@@ -257,7 +257,7 @@ mod tests {
     use shoal_common::Job;
 
     fn canary() -> JobEnvelope {
-        JobEnvelope::new(Job::Canary(Canary { sleep_ms: 5 }))
+        JobEnvelope::new(Job::new(Canary { sleep_ms: 5 }))
             .with_job_id(JobId::parse("job-1").expect("id"))
     }
 

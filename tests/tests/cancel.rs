@@ -139,7 +139,7 @@ async fn a_running_job_cancelled_stops_at_its_next_lease_extension() {
     let id = JobId::parse("cancel-running").expect("id");
     producer(&t)
         .enqueue(
-            &JobEnvelope::new(Job::Snapshot(snapshot())).with_job_id(id.clone()),
+            &JobEnvelope::new(Job::new(snapshot())).with_job_id(id.clone()),
             &SendOptions::default(),
         )
         .await

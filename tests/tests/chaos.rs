@@ -21,7 +21,7 @@ use shoal_common::{Job, JobEnvelope, JobId};
 use shoal_producer::{Producer, SendOptions};
 use shoal_tests::fault_proxy::{AwsFault, Fault, FaultProxy, Rule, Service, Trigger};
 use shoal_tests::{
-    eventually, fauxqs, free_port, job_filter, moto, plain_launch, sdk_config, unique,
+    eventually, fauxqs, free_port, http_get, job_filter, moto, plain_launch, sdk_config, unique,
     worker_command, TestStack,
 };
 use shoal_worker::handlers::{registry_with, Ec2Settings};
@@ -54,7 +54,7 @@ fn every_kind_of_failure(share: f64) -> Rule {
 }
 
 fn launch(ami: &str) -> Job {
-    Job::RunInstances(plain_launch(ami))
+    Job::new(plain_launch(ami))
 }
 
 /// Canary ids `<prefix>-N` and launch ids `<prefix>-launch-N`, enqueued in bulk, each as
@@ -73,7 +73,7 @@ async fn enqueue_jobs(
         .collect();
     let jobs: Vec<JobEnvelope> = canary_ids
         .iter()
-        .map(|id| (Job::Canary(Canary::default()), id))
+        .map(|id| (Job::new(Canary::default()), id))
         .chain(launch_ids.iter().map(|id| (launch(&ami), id)))
         .map(|(job, id)| JobEnvelope::new(job).with_job_id(JobId::parse(id).expect("id")))
         .flat_map(|job| std::iter::repeat_n(job, copies))
@@ -237,12 +237,16 @@ struct Fleet {
     stack: shoal_common::stack::Stack,
     workers: Vec<tokio::process::Child>,
     started: usize,
+    /// The metrics address of the worker started last.
+    last_metrics: Option<std::net::SocketAddr>,
 }
 
 impl Fleet {
     fn spawn(&mut self) -> tokio::process::Child {
         self.started += 1;
-        let metrics = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let metrics: std::net::SocketAddr =
+            format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        self.last_metrics = Some(metrics);
         worker_command(
             WORKER,
             &self.proxy_endpoint,
@@ -289,6 +293,7 @@ async fn chaos_soak_killed_workers_and_failing_calls_lose_nothing_and_repeat_no_
         stack: t.stack.clone(),
         workers: Vec::new(),
         started: 0,
+        last_metrics: None,
     };
     for _ in 0..3 {
         let w = fleet.spawn();
@@ -377,22 +382,36 @@ async fn a_worker_killed_every_second_costs_no_job_its_receives() {
         stack: t.stack.clone(),
         workers: Vec::new(),
         started: 0,
+        last_metrics: None,
     };
+    let mut ready_at = Vec::new();
     for _ in 0..2 {
         let w = fleet.spawn();
         fleet.workers.push(w);
+        ready_at.push(fleet.last_metrics.expect("an address"));
     }
     let started = Instant::now();
     let mut events: Vec<JobEvent> = Vec::new();
     let mut kills = 0usize;
     // A liveness bound, not a speed target: a stalled fleet never gets there.
     while !missing(&launches, &events).is_empty() && started.elapsed() < Duration::from_secs(120) {
-        tokio::time::sleep(Duration::from_secs(1)).await;
         let victim = kills % 2;
+        // A second of working life, counted from when the worker is ready: on a loaded
+        // machine a debug build takes a second or more to start, and a kill counted from
+        // the spawn would often kill a worker that never received anything.
+        let addr = ready_at[victim];
+        eventually(Duration::from_secs(30), || async move {
+            // Not listening yet is not ready; once it listens, `/readyz` says.
+            tokio::net::TcpStream::connect(addr).await.is_ok()
+                && http_get(addr, "/readyz").await.0 == 200
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let _ = fleet.workers[victim].start_kill();
         let _ = fleet.workers[victim].wait().await;
         kills += 1;
         fleet.workers[victim] = fleet.spawn();
+        ready_at[victim] = fleet.last_metrics.expect("an address");
         events.extend(t.events(launches.len(), Duration::from_millis(200)).await);
     }
     let took = started.elapsed();

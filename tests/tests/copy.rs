@@ -30,7 +30,7 @@ async fn source_snapshot(t: &TestStack) -> String {
 }
 
 fn copy_of(snapshot: &str) -> Job {
-    Job::CopySnapshot(CopySnapshot {
+    Job::new(CopySnapshot {
         snapshot_id: snapshot.to_owned(),
         destination_region: "us-west-2".into(),
         source_region: None,
@@ -59,10 +59,9 @@ async fn a_copy_lands_in_the_other_region_once_and_retention_runs_there() {
     let worker =
         TestStack::start_worker_with(&sdk, config, registry_with(Ec2Settings::default())).await;
 
-    let mut dry = copy_of(&source);
-    if let Job::CopySnapshot(p) = &mut dry {
+    let dry = copy_of(&source).edited(|p: &mut CopySnapshot| {
         p.dry_run = true;
-    }
+    });
     let checked = t.run_succeeding(&dry, "copy-dry").await;
     assert_eq!(checked.result.expect("result")["dry_run"], true);
     assert!(
@@ -109,7 +108,7 @@ async fn a_copy_lands_in_the_other_region_once_and_retention_runs_there() {
     // A second night's copy, then retention in us-west-2 by the copies' tags: the newest stays.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     t.run_succeeding(&copy_of(&source), "copy-2").await;
-    let prune = Job::PruneSnapshots(PruneSnapshots {
+    let prune = Job::new(PruneSnapshots {
         volume_id: None,
         volume_name: None,
         instance_id: None,
@@ -153,11 +152,10 @@ async fn an_encrypted_copy_asks_ec2_for_its_key() {
         registry_with(Ec2Settings::default()),
     )
     .await;
-    let mut job = copy_of(&source);
-    if let Job::CopySnapshot(p) = &mut job {
+    let job = copy_of(&source).edited(|p: &mut CopySnapshot| {
         p.encrypted = true;
         p.kms_key_id = Some("alias/aws/ebs".into());
-    }
+    });
     let event = t.run_succeeding(&job, "copy-kms").await;
     assert_eq!(
         event.result.expect("result")["source_snapshot_id"],

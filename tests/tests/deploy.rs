@@ -344,7 +344,7 @@ async fn the_template_deploys_and_a_job_runs_through_the_queues_it_made() {
     let mut worker = worker_command(WORKER, &moto().endpoint, &deployed, "cfn-worker", metrics)
         .spawn()
         .expect("start the worker");
-    let job = JobEnvelope::new(Job::Canary(Canary::default()))
+    let job = JobEnvelope::new(Job::new(Canary::default()))
         .with_job_id(JobId::parse(&format!("{prefix}-job")).expect("id"));
     Producer::new(sqs.clone(), QueueTarget::new(queue_url))
         .enqueue(&job, &SendOptions::default())
@@ -514,7 +514,7 @@ fn every_deploy_example_gives_the_worker_its_ledger() {
 /// refused by the schedule, with nothing else to say so.
 #[test]
 fn the_deploy_files_list_every_kind() {
-    let every: Vec<&str> = shoal_common::JobKind::ALL
+    let every: Vec<&str> = shoal_common::JobKind::builtin()
         .iter()
         .map(|k| k.as_str())
         .collect();
@@ -559,7 +559,7 @@ fn the_deploy_files_list_every_kind() {
         assert_eq!(
             listed(path, anchor, start, end),
             every,
-            "{path} lists every kind, in JobKind::ALL's order"
+            "{path} lists every kind, in the built-in kinds' order"
         );
     }
 }

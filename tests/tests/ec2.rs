@@ -99,7 +99,7 @@ async fn run_instances_launches_tagged_protected_instances_and_protection_can_be
     let t = TestStack::new("run").await;
     key_pair(&t).await;
     let ami = t.stock_ami().await;
-    let (event, worker) = run_one(&t, Job::RunInstances(launch(&ami, true)), "launch-1").await;
+    let (event, worker) = run_one(&t, Job::new(launch(&ami, true)), "launch-1").await;
     assert_eq!(event.status, JobStatus::Succeeded, "{:?}", event.error);
     let result = event.result.expect("result");
 
@@ -154,7 +154,7 @@ async fn run_instances_launches_tagged_protected_instances_and_protection_can_be
         .collect();
     enqueue(
         &t,
-        Job::SetTerminationProtection(SetTerminationProtection {
+        Job::new(SetTerminationProtection {
             instance_ids: ids.clone(),
             disable_api_termination: false,
         }),
@@ -195,9 +195,9 @@ async fn the_same_job_delivered_three_times_has_one_effect_of_each_kind() {
     let image_name = unique("once image");
 
     let jobs = [
-        (Job::RunInstances(launch(&ami, false)), "once-launch"),
+        (Job::new(launch(&ami, false)), "once-launch"),
         (
-            Job::CreateImage(CreateImage {
+            Job::new(CreateImage {
                 instance_id: source.clone(),
                 name: image_name.clone(),
                 description: Some("thrice".into()),
@@ -209,7 +209,7 @@ async fn the_same_job_delivered_three_times_has_one_effect_of_each_kind() {
             "once-image",
         ),
         (
-            Job::Snapshot(Snapshot {
+            Job::new(Snapshot {
                 volume_id: None,
                 volume_name: None,
                 instance_id: Some(source.clone()),
@@ -312,7 +312,7 @@ async fn the_articles_snapshot_flow_names_the_instance_and_volume_and_snapshots_
         wait: true,
         dry_run: false,
     };
-    let (event, worker) = run_one(&t, Job::Snapshot(snapshot), "snap-1").await;
+    let (event, worker) = run_one(&t, Job::new(snapshot), "snap-1").await;
     assert_eq!(event.status, JobStatus::Succeeded, "{:?}", event.error);
     let result = event.result.expect("result");
     let reported = result["snapshots"].as_array().expect("snapshots").clone();
@@ -391,7 +391,7 @@ async fn the_articles_snapshot_flow_names_the_instance_and_volume_and_snapshots_
     // Then by Name tag, as the article finds the volume.
     enqueue(
         &t,
-        Job::Snapshot(Snapshot {
+        Job::new(Snapshot {
             volume_id: None,
             volume_name: Some(name.clone()),
             instance_id: None,
@@ -426,7 +426,7 @@ async fn each_permanent_ec2_error_lands_in_the_dead_letter_queue_with_its_aws_co
     let t = TestStack::new("ec2-errors").await;
     let cases = [
         (
-            Job::SetTerminationProtection(SetTerminationProtection {
+            Job::new(SetTerminationProtection {
                 instance_ids: vec!["i-0123456789abcdef0".into()],
                 disable_api_termination: false,
             }),
@@ -434,7 +434,7 @@ async fn each_permanent_ec2_error_lands_in_the_dead_letter_queue_with_its_aws_co
             "InvalidInstanceID.NotFound",
         ),
         (
-            Job::Snapshot(Snapshot {
+            Job::new(Snapshot {
                 volume_id: Some("vol-0123456789abcdef0".into()),
                 volume_name: None,
                 instance_id: None,
@@ -448,7 +448,7 @@ async fn each_permanent_ec2_error_lands_in_the_dead_letter_queue_with_its_aws_co
             "InvalidVolume.NotFound",
         ),
         (
-            Job::CreateImage(CreateImage {
+            Job::new(CreateImage {
                 instance_id: "i-0123456789abcdef0".into(),
                 name: "never made".into(),
                 description: None,
@@ -510,7 +510,7 @@ async fn a_dry_run_checks_permissions_and_launches_nothing() {
     let mut params = launch(&ami, false);
     params.key_name = None;
     params.dry_run = true;
-    let (event, worker) = run_one(&t, Job::RunInstances(params), "dry-1").await;
+    let (event, worker) = run_one(&t, Job::new(params), "dry-1").await;
     assert_eq!(event.status, JobStatus::Succeeded, "{:?}", event.error);
     assert_eq!(event.result.expect("result")["would_succeed"], true);
     assert!(
@@ -534,7 +534,7 @@ async fn a_wait_survives_a_worker_restart_and_leaves_no_slot_held() {
     };
     let mut params = launch(&ami, false);
     params.wait = true;
-    enqueue(&t, Job::RunInstances(params), "wait-1").await;
+    enqueue(&t, Job::new(params), "wait-1").await;
 
     let mut config = t.worker_config("before");
     config.max_attempts = 2;
@@ -608,7 +608,7 @@ async fn a_wait_survives_a_worker_restart_and_leaves_no_slot_held() {
     // The same job id sent again as a new message: another job's launch, reused.
     let mut params = launch(&ami, false);
     params.wait = true;
-    enqueue(&t, Job::RunInstances(params), "wait-1").await;
+    enqueue(&t, Job::new(params), "wait-1").await;
     let again = t.one_event(WAIT).await;
     let result = again.result.as_ref().expect("result");
     assert_eq!(result["reused_existing_launch"], true, "{result}");

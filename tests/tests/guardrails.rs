@@ -20,13 +20,22 @@ use shoal_worker::Guardrails;
 const WAIT: Duration = Duration::from_secs(30);
 
 fn launch(image_id: &str, instance_type: &str, max_count: u32, dry_run: bool) -> Job {
-    Job::RunInstances(RunInstances {
+    Job::new(launch_params(image_id, instance_type, max_count, dry_run))
+}
+
+fn launch_params(
+    image_id: &str,
+    instance_type: &str,
+    max_count: u32,
+    dry_run: bool,
+) -> RunInstances {
+    RunInstances {
         max_count,
         instance_type: instance_type.into(),
         tags: vec![Tag::new("Name", "gated")],
         dry_run,
         ..plain_launch(image_id)
-    })
+    }
 }
 
 /// Sends a job's JSON straight to the queue, as a producer that skips validation would.
@@ -84,7 +93,7 @@ async fn each_limit_dead_letters_what_it_refuses_before_any_ec2_call() {
     send_raw(
         &t,
         &raw(
-            Job::SetTerminationProtection(SetTerminationProtection {
+            Job::new(SetTerminationProtection {
                 instance_ids: vec!["i-12345678".into()],
                 disable_api_termination: false,
             }),
@@ -92,13 +101,13 @@ async fn each_limit_dead_letters_what_it_refuses_before_any_ec2_call() {
         ),
     )
     .await;
-    let mut slashed = launch(&ami, "t3.micro", 1, true);
-    if let Job::RunInstances(p) = &mut slashed {
-        p.tags = vec![Tag::new("team/owner", "core")];
-    }
-    send_raw(&t, &raw(slashed, "imds-tag")).await;
+    let slashed = RunInstances {
+        tags: vec![Tag::new("team/owner", "core")],
+        ..launch_params(&ami, "t3.micro", 1, true)
+    };
+    send_raw(&t, &raw(Job::new(slashed), "imds-tag")).await;
     through_producer(launch(&ami, "t3.micro", 2, true), "allowed").await;
-    through_producer(Job::Canary(Canary::default()), "probe").await;
+    through_producer(Job::new(Canary::default()), "probe").await;
 
     let mut config = t.worker_config("gate");
     config.guardrails = Guardrails {
@@ -314,10 +323,10 @@ async fn a_jobs_user_data_appears_in_no_log_line_at_any_level_and_no_event() {
     let secret = format!("shoal-secret-{}", unique("ud"));
     let encoded = aws_smithy_types::base64::encode(format!("#!/bin/sh\necho {secret}\n"));
     let ami = t.stock_ami().await;
-    let mut job = launch(&ami, "t3.micro", 1, false);
-    if let Job::RunInstances(p) = &mut job {
-        p.user_data = Some(format!("#!/bin/sh\necho {secret}\n"));
-    }
+    let job = RunInstances {
+        user_data: Some(format!("#!/bin/sh\necho {secret}\n")),
+        ..launch_params(&ami, "t3.micro", 1, false)
+    };
     let envelope = JobEnvelope::new(job).with_job_id(JobId::parse("secret-1").expect("id"));
     Producer::new(t.clients.sqs.clone(), QueueTarget::new(&t.stack.queue_url))
         .enqueue(&envelope, &SendOptions::default())

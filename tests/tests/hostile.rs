@@ -43,13 +43,7 @@ async fn enqueue(t: &TestStack, job: Job, job_id: &str, options: &SendOptions) {
 /// Enqueues a default canary under each of `ids`.
 async fn enqueue_canaries(t: &TestStack, ids: &[String]) {
     for id in ids {
-        enqueue(
-            t,
-            Job::Canary(Canary::default()),
-            id,
-            &SendOptions::default(),
-        )
-        .await;
+        enqueue(t, Job::new(Canary::default()), id, &SendOptions::default()).await;
     }
 }
 
@@ -142,7 +136,7 @@ async fn an_sns_outage_longer_than_a_delivery_loses_no_outcome_and_reruns_no_han
     enqueue_canaries(&t, &ok).await;
     enqueue(
         &t,
-        Job::Canary(Canary { sleep_ms: 1 }),
+        Job::new(Canary { sleep_ms: 1 }),
         "outage-doomed",
         &SendOptions::default(),
     )
@@ -364,7 +358,7 @@ async fn a_protected_launch_is_verified_while_ec2_still_hides_it() {
     let ami = t.stock_ami().await;
     enqueue(
         &t,
-        Job::RunInstances(launch(&ami)),
+        Job::new(launch(&ami)),
         "lag-launch",
         &SendOptions::default(),
     )
@@ -418,7 +412,7 @@ async fn a_create_image_whose_answer_was_lost_reports_success_with_one_image() {
     let ami = t.stock_ami().await;
     let source = new_instance(&t.clients.ec2, &ami, None).await;
     let name = unique("lost answer");
-    let job = Job::CreateImage(CreateImage {
+    let job = Job::new(CreateImage {
         instance_id: source,
         name: name.clone(),
         description: None,
@@ -451,7 +445,7 @@ async fn a_create_image_whose_answer_was_lost_reports_success_with_one_image() {
 }
 
 fn snapshot_of(instance: &str, wait: bool) -> Job {
-    Job::Snapshot(Snapshot {
+    Job::new(Snapshot {
         volume_id: None,
         volume_name: None,
         instance_id: Some(instance.to_owned()),
@@ -579,7 +573,7 @@ async fn deferred_jobs_never_spend_their_attempts() {
     for i in 0..6 {
         enqueue(
             &t,
-            Job::Canary(Canary::default()),
+            Job::new(Canary::default()),
             &format!("defer-{i}"),
             &SendOptions::default(),
         )
@@ -640,7 +634,7 @@ async fn a_long_fifo_wait_spends_no_receives() {
     });
     enqueue(
         &t,
-        Job::Canary(Canary::default()),
+        Job::new(Canary::default()),
         "fifo-wait-1",
         &SendOptions::default(),
     )
@@ -676,7 +670,7 @@ async fn fifo_order_holds_behind_a_job_longer_than_the_visibility_timeout() {
     for (i, sleep_ms) in [10_000, 0, 0].into_iter().enumerate() {
         enqueue(
             &t,
-            Job::Canary(Canary { sleep_ms }),
+            Job::new(Canary { sleep_ms }),
             &format!("long-{i}"),
             &options,
         )
@@ -737,14 +731,14 @@ async fn a_panicking_handler_fails_its_job_with_the_panic_message() {
     });
     enqueue(
         &t,
-        Job::Canary(Canary { sleep_ms: 7 }),
+        Job::new(Canary { sleep_ms: 7 }),
         "panics",
         &SendOptions::default(),
     )
     .await;
     enqueue(
         &t,
-        Job::Canary(Canary::default()),
+        Job::new(Canary::default()),
         "after-panic",
         &SendOptions::default(),
     )
@@ -904,7 +898,7 @@ async fn a_job_id_sent_twice_to_two_workers_while_ec2_lags_creates_once() {
     let sdk = proxy.sdk().await;
     let ledger = t.ledger(&sdk).await;
     let image = |i: usize| {
-        Job::CreateImage(CreateImage {
+        Job::new(CreateImage {
             instance_id: instance.clone(),
             name: unique(&format!("twice {i}")),
             description: None,
@@ -923,14 +917,14 @@ async fn a_job_id_sent_twice_to_two_workers_while_ec2_lags_creates_once() {
         // second launch from happening.
         jobs.push((
             format!("twice-launch-{i}"),
-            Job::RunInstances(RunInstances {
+            Job::new(RunInstances {
                 max_count: 1,
                 ..plain_launch(&ami)
             }),
         ));
         jobs.push((
             format!("twice-copy-{i}"),
-            Job::CopySnapshot(CopySnapshot {
+            Job::new(CopySnapshot {
                 snapshot_id: source.clone(),
                 destination_region: "us-west-2".into(),
                 source_region: None,
@@ -944,7 +938,7 @@ async fn a_job_id_sent_twice_to_two_workers_while_ec2_lags_creates_once() {
         ));
         jobs.push((
             format!("twice-register-{i}"),
-            Job::RegisterImage(RegisterImage {
+            Job::new(RegisterImage {
                 snapshot_id: source.clone(),
                 name: unique(&format!("twice register {i}")),
                 description: None,
@@ -960,7 +954,7 @@ async fn a_job_id_sent_twice_to_two_workers_while_ec2_lags_creates_once() {
         ));
         jobs.push((
             format!("twice-restore-{i}"),
-            Job::RestoreVolume(RestoreVolume {
+            Job::new(RestoreVolume {
                 snapshot_id: Some(source.clone()),
                 volume_id: None,
                 volume_name: None,
@@ -1151,7 +1145,7 @@ async fn a_create_the_ledger_did_not_note_is_not_sent() {
     let ami = t.stock_ami().await;
     enqueue(
         &t,
-        Job::RunInstances(plain_launch(&ami)),
+        Job::new(plain_launch(&ami)),
         id,
         &SendOptions::default(),
     )
@@ -1219,7 +1213,7 @@ async fn an_instance_still_changing_state_is_waited_for_not_dead_lettered() {
     let mut config = t.worker_config("w");
     config.consistency_window = Duration::from_secs(20);
     let worker = start(&proxy, config, registry_with(ec2_settings())).await;
-    let job = Job::SetTerminationProtection(shoal_common::job::SetTerminationProtection {
+    let job = Job::new(shoal_common::job::SetTerminationProtection {
         instance_ids: vec![instance.clone()],
         disable_api_termination: true,
     });

@@ -285,7 +285,7 @@ async fn outcomes_are_written_in_batches_and_a_repeated_id_waits_for_the_next() 
 /// The canary whose event `event` is.
 fn envelope_of(event: &JobEvent) -> JobEnvelope {
     let id = |s: &str| JobId::parse(s).expect("id");
-    let mut envelope = JobEnvelope::new(Job::Canary(Canary { sleep_ms: 0 }))
+    let mut envelope = JobEnvelope::new(Job::new(Canary { sleep_ms: 0 }))
         .with_job_id(id(event.job_id.as_deref().expect("a job id")));
     envelope.parent_job_id = event.parent_job_id.as_deref().map(id);
     envelope.chain_id = envelope

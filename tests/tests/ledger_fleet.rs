@@ -33,7 +33,7 @@ async fn instance(t: &TestStack) -> String {
 }
 
 fn image_of(instance: &str, name: &str) -> Job {
-    Job::CreateImage(CreateImage {
+    Job::new(CreateImage {
         instance_id: instance.to_owned(),
         name: unique(name),
         description: None,
@@ -110,7 +110,7 @@ async fn a_finished_job_resubmitted_runs_nothing_and_is_answered_from_its_record
     assert!(worker.metrics.ledger_outcomes_reannounced.get() >= 2);
 
     // A canary, finished before anyone follows it.
-    enqueue(&t, &Job::Canary(Canary::default()), "resubmit-canary").await;
+    enqueue(&t, &Job::new(Canary::default()), "resubmit-canary").await;
     let canary = t.one_event(Duration::from_secs(30)).await;
     assert_eq!(canary.job_id.as_deref(), Some("resubmit-canary"));
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -134,7 +134,7 @@ async fn a_finished_job_resubmitted_runs_nothing_and_is_answered_from_its_record
         .enqueue_and_wait(
             &t.clients,
             &t.stack.topic_arn,
-            &JobEnvelope::new(Job::Canary(Canary::default())),
+            &JobEnvelope::new(Job::new(Canary::default())),
             &SendOptions::default(),
             Duration::from_secs(30),
         )

@@ -25,7 +25,7 @@ async fn two_workers_complete_2000_jobs_each_exactly_once() {
     let t = TestStack::on(&fauxqs().endpoint, spec).await;
     let jobs: Vec<JobEnvelope> = (0..JOBS)
         .map(|i| {
-            JobEnvelope::new(Job::Canary(Canary::default()))
+            JobEnvelope::new(Job::new(Canary::default()))
                 .with_job_id(JobId::parse(&format!("load-{i:05}")).expect("id"))
         })
         .collect();

@@ -112,7 +112,7 @@ async fn every_dashboard_query_is_valid_promql_over_exported_metrics() {
     for sleep_ms in [0, 1] {
         producer
             .enqueue(
-                &JobEnvelope::new(Job::Canary(Canary { sleep_ms })),
+                &JobEnvelope::new(Job::new(Canary { sleep_ms })),
                 &SendOptions::default(),
             )
             .await
@@ -252,7 +252,7 @@ async fn a_real_prometheus_scrapes_a_worker_and_counts_the_jobs_it_ran() {
     for _ in 0..jobs {
         producer
             .enqueue(
-                &JobEnvelope::new(Job::Canary(Canary::default())),
+                &JobEnvelope::new(Job::new(Canary::default())),
                 &SendOptions::default(),
             )
             .await

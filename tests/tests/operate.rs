@@ -17,7 +17,7 @@ use shoal_worker::{JobError, Registry};
 const WAIT: Duration = Duration::from_secs(30);
 
 fn canary(job_id: &str) -> JobEnvelope {
-    JobEnvelope::new(Job::Canary(Canary::default())).with_job_id(JobId::parse(job_id).expect("id"))
+    JobEnvelope::new(Job::new(Canary::default())).with_job_id(JobId::parse(job_id).expect("id"))
 }
 
 async fn enqueue(t: &TestStack, jobs: &[JobEnvelope]) {

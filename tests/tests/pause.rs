@@ -32,7 +32,7 @@ fn registry(ran: Arc<Mutex<Vec<String>>>) -> Registry {
 }
 
 fn snapshot() -> Job {
-    Job::Snapshot(shoal_tests::snapshot_of_volume_named("any"))
+    Job::new(shoal_tests::snapshot_of_volume_named("any"))
 }
 
 async fn cli(t: &TestStack, args: &[&str]) -> shoal_tests::CliRun {
@@ -59,7 +59,7 @@ async fn a_paused_kind_waits_spending_no_attempts_while_others_run() {
     config.ledger = Some(t.ledger_named(&t.sdk, t.stack.ledger_table.as_deref().expect("ledger")));
     let worker = t.start_worker(config, registry(ran.clone())).await;
     for i in 0..5 {
-        t.enqueue_job(&Job::Canary(Canary::default()), &format!("paused-{i}"))
+        t.enqueue_job(&Job::new(Canary::default()), &format!("paused-{i}"))
             .await;
     }
     t.enqueue_job(&snapshot(), "not-paused").await;
@@ -116,7 +116,7 @@ async fn a_fifo_group_keeps_its_order_through_a_pause() {
     let worker = t.start_worker(config, registry(ran.clone())).await;
     let ids: Vec<String> = (0..4).map(|i| format!("fifo-paused-{i}")).collect();
     for id in &ids {
-        t.enqueue_job(&Job::Canary(Canary::default()), id).await;
+        t.enqueue_job(&Job::new(Canary::default()), id).await;
     }
     assert!(t.events(1, Duration::from_secs(4)).await.is_empty());
     assert_eq!(cli(&t, &["resume", "--all"]).await.code, 0);
@@ -137,7 +137,7 @@ async fn with_every_kind_paused_nothing_is_received() {
     config.ledger = Some(t.ledger_named(&t.sdk, t.stack.ledger_table.as_deref().expect("ledger")));
     let worker = t.start_worker(config, registry(ran.clone())).await;
     for i in 0..3 {
-        t.enqueue_job(&Job::Canary(Canary::default()), &format!("all-{i}"))
+        t.enqueue_job(&Job::new(Canary::default()), &format!("all-{i}"))
             .await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;

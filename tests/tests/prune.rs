@@ -80,19 +80,14 @@ async fn retention_keeps_the_newest_and_what_it_must_and_deletes_the_rest_once()
 
     // Everything is younger than a day: nothing goes.
     let young = t
-        .run_succeeding(
-            &Job::PruneSnapshots(prune(&vol, None, Some("1d"))),
-            "prune-young",
-        )
+        .run_succeeding(&Job::new(prune(&vol, None, Some("1d"))), "prune-young")
         .await;
     let result = young.result.expect("result");
     assert!(ids(&result, "deleted").is_empty(), "{result}");
 
     let mut dry = prune(&vol, Some(1), None);
     dry.dry_run = true;
-    let listed = t
-        .run_succeeding(&Job::PruneSnapshots(dry), "prune-dry")
-        .await;
+    let listed = t.run_succeeding(&Job::new(dry), "prune-dry").await;
     let result = listed.result.expect("result");
     let mut would = ids(&result, "deleted");
     would.sort();
@@ -105,7 +100,7 @@ async fn retention_keeps_the_newest_and_what_it_must_and_deletes_the_rest_once()
     );
 
     let pruned = t
-        .run_succeeding(&Job::PruneSnapshots(prune(&vol, Some(1), None)), "prune-1")
+        .run_succeeding(&Job::new(prune(&vol, Some(1), None)), "prune-1")
         .await;
     let result = pruned.result.clone().expect("result");
     let mut deleted = ids(&result, "deleted");
@@ -123,14 +118,11 @@ async fn retention_keeps_the_newest_and_what_it_must_and_deletes_the_rest_once()
 
     // Again under its job id: the recorded outcome. Under another: nothing left to delete.
     let again = t
-        .run_succeeding(&Job::PruneSnapshots(prune(&vol, Some(1), None)), "prune-1")
+        .run_succeeding(&Job::new(prune(&vol, Some(1), None)), "prune-1")
         .await;
     assert_eq!(again, pruned);
     let later = t
-        .run_succeeding(
-            &Job::PruneSnapshots(prune(&vol, Some(1), None)),
-            "prune-1-later",
-        )
+        .run_succeeding(&Job::new(prune(&vol, Some(1), None)), "prune-1-later")
         .await;
     assert!(ids(&later.result.expect("result"), "deleted").is_empty());
     worker.stop().await;
@@ -152,9 +144,7 @@ async fn retention_runs_in_another_region() {
         .await;
     let mut job = prune(&vol, Some(1), None);
     job.region = Some("us-west-2".into());
-    let event = t
-        .run_succeeding(&Job::PruneSnapshots(job), "prune-west")
-        .await;
+    let event = t.run_succeeding(&Job::new(job), "prune-west").await;
     let result = event.result.expect("result");
     assert_eq!(ids(&result, "deleted"), vec![older.clone()], "{result}");
     assert!(!snapshot_listed(&west, &older).await && snapshot_listed(&west, &newer).await);
@@ -185,7 +175,7 @@ async fn a_snapshot_deleted_moments_ago_and_still_listed_is_already_deleted() {
     .await;
 
     let first = t
-        .run_succeeding(&Job::PruneSnapshots(prune(&vol, Some(2), None)), "prune-a")
+        .run_succeeding(&Job::new(prune(&vol, Some(2), None)), "prune-a")
         .await;
     let mut deleted = ids(&first.result.expect("result"), "deleted");
     deleted.sort();
@@ -195,7 +185,7 @@ async fn a_snapshot_deleted_moments_ago_and_still_listed_is_already_deleted() {
 
     // Within the window: the two deleted are still listed, four in all; keep the newest one.
     let second = t
-        .run_succeeding(&Job::PruneSnapshots(prune(&vol, Some(1), None)), "prune-b")
+        .run_succeeding(&Job::new(prune(&vol, Some(1), None)), "prune-b")
         .await;
     let result = second.result.expect("result");
     let verdicts = result["deleted"].as_array().expect("deleted");

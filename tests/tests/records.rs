@@ -39,9 +39,9 @@ async fn queued_records_are_written_in_batches_and_never_over_a_record() {
     .with_ledger(t.ledger_named(&sdk, &table));
     let ami = t.stock_ami().await;
     let mut jobs: Vec<JobEnvelope> = (0..60)
-        .map(|i| job(Job::Canary(Canary::default()), &format!("queued-{i:02}")))
+        .map(|i| job(Job::new(Canary::default()), &format!("queued-{i:02}")))
         .collect();
-    jobs.push(job(Job::RunInstances(plain_launch(&ami)), "queued-launch"));
+    jobs.push(job(Job::new(plain_launch(&ami)), "queued-launch"));
     let report = producer
         .enqueue_many(&jobs, &SendOptions::default(), &|_| {})
         .await
@@ -146,7 +146,7 @@ async fn a_refused_job_with_a_queued_record_is_named_in_its_failure() {
         .with_ledger(t.ledger_named(&t.sdk, &table));
     producer
         .enqueue(
-            &job(Job::Canary(Canary::default()), "queued-refused"),
+            &job(Job::new(Canary::default()), "queued-refused"),
             &SendOptions::default(),
         )
         .await

@@ -14,7 +14,7 @@ use shoal_worker::handlers::{registry_with, Ec2Settings};
 
 /// A `register-image` job from `snapshot`, as these tests send it.
 fn register_from(snapshot: &str, name: &str, tags: Vec<Tag>, wait: bool, dry_run: bool) -> Job {
-    Job::RegisterImage(RegisterImage {
+    Job::new(RegisterImage {
         snapshot_id: snapshot.to_owned(),
         name: name.to_owned(),
         description: None,

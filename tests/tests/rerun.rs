@@ -25,7 +25,7 @@ use shoal_worker::{JobContext, JobError, Outcome, Registry};
 const WAIT: Duration = Duration::from_secs(60);
 
 fn snapshot_of_volume_named(name: &str) -> Job {
-    Job::Snapshot(shoal_tests::snapshot_of_volume_named(name))
+    Job::new(shoal_tests::snapshot_of_volume_named(name))
 }
 
 /// A volume carrying the `Name` tag `name`, made by the observer.

@@ -42,7 +42,7 @@ async fn a_volume_is_restored_from_the_newest_snapshot_and_attached_once() {
     let worker = TestStack::start_worker_with(&sdk, config, registry_with(settings)).await;
 
     let restore = |dry_run: bool| {
-        Job::RestoreVolume(RestoreVolume {
+        Job::new(RestoreVolume {
             snapshot_id: None,
             volume_id: Some(volume.clone()),
             volume_name: None,
@@ -118,7 +118,7 @@ async fn a_volume_ec2_does_not_list_yet_is_waited_for_and_attached_once() {
     };
     let worker = TestStack::start_worker_with(&sdk, config, registry_with(settings)).await;
 
-    let job = Job::RestoreVolume(RestoreVolume {
+    let job = Job::new(RestoreVolume {
         snapshot_id: Some(snapshots[0].clone()),
         volume_id: None,
         volume_name: None,

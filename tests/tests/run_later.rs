@@ -54,7 +54,7 @@ async fn a_job_due_later_hops_without_attempts_and_runs_at_its_time() {
     let due = Utc::now() + chrono::Duration::seconds(6);
     let job = JobEnvelope {
         not_before: Some(due),
-        ..JobEnvelope::new(Job::Canary(Canary::default()))
+        ..JobEnvelope::new(Job::new(Canary::default()))
             .with_job_id(JobId::parse("later-canary").expect("id"))
     };
     // No SQS delay: the worker meets the job early, as it would after a hop.

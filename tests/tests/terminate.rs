@@ -22,7 +22,7 @@ use shoal_worker::handlers::{registry_with, Ec2Settings};
 const WAIT: Duration = Duration::from_secs(30);
 
 fn terminate(ids: &[&str], dry_run: bool) -> Job {
-    Job::TerminateInstances(TerminateInstances {
+    Job::new(TerminateInstances {
         instance_ids: ids.iter().map(|s| (*s).to_owned()).collect(),
         dry_run,
     })
@@ -51,7 +51,7 @@ fn ended(state: &str) -> bool {
 async fn launched_by_shoal(t: &TestStack, job_id: &str) -> String {
     let mut launch = plain_launch(&t.stock_ami().await);
     launch.max_count = 1;
-    let event = t.run_job(&Job::RunInstances(launch), job_id, WAIT).await;
+    let event = t.run_job(&Job::new(launch), job_id, WAIT).await;
     assert_eq!(event.status, JobStatus::Succeeded, "{event:?}");
     event.result.expect("result")["instances"][0]["instance_id"]
         .as_str()

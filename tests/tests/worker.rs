@@ -20,7 +20,7 @@ use shoal_worker::{JobContext, JobError, Outcome, Registry};
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn enqueue_canary(t: &TestStack, job_id: &str) -> JobEnvelope {
-    let envelope = JobEnvelope::new(Job::Canary(Canary::default()))
+    let envelope = JobEnvelope::new(Job::new(Canary::default()))
         .with_job_id(JobId::parse(job_id).expect("id"));
     Producer::new(t.clients.sqs.clone(), QueueTarget::new(&t.stack.queue_url))
         .enqueue(&envelope, &SendOptions::default())
@@ -359,7 +359,7 @@ async fn fifo_messages_of_one_group_run_in_order_one_at_a_time() {
     let producer = Producer::new(t.clients.sqs.clone(), QueueTarget::new(&t.stack.queue_url));
     let jobs: Vec<JobEnvelope> = (0..6)
         .map(|i| {
-            JobEnvelope::new(Job::Canary(Canary { sleep_ms: 50 }))
+            JobEnvelope::new(Job::new(Canary { sleep_ms: 50 }))
                 .with_job_id(JobId::parse(&format!("step-{i}")).expect("id"))
         })
         .collect();
@@ -412,7 +412,7 @@ async fn fifo_waiters_for_a_kind_slot_never_starve_its_holder() {
     let producer = Producer::new(t.clients.sqs.clone(), QueueTarget::new(&t.stack.queue_url));
     let ids: Vec<String> = (0..4).map(|i| format!("stall-{i}")).collect();
     for (i, id) in ids.iter().enumerate() {
-        let envelope = JobEnvelope::new(Job::Canary(Canary::default()))
+        let envelope = JobEnvelope::new(Job::new(Canary::default()))
             .with_job_id(JobId::parse(id).expect("id"));
         let options = SendOptions {
             message_group_id: Some(format!("tenant-{i}")),
@@ -507,7 +507,7 @@ async fn metrics_health_and_readiness_report_what_the_worker_did() {
     for sleep_ms in [0, 0, 0, 0, 0, 1] {
         producer
             .enqueue(
-                &JobEnvelope::new(Job::Canary(Canary { sleep_ms })),
+                &JobEnvelope::new(Job::new(Canary { sleep_ms })),
                 &SendOptions::default(),
             )
             .await
@@ -568,7 +568,7 @@ async fn metrics_health_and_readiness_report_what_the_worker_did() {
     // While shutting down with a job still running, the worker is alive but not ready.
     producer
         .enqueue(
-            &JobEnvelope::new(Job::Canary(Canary { sleep_ms: 3000 })),
+            &JobEnvelope::new(Job::new(Canary { sleep_ms: 3000 })),
             &SendOptions::default(),
         )
         .await

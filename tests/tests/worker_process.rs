@@ -73,7 +73,7 @@ async fn stack(name: &str, visibility_timeout_secs: u32) -> TestStack {
 }
 
 async fn enqueue_sleeper(t: &TestStack, job_id: &str, sleep_ms: u64) {
-    let job = JobEnvelope::new(Job::Canary(Canary { sleep_ms }))
+    let job = JobEnvelope::new(Job::new(Canary { sleep_ms }))
         .with_job_id(JobId::parse(job_id).expect("id"));
     Producer::new(t.clients.sqs.clone(), QueueTarget::new(&t.stack.queue_url))
         .enqueue(&job, &SendOptions::default())

@@ -1,5 +1,7 @@
-//! The `shoal-worker` binary: flags, logging, signals, and the runtime; and
-//! `shoal-worker healthcheck`, the container's health probe.
+//! The `shoal-worker` binary: flags, logging, signals, and the runtime;
+//! `shoal-worker healthcheck`, the container's health probe; `shoal-worker schema`, the
+//! envelope's JSON Schema for the kinds it runs. [`main_with`] is the same binary with a
+//! user's kinds beside the built-ins.
 //!
 //! The first SIGTERM or SIGINT starts a graceful shutdown; a second one exits at once
 //! (messages in flight then return after their visibility timeout, so nothing is lost).
@@ -11,7 +13,10 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{LogFormat, WorkerArgs};
-use crate::handlers::registry_with;
+use std::sync::Arc;
+
+use crate::handler::Registry;
+use crate::handlers::{builtin_registry, Ec2Limiter, Ec2Settings};
 use crate::runtime::Worker;
 
 /// Consume Shoal jobs from SQS, do the EC2 work, announce outcomes on SNS.
@@ -25,10 +30,34 @@ pub struct Cli {
 /// The exit code when a second signal cuts shutdown short.
 const EXIT_INTERRUPTED: i32 = 130;
 
+/// Adds a binary's own kinds to the built-in registry: given the registry and the EC2 rate
+/// limiter the built-in handlers share.
+pub type AddKinds = fn(&mut Registry, &Arc<Ec2Limiter>);
+
+/// The `shoal-worker` binary: the built-in kinds.
 pub fn main() -> i32 {
+    main_with(|_, _| {})
+}
+
+/// A worker binary with kinds of its own beside the built-ins: the whole `main` of a user's
+/// worker is `std::process::exit(shoal_worker::cli::main_with(add))`, where `add` registers
+/// the user's handlers. It runs once before the flags are read (so `--allow-kinds`,
+/// `--kind-concurrency` and `schema` know the kinds) and once for the worker's registry.
+pub fn main_with(add: AddKinds) -> i32 {
+    add(
+        &mut Registry::new(),
+        &Arc::new(Ec2Limiter::new(Ec2Settings::default())),
+    );
     let mut argv = std::env::args().skip(1).peekable();
-    if argv.peek().map(String::as_str) == Some("healthcheck") {
-        return crate::healthcheck::main(argv.skip(1));
+    match argv.peek().map(String::as_str) {
+        Some("healthcheck") => return crate::healthcheck::main(argv.skip(1)),
+        Some("schema") => {
+            // The envelope's schema for every kind this binary runs, for `shoal-producer
+            // send --schema` and other languages' producers.
+            println!("{:#}", shoal_common::job::json_schema());
+            return 0;
+        }
+        _ => {}
     }
     let cli = Cli::parse();
     // Flushes the traces (if any are exported) when dropped, after the runtime is done.
@@ -52,10 +81,10 @@ pub fn main() -> i32 {
             return 1;
         }
     };
-    runtime.block_on(run(cli.args))
+    runtime.block_on(run(cli.args, add))
 }
 
-async fn run(args: WorkerArgs) -> i32 {
+async fn run(args: WorkerArgs, add: AddKinds) -> i32 {
     let metrics = Metrics::new();
     let sdk = load_sdk_config().await;
     // A worker that cannot talk to AWS stops here, saying why, rather than retrying.
@@ -106,10 +135,16 @@ async fn run(args: WorkerArgs) -> i32 {
         }
     }
 
-    let registry = registry_with(args.ec2_settings());
+    let limiter = Arc::new(Ec2Limiter::new(args.ec2_settings()));
+    let mut registry = builtin_registry(&limiter);
+    add(&mut registry, &limiter);
     let missing = registry.missing();
     if !missing.is_empty() {
         tracing::error!(?missing, "no handler for these kinds; refusing to start");
+        return 2;
+    }
+    if let Err(e) = registry.check() {
+        tracing::error!("kinds: {e}; refusing to start");
         return 2;
     }
     Worker::new(config, clients, registry, metrics)

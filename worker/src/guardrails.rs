@@ -10,6 +10,7 @@
 //! handler's, still before it launches anything.)
 
 use shoal_common::error::ShoalCode;
+use shoal_common::job::RunInstances;
 use shoal_common::validate::{TagRules, Violations};
 use shoal_common::{Job, JobKind};
 
@@ -53,14 +54,7 @@ impl Guardrails {
                 ),
             ));
         }
-        let reaches = match job {
-            Job::CopySnapshot(p) => {
-                Some(("params.destination_region", p.destination_region.as_str()))
-            }
-            Job::PruneSnapshots(p) => p.region.as_deref().map(|r| ("params.region", r)),
-            _ => None,
-        };
-        if let Some((field, region)) = reaches {
+        if let Some((field, region)) = job.reaches() {
             if !self.regions.is_empty() && !self.regions.iter().any(|r| r == region) {
                 return Err(refused(
                     field,
@@ -76,60 +70,46 @@ impl Guardrails {
         if let Some(first) = violations.into_errors().into_iter().next() {
             return Err(JobError::shoal(ShoalCode::NotAllowed, first.to_string()));
         }
-        let dry_run = match job {
-            Job::RunInstances(p) => {
-                if !self.instance_types.is_empty()
-                    && !self
-                        .instance_types
-                        .iter()
-                        .any(|g| glob_match(g, &p.instance_type))
-                {
+        // A launch's own limits: the instance types, images and count it may ask for.
+        if let Some(p) = job.params::<RunInstances>() {
+            if !self.instance_types.is_empty()
+                && !self
+                    .instance_types
+                    .iter()
+                    .any(|g| glob_match(g, &p.instance_type))
+            {
+                return Err(refused(
+                    "params.instance_type",
+                    format!(
+                        "`{}` is not allowed (--allow-instance-types {})",
+                        p.instance_type,
+                        self.instance_types.join(",")
+                    ),
+                ));
+            }
+            if !self.images.is_empty() && !self.images.iter().any(|g| glob_match(g, &p.image_id)) {
+                return Err(refused(
+                    "params.image_id",
+                    format!(
+                        "`{}` is not allowed (--allow-images {})",
+                        p.image_id,
+                        self.images.join(",")
+                    ),
+                ));
+            }
+            if let Some(most) = self.max_instances_per_job {
+                if p.max_count > most {
                     return Err(refused(
-                        "params.instance_type",
-                        format!(
-                            "`{}` is not allowed (--allow-instance-types {})",
-                            p.instance_type,
-                            self.instance_types.join(",")
-                        ),
-                    ));
-                }
-                if !self.images.is_empty()
-                    && !self.images.iter().any(|g| glob_match(g, &p.image_id))
-                {
-                    return Err(refused(
-                        "params.image_id",
-                        format!(
-                            "`{}` is not allowed (--allow-images {})",
-                            p.image_id,
-                            self.images.join(",")
-                        ),
-                    ));
-                }
-                if let Some(most) = self.max_instances_per_job {
-                    if p.max_count > most {
-                        return Err(refused(
                             "params.max_count",
                             format!(
                                 "is {} but this worker launches at most {most} instances per job (--max-instances-per-job)",
                                 p.max_count
                             ),
                         ));
-                    }
                 }
-                Some(p.dry_run)
             }
-            Job::CreateImage(p) => Some(p.dry_run),
-            Job::Snapshot(p) => Some(p.dry_run),
-            Job::TerminateInstances(p) => Some(p.dry_run),
-            Job::PruneSnapshots(p) => Some(p.dry_run),
-            Job::CopySnapshot(p) => Some(p.dry_run),
-            Job::RestoreVolume(p) => Some(p.dry_run),
-            Job::RegisterImage(p) => Some(p.dry_run),
-            // It has no dry run: in dry-run-only mode it is refused.
-            Job::SetTerminationProtection(_) => Some(false),
-            Job::Canary(_) => None,
-        };
-        if self.dry_run_only && dry_run == Some(false) {
+        }
+        if self.dry_run_only && job.dry_run() == Some(false) {
             return Err(refused(
                 "params.dry_run",
                 format!("this worker runs only dry runs (--dry-run-only), and this `{kind}` job is not one"),
@@ -182,7 +162,7 @@ mod tests {
     }
 
     fn launch(instance_type: &str, max_count: u32, dry_run: bool) -> Job {
-        Job::RunInstances(RunInstances {
+        Job::new(RunInstances {
             image_id: "ami-12345678".into(),
             min_count: 1,
             max_count,
@@ -220,15 +200,14 @@ mod tests {
             regions: vec![],
         };
         assert!(g.check(&launch("t3.large", 4, false)).is_ok());
-        assert!(g.check(&Job::Canary(Canary::default())).is_ok());
+        assert!(g.check(&Job::new(Canary::default())).is_ok());
         assert!(refusal(&g, &launch("m5.large", 1, false)).contains("--allow-instance-types"));
         assert!(refusal(&g, &launch("t3.micro", 5, false)).starts_with("params.max_count"));
-        let mut other_image = launch("t3.micro", 1, false);
-        if let Job::RunInstances(p) = &mut other_image {
+        let other_image = launch("t3.micro", 1, false).edited(|p: &mut RunInstances| {
             p.image_id = "ami-87654321".into();
-        }
+        });
         assert!(refusal(&g, &other_image).contains("--allow-images"));
-        let unprotect = Job::SetTerminationProtection(SetTerminationProtection {
+        let unprotect = Job::new(SetTerminationProtection {
             instance_ids: vec!["i-12345678".into()],
             disable_api_termination: false,
         });
@@ -242,7 +221,7 @@ mod tests {
             ..Guardrails::default()
         };
         let copy_to = |region: &str| {
-            Job::CopySnapshot(shoal_common::job::CopySnapshot {
+            Job::new(shoal_common::job::CopySnapshot {
                 snapshot_id: "snap-12345678".into(),
                 destination_region: region.into(),
                 source_region: None,
@@ -277,9 +256,9 @@ mod tests {
             ..Guardrails::default()
         };
         assert!(g.check(&launch("t3.micro", 1, true)).is_ok());
-        assert!(g.check(&Job::Canary(Canary::default())).is_ok());
+        assert!(g.check(&Job::new(Canary::default())).is_ok());
         assert!(refusal(&g, &launch("t3.micro", 1, false)).contains("--dry-run-only"));
-        let unprotect = Job::SetTerminationProtection(SetTerminationProtection {
+        let unprotect = Job::new(SetTerminationProtection {
             instance_ids: vec!["i-12345678".into()],
             disable_api_termination: false,
         });

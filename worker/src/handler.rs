@@ -1,10 +1,10 @@
 //! What a job handler is, and the registry the runtime dispatches through.
 //!
 //! A handler is typed by its kind's parameters: [`JobHandler::Params`] ties it to one
-//! [`JobKind`], so the registry can hand it exactly its parameters. Tests and users register
-//! their own handlers (for the built-in kinds) in place of the defaults.
+//! [`Kind`], so the registry (keyed by the kind's name) can hand it exactly its parameters.
+//! A library user registers a handler for a kind of their own the same way as for a built-in
+//! one, and tests register their own handlers in place of the defaults.
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use futures::future::BoxFuture;
 
 pub use crate::heartbeat::Lease;
 use shoal_common::aws::AwsClients;
-use shoal_common::job::{JobParams, JobVisitor};
+use shoal_common::job::Kind;
 use shoal_common::ledger::CREATES_NOTED;
 use shoal_common::{Job, JobId, JobKind};
 
@@ -310,7 +310,7 @@ pub type JobError = shoal_common::error::Error;
 /// assert!(registry.contains(shoal_common::JobKind::Canary));
 /// ```
 pub trait JobHandler: Send + Sync + 'static {
-    type Params: JobParams + Send + 'static;
+    type Params: Kind;
 
     fn run(
         &self,
@@ -327,7 +327,7 @@ pub struct FnHandler<P, F> {
 
 impl<P, F, Fut> JobHandler for FnHandler<P, F>
 where
-    P: JobParams + Send + 'static,
+    P: Kind,
     F: Fn(JobContext, P) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Outcome, JobError>> + Send + 'static,
 {
@@ -342,20 +342,20 @@ where
     }
 }
 
-/// A handler as the registry stores it: typed by its parameters, callable on them alone.
-trait TypedHandler<P>: Send + Sync {
-    fn run(&self, ctx: JobContext, params: P) -> BoxFuture<'_, Result<Outcome, JobError>>;
+/// A handler as the registry stores it: it takes any job, and runs the ones of its kind.
+trait ErasedHandler: Send + Sync {
+    fn run(&self, ctx: JobContext, job: &Job) -> Option<BoxFuture<'_, Result<Outcome, JobError>>>;
 }
 
-impl<H: JobHandler> TypedHandler<H::Params> for H {
-    fn run(&self, ctx: JobContext, params: H::Params) -> BoxFuture<'_, Result<Outcome, JobError>> {
-        Box::pin(JobHandler::run(self, ctx, params))
+impl<H: JobHandler> ErasedHandler for H {
+    fn run(&self, ctx: JobContext, job: &Job) -> Option<BoxFuture<'_, Result<Outcome, JobError>>> {
+        let params = job.params::<H::Params>()?.clone();
+        Some(Box::pin(JobHandler::run(self, ctx, params)))
     }
 }
 
-/// Handlers by kind. Each is stored under its own kind as an `Arc<dyn TypedHandler<P>>`;
-/// [`Job::visit`] hands the job's parameters back typed, so the lookup by kind and type is
-/// the only question dispatch asks.
+/// Handlers by kind name. Registering a handler makes its kind known to the process (so its
+/// jobs decode), and a job's parameters reach the handler as the handler's own type.
 ///
 /// ```
 /// use shoal_common::job::Canary;
@@ -374,7 +374,10 @@ impl<H: JobHandler> TypedHandler<H::Params> for H {
 /// ```
 #[derive(Clone, Default)]
 pub struct Registry {
-    handlers: HashMap<JobKind, Arc<dyn Any + Send + Sync>>,
+    handlers: HashMap<JobKind, Arc<dyn ErasedHandler>>,
+    /// A kind that could not be registered (a bad name, or one another type holds), for the
+    /// worker to refuse to start with.
+    refused: Vec<shoal_common::job::KindError>,
 }
 
 impl Registry {
@@ -382,17 +385,23 @@ impl Registry {
         Self::default()
     }
 
-    /// Registers `handler` for its kind, replacing any handler registered before.
+    /// Registers `handler` for its kind, replacing any handler registered before. A kind
+    /// whose name is malformed or taken by another type is not registered, and
+    /// [`Registry::check`] says why.
     pub fn register<H: JobHandler>(&mut self, handler: H) -> &mut Self {
-        let typed: Arc<dyn TypedHandler<H::Params>> = Arc::new(handler);
-        self.handlers.insert(H::Params::KIND, Arc::new(typed));
+        match shoal_common::job::register::<H::Params>() {
+            Ok(kind) => {
+                self.handlers.insert(kind, Arc::new(handler));
+            }
+            Err(e) => self.refused.push(e),
+        }
         self
     }
 
     /// Registers a closure as the handler for `P`'s kind.
     pub fn register_fn<P, F, Fut>(&mut self, f: F) -> &mut Self
     where
-        P: JobParams + Send + 'static,
+        P: Kind,
         F: Fn(JobContext, P) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Outcome, JobError>> + Send + 'static,
     {
@@ -406,44 +415,49 @@ impl Registry {
         self.handlers.contains_key(&kind)
     }
 
-    /// The kinds this registry has no handler for; their jobs would be dead-lettered as
-    /// `NoHandler`. The `shoal-worker` binary refuses to start with any.
+    /// The kinds this registry has handlers for, in the process's order of kinds (the
+    /// built-ins first): a worker's metrics labels and the kinds its settings may name.
+    pub fn kinds(&self) -> Vec<JobKind> {
+        JobKind::all()
+            .into_iter()
+            .filter(|k| self.contains(*k))
+            .collect()
+    }
+
+    /// The built-in kinds this registry has no handler for; their jobs would be
+    /// dead-lettered as `NoHandler`. The `shoal-worker` binary refuses to start with any.
     pub fn missing(&self) -> Vec<JobKind> {
-        JobKind::ALL
-            .iter()
-            .copied()
+        JobKind::builtin()
+            .into_iter()
             .filter(|k| !self.contains(*k))
             .collect()
+    }
+
+    /// `Err` naming each kind that could not be registered.
+    pub fn check(&self) -> Result<(), String> {
+        if self.refused.is_empty() {
+            return Ok(());
+        }
+        Err(self
+            .refused
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; "))
+    }
+
+    /// The JSON Schema of the envelope for the kinds this process knows (the built-ins and
+    /// every kind registered), which `shoal-producer send` checks a kind's parameters against.
+    pub fn schema(&self) -> serde_json::Value {
+        shoal_common::job::json_schema()
     }
 
     /// The run of `job` by its kind's handler; `None` when this registry has none.
     pub(crate) fn run(
         &self,
         ctx: JobContext,
-        job: Job,
+        job: &Job,
     ) -> Option<BoxFuture<'_, Result<Outcome, JobError>>> {
-        job.visit(Dispatch {
-            registry: self,
-            ctx,
-        })
-    }
-}
-
-/// Finds the handler of a job's kind, given its parameters typed.
-struct Dispatch<'a> {
-    registry: &'a Registry,
-    ctx: JobContext,
-}
-
-impl<'a> JobVisitor for Dispatch<'a> {
-    type Output = Option<BoxFuture<'a, Result<Outcome, JobError>>>;
-
-    fn visit<P: JobParams>(self, params: P) -> Self::Output {
-        let handler = self
-            .registry
-            .handlers
-            .get(&P::KIND)?
-            .downcast_ref::<Arc<dyn TypedHandler<P>>>()?;
-        Some(handler.run(self.ctx, params))
+        self.handlers.get(&job.kind())?.run(ctx, job)
     }
 }

@@ -36,11 +36,11 @@ impl PausedKinds {
     pub async fn refresh(&self, ledger: &Ledger, metrics: &Metrics) {
         match ledger.paused().await {
             Ok(paused) => {
-                for kind in JobKind::ALL {
+                for kind in JobKind::all() {
                     metrics
                         .kind_paused
                         .with_label_values(&[kind.as_str()])
-                        .set(i64::from(paused.covers(*kind)));
+                        .set(i64::from(paused.covers(kind)));
                 }
                 let mut current = self.0.write().unwrap_or_else(|p| p.into_inner());
                 if *current != paused {

@@ -81,7 +81,7 @@ async fn drain(
             let event = canary_event(m.message_id().unwrap_or_default());
             if let Some(ledger) = &ledger {
                 // The record keeps the job's envelope and digest, as the worker's does.
-                let mut envelope = JobEnvelope::new(Job::Canary(Canary { sleep_ms: 0 }));
+                let mut envelope = JobEnvelope::new(Job::new(Canary { sleep_ms: 0 }));
                 envelope.job_id = JobId::parse(&uuid_like(m.message_id().unwrap_or_default()))?;
                 outcomes.push(ledger.outcome_item(&event, &envelope)?);
             }

@@ -5,7 +5,8 @@ use clap::Args;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::Validate;
+use super::Kind;
+use crate::validate::Validate;
 use crate::validate::Violations;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema, Args)]
@@ -29,5 +30,20 @@ impl Validate for Canary {
                 format!("must be at most {MAX_SLEEP_MS} (12 hours)"),
             );
         }
+    }
+}
+
+impl Kind for Canary {
+    const NAME: &'static str = "canary";
+    const DESCRIPTION: &'static str = "Do no AWS work: an end-to-end probe of the pipeline.";
+    /// It creates nothing: no lease, and no ledger call on a probe's path.
+    const TAKES_LEASE: bool = false;
+
+    fn dry_run(&self) -> Option<bool> {
+        None
+    }
+
+    fn example() -> Self {
+        Canary { sleep_ms: 0 }
     }
 }

@@ -6,8 +6,9 @@ use clap::{ArgAction, Args};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::tag::{as_map, Tag};
-use super::Validate;
+use super::Kind;
+use crate::tag::{as_map, Tag};
+use crate::validate::Validate;
 use crate::validate::Violations;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Args)]
@@ -104,6 +105,37 @@ impl Validate for CopySnapshot {
             v.add("kms_key_id", "is only used with encrypted: true");
         }
         v.tags("tags", &self.tags);
+    }
+}
+
+impl Kind for CopySnapshot {
+    const NAME: &'static str = "copy-snapshot";
+    const DESCRIPTION: &'static str = "Copy a snapshot into another region.";
+
+    fn tags(&self) -> &[Tag] {
+        &self.tags
+    }
+
+    fn dry_run(&self) -> Option<bool> {
+        Some(self.dry_run)
+    }
+
+    fn reaches(&self) -> Option<(&'static str, &str)> {
+        Some(("params.destination_region", &self.destination_region))
+    }
+
+    fn example() -> Self {
+        CopySnapshot {
+            snapshot_id: "snap-12345678".into(),
+            destination_region: "us-west-2".into(),
+            source_region: None,
+            description: Some("nightly copy".into()),
+            encrypted: true,
+            kms_key_id: Some("alias/backup".into()),
+            tags: vec![Tag::new("backup", "nightly")],
+            wait: true,
+            dry_run: false,
+        }
     }
 }
 

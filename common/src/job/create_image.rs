@@ -4,8 +4,9 @@ use clap::Args;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::tag::{as_map, Tag};
-use super::Validate;
+use super::Kind;
+use crate::tag::{as_map, Tag};
+use crate::validate::Validate;
 use crate::validate::{self, Violations};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Args)]
@@ -50,5 +51,30 @@ impl Validate for CreateImage {
             v.text("description", description, 255);
         }
         v.tags("tags", &self.tags);
+    }
+}
+
+impl Kind for CreateImage {
+    const NAME: &'static str = "create-image";
+    const DESCRIPTION: &'static str = "Create an AMI from an instance.";
+
+    fn tags(&self) -> &[Tag] {
+        &self.tags
+    }
+
+    fn dry_run(&self) -> Option<bool> {
+        Some(self.dry_run)
+    }
+
+    fn example() -> Self {
+        CreateImage {
+            instance_id: "i-12345678".into(),
+            name: "db image".into(),
+            description: Some("nightly".into()),
+            no_reboot: false,
+            tags: vec![Tag::new("Name", "db")],
+            wait: false,
+            dry_run: true,
+        }
     }
 }

@@ -10,8 +10,9 @@ use clap::Args;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::tag::{as_map, Tag};
-use super::Validate;
+use super::Kind;
+use crate::tag::{as_map, Tag};
+use crate::validate::Validate;
 use crate::validate::Violations;
 
 /// Exactly one of `volume_id`, `volume_name` and `instance_id` chooses the snapshots (or
@@ -132,6 +133,33 @@ impl Validate for PruneSnapshots {
             }
         }
         v.tags("tags", &self.tags);
+    }
+}
+
+impl Kind for PruneSnapshots {
+    const NAME: &'static str = "prune-snapshots";
+    const DESCRIPTION: &'static str =
+        "Delete old snapshots Shoal made, keeping the newest and the young.";
+
+    fn dry_run(&self) -> Option<bool> {
+        Some(self.dry_run)
+    }
+
+    fn reaches(&self) -> Option<(&'static str, &str)> {
+        self.region.as_deref().map(|r| ("params.region", r))
+    }
+
+    fn example() -> Self {
+        PruneSnapshots {
+            volume_id: None,
+            volume_name: Some("db".into()),
+            instance_id: None,
+            tags: vec![Tag::new("backup", "nightly")],
+            keep_count: Some(7),
+            keep_for: Some("14d".into()),
+            region: Some("us-west-2".into()),
+            dry_run: true,
+        }
     }
 }
 

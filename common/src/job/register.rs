@@ -5,8 +5,9 @@ use clap::{ArgAction, Args};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::tag::{as_map, Tag};
-use super::Validate;
+use super::Kind;
+use crate::tag::{as_map, Tag};
+use crate::validate::Validate;
 use crate::validate::Violations;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Args)]
@@ -124,5 +125,34 @@ impl Validate for RegisterImage {
             }
         }
         v.tags("tags", &self.tags);
+    }
+}
+
+impl Kind for RegisterImage {
+    const NAME: &'static str = "register-image";
+    const DESCRIPTION: &'static str = "Register an AMI from a snapshot.";
+
+    fn tags(&self) -> &[Tag] {
+        &self.tags
+    }
+
+    fn dry_run(&self) -> Option<bool> {
+        Some(self.dry_run)
+    }
+
+    fn example() -> Self {
+        RegisterImage {
+            snapshot_id: "snap-12345678".into(),
+            name: "db restored".into(),
+            description: Some("from last night".into()),
+            root_device_name: "/dev/xvda".into(),
+            architecture: "x86_64".into(),
+            virtualization_type: "hvm".into(),
+            ena_support: true,
+            boot_mode: Some("uefi-preferred".into()),
+            tags: vec![Tag::new("Name", "db")],
+            wait: false,
+            dry_run: true,
+        }
     }
 }

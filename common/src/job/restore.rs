@@ -6,8 +6,9 @@ use clap::{ArgAction, Args};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::tag::{as_map, Tag};
-use super::Validate;
+use super::Kind;
+use crate::tag::{as_map, Tag};
+use crate::validate::Validate;
 use crate::validate::Violations;
 
 /// Exactly one of `snapshot_id`, `volume_id` and `volume_name` chooses the snapshot, and
@@ -98,5 +99,33 @@ impl Validate for RestoreVolume {
             (None, Some(_)) => v.add("instance_id", "is needed with device"),
         }
         v.tags("tags", &self.tags);
+    }
+}
+
+impl Kind for RestoreVolume {
+    const NAME: &'static str = "restore-volume";
+    const DESCRIPTION: &'static str =
+        "Make a volume from a snapshot, optionally attached to an instance.";
+
+    fn tags(&self) -> &[Tag] {
+        &self.tags
+    }
+
+    fn dry_run(&self) -> Option<bool> {
+        Some(self.dry_run)
+    }
+
+    fn example() -> Self {
+        RestoreVolume {
+            snapshot_id: None,
+            volume_id: None,
+            volume_name: Some("db".into()),
+            availability_zone: "us-east-1a".into(),
+            tags: vec![Tag::new("Name", "db-restored")],
+            instance_id: Some("i-12345678".into()),
+            device: Some("/dev/sdf".into()),
+            wait: true,
+            dry_run: false,
+        }
     }
 }

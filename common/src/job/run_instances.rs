@@ -4,8 +4,9 @@ use clap::Args;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::tag::{as_map, Tag};
-use super::Validate;
+use super::Kind;
+use crate::tag::{as_map, Tag};
+use crate::validate::Validate;
 use crate::validate::{self, Violations};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Args)]
@@ -121,6 +122,37 @@ impl Validate for RunInstances {
                     format!("is {} bytes; EC2 allows {MAX_USER_DATA_BYTES}", data.len()),
                 );
             }
+        }
+    }
+}
+
+impl Kind for RunInstances {
+    const NAME: &'static str = "run-instances";
+    const DESCRIPTION: &'static str = "Launch instances from an AMI.";
+
+    fn tags(&self) -> &[Tag] {
+        &self.tags
+    }
+
+    fn dry_run(&self) -> Option<bool> {
+        Some(self.dry_run)
+    }
+
+    fn example() -> Self {
+        RunInstances {
+            image_id: "ami-12345678".into(),
+            min_count: 1,
+            max_count: 3,
+            key_name: Some("ops".into()),
+            instance_type: "m5.large".into(),
+            availability_zone: Some("eu-west-1b".into()),
+            disable_api_termination: true,
+            tags: vec![Tag::new("Name", "db"), Tag::new("team", "core")],
+            subnet_id: Some("subnet-12345678".into()),
+            security_group_ids: vec!["sg-12345678".into()],
+            user_data: Some("#!/bin/sh\necho hi\n".into()),
+            wait: true,
+            dry_run: false,
         }
     }
 }

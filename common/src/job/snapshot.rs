@@ -5,8 +5,9 @@ use clap::{ArgAction, Args};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::tag::{as_map, Tag};
-use super::Validate;
+use super::Kind;
+use crate::tag::{as_map, Tag};
+use crate::validate::Validate;
 use crate::validate::Violations;
 
 /// Exactly one of `volume_id`, `volume_name` and `instance_id` chooses what to snapshot, and
@@ -92,5 +93,32 @@ impl Validate for Snapshot {
             v.text("description", description, 255);
         }
         v.tags("tags", &self.tags);
+    }
+}
+
+impl Kind for Snapshot {
+    const NAME: &'static str = "snapshot";
+    const DESCRIPTION: &'static str =
+        "Snapshot a volume, optionally naming the instance and volume first.";
+
+    fn tags(&self) -> &[Tag] {
+        &self.tags
+    }
+
+    fn dry_run(&self) -> Option<bool> {
+        Some(self.dry_run)
+    }
+
+    fn example() -> Self {
+        Snapshot {
+            volume_id: None,
+            volume_name: Some("db".into()),
+            instance_id: None,
+            name: None,
+            description: None,
+            tags: vec![],
+            wait: false,
+            dry_run: false,
+        }
     }
 }

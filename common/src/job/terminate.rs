@@ -6,7 +6,8 @@ use clap::Args;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::Validate;
+use super::Kind;
+use crate::validate::Validate;
 use crate::validate::Violations;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Args)]
@@ -31,5 +32,21 @@ const MAX_INSTANCES: usize = 1000;
 impl Validate for TerminateInstances {
     fn validate(&self, v: &mut Violations) {
         v.instance_ids("instance_ids", &self.instance_ids, MAX_INSTANCES);
+    }
+}
+
+impl Kind for TerminateInstances {
+    const NAME: &'static str = "terminate-instances";
+    const DESCRIPTION: &'static str = "Terminate instances Shoal launched.";
+
+    fn dry_run(&self) -> Option<bool> {
+        Some(self.dry_run)
+    }
+
+    fn example() -> Self {
+        TerminateInstances {
+            instance_ids: vec!["i-12345678".into()],
+            dry_run: true,
+        }
     }
 }

@@ -5,7 +5,8 @@ use clap::{ArgAction, Args};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::Validate;
+use super::Kind;
+use crate::validate::Validate;
 use crate::validate::Violations;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Args)]
@@ -30,5 +31,24 @@ const MAX_INSTANCES: usize = 1000;
 impl Validate for SetTerminationProtection {
     fn validate(&self, v: &mut Violations) {
         v.instance_ids("instance_ids", &self.instance_ids, MAX_INSTANCES);
+    }
+}
+
+impl Kind for SetTerminationProtection {
+    const NAME: &'static str = "set-termination-protection";
+    const DESCRIPTION: &'static str = "Turn termination protection on or off for instances.";
+    /// Termination protection set twice is set: no lease, and no ledger call on its path.
+    const TAKES_LEASE: bool = false;
+
+    /// It has no dry run: a dry-run-only worker refuses it.
+    fn dry_run(&self) -> Option<bool> {
+        Some(false)
+    }
+
+    fn example() -> Self {
+        SetTerminationProtection {
+            instance_ids: vec!["i-12345678".into()],
+            disable_api_termination: true,
+        }
     }
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use shoal_common::config::QueueArgs;
+use shoal_common::job::BuiltinJob;
 use shoal_common::validate::TagRules;
-use shoal_common::Job;
 
 /// Enqueue Shoal jobs on SQS.
 #[derive(Debug, Parser)]
@@ -33,7 +33,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     #[command(flatten)]
-    Job(Job),
+    Job(BuiltinJob),
     /// Enqueue jobs from JSON Lines (a file, or - for standard input), one job a line:
     /// `{"kind": …, "params": …}`, optionally with `job_id` and `then`; or one JSON job (a
     /// chain) or array of jobs.
@@ -266,7 +266,7 @@ fn parse_kind(s: &str) -> Result<String, String> {
     shoal_common::JobKind::parse(s)
         .map(|k| k.as_str().to_owned())
         .ok_or_else(|| {
-            let known: Vec<_> = shoal_common::JobKind::ALL
+            let known: Vec<_> = shoal_common::JobKind::all()
                 .iter()
                 .map(|k| k.as_str())
                 .collect();

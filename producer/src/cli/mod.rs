@@ -280,7 +280,7 @@ async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<
             Ok(Done::All)
         }
         Command::Job(job) => {
-            let envelope = job_envelope(job, send.job_id.as_deref())?;
+            let envelope = job_envelope(job.into(), send.job_id.as_deref())?;
             crate::message::check_job(&envelope, &options)?;
             shoal_common::aws::check_setup(sdk).await?;
             let following = &cli.follow;

@@ -105,6 +105,7 @@ impl Worker {
         registry: Registry,
         metrics: Arc<Metrics>,
     ) -> Self {
+        metrics.show_kinds(registry.kinds());
         Worker {
             config: Arc::new(config),
             clients,

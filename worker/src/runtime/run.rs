@@ -214,7 +214,7 @@ async fn run_job(
                     enqueued_at: msg.enqueued_at,
                     started_at: attempt.started_at,
                 };
-                let Some(run) = shared.registry.run(ctx, envelope.job.clone()) else {
+                let Some(run) = shared.registry.run(ctx, &envelope.job) else {
                     let error = JobError::shoal(
                         ShoalCode::NoHandler,
                         format!("this worker has no handler for `{kind}` jobs"),

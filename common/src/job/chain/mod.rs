@@ -141,7 +141,7 @@ pub fn follow_up_id(parent: &str, n: usize, element: Option<usize>) -> String {
 mod tests {
     use super::*;
     use crate::validate::FieldError;
-    use crate::{Job, JobEnvelope, JobId};
+    use crate::{JobEnvelope, JobId};
     use serde_json::json;
 
     fn follow_ups(then: Value) -> Vec<FollowUp> {
@@ -243,9 +243,13 @@ mod tests {
             1,
             "the grandchildren travel with the child"
         );
-        let Job::Snapshot(s) = &out[2].job.as_ref().expect("resolved").job else {
-            panic!("a snapshot job");
-        };
+        let s = out[2]
+            .job
+            .as_ref()
+            .expect("resolved")
+            .job
+            .params::<crate::job::Snapshot>()
+            .expect("a snapshot job");
         assert_eq!(s.instance_id.as_deref(), Some("i-0123456789abcdef1"));
         // The grandchild keeps the root as its chain.
         let grand = expand(first, &json!({}));

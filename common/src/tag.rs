@@ -42,15 +42,23 @@ impl fmt::Display for Tag {
     }
 }
 
+/// EC2 allows 50 tags per resource; Shoal adds its job-id tag to every resource it creates.
+pub const MAX_USER_TAGS: usize = 49;
+
+/// A tag key: 1 to 128 characters EC2's XML can carry, not starting with `aws:` or `shoal:`
+/// in any case. (Schema only: the validator says which rule a key breaks.)
+pub const TAG_KEY: &str =
+    r"^(?![aA][wW][sS]:)(?![sS][hH][oO][aA][lL]:)[^\x00-\x08\x0B\x0C\x0E-\x1F\uFFFE\uFFFF]{1,128}$";
+
 /// Serde for `Vec<Tag>` as a JSON object. Decoding keeps every entry it is given, so a
 /// repeated key (possible from `--tag` twice) reaches validation and is refused there.
-pub(crate) mod as_map {
+pub mod as_map {
     use super::*;
 
     /// The tags object as the published schema states it: EC2's rules less what Shoal
     /// reserves, from the same constants the validator uses.
     pub fn schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        use crate::validate::{pattern, MAX_USER_TAGS};
+        use crate::validate::pattern;
         schemars::json_schema!({
             "type": "object",
             "maxProperties": MAX_USER_TAGS,
