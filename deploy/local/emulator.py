@@ -33,6 +33,7 @@ def main() -> int:
         print("moto is not installed: pip install 'moto[server]'", file=sys.stderr)
         return 3
 
+    serialize_dynamodb()
     # One line per request on stderr would drown the test output.
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address=args.host, port=args.port, verbose=False)
@@ -51,6 +52,29 @@ def main() -> int:
     stop.wait()
     server.stop()
     return 0
+
+
+def serialize_dynamodb() -> None:
+    """Answers DynamoDB calls one at a time, as DynamoDB's own isolation lets them be seen.
+
+    moto answers each request on a thread of its own, and its DynamoDB is not isolated: two
+    conditional writes of one item can both pass their conditions, and a `TransactWriteItems`
+    that fails restores a copy of the whole table taken when it began, wiping every write
+    other requests made meanwhile (measured: a worker's claim, made while a producer's
+    refused queued-record put was in flight, vanished, and the job ran twice). DynamoDB
+    serializes writes per item and never undoes another caller's write, so the emulator is
+    made to, rather than tests leaning on either gap.
+    """
+    from moto.dynamodb.responses import DynamoHandler
+
+    lock = threading.Lock()
+    unserialized = DynamoHandler.call_action
+
+    def call_action(self):  # type: ignore[no-untyped-def]
+        with lock:
+            return unserialized(self)
+
+    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":

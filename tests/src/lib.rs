@@ -706,9 +706,8 @@ pub struct CliRun {
 
 /// Runs `shoal-producer` in-process with `args` (without the program name).
 pub async fn producer_cli(sdk: &SdkConfig, args: &[&str]) -> CliRun {
-    use clap::Parser;
     let argv = std::iter::once("shoal-producer").chain(args.iter().copied());
-    let cli = match shoal_producer::cli::Cli::try_parse_from(argv) {
+    let cli = match shoal_producer::cli::parse(argv) {
         Ok(cli) => cli,
         Err(e) => {
             return CliRun {

@@ -174,3 +174,132 @@ fn a_users_kind_is_known_by_name_and_in_the_schema() {
     // Another type cannot take a known name.
     assert!(Job::new(Snapshot::example()).kind() == JobKind::Snapshot);
 }
+
+/// A producer binary that has no type for `modify-volume` sends one by name with JSON
+/// parameters, checked against the schema a worker with the kind publishes: a bad size is
+/// refused naming the field before anything is sent, a good job runs on that worker; without
+/// the schema, the kind is unknown.
+#[tokio::test]
+async fn a_producer_without_the_type_sends_the_kind_checked_against_the_workers_schema() {
+    const PRODUCER: &str = env!("CARGO_BIN_EXE_shoal-producer-for-tests");
+    let t = TestStack::new("own-kind-cli").await;
+    let volume = new_volume_tagged(&t.clients.ec2, "us-east-1a", &[]).await;
+    // What `shoal-worker schema` prints in a binary registering the kind.
+    shoal_common::job::register::<ModifyVolume>().expect("registered");
+    let schema_file = std::env::temp_dir().join(format!("{}.json", shoal_tests::unique("kinds")));
+    std::fs::write(
+        &schema_file,
+        serde_json::to_string_pretty(&shoal_common::job::json_schema()).expect("json"),
+    )
+    .expect("write the schema");
+    let schema = schema_file.to_string_lossy().into_owned();
+    let send = |params: String, with_schema: bool| {
+        let (t, schema) = (&t, schema.clone());
+        async move {
+            let mut args = vec!["--queue-url".to_owned(), t.stack.queue_url.clone()];
+            if with_schema {
+                args.extend(["--kinds-schema".to_owned(), schema]);
+            }
+            args.extend([
+                "send".into(),
+                "modify-volume".into(),
+                "--params".into(),
+                params,
+            ]);
+            tokio::process::Command::new(PRODUCER)
+                .args(&args)
+                .envs(shoal_tests::aws_env(&shoal_tests::moto().endpoint))
+                .output()
+                .await
+                .expect("run the producer")
+        }
+    };
+    let good = serde_json::json!({"volume_id": volume, "size_gib": 12}).to_string();
+    let unknown = send(good.clone(), false).await;
+    assert_ne!(unknown.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("unknown job kind `modify-volume`"),
+        "{unknown:?}"
+    );
+    let bad = send(
+        serde_json::json!({"volume_id": volume, "size_gib": 0}).to_string(),
+        true,
+    )
+    .await;
+    assert_ne!(bad.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("params.size_gib"),
+        "{bad:?}"
+    );
+    assert_eq!(t.depth(&t.stack.queue_url).await, 0, "nothing sent");
+
+    let sent = send(good, true).await;
+    assert_eq!(sent.status.code(), Some(0), "{sent:?}");
+    // An operator's verbs name it as they name a built-in.
+    let table = t.stack.ledger_table.clone().expect("a ledger");
+    let paused = tokio::process::Command::new(PRODUCER)
+        .args(["--queue-url", &t.stack.queue_url, "--ledger-table", &table])
+        .args([
+            "--kinds-schema",
+            &schema,
+            "pause",
+            "modify-volume",
+            "--by",
+            "ops",
+        ])
+        .envs(shoal_tests::aws_env(&shoal_tests::moto().endpoint))
+        .output()
+        .await
+        .expect("run the producer");
+    assert_eq!(paused.status.code(), Some(0), "{paused:?}");
+    let ledger = t.ledger_named(&t.sdk, &table);
+    assert!(ledger
+        .paused()
+        .await
+        .expect("read")
+        .covers(kind_of_modify_volume()));
+    ledger
+        .resume(&[kind_of_modify_volume()], false, "ops")
+        .await
+        .expect("resume");
+    let mut config = t.worker_config("w");
+    config.ledger = Some(ledger);
+    let worker = t.start_worker(config, registry()).await;
+    let event = t.one_event(WAIT).await;
+    assert_eq!(event.status, JobStatus::Succeeded, "{event:?}");
+    assert_eq!(event.kind.as_deref(), Some("modify-volume"));
+    assert_eq!(volume_size(&t, &volume).await, Some(12));
+    worker.stop().await;
+    let _ = std::fs::remove_file(&schema_file);
+}
+
+fn kind_of_modify_volume() -> JobKind {
+    shoal_common::job::register::<ModifyVolume>().expect("registered")
+}
+
+/// The worker's flags know a kind its binary registers before they are read
+/// (`cli::main_with` does so), and refuse one it does not.
+#[test]
+fn the_workers_flags_name_a_users_kind() {
+    use clap::Parser;
+    kind_of_modify_volume();
+    let args = |kinds: &str| {
+        shoal_worker::cli::Cli::try_parse_from([
+            "shoal-worker",
+            "--queue-url",
+            "http://127.0.0.1:1/1/q",
+            "--topic-arn",
+            "arn:aws:sns:us-east-1:123456789012:t",
+            "--allow-kinds",
+            kinds,
+            "--kind-concurrency",
+            "modify-volume=2",
+        ])
+    };
+    let cli = args("modify-volume,snapshot").expect("known kinds");
+    assert_eq!(
+        cli.args.allow_kinds,
+        vec![kind_of_modify_volume(), JobKind::Snapshot]
+    );
+    assert!(args("grow-volume").is_err(), "a kind no handler runs");
+}

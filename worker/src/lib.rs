@@ -15,7 +15,7 @@
 //! - [`guardrails`] limits what a job may ask of this worker, before any AWS call.
 //! - [`config`] resolves flags against the queue's own settings; [`http`] serves
 //!   `/metrics`, `/healthz` and `/readyz`; [`cli`] is the binary, and [`healthcheck`] its
-//!   probe of a running worker.
+//!   probe of a running worker; [`guide`] is the guide to writing a kind of one's own.
 //!
 //! A worker of one's own: the binary's flags (and their `SHOAL_*` variables) resolved against
 //! the queue's settings, the built-in handlers with one replaced, run until Ctrl-C.
@@ -74,6 +74,11 @@ pub mod pause;
 pub mod queue_stats;
 pub mod retry;
 pub mod runtime;
+
+/// The guide to the built-in handlers and to writing a kind of one's own (the repository's
+/// `docs/handlers.md`, whose example compiles as this crate's doctest).
+#[doc = include_str!("../../docs/handlers.md")]
+pub mod guide {}
 
 pub use config::{WorkerArgs, WorkerConfig};
 pub use guardrails::Guardrails;

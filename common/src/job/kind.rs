@@ -124,10 +124,7 @@ impl JobKind {
 
     /// The known kind named `name`, if any.
     pub fn parse(name: &str) -> Option<JobKind> {
-        known()
-            .iter()
-            .find(|k| k.name == name)
-            .map(|k| JobKind(k.name))
+        find(name).map(|k| JobKind(k.name))
     }
 
     /// Every kind this process knows, built-ins first, each in the order it joined.
@@ -142,7 +139,7 @@ impl JobKind {
 
     /// What the table knows of this kind: `None` for a kind not registered in this process.
     fn info(self) -> Option<&'static KindInfo> {
-        known().iter().copied().find(|k| k.name == self.0)
+        find(self.0)
     }
 
     /// Whether its jobs claim their job id in the ledger ([`Kind::TAKES_LEASE`]); a kind this
@@ -158,7 +155,7 @@ impl JobKind {
 
     /// A valid example job of this kind, when the kind is known here.
     pub fn example(self) -> Option<Job> {
-        self.info().map(|k| (k.example)())
+        self.info().and_then(|k| k.example).map(|example| example())
     }
 }
 
@@ -201,15 +198,18 @@ impl JsonSchema for JobKind {
     }
 }
 
-/// A kind as the table holds it: its policies, and its parameters' decoder and schema.
+/// A kind as the table holds it: its policies, and its parameters' decoder and schema (each
+/// given the kind's name, for the kinds known from a schema rather than a type).
 pub(super) struct KindInfo {
-    name: &'static str,
-    description: &'static str,
-    takes_lease: bool,
-    type_id: fn() -> TypeId,
-    decode: fn(Value) -> Result<Job, ContractError>,
-    schema: fn(&mut SchemaGenerator) -> Schema,
-    example: fn() -> Job,
+    pub(super) name: &'static str,
+    pub(super) description: &'static str,
+    pub(super) takes_lease: bool,
+    pub(super) type_id: fn() -> TypeId,
+    pub(super) decode: fn(&'static str, Value) -> Result<Job, ContractError>,
+    pub(super) schema: fn(&'static str, &mut SchemaGenerator) -> Schema,
+    pub(super) example: Option<fn() -> Job>,
+    /// Known from a schema only (`described.rs`): a type of the same name replaces it.
+    pub(super) described: bool,
 }
 
 impl KindInfo {
@@ -221,16 +221,17 @@ impl KindInfo {
             type_id: TypeId::of::<K>,
             decode: decode_as::<K>,
             schema: params_schema::<K>,
-            example: example_of::<K>,
+            example: Some(example_of::<K>),
+            described: false,
         }
     }
 }
 
-fn decode_as<K: Kind>(params: Value) -> Result<Job, ContractError> {
+fn decode_as<K: Kind>(_: &'static str, params: Value) -> Result<Job, ContractError> {
     decode_params::<K>(params).map(Job::known)
 }
 
-fn params_schema<K: Kind>(generator: &mut SchemaGenerator) -> Schema {
+fn params_schema<K: Kind>(_: &'static str, generator: &mut SchemaGenerator) -> Schema {
     generator.subschema_for::<K>()
 }
 
@@ -242,6 +243,17 @@ fn example_of<K: Kind>() -> Job {
 /// program's code, never per message: a name on the wire is only ever looked up.
 static KNOWN: LazyLock<RwLock<Vec<&'static KindInfo>>> =
     LazyLock::new(|| RwLock::new(super::BUILTIN.iter().collect()));
+
+/// The known kind named `name`: looked up under the read lock, nothing copied (every
+/// message's decoding asks).
+fn find(name: &str) -> Option<&'static KindInfo> {
+    KNOWN
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .copied()
+        .find(|k| k.name == name)
+}
 
 fn known() -> Vec<&'static KindInfo> {
     KNOWN.read().unwrap_or_else(|p| p.into_inner()).clone()
@@ -256,30 +268,48 @@ pub enum KindError {
     Taken(&'static str),
 }
 
+/// Whether `name` has a kind name's shape: a lowercase letter, then lowercase letters,
+/// digits and `-`, at most 64 in all.
+pub fn is_kind_name(name: &str) -> bool {
+    name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
 /// Makes `K` a known kind of this process, so its jobs decode: a worker's registry calls it
 /// for each kind it has a handler for, and a producer for each kind it sends. Registering
 /// the same type again is a no-op; another type under a known name is refused.
 pub fn register<K: Kind>() -> Result<JobKind, KindError> {
     let name = K::NAME;
-    let shaped = name.len() <= 64
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if !shaped {
+    if !is_kind_name(name) {
         return Err(KindError::BadName(name));
     }
     let mut table = KNOWN.write().unwrap_or_else(|p| p.into_inner());
-    if let Some(known) = table.iter().find(|k| k.name == name) {
-        return if (known.type_id)() == TypeId::of::<K>() {
-            Ok(JobKind(name))
-        } else {
-            Err(KindError::Taken(name))
-        };
+    let at = table.iter().position(|k| k.name == name);
+    match at.and_then(|at| table.get_mut(at)) {
+        Some(known) if (known.type_id)() == TypeId::of::<K>() => {}
+        Some(known) if !known.described => return Err(KindError::Taken(name)),
+        // A schema's description gives way to the type itself.
+        Some(known) => *known = Box::leak(Box::new(KindInfo::of::<K>())),
+        // One leak per kind in the program, bounded by its code.
+        None => table.push(Box::leak(Box::new(KindInfo::of::<K>()))),
     }
-    // One leak per kind in the program, bounded by its code.
-    table.push(Box::leak(Box::new(KindInfo::of::<K>())));
     Ok(JobKind(name))
+}
+
+/// Adds `info` to the known kinds unless its name is known already (a kind with a type is
+/// never replaced by one described by a schema): the kinds `described.rs` learns.
+pub(super) fn register_info(info: KindInfo) -> JobKind {
+    let mut table = KNOWN.write().unwrap_or_else(|p| p.into_inner());
+    if let Some(known) = table.iter().find(|k| k.name == info.name) {
+        return JobKind(known.name);
+    }
+    let name = info.name;
+    // One leak per kind a schema describes, read once per process.
+    table.push(Box::leak(Box::new(info)));
+    JobKind(name)
 }
 
 /// A job: its kind together with that kind's parameters, decoded and checked, whatever the
@@ -292,7 +322,7 @@ pub struct Job {
 
 /// What a job's parameters can do without their type being named: everything [`Kind`] says,
 /// behind one pointer.
-trait Params: Any + fmt::Debug + Send + Sync {
+pub(super) trait Params: Any + fmt::Debug + Send + Sync {
     fn as_any(&self) -> &dyn Any;
     fn to_value(&self) -> Value;
     fn validate(&self, v: &mut Violations);
@@ -337,6 +367,14 @@ impl Job {
             let _ = register::<K>();
         }
         Job::known(params)
+    }
+
+    /// A job of a kind known from a schema, whose parameters `described.rs` checked.
+    pub(super) fn described(kind: JobKind, params: impl Params) -> Job {
+        Job {
+            kind,
+            params: Arc::new(params),
+        }
     }
 
     fn known<K: Kind>(params: K) -> Job {
@@ -409,7 +447,7 @@ impl Job {
             kind: kind.as_str().to_owned(),
             known: known_names(),
         })?;
-        (info.decode)(params)
+        (info.decode)(info.name, params)
     }
 }
 
@@ -458,7 +496,7 @@ impl JsonSchema for Job {
         let one_of: Vec<Value> = known()
             .iter()
             .map(|k| {
-                let params = (k.schema)(generator);
+                let params = (k.schema)(k.name, generator);
                 serde_json::json!({
                     "description": k.description,
                     "type": "object",

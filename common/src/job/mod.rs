@@ -21,6 +21,7 @@ mod canary;
 pub mod chain;
 mod copy;
 mod create_image;
+mod described;
 mod envelope;
 mod error;
 mod id;
@@ -39,13 +40,14 @@ pub use canary::Canary;
 pub use chain::FollowUp;
 pub use copy::{is_region, CopySnapshot};
 pub use create_image::CreateImage;
+pub use described::{learn_kinds, learn_kinds_from_file};
 pub use envelope::{
     json_schema, parse_request_line, parse_request_line_as, with_default_id, JobEnvelope,
     MAX_SCHEDULE_AHEAD,
 };
 pub use error::ContractError;
 pub use id::JobId;
-pub use kind::{register, Job, JobKind, Kind, KindError};
+pub use kind::{is_kind_name, register, Job, JobKind, Kind, KindError};
 pub use prune::{keep_for_duration, PruneSnapshots};
 pub use register::RegisterImage;
 pub use restore::RestoreVolume;

@@ -26,6 +26,11 @@ pub struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// The envelope schema a worker with kinds of its own publishes (`shoal-worker schema`):
+    /// its kinds can then be sent (`send KIND --params JSON`, `submit`), checked against it,
+    /// and named wherever a kind is (`pause`, `jobs --kind`).
+    #[arg(long, global = true, env = "SHOAL_KINDS_SCHEMA", value_name = "FILE")]
+    pub kinds_schema: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -34,6 +39,9 @@ pub struct Cli {
 pub enum Command {
     #[command(flatten)]
     Job(BuiltinJob),
+    /// Enqueue one job of any kind by name, its parameters as JSON: a built-in, or a kind of
+    /// a worker's own (with --kinds-schema), checked against its schema before it is sent.
+    Send(SendKind),
     /// Enqueue jobs from JSON Lines (a file, or - for standard input), one job a line:
     /// `{"kind": …, "params": …}`, optionally with `job_id` and `then`; or one JSON job (a
     /// chain) or array of jobs.
@@ -272,6 +280,16 @@ fn parse_kind(s: &str) -> Result<String, String> {
                 .collect();
             format!("`{s}` is not a job kind (known: {})", known.join(", "))
         })
+}
+
+/// `send KIND --params JSON`.
+#[derive(Debug, Args)]
+pub struct SendKind {
+    /// The kind's name (`snapshot`, or a kind from --kinds-schema).
+    pub kind: String,
+    /// Its parameters, a JSON object (`{"volume_id": "vol-…", "size_gib": 16}`); none means `{}`.
+    #[arg(long, value_name = "JSON")]
+    pub params: Option<String>,
 }
 
 /// Options for sending, shared by every enqueueing command.

@@ -172,8 +172,10 @@ impl Output<'_, '_> {
 /// only when `RUST_LOG` asks for them), loads the AWS configuration and runs the command.
 /// Returns the exit status.
 pub fn main() -> i32 {
-    use clap::Parser;
-    let cli = Cli::parse();
+    let cli = match parse(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     // Flushes the traces (if any are exported) when dropped, after the runtime is done.
     let _telemetry = shoal_common::logging::init("warn", false, "shoal-producer");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -202,6 +204,43 @@ pub fn main() -> i32 {
         )
         .await
     })
+}
+
+/// Parses `argv` (the program's name first). The kinds a `--kinds-schema` file (or
+/// `SHOAL_KINDS_SCHEMA`) describes are learnt first, so every argument that names a kind
+/// knows them; a schema that cannot be read is refused as a bad argument.
+pub fn parse<I, T>(argv: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::{CommandFactory, FromArgMatches};
+    let argv: Vec<std::ffi::OsString> = argv.into_iter().map(Into::into).collect();
+    if let Some(path) = kinds_schema_arg(&argv) {
+        if let Err(e) = shoal_common::job::learn_kinds_from_file(&path) {
+            return Err(Cli::command().error(
+                clap::error::ErrorKind::InvalidValue,
+                format!("--kinds-schema: {e}"),
+            ));
+        }
+    }
+    let matches = Cli::command().try_get_matches_from(argv)?;
+    Cli::from_arg_matches(&matches)
+}
+
+/// The `--kinds-schema` file named in `argv` (either spelling), else `SHOAL_KINDS_SCHEMA`.
+fn kinds_schema_arg(argv: &[std::ffi::OsString]) -> Option<std::path::PathBuf> {
+    let mut args = argv.iter().skip(1);
+    while let Some(arg) = args.next() {
+        let arg = arg.to_string_lossy();
+        if arg == "--kinds-schema" {
+            return args.next().map(std::path::PathBuf::from);
+        }
+        if let Some(path) = arg.strip_prefix("--kinds-schema=") {
+            return Some(path.into());
+        }
+    }
+    std::env::var_os("SHOAL_KINDS_SCHEMA").map(std::path::PathBuf::from)
 }
 
 /// Runs the CLI; the return value is the process exit code: 0 when everything was done, 1
@@ -237,7 +276,7 @@ async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<
     // A job given here is checked first, in its own arm: an invalid one is refused, naming
     // its field, before any AWS setup is looked at.
     let offline = match &cli.command {
-        Command::Schema(_) | Command::Job(_) => true,
+        Command::Schema(_) | Command::Job(_) | Command::Send(_) => true,
         Command::Submit(args) => args.check,
         _ => false,
     };
@@ -281,40 +320,37 @@ async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<
         }
         Command::Job(job) => {
             let envelope = job_envelope(job.into(), send.job_id.as_deref())?;
-            crate::message::check_job(&envelope, &options)?;
-            shoal_common::aws::check_setup(sdk).await?;
-            let following = &cli.follow;
-            let topic = following
-                .follow
-                .then(|| follow::topic(&following.topic_arn))
-                .transpose()?;
-            let producer = connect(&cli.queue, &cli.ledger_table, &clients).await?;
-            let (enqueued, follower) = match topic {
-                Some(topic) => {
-                    let (enqueued, follower) = producer
-                        .enqueue_and_follow(&clients, topic, &envelope, &options, following.timeout)
-                        .await
-                        .map_err(follow_error)?;
-                    (enqueued, Some(follower))
-                }
-                None => (producer.enqueue(&envelope, &options).await?, None),
+            {
+                let target = Target {
+                    queue: &cli.queue,
+                    ledger_table: &cli.ledger_table,
+                    follow: &cli.follow,
+                };
+                send_one(target, sdk, &clients, envelope, &options, out).await
+            }
+        }
+        Command::Send(args) => {
+            let params: serde_json::Value = match &args.params {
+                Some(text) => serde_json::from_str(text)
+                    .map_err(|e| CliError::Refused(format!("--params: not a JSON object: {e}")))?,
+                None => serde_json::json!({}),
             };
-            let printed = serde_json::json!({
-                "job_id": enqueued.job_id,
-                "kind": enqueued.kind,
-                "message_id": enqueued.message_id,
-                "queue_url": producer.queue().url,
-            });
-            match follower {
-                // With --follow, the events are the output; the id goes to the reader.
-                Some(follower) => {
-                    out.note(format_args!("enqueued {}; following", enqueued.job_id))?;
-                    follow::follow(follower, following.timeout, out).await
-                }
-                None => {
-                    out.item(&printed, |w| writeln!(w, "{}", enqueued.job_id))?;
-                    Ok(Done::All)
-                }
+            let mut request = serde_json::Map::new();
+            request.insert("kind".into(), args.kind.clone().into());
+            request.insert("params".into(), params);
+            if let Some(id) = &send.job_id {
+                request.insert("job_id".into(), id.clone().into());
+            }
+            let request = serde_json::Value::Object(request);
+            let envelope =
+                JobEnvelope::from_request(request).map_err(|e| CliError::Refused(e.to_string()))?;
+            {
+                let target = Target {
+                    queue: &cli.queue,
+                    ledger_table: &cli.ledger_table,
+                    follow: &cli.follow,
+                };
+                send_one(target, sdk, &clients, envelope, &options, out).await
             }
         }
         Command::Follow(args) => {
@@ -442,6 +478,60 @@ fn follow_error(e: crate::FollowError) -> CliError {
         crate::FollowError::Enqueue(e) => e.into(),
         crate::FollowError::Aws(e) => CliError::Aws(e),
         other => CliError::Refused(other.to_string()),
+    }
+}
+
+/// Where a job given on the command line goes, and how it is followed.
+struct Target<'a> {
+    queue: &'a shoal_common::config::QueueArgs,
+    ledger_table: &'a Option<String>,
+    follow: &'a args::FollowArgs,
+}
+
+/// Checks one job given on the command line (refused, naming its field, before any AWS setup
+/// is looked at), sends it, and follows it with `--follow`.
+async fn send_one(
+    cli: Target<'_>,
+    sdk: &SdkConfig,
+    clients: &AwsClients,
+    envelope: JobEnvelope,
+    options: &SendOptions,
+    out: &mut Output<'_, '_>,
+) -> Result<Done, CliError> {
+    crate::message::check_job(&envelope, options)?;
+    shoal_common::aws::check_setup(sdk).await?;
+    let following = cli.follow;
+    let topic = following
+        .follow
+        .then(|| follow::topic(&following.topic_arn))
+        .transpose()?;
+    let producer = connect(cli.queue, cli.ledger_table, clients).await?;
+    let (enqueued, follower) = match topic {
+        Some(topic) => {
+            let (enqueued, follower) = producer
+                .enqueue_and_follow(clients, topic, &envelope, options, following.timeout)
+                .await
+                .map_err(follow_error)?;
+            (enqueued, Some(follower))
+        }
+        None => (producer.enqueue(&envelope, options).await?, None),
+    };
+    let printed = serde_json::json!({
+        "job_id": enqueued.job_id,
+        "kind": enqueued.kind,
+        "message_id": enqueued.message_id,
+        "queue_url": producer.queue().url,
+    });
+    match follower {
+        // With --follow, the events are the output; the id goes to the reader.
+        Some(follower) => {
+            out.note(format_args!("enqueued {}; following", enqueued.job_id))?;
+            follow::follow(follower, following.timeout, out).await
+        }
+        None => {
+            out.item(&printed, |w| writeln!(w, "{}", enqueued.job_id))?;
+            Ok(Done::All)
+        }
     }
 }
 

@@ -185,8 +185,26 @@ impl JobClaim {
             }
             Err(lost) => {
                 self.until_ms.store(0, Ordering::Relaxed);
+                self.say_who_holds_it().await;
                 Err(lost)
             }
+        }
+    }
+
+    /// Logs whose the job's record is now, for an operator (or a test) to tell a rival run
+    /// from a write that should not have happened: one read, on a path that is rare.
+    async fn say_who_holds_it(&self) {
+        match self.ledger.get(self.lease.job_id.as_str()).await {
+            Ok(Some(r)) => tracing::warn!(
+                our_fence = self.lease.fence,
+                fence = r.fence,
+                status = r.status.as_str(),
+                holder = r.holder.as_deref().unwrap_or("none"),
+                run = r.run,
+                "the job's record is another run's now"
+            ),
+            Ok(None) => tracing::warn!("the job's record is gone"),
+            Err(e) => tracing::debug!(error = %e.message, "cannot read the job's record"),
         }
     }
 
@@ -196,8 +214,13 @@ impl JobClaim {
 
     /// Records the job's outcome, before it is announced.
     pub async fn finish(&self, shared: &Shared, event: &JobEvent) -> Result<(), Unrecorded> {
-        self.retried(shared, || self.ledger.finish(&self.lease, event))
-            .await
+        let finished = self
+            .retried(shared, || self.ledger.finish(&self.lease, event))
+            .await;
+        if matches!(finished, Err(Unrecorded::Lost)) {
+            self.say_who_holds_it().await;
+        }
+        finished
     }
 
     /// Gives the claim back: the run ended unfinished. One try: a claim not given back
