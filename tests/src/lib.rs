@@ -738,16 +738,24 @@ pub async fn producer_cli(sdk: &SdkConfig, args: &[&str]) -> CliRun {
 
 /// A `snapshot` of the volume whose `Name` tag is `name`, not waiting for it to complete.
 pub fn snapshot_of_volume_named(name: &str) -> shoal_common::job::Snapshot {
+    use shoal_common::job::Kind;
     shoal_common::job::Snapshot {
-        volume_id: None,
         volume_name: Some(name.to_owned()),
-        instance_id: None,
-        name: None,
-        description: None,
-        tags: vec![],
-        wait: false,
-        dry_run: false,
+        ..shoal_common::job::Snapshot::example()
     }
+}
+
+/// The kinds an envelope schema's `oneOf` names, in its order.
+pub fn schema_kinds(schema: &serde_json::Value) -> Vec<&str> {
+    schema["oneOf"]
+        .as_array()
+        .map(|kinds| {
+            kinds
+                .iter()
+                .filter_map(|v| v["properties"]["kind"]["const"].as_str())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A valid job of `kind`, from the kind's own example ([`shoal_common::job::Kind::example`]):

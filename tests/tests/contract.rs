@@ -40,12 +40,7 @@ fn committed_event_schema_matches_the_types() {
 #[test]
 fn the_schema_lists_every_kind_and_refuses_unknown_fields() {
     let schema = json_schema();
-    let kinds: Vec<&str> = schema["oneOf"]
-        .as_array()
-        .expect("oneOf")
-        .iter()
-        .filter_map(|v| v["properties"]["kind"]["const"].as_str())
-        .collect();
+    let kinds = shoal_tests::schema_kinds(&schema);
     let expected: Vec<&str> = JobKind::builtin().iter().map(|k| k.as_str()).collect();
     assert_eq!(kinds, expected);
     assert_eq!(schema["unevaluatedProperties"], false);

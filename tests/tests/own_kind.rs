@@ -160,12 +160,7 @@ fn a_users_kind_is_known_by_name_and_in_the_schema() {
     .expect_err("refused");
     assert_eq!(bad.fields(), vec!["params.size_gib".to_owned()]);
     let schema = shoal_common::job::json_schema();
-    let kinds: Vec<&str> = schema["oneOf"]
-        .as_array()
-        .expect("oneOf")
-        .iter()
-        .filter_map(|v| v["properties"]["kind"]["const"].as_str())
-        .collect();
+    let kinds = shoal_tests::schema_kinds(&schema);
     assert!(kinds.contains(&"modify-volume"), "{kinds:?}");
     assert_eq!(
         schema["$defs"]["ModifyVolume"]["additionalProperties"], false,
