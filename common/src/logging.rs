@@ -59,7 +59,9 @@ pub fn init(default: &str, json: bool, service: &'static str) -> crate::telemetr
     let otel = provider
         .as_ref()
         .map(|p| crate::telemetry::layer(p, service).boxed());
-    subscriber(env_filter(default), json, std::io::stderr, otel).init();
+    // Colours only for a person at a terminal: a log file or a collector gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    subscriber(env_filter(default), json, ansi, std::io::stderr, otel).init();
     crate::telemetry::Telemetry::new(provider)
 }
 
@@ -71,6 +73,7 @@ type DynLayer = Box<dyn Layer<Registry> + Send + Sync>;
 fn subscriber<W>(
     filter: EnvFilter,
     json: bool,
+    ansi: bool,
     writer: W,
     traces: Option<DynLayer>,
 ) -> impl tracing::Subscriber + Send + Sync
@@ -79,7 +82,9 @@ where
 {
     use tracing_subscriber::filter::FilterExt;
     use tracing_subscriber::layer::SubscriberExt;
-    let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_ansi(ansi);
     let fmt = if json {
         fmt.json().with_current_span(true).boxed()
     } else {
@@ -196,7 +201,7 @@ mod tests {
     #[test]
     fn trace_everywhere_still_holds_back_the_wire() {
         let out = Captured::default();
-        let sub = subscriber(EnvFilter::new("trace"), false, out.clone(), None);
+        let sub = subscriber(EnvFilter::new("trace"), false, false, out.clone(), None);
         tracing::subscriber::with_default(sub, || {
             tracing::trace!(target: "aws_smithy_runtime::client::orchestrator", "body: secret");
             tracing::trace!(target: "shoal_worker::runtime", "shoal's own trace");
@@ -212,7 +217,13 @@ mod tests {
         // every subscriber in the process, and other tests run their own beside this one.
         // `never` is the answer that matters: `tracing` then builds no span there at all.
         use tracing::Subscriber;
-        let sub = subscriber(EnvFilter::new("warn"), false, Captured::default(), None);
+        let sub = subscriber(
+            EnvFilter::new("warn"),
+            false,
+            false,
+            Captured::default(),
+            None,
+        );
         use tracing::metadata::Kind;
         let sdk = callsite(
             "aws_smithy_runtime::client::orchestrator",

@@ -205,3 +205,51 @@ async fn access_denied_is_one_line_saying_a_permission_is_missing() {
     one_line(&out, &["lack this permission"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A second worker on one host finds the metrics port taken: one line saying which flag picks
+/// another. Written to a pipe (a log file, a collector), it carries no terminal colours.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_taken_metrics_port_is_one_line_naming_the_flag_without_colours() {
+    let t = TestStack::new("taken-port").await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let endpoint = moto().endpoint.clone();
+    let mut env = creds("us-east-1");
+    env.push(("AWS_ENDPOINT_URL", &endpoint));
+    let table = t.stack.ledger_table.clone().expect("a ledger");
+    let (out, _) = run(
+        WORKER,
+        &[
+            "--queue-url",
+            &t.stack.queue_url,
+            "--topic-arn",
+            &t.stack.topic_arn,
+            "--ledger-table",
+            &table,
+            "--metrics-addr",
+            &addr,
+        ],
+        &env,
+    )
+    .await;
+    let line = one_line(&out, &["in use", "--metrics-addr"]);
+    assert!(!line.contains('\u{1b}'), "no colours in a pipe: {line:?}");
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// `shoal-worker --help` names the commands beside running (`healthcheck`, `schema`), and a
+/// duration the producer cannot read says what one looks like.
+#[tokio::test]
+async fn help_names_every_command_and_a_bad_duration_says_what_one_is() {
+    let (out, _) = run(WORKER, &["--help"], &[]).await;
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("shoal-worker healthcheck"), "{help}");
+    assert!(help.contains("shoal-worker schema"), "{help}");
+    let (out, _) = run(PRODUCER, &["jobs", "--since", "yesterday"], &[]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("`yesterday` is not a duration") && stderr.contains("30m"),
+        "{stderr}"
+    );
+}

@@ -21,7 +21,14 @@ use crate::runtime::Worker;
 
 /// Consume Shoal jobs from SQS, do the EC2 work, announce outcomes on SNS.
 #[derive(Debug, Parser)]
-#[command(name = "shoal-worker", version, about)]
+#[command(
+    name = "shoal-worker",
+    version,
+    about,
+    after_help = "Commands:\n  \
+        shoal-worker healthcheck [--addr ADDR] [--path /readyz]   probe a running worker (exit 0 when ready)\n  \
+        shoal-worker schema                                       print the job envelope's JSON Schema for the kinds this binary runs"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub args: WorkerArgs,
@@ -102,6 +109,13 @@ async fn run(args: WorkerArgs, add: AddKinds) -> i32 {
     };
     let listener = match tokio::net::TcpListener::bind(args.metrics_addr).await {
         Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            tracing::error!(
+                addr = %args.metrics_addr,
+                "cannot listen for metrics: the address is in use, most likely by another worker on this host; give this one another with --metrics-addr (SHOAL_METRICS_ADDR), such as 127.0.0.1:0 for any free port"
+            );
+            return 2;
+        }
         Err(e) => {
             tracing::error!(addr = %args.metrics_addr, error = %e, "cannot listen for metrics");
             return 2;

@@ -6,6 +6,9 @@
 //! concurrency, `--allow-kinds`, pause, cancel and retry, metrics, events and dead-letter
 //! reasons.
 //!
+//! The worker's role needs `ec2:ModifyVolume`, `ec2:DescribeVolumes` and
+//! `ec2:DescribeVolumesModifications` for it, beside the built-ins' (`deploy/aws/shoal.yaml`).
+//!
 //! `ModifyVolume` takes no client token, and AWS allows one modification of a volume per six
 //! hours, so the handler never sends it twice: it looks for a modification to the asked size
 //! first (one an earlier run started, which the ledger's lease and its create note make the

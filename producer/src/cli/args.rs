@@ -133,7 +133,7 @@ pub struct RetryArgs {
     #[arg(long = "kind", value_name = "KIND", value_parser = parse_kind, requires = "status")]
     pub kinds: Vec<String>,
     /// With --status: only jobs whose record changed this recently, e.g. 1h or 30m.
-    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub since: Duration,
     /// With --status: rerun at most this many.
     #[arg(long, default_value_t = 50)]
@@ -165,7 +165,7 @@ pub struct FollowArgs {
     #[arg(long, global = true)]
     pub follow: bool,
     /// How long to follow before giving up (exit 124).
-    #[arg(long, global = true, default_value = "30m", value_parser = humantime::parse_duration)]
+    #[arg(long, global = true, default_value = "30m", value_parser = parse_duration)]
     pub timeout: Duration,
     /// The completion topic (for --follow, `follow` and `stack gc`).
     #[arg(long, global = true, env = "SHOAL_TOPIC_ARN")]
@@ -199,7 +199,7 @@ pub struct JobsArgs {
     #[arg(long = "status", value_name = "STATUS", value_parser = parse_status)]
     pub statuses: Vec<shoal_common::ledger::Status>,
     /// Only jobs whose record changed this recently, e.g. 1h or 30m.
-    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub since: Duration,
     /// Show at most this many.
     #[arg(long, default_value_t = 50)]
@@ -219,7 +219,7 @@ fn parse_status(s: &str) -> Result<shoal_common::ledger::Status, String> {
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Refresh every INTERVAL (e.g. 5s) until interrupted.
-    #[arg(long, value_name = "INTERVAL", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "INTERVAL", value_parser = parse_duration)]
     pub watch: Option<Duration>,
     /// With --watch, stop after this many refreshes.
     #[arg(long, requires = "watch")]
@@ -262,6 +262,14 @@ pub enum DlqCommand {
         #[arg(long)]
         limit: Option<usize>,
     },
+}
+
+/// A duration as `90s`, `30m`, `1h`, `2d` or `1h30m`; anything else is refused saying so
+/// (humantime's own words, "expected number at 0", name no unit).
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|_| {
+        format!("`{s}` is not a duration: a number and a unit, such as 90s, 30m, 1h or 2d")
+    })
 }
 
 fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
@@ -360,7 +368,7 @@ pub enum StackCommand {
     /// and the topic's subscriptions to follower queues that are gone.
     Gc {
         /// Only follower queues at least this old.
-        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
         older_than: Duration,
     },
 }
@@ -381,6 +389,6 @@ pub struct EventsArgs {
     #[arg(long)]
     pub count: Option<usize>,
     /// Stop after this long without a new event.
-    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
     pub idle: Duration,
 }
