@@ -236,7 +236,7 @@ async fn a_control_character_that_xml_cannot_carry_is_refused_naming_the_field()
         ],
     )
     .await;
-    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(
         run.stderr.contains("params.tags.Name") && run.stderr.contains("U+0001"),
         "{}",
@@ -260,7 +260,7 @@ async fn a_control_character_that_xml_cannot_carry_is_refused_naming_the_field()
         ],
     )
     .await;
-    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(
         run.stderr.contains("params.tags.cost#center")
             && run.stderr.contains("--tag-rules portable"),

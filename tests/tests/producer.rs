@@ -426,7 +426,7 @@ async fn each_invalid_input_is_refused_naming_the_field_and_nothing_is_sent() {
         let mut argv = vec!["--queue-url", t.stack.queue_url.as_str()];
         argv.extend(args.iter().copied());
         let run = producer_cli(&t.sdk, &argv).await;
-        assert_eq!(run.code, 1, "{args:?} must be refused: {}", run.stderr);
+        assert_eq!(run.code, 2, "{args:?} must be refused: {}", run.stderr);
         assert!(
             run.stdout.is_empty(),
             "{args:?} printed a job id: {}",
@@ -475,7 +475,7 @@ async fn each_invalid_input_is_refused_naming_the_field_and_nothing_is_sent() {
         &["--queue-url", &t.stack.queue_url, "submit", &path],
     )
     .await;
-    assert_eq!(run.code, 1);
+    assert_eq!(run.code, 2);
     for expected in lines.iter().filter_map(|(_, e)| *e) {
         assert!(
             run.stderr.contains(expected),
@@ -486,7 +486,7 @@ async fn each_invalid_input_is_refused_naming_the_field_and_nothing_is_sent() {
     assert!(run.stderr.contains("nothing was sent"), "{}", run.stderr);
     // `--check` says the same without a queue (and never sends).
     let checked = producer_cli(&t.sdk, &["submit", "--check", &path]).await;
-    assert_eq!(checked.code, 1, "{}", checked.stderr);
+    assert_eq!(checked.code, 2, "{}", checked.stderr);
     for expected in lines.iter().filter_map(|(_, e)| *e) {
         assert!(checked.stderr.contains(expected), "{}", checked.stderr);
     }
@@ -651,7 +651,7 @@ async fn submit_from_standard_input_checks_every_line_before_sending_any() {
     input.push_str("{\"kind\":\"nope\"}\n");
     let out = run(input).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains("line 26: params.sleep_ms") && stderr.contains("line 28: kind"),
         "{stderr}"

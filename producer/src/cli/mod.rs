@@ -46,7 +46,8 @@ pub enum CliError {
     /// Options that do not go together (exit 2, like the argument parser's own errors).
     #[error("{0}")]
     Usage(String),
-    /// A job or option refused before anything was sent, naming the field.
+    /// A job or option refused before anything was sent, naming the field (exit 2, as the
+    /// argument parser's own refusals: a script tells a bad argument from a failed job).
     #[error("{0}")]
     Refused(String),
     /// No region or no credentials: nothing can be sent.
@@ -67,7 +68,7 @@ impl CliError {
     /// The process exit status for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            CliError::Usage(_) => 2,
+            CliError::Usage(_) | CliError::Refused(_) => 2,
             _ => 1,
         }
     }
@@ -87,6 +88,8 @@ impl From<EnqueueError> for CliError {
 pub enum Done {
     All,
     NotAll,
+    /// Nothing done: the input was refused, each reason printed (2, as a refused argument).
+    Refused,
     /// A follow ran out of time (124, as `timeout(1)` exits).
     TimedOut,
     /// Interrupted by the user (130, as a shell reports SIGINT).
@@ -98,6 +101,7 @@ impl Done {
         match self {
             Done::All => 0,
             Done::NotAll => 1,
+            Done::Refused => 2,
             Done::TimedOut => 124,
             Done::Interrupted => 130,
         }
@@ -244,7 +248,8 @@ fn kinds_schema_arg(argv: &[std::ffi::OsString]) -> Option<std::path::PathBuf> {
 }
 
 /// Runs the CLI; the return value is the process exit code: 0 when everything was done, 1
-/// otherwise, 2 for options that do not go together.
+/// otherwise, 2 for arguments refused (options that do not go together, a job or option that
+/// breaks a rule), as for the ones the parser refuses.
 pub async fn run(cli: Cli, sdk: &SdkConfig, io: &mut Io<'_>) -> i32 {
     let json = cli.json;
     let mut output = Output { io, json };
@@ -588,7 +593,7 @@ mod tests {
     #[test]
     fn each_error_maps_to_its_exit_status() {
         assert_eq!(CliError::Usage("x".into()).exit_code(), 2);
-        assert_eq!(CliError::Refused("job_id: bad".into()).exit_code(), 1);
+        assert_eq!(CliError::Refused("job_id: bad".into()).exit_code(), 2);
         assert_eq!(CliError::Queue(QueueConfigError::Missing).exit_code(), 1);
         assert_eq!(
             CliError::Aws(Error::transient("Throttling", "slow down")).exit_code(),

@@ -461,7 +461,7 @@ fn refuse(invalid: &[(At, String)], out: &mut Output<'_, '_>) -> Result<Done, Cl
         "{} invalid job(s); nothing was sent",
         invalid.len()
     ))?;
-    Ok(Done::NotAll)
+    Ok(Done::Refused)
 }
 
 fn progress(out: &Output<'_, '_>, total: usize) -> Option<ProgressBar> {
