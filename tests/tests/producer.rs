@@ -576,6 +576,7 @@ async fn fifo_jobs_carry_group_and_deduplication_ids() {
     )
     .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout, "bulk-fifo-1\n", "each sent job's id");
     let msgs = t
         .receive(&t.stack.queue_url, 1, Duration::from_secs(5))
         .await;

@@ -479,7 +479,7 @@ fn progress(out: &Output<'_, '_>, total: usize) -> Option<ProgressBar> {
 
 /// The run's summary, written as it goes: with `--json`, one JSON document whose `jobs`
 /// array is streamed as batches complete (so nothing grows with the input but the failures);
-/// in text, the failures as notes and a closing line.
+/// in text, each sent job's id on standard output, the failures as notes and a closing line.
 struct Summary {
     sent: usize,
     failed: Vec<serde_json::Value>,
@@ -515,6 +515,9 @@ impl Summary {
                 });
                 let sep = if self.sent == 0 { "" } else { "," };
                 write!(out.io.out, "{sep}{job}")?;
+            } else {
+                // Each job's id as it is sent, as a single job's command prints its id.
+                writeln!(out.io.out, "{}", e.job_id)?;
             }
             self.sent += 1;
         }
