@@ -192,6 +192,42 @@ async fn a_finished_job_resubmitted_runs_nothing_and_is_answered_from_its_record
     for id in ["resubmit-image", "resubmit-canary"] {
         assert!(ids.iter().any(|i| i == id), "{id} listed: {ids:?}");
     }
+    // As a person reads it: a header, each job's duration, and one kind when asked.
+    let table = producer_cli(
+        &t.sdk,
+        &[
+            &ledger[..],
+            &[
+                "jobs",
+                "--status",
+                "succeeded",
+                "--since",
+                "10m",
+                "--kind",
+                "canary",
+            ],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(table.code, 0, "{table:?}");
+    let lines: Vec<&str> = table.stdout.lines().collect();
+    assert!(
+        lines.first().is_some_and(|h| h.starts_with("JOB")
+            && h.contains("DURATION")
+            && h.contains("STATUS")),
+        "{table:?}"
+    );
+    assert!(
+        lines.iter().skip(1).all(|l| l.contains(" canary ")),
+        "only canaries: {table:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("resubmit-canary") && l.contains('s')),
+        "{table:?}"
+    );
 
     let started = Instant::now();
     let followed = producer_cli(

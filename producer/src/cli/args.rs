@@ -201,6 +201,9 @@ pub struct JobsArgs {
     /// Only jobs whose record changed this recently, e.g. 1h or 30m.
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub since: Duration,
+    /// Only jobs of this kind (repeatable; default: every kind).
+    #[arg(long = "kind", value_name = "KIND", value_parser = parse_kind)]
+    pub kinds: Vec<String>,
     /// Show at most this many.
     #[arg(long, default_value_t = 50)]
     pub limit: usize,

@@ -45,8 +45,9 @@ pub(super) async fn job(
                 chain_of(record),
                 report.chain.len()
             )?;
+            let now = Utc::now();
             for step in &report.chain {
-                writeln!(w, "  {}", line(step))?;
+                writeln!(w, "  {}", line(step, now))?;
             }
         }
         Ok(())
@@ -71,10 +72,22 @@ pub(super) async fn jobs(
     for status in statuses {
         records.extend(ledger.recent(status, since, args.limit).await?);
     }
+    // The status index has no kind in its key: the kind is a filter on what it returns.
+    if !args.kinds.is_empty() {
+        records.retain(|r| {
+            r.kind
+                .as_deref()
+                .is_some_and(|k| args.kinds.iter().any(|want| want == k))
+        });
+    }
     records.sort_by_key(|r| std::cmp::Reverse(r.updated_at));
     records.truncate(args.limit);
+    if !records.is_empty() {
+        out.text(|w| writeln!(w, "{}", header()))?;
+    }
+    let now = Utc::now();
     for record in &records {
-        out.item(record, |w| writeln!(w, "{}", line(record)))?;
+        out.item(record, |w| writeln!(w, "{}", line(record, now)))?;
     }
     out.note(format_args!("{} job(s)", records.len()))?;
     Ok(Done::All)
@@ -89,22 +102,46 @@ fn at(t: Option<DateTime<Utc>>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-/// One record on one line: id, kind, status, attempt, last change, and the error's code.
-fn line(record: &Record) -> String {
+/// The column names over [`line`]'s columns.
+fn header() -> String {
+    format!(
+        "{:<40} {:<26} {:<9} {:>7} {:>9}  {:<24} ERROR",
+        "JOB", "KIND", "STATUS", "ATTEMPT", "DURATION", "CHANGED"
+    )
+}
+
+/// One record on one line: id, kind, status, attempt, how long it ran (from its first start
+/// to its end, or to `now` while unfinished), last change, and the error's code.
+fn line(record: &Record, now: DateTime<Utc>) -> String {
     let error = record
         .outcome
         .as_ref()
         .and_then(|o| o.error.as_ref())
-        .map(|e| format!("  {}", e.code.as_deref().unwrap_or("no code")))
+        .map(|e| e.code.as_deref().unwrap_or("no code").to_owned())
         .unwrap_or_default();
+    let duration = record
+        .first_started_at
+        .map(|started| {
+            let end = if record.status.is_finished() {
+                record.finished_at.unwrap_or(now)
+            } else {
+                now
+            };
+            let ms = (end - started).num_milliseconds().max(0);
+            format!("{:.1}s", ms as f64 / 1000.0)
+        })
+        .unwrap_or_else(|| "-".into());
     format!(
-        "{:<40} {:<26} {:<9} attempt {:<3} {}{error}",
+        "{:<40} {:<26} {:<9} {:>7} {:>9}  {:<24} {error}",
         record.job_id,
         record.kind.as_deref().unwrap_or("?"),
         record.status.as_str(),
         record.attempt,
+        duration,
         at(record.updated_at),
     )
+    .trim_end()
+    .to_owned()
 }
 
 /// The whole record, as a person reads it.
