@@ -344,6 +344,41 @@ async fn a_parent_redelivered_after_enqueueing_its_follow_ups_creates_nothing_tw
     assert_eq!(snapshots_of(&t, &instance).await, 1);
 }
 
+/// Following a job prints what it made under its line, as readable JSON.
+#[tokio::test(flavor = "multi_thread")]
+async fn follow_prints_each_jobs_result() {
+    let t = TestStack::new("followresult").await;
+    let _worker = worker(&t).await;
+    let run = producer_cli(
+        &t.sdk,
+        &[
+            "--queue-url",
+            &t.stack.queue_url,
+            "--topic-arn",
+            &t.stack.topic_arn,
+            "canary",
+            "--sleep-ms",
+            "7",
+            "--follow",
+            "--timeout",
+            "60s",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert!(
+        lines
+            .first()
+            .is_some_and(|l| l.contains("canary succeeded")),
+        "{run:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.trim() == "\"slept_ms\": 7,"),
+        "the result under the line: {run:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn follow_exits_124_on_timeout_and_finds_a_dead_lettered_job() {
     let t = TestStack::new("followcli").await;

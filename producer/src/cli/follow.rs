@@ -95,18 +95,48 @@ fn print_event(event: &JobEvent, out: &mut Output<'_, '_>) -> Result<(), CliErro
             (JobStatus::Cancelled, Some(error)) => {
                 writeln!(w, "{id} {kind} cancelled: {}", error.message)
             }
-            _ => writeln!(
-                w,
-                "{id} {kind} {} in {}{}",
-                event.status.as_str(),
-                took(&event.timings),
-                match event.follow_ups.len() {
-                    0 => String::new(),
-                    n => format!("; {n} follow-up(s): {}", event.follow_ups.join(", ")),
-                }
-            ),
+            _ => {
+                writeln!(
+                    w,
+                    "{id} {kind} {} in {}{}",
+                    event.status.as_str(),
+                    took(&event.timings),
+                    match event.follow_ups.len() {
+                        0 => String::new(),
+                        n => format!("; {n} follow-up(s): {}", event.follow_ups.join(", ")),
+                    }
+                )?;
+                write_result(w, event.result.as_ref())
+            }
         }
     })
+}
+
+/// Most lines of a result printed under its job; `--json` prints it whole.
+const RESULT_LINES: usize = 40;
+
+/// What the job made (a launch's instances, a dry run's would-delete list), as indented
+/// JSON under its line.
+fn write_result(
+    w: &mut dyn std::io::Write,
+    result: Option<&serde_json::Value>,
+) -> std::io::Result<()> {
+    let Some(result) = result.filter(|r| !r.is_null()) else {
+        return Ok(());
+    };
+    let pretty = serde_json::to_string_pretty(result).unwrap_or_default();
+    let lines: Vec<&str> = pretty.lines().collect();
+    for line in lines.iter().take(RESULT_LINES) {
+        writeln!(w, "  {line}")?;
+    }
+    if lines.len() > RESULT_LINES {
+        writeln!(
+            w,
+            "  … {} more lines (--json prints the whole result)",
+            lines.len() - RESULT_LINES
+        )?;
+    }
+    Ok(())
 }
 
 /// How long a job took, as a person reads it: the whole job from its first start (its waits
