@@ -389,6 +389,9 @@ pub fn setup_hint(code: &str) -> Option<&'static str> {
         "QueueDoesNotExist" | "AWS.SimpleQueueService.NonExistentQueue" => {
             "no such queue in this account and region: create it (`shoal-producer stack create`, or deploy/aws/shoal.yaml) or check SHOAL_QUEUE_URL / SHOAL_QUEUE_NAME and AWS_REGION"
         }
+        "ResourceNotFoundException" => {
+            "no such job ledger table in this account and region: create it (`shoal-producer stack create`, or deploy/aws/shoal.yaml) or check --ledger-table (SHOAL_LEDGER_TABLE) and AWS_REGION"
+        }
         "NotFound" | "NotFoundException" => {
             "check the ARN (SHOAL_TOPIC_ARN) and AWS_REGION"
         }
@@ -418,6 +421,7 @@ mod tests {
             ("ExpiredToken", "expired"),
             ("AWS.SimpleQueueService.NonExistentQueue", "stack create"),
             ("NotFound", "SHOAL_TOPIC_ARN"),
+            ("ResourceNotFoundException", "SHOAL_LEDGER_TABLE"),
         ] {
             let hint = setup_hint(code).unwrap_or_default();
             assert!(hint.contains(words), "{code}: {hint}");

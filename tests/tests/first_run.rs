@@ -253,3 +253,37 @@ async fn help_names_every_command_and_a_bad_duration_says_what_one_is() {
         "{stderr}"
     );
 }
+
+/// A ledger table or a dead-letter queue that does not exist is one line naming the setting
+/// that names it, not the job queue's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_table_or_dead_letter_queue_names_its_own_setting() {
+    let t = TestStack::new("missing").await;
+    let endpoint = moto().endpoint.clone();
+    let mut env = creds("us-east-1");
+    env.push(("AWS_ENDPOINT_URL", &endpoint));
+    let queue = t.stack.queue_url.as_str();
+    let (out, _) = run(
+        PRODUCER,
+        &[
+            "--queue-url",
+            queue,
+            "--ledger-table",
+            "no-such-table",
+            "jobs",
+        ],
+        &env,
+    )
+    .await;
+    one_line(&out, &["no such job ledger table", "SHOAL_LEDGER_TABLE"]);
+    let missing = queue.replace("-jobs", "-no-such-dlq");
+    let (out, _) = run(
+        PRODUCER,
+        &["--queue-url", queue, "dlq", "list", "--dlq-url", &missing],
+        &env,
+    )
+    .await;
+    let line = one_line(&out, &["dlq_url", "--dlq-url", "does not exist"]);
+    assert!(!line.contains("SHOAL_QUEUE_URL"), "{line}");
+    assert_eq!(out.status.code(), Some(2));
+}

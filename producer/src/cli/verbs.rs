@@ -19,6 +19,38 @@ pub(super) async fn dlq(
     command: DlqCommand,
     out: &mut Output<'_, '_>,
 ) -> Result<Done, CliError> {
+    let given = match &command {
+        DlqCommand::List { dlq, .. } | DlqCommand::Redrive { dlq, .. } => dlq.dlq_url.clone(),
+    };
+    dlq_commands(queue, clients, ledger, command, out)
+        .await
+        .map_err(|e| match (e, given) {
+            // The generic hint names the job queue's settings; this queue was --dlq-url.
+            (CliError::Aws(e), Some(url)) if e.code.as_deref().is_some_and(is_no_such_queue) => {
+                CliError::Refused(format!(
+                    "dlq_url: {url} does not exist in this account and region: check --dlq-url \
+                     (SHOAL_DLQ_URL) and AWS_REGION, or leave it out for the job queue's own \
+                     dead-letter queue"
+                ))
+            }
+            (e, _) => e,
+        })
+}
+
+fn is_no_such_queue(code: &str) -> bool {
+    matches!(
+        code,
+        "QueueDoesNotExist" | "AWS.SimpleQueueService.NonExistentQueue"
+    )
+}
+
+async fn dlq_commands(
+    queue: &QueueArgs,
+    clients: &AwsClients,
+    ledger: Option<&Ledger>,
+    command: DlqCommand,
+    out: &mut Output<'_, '_>,
+) -> Result<Done, CliError> {
     match command {
         DlqCommand::List { dlq, limit } => {
             let url = dlq_url(queue, clients, &dlq).await?;
