@@ -243,3 +243,35 @@ async fn the_healthcheck_subcommand_passes_a_live_worker_and_fails_a_dead_one() 
     let nobody = format!("127.0.0.1:{}", free_port());
     assert_eq!(probe(nobody, "/healthz").await, Some(1));
 }
+
+/// A finished job is one line at INFO, naming it: what an operator reading a run's log looks
+/// for first.
+#[tokio::test]
+async fn a_finished_job_is_one_line_at_info() {
+    let t = stack("logged", 30).await;
+    let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let child = worker_command(WORKER, &moto().endpoint, &t.stack, "logger", metrics)
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the worker binary");
+    enqueue_sleeper(&t, "logged-1", 0).await;
+    assert_eq!(t.events(1, Duration::from_secs(30)).await.len(), 1);
+    let pid = child.id().expect("running").to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("the worker exits")
+        .expect("output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("job succeeded"))
+        .unwrap_or_else(|| panic!("a line for the job in: {stderr}"));
+    assert!(
+        line.contains("logged-1") && line.contains("canary"),
+        "{line}"
+    );
+}

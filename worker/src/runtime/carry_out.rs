@@ -72,6 +72,14 @@ pub(super) async fn apply(
             }
             // Counted once the success is final: one the ledger would not take runs again.
             metrics.jobs_succeeded.with_label_values(&[k]).inc();
+            // One line a finished job (its id and kind are the span's), as an operator
+            // reading the log of a run expects.
+            tracing::info!(
+                run_ms = event.timings.run_ms,
+                job_ms = event.timings.job_ms,
+                follow_ups = event.follow_ups.len(),
+                "job succeeded"
+            );
             finish(shared, msg, attempt, follow_ups, event).await
         }
         Fate::RetryAfter(delay) => {
