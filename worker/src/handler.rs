@@ -446,12 +446,6 @@ impl Registry {
             .join("; "))
     }
 
-    /// The JSON Schema of the envelope for the kinds this process knows (the built-ins and
-    /// every kind registered), which `shoal-producer send` checks a kind's parameters against.
-    pub fn schema(&self) -> serde_json::Value {
-        shoal_common::job::json_schema()
-    }
-
     /// The run of `job` by its kind's handler; `None` when this registry has none.
     pub(crate) fn run(
         &self,

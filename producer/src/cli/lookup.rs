@@ -61,27 +61,12 @@ pub(super) async fn jobs(
     args: &JobsArgs,
     out: &mut Output<'_, '_>,
 ) -> Result<Done, CliError> {
-    let since =
-        Utc::now() - chrono::Duration::from_std(args.since).unwrap_or(chrono::Duration::MAX);
     let statuses: Vec<Status> = if args.statuses.is_empty() {
         Status::ALL.to_vec()
     } else {
         args.statuses.clone()
     };
-    let mut records = Vec::new();
-    for status in statuses {
-        records.extend(ledger.recent(status, since, args.limit).await?);
-    }
-    // The status index has no kind in its key: the kind is a filter on what it returns.
-    if !args.kinds.is_empty() {
-        records.retain(|r| {
-            r.kind
-                .as_deref()
-                .is_some_and(|k| args.kinds.iter().any(|want| want == k))
-        });
-    }
-    records.sort_by_key(|r| std::cmp::Reverse(r.updated_at));
-    records.truncate(args.limit);
+    let records = recent(ledger, &statuses, &args.kinds, args.since, args.limit).await?;
     if !records.is_empty() {
         out.text(|w| writeln!(w, "{}", header()))?;
     }
@@ -91,6 +76,29 @@ pub(super) async fn jobs(
     }
     out.note(format_args!("{} job(s)", records.len()))?;
     Ok(Done::All)
+}
+
+/// The records of `statuses` written within `since`, of `kinds` (any when empty), newest
+/// first, at most `limit`: what `jobs` lists and `retry --status` reruns. The status index
+/// has no kind in its key, so the kind is a filter on what it returns; never a scan.
+pub(super) async fn recent(
+    ledger: &Ledger,
+    statuses: &[Status],
+    kinds: &[String],
+    since: std::time::Duration,
+    limit: usize,
+) -> Result<Vec<Record>, CliError> {
+    let since = Utc::now() - chrono::Duration::from_std(since).unwrap_or(chrono::Duration::MAX);
+    let mut records = Vec::new();
+    for status in statuses {
+        records.extend(ledger.recent(*status, since, limit).await?);
+    }
+    if !kinds.is_empty() {
+        records.retain(|r| r.kind.as_ref().is_some_and(|k| kinds.contains(k)));
+    }
+    records.sort_by_key(|r| std::cmp::Reverse(r.updated_at));
+    records.truncate(limit);
+    Ok(records)
 }
 
 fn chain_of(record: &Record) -> &str {

@@ -150,15 +150,9 @@ pub(super) async fn retry(
             let ledger = producer
                 .ledger()
                 .ok_or_else(|| CliError::from(crate::LookupError::NoLedger))?;
-            let since = chrono::Utc::now()
-                - chrono::Duration::from_std(args.since).unwrap_or(chrono::Duration::MAX);
-            ledger
-                .recent(status, since, args.limit)
+            super::lookup::recent(ledger, &[status], &args.kinds, args.since, args.limit)
                 .await?
                 .into_iter()
-                .filter(|r| {
-                    args.kinds.is_empty() || r.kind.as_ref().is_some_and(|k| args.kinds.contains(k))
-                })
                 .filter_map(|r| JobId::parse(&r.job_id).ok())
                 .collect()
         }
