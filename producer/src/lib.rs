@@ -43,6 +43,7 @@
 //! - [`batch`] packs messages into batches and resends the entries SQS reports as failed.
 //! - [`operate`] is for operators: queue status, the dead-letter queue listed and redriven.
 //! - [`inspect`] looks at queues without working them: peek, and reading completion events.
+//! - [`lookup`] reads jobs from the ledger: one with its chain, or recent ones by status.
 //! - [`follow`] waits for jobs' completion events (and their chains') on a queue of its own:
 //!   [`Producer::enqueue_and_wait`] is the `AsyncResult.get()` of Shoal.
 
@@ -53,6 +54,7 @@ pub mod batch;
 pub mod cli;
 pub mod follow;
 pub mod inspect;
+pub mod lookup;
 pub mod message;
 pub mod operate;
 
@@ -66,11 +68,12 @@ use shoal_common::config::QueueTarget;
 use shoal_common::error::{classify_sdk_error, Error};
 use shoal_common::event::JobEvent;
 use shoal_common::job::ContractError;
-use shoal_common::ledger::{Ledger, Record};
+use shoal_common::ledger::Ledger;
 use shoal_common::{JobEnvelope, JobId, JobKind};
 
 pub use batch::{BatchReport, FailedEntry};
 pub use follow::{FollowError, FollowOutcome, Follower};
+pub use lookup::JobReport;
 pub use message::{OutgoingMessage, SendOptions};
 
 /// Sends jobs to one queue.
@@ -117,45 +120,6 @@ pub enum LookupError {
     NoLedger,
     #[error(transparent)]
     Aws(#[from] Error),
-}
-
-/// A job as the ledger holds it: [`Producer::job`].
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct JobReport {
-    /// The job's own record; `None` when there is none (never run, or expired).
-    pub record: Option<Record>,
-    /// Every step of the job's chain on record, the first job included, in job-id order;
-    /// empty for a job that is a chain of one.
-    pub chain: Vec<Record>,
-}
-
-impl JobReport {
-    /// `job_id`'s record in `ledger`, and its chain's steps.
-    pub async fn read(ledger: &Ledger, job_id: &JobId) -> Result<JobReport, LookupError> {
-        let Some(record) = ledger.get(job_id.as_str()).await? else {
-            return Ok(JobReport {
-                record: None,
-                chain: Vec::new(),
-            });
-        };
-        let chain_id = record
-            .chain_id
-            .clone()
-            .unwrap_or_else(|| record.job_id.clone());
-        let mut chain = ledger.chain(&chain_id).await?;
-        // A chain of one is the job itself.
-        if chain.len() == 1
-            && chain
-                .first()
-                .is_some_and(|only| only.job_id == record.job_id)
-        {
-            chain.clear();
-        }
-        Ok(JobReport {
-            record: Some(record),
-            chain,
-        })
-    }
 }
 
 /// The span of one enqueue: the root of the job's trace, or a child of the caller's span.

@@ -66,7 +66,8 @@ pub(super) async fn jobs(
     } else {
         args.statuses.clone()
     };
-    let records = recent(ledger, &statuses, &args.kinds, args.since, args.limit).await?;
+    let records =
+        crate::lookup::recent(ledger, &statuses, &args.kinds, args.since, args.limit).await?;
     if !records.is_empty() {
         out.text(|w| writeln!(w, "{}", header()))?;
     }
@@ -76,29 +77,6 @@ pub(super) async fn jobs(
     }
     out.note(format_args!("{} job(s)", records.len()))?;
     Ok(Done::All)
-}
-
-/// The records of `statuses` written within `since`, of `kinds` (any when empty), newest
-/// first, at most `limit`: what `jobs` lists and `retry --status` reruns. The status index
-/// has no kind in its key, so the kind is a filter on what it returns; never a scan.
-pub(super) async fn recent(
-    ledger: &Ledger,
-    statuses: &[Status],
-    kinds: &[String],
-    since: std::time::Duration,
-    limit: usize,
-) -> Result<Vec<Record>, CliError> {
-    let since = Utc::now() - chrono::Duration::from_std(since).unwrap_or(chrono::Duration::MAX);
-    let mut records = Vec::new();
-    for status in statuses {
-        records.extend(ledger.recent(*status, since, limit).await?);
-    }
-    if !kinds.is_empty() {
-        records.retain(|r| r.kind.as_ref().is_some_and(|k| kinds.contains(k)));
-    }
-    records.sort_by_key(|r| std::cmp::Reverse(r.updated_at));
-    records.truncate(limit);
-    Ok(records)
 }
 
 fn chain_of(record: &Record) -> &str {
@@ -127,17 +105,8 @@ fn line(record: &Record, now: DateTime<Utc>) -> String {
         .and_then(|o| o.error.as_ref())
         .map(|e| e.code.as_deref().unwrap_or("no code").to_owned())
         .unwrap_or_default();
-    let duration = record
-        .first_started_at
-        .map(|started| {
-            let end = if record.status.is_finished() {
-                record.finished_at.unwrap_or(now)
-            } else {
-                now
-            };
-            let ms = (end - started).num_milliseconds().max(0);
-            format!("{:.1}s", ms as f64 / 1000.0)
-        })
+    let duration = crate::lookup::took(record, now)
+        .map(|took| format!("{:.1}s", took.num_milliseconds() as f64 / 1000.0))
         .unwrap_or_else(|| "-".into());
     format!(
         "{:<40} {:<26} {:<9} {:>7} {:>9}  {:<24} {error}",

@@ -150,7 +150,7 @@ pub(super) async fn retry(
             let ledger = producer
                 .ledger()
                 .ok_or_else(|| CliError::from(crate::LookupError::NoLedger))?;
-            super::lookup::recent(ledger, &[status], &args.kinds, args.since, args.limit)
+            crate::lookup::recent(ledger, &[status], &args.kinds, args.since, args.limit)
                 .await?
                 .into_iter()
                 .filter_map(|r| JobId::parse(&r.job_id).ok())
