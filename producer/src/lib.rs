@@ -44,6 +44,7 @@
 //! - [`operate`] is for operators: queue status, the dead-letter queue listed and redriven.
 //! - [`inspect`] looks at queues without working them: peek, and reading completion events.
 //! - [`lookup`] reads jobs from the ledger: one with its chain, or recent ones by status.
+//! - [`console`] is the web console (`shoal-producer console`): pages and verbs.
 //! - [`follow`] waits for jobs' completion events (and their chains') on a queue of its own:
 //!   [`Producer::enqueue_and_wait`] is the `AsyncResult.get()` of Shoal.
 
@@ -52,6 +53,7 @@
 
 pub mod batch;
 pub mod cli;
+pub mod console;
 pub mod follow;
 pub mod inspect;
 pub mod lookup;

@@ -6,6 +6,7 @@
 //! this process holds open, so it exits when the test binary exits, however it exits. No
 //! test depends on a server started by hand.
 
+pub mod console;
 pub mod fault_proxy;
 
 use std::collections::HashMap;

@@ -87,6 +87,33 @@ pub enum Command {
     Pause(PauseArgs),
     /// Resume paused kinds.
     Resume(PauseArgs),
+    /// Serve the web console: the queues, jobs, chains and dead letters on one page, with
+    /// retry, cancel, pause, resume and redrive. Listens on loopback unless given a token.
+    /// Needs the ledger.
+    Console(ConsoleArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    /// Where to listen. Anything but loopback needs --auth-token.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// Serve the pages without a single verb.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Ask every visitor for this token (at least 16 characters): required to listen beyond
+    /// loopback. Serve it behind TLS (a load balancer, an ingress): the console speaks plain
+    /// HTTP.
+    #[arg(long, env = "SHOAL_CONSOLE_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+    /// How often the overview reloads itself.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub refresh: Duration,
+    /// Who acts, recorded with each cancel and pause (default: $USER).
+    #[arg(long, env = "USER", default_value = "an operator")]
+    pub by: String,
+    #[command(flatten)]
+    pub dlq: DlqArgs,
 }
 
 #[derive(Debug, Args)]

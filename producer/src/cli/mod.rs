@@ -475,6 +475,11 @@ async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<
             let producer = connect(&cli.queue, &cli.ledger_table, &clients).await?;
             verbs::retry(&producer, &args, out).await
         }
+        Command::Console(args) => {
+            needed(&cli.ledger_table, &clients)?;
+            let producer = connect(&cli.queue, &cli.ledger_table, &clients).await?;
+            verbs::console(producer, clients, args, out).await
+        }
     }
 }
 

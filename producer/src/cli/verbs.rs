@@ -249,3 +249,44 @@ async fn dlq_url(
         .await
         .map_err(|e| CliError::Refused(format!("dlq_url: {e}")))
 }
+
+/// `console`: serves the web console until interrupted, after saying where.
+pub(super) async fn console(
+    producer: Producer,
+    clients: AwsClients,
+    args: super::ConsoleArgs,
+    out: &mut Output<'_, '_>,
+) -> Result<Done, CliError> {
+    crate::console::check_listen(&args.listen, args.auth_token.as_deref())
+        .map_err(CliError::Refused)?;
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(listener) => listener,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            return Err(CliError::Refused(format!(
+                "listen: {} is in use (another console?); give another with --listen, such as \
+                 127.0.0.1:0 for any free port",
+                args.listen
+            )))
+        }
+        Err(e) => return Err(CliError::Output(e)),
+    };
+    let addr = listener.local_addr()?;
+    out.item(&serde_json::json!({ "console": format!("http://{addr}/") }), |w| {
+        writeln!(w, "Shoal console: http://{addr}/ (Ctrl-C stops it)")
+    })?;
+    out.io.out.flush()?;
+    let config = crate::console::ConsoleConfig {
+        producer,
+        clients,
+        dlq_url: args.dlq.dlq_url,
+        read_only: args.read_only,
+        auth_token: args.auth_token,
+        refresh: args.refresh,
+        by: args.by,
+    };
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    crate::console::serve(config, listener, stop).await?;
+    Ok(Done::All)
+}
