@@ -178,7 +178,11 @@ impl Browser {
             .expect("look for buttons");
         for button in buttons {
             if button.text().await.unwrap_or_default().trim() == label {
-                let before = self.client.find(Locator::Css("body")).await.expect("a body");
+                let before = self
+                    .client
+                    .find(Locator::Css("body"))
+                    .await
+                    .expect("a body");
                 button.click().await.expect("click");
                 self.wait_for_next_page(before).await;
                 return;
@@ -192,7 +196,10 @@ impl Browser {
     async fn wait_for_next_page(&self, before: fantoccini::elements::Element) {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while before.text().await.is_ok() {
-            assert!(std::time::Instant::now() < deadline, "no new page within 30 s");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no new page within 30 s"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         self.client

@@ -113,7 +113,9 @@ async fn the_demo_chain_appears_and_a_failed_job_is_retried_from_its_page() {
     // The chain: every step under the one whose success sent it, each succeeded.
     let page = console.url(&format!("/jobs/{root}"));
     assert!(
-        browser.reload_until(&page, "terminate-instances", WAIT).await,
+        browser
+            .reload_until(&page, "terminate-instances", WAIT)
+            .await,
         "the chain's last step appears: {}",
         browser.text().await
     );
@@ -167,7 +169,10 @@ async fn the_demo_chain_appears_and_a_failed_job_is_retried_from_its_page() {
     browser.goto(&console.url("/")).await;
     let overview = browser.text().await;
     assert!(overview.contains("Queues"), "{overview}");
-    assert!(overview.contains("Finished in the last hour: 6"), "{overview}");
+    assert!(
+        overview.contains("Finished in the last hour: 6"),
+        "{overview}"
+    );
     let bars = browser
         .client
         .find_all(fantoccini::Locator::Css("svg.chart rect.bar"))
@@ -180,7 +185,10 @@ async fn the_demo_chain_appears_and_a_failed_job_is_retried_from_its_page() {
     let failed_page = console.url(&format!("/jobs/{failing}"));
     browser.goto(&failed_page).await;
     let text = browser.text().await;
-    assert!(text.contains(&format!("no volume has the Name tag `{hostile}`")), "{text}");
+    assert!(
+        text.contains(&format!("no volume has the Name tag `{hostile}`")),
+        "{text}"
+    );
     assert!(text.contains("<script>alert('tag')</script>"), "{text}");
     let scripts = browser
         .client
@@ -220,7 +228,11 @@ async fn the_demo_chain_appears_and_a_failed_job_is_retried_from_its_page() {
         .find_all(fantoccini::Locator::Css("section.runs tbody tr"))
         .await
         .expect("the runs");
-    assert_eq!(runs.len(), 2, "the failed run is kept beside the second: {text}");
+    assert_eq!(
+        runs.len(),
+        2,
+        "the failed run is kept beside the second: {text}"
+    );
     browser.screenshot("job-retried").await;
     browser.close().await;
 }
@@ -228,18 +240,39 @@ async fn the_demo_chain_appears_and_a_failed_job_is_retried_from_its_page() {
 #[tokio::test]
 async fn a_kind_is_paused_and_resumed_and_a_queued_job_cancelled_from_the_page() {
     let t = TestStack::with_spec(StackSpec::new(unique("console-verbs"))).await;
-    let _worker = worker(&t).await;
+    let worker = worker(&t).await;
     let producer = producer(&t);
     let console = RunningConsole::start(&t).await;
     let browser = Browser::start(&shots()).await;
 
     browser.goto(&console.url("/")).await;
     browser.click_button("tr#kind-canary", "Pause").await;
-    assert!(browser.text().await.contains("Paused canary"), "{}", browser.text().await);
+    assert!(
+        browser.text().await.contains("Paused canary"),
+        "{}",
+        browser.text().await
+    );
     let ledger = producer.ledger().expect("a ledger").clone();
-    assert!(ledger.paused().await.expect("read").kinds.contains("canary"));
+    assert!(ledger
+        .paused()
+        .await
+        .expect("read")
+        .kinds
+        .contains("canary"));
 
-    // A canary sent now waits: the workers hold paused kinds.
+    // A canary sent once the worker has seen the pause waits: workers hold paused kinds.
+    assert!(
+        eventually(WAIT, || async {
+            worker
+                .metrics
+                .kind_paused
+                .with_label_values(&["canary"])
+                .get()
+                == 1
+        })
+        .await,
+        "the worker sees the pause"
+    );
     let held = "console-held-canary";
     let canary = JobEnvelope::new(Job::new(shoal_common::job::Canary { sleep_ms: 1 }))
         .with_job_id(shoal_common::JobId::parse(held).expect("id"));
@@ -262,10 +295,17 @@ async fn a_kind_is_paused_and_resumed_and_a_queued_job_cancelled_from_the_page()
     // The queued job, cancelled from its page.
     let job_page = console.url(&format!("/jobs/{held}"));
     browser.goto(&job_page).await;
-    assert!(browser.text().await.contains("Waiting on the queue"), "{}", browser.text().await);
+    assert!(
+        browser.text().await.contains("Waiting on the queue"),
+        "{}",
+        browser.text().await
+    );
     browser.click_button("div.verbs", "Cancel").await;
     assert!(
-        browser.text().await.contains(&format!("{held} cancelled: it will not run")),
+        browser
+            .text()
+            .await
+            .contains(&format!("{held} cancelled: it will not run")),
         "{}",
         browser.text().await
     );
@@ -274,7 +314,11 @@ async fn a_kind_is_paused_and_resumed_and_a_queued_job_cancelled_from_the_page()
     // Resumed: the worker receives the canary and announces it cancelled, never running it.
     browser.goto(&console.url("/")).await;
     browser.click_button("tr#kind-canary", "Resume").await;
-    assert!(browser.text().await.contains("Resumed canary"), "{}", browser.text().await);
+    assert!(
+        browser.text().await.contains("Resumed canary"),
+        "{}",
+        browser.text().await
+    );
     assert!(ledger.paused().await.expect("read").is_empty());
     let event = t.one_event(WAIT).await;
     assert_eq!(event.job_id.as_deref(), Some(held));
@@ -288,7 +332,10 @@ async fn a_kind_is_paused_and_resumed_and_a_queued_job_cancelled_from_the_page()
     browser.goto(&console.url("/")).await;
     browser.click_button("div.bulk", "Pause all kinds").await;
     assert!(browser.text().await.contains("Pause every kind?"));
-    assert!(!ledger.paused().await.expect("read").all, "not before it is confirmed");
+    assert!(
+        !ledger.paused().await.expect("read").all,
+        "not before it is confirmed"
+    );
     browser.screenshot("confirm").await;
     browser.click_button("form.confirm", "Yes, do it").await;
     assert!(ledger.paused().await.expect("read").all);
@@ -306,7 +353,10 @@ async fn http(
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
-    if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
         request.push_str(&format!("Host: {addr}\r\n"));
     }
     for (name, value) in headers {
@@ -334,7 +384,11 @@ async fn http(
 fn csrf_of(page: &str) -> String {
     let marker = "name=\"csrf\" value=\"";
     let start = page.find(marker).expect("a form token") + marker.len();
-    page[start..].split('"').next().expect("its value").to_owned()
+    page[start..]
+        .split('"')
+        .next()
+        .expect("its value")
+        .to_owned()
 }
 
 #[tokio::test]
@@ -350,7 +404,10 @@ async fn the_console_acts_only_for_its_own_pages_and_shows_no_verb_when_read_onl
 
     let (code, head, page) = http(console.addr, "GET", "/", &[], "").await;
     assert_eq!(code, 200, "{page}");
-    assert!(head.contains("content-security-policy: default-src 'none'"), "{head}");
+    assert!(
+        head.contains("content-security-policy: default-src 'none'"),
+        "{head}"
+    );
     assert!(head.contains("x-frame-options: deny"), "{head}");
     let token = csrf_of(&page);
     let pause = format!("kind=canary&csrf={token}");
@@ -360,7 +417,10 @@ async fn the_console_acts_only_for_its_own_pages_and_shows_no_verb_when_read_onl
         (vec![], pause.clone()),
         (vec![("Origin", "http://evil.example")], pause.clone()),
         (vec![("Origin", origin.as_str())], "kind=canary".to_owned()),
-        (vec![("Origin", origin.as_str())], "kind=canary&csrf=0000".to_owned()),
+        (
+            vec![("Origin", origin.as_str())],
+            "kind=canary&csrf=0000".to_owned(),
+        ),
     ] {
         let (code, _, said) = http(console.addr, "POST", "/actions/pause", &headers, &body).await;
         assert_eq!(code, 403, "{headers:?} {body}: {said}");
@@ -375,7 +435,12 @@ async fn the_console_acts_only_for_its_own_pages_and_shows_no_verb_when_read_onl
     )
     .await;
     assert_eq!(code, 200, "{said}");
-    assert!(ledger.paused().await.expect("read").kinds.contains("canary"));
+    assert!(ledger
+        .paused()
+        .await
+        .expect("read")
+        .kinds
+        .contains("canary"));
     // A kind the console does not know is refused by name.
     let (code, _, said) = http(
         console.addr,
@@ -392,7 +457,10 @@ async fn the_console_acts_only_for_its_own_pages_and_shows_no_verb_when_read_onl
     let read_only = RunningConsole::with(&t, |c| c.read_only = true).await;
     let (code, _, page) = http(read_only.addr, "GET", "/", &[], "").await;
     assert_eq!(code, 200);
-    assert!(page.contains("read-only") && !page.contains("/actions/"), "{page}");
+    assert!(
+        page.contains("read-only") && !page.contains("/actions/"),
+        "{page}"
+    );
     let ro_origin = format!("http://{}", read_only.addr);
     let (code, _, _) = http(
         read_only.addr,
@@ -403,7 +471,12 @@ async fn the_console_acts_only_for_its_own_pages_and_shows_no_verb_when_read_onl
     )
     .await;
     assert_eq!(code, 403);
-    assert!(ledger.paused().await.expect("read").kinds.contains("canary"));
+    assert!(ledger
+        .paused()
+        .await
+        .expect("read")
+        .kinds
+        .contains("canary"));
 
     // With a token: the pages ask for it; the right one sets a strict, script-proof cookie.
     let secret = "a-token-of-sixteen-or-more";
@@ -435,20 +508,41 @@ async fn the_console_acts_only_for_its_own_pages_and_shows_no_verb_when_read_onl
         .find_map(|l| l.strip_prefix("set-cookie: "))
         .expect("a cookie")
         .to_owned();
-    assert!(cookie.contains("httponly") && cookie.contains("samesite=strict"), "{cookie}");
-    assert!(!cookie.contains(secret), "the cookie is a session, not the token");
+    assert!(
+        cookie.contains("httponly") && cookie.contains("samesite=strict"),
+        "{cookie}"
+    );
+    assert!(
+        !cookie.contains(secret),
+        "the cookie is a session, not the token"
+    );
     let session = cookie.split(';').next().expect("name=value").to_owned();
     let (code, _, _) = http(guarded.addr, "GET", "/", &[("Cookie", &session)], "").await;
     assert_eq!(code, 200);
     let bearer = format!("Bearer {secret}");
-    let (code, _, _) = http(guarded.addr, "GET", "/jobs", &[("Authorization", &bearer)], "").await;
+    let (code, _, _) = http(
+        guarded.addr,
+        "GET",
+        "/jobs",
+        &[("Authorization", &bearer)],
+        "",
+    )
+    .await;
     assert_eq!(code, 200);
 
     // Beyond loopback only with a token: refused before anything listens (exit 2).
     let table = t.stack.ledger_table.clone().expect("a ledger");
     let refused = shoal_tests::producer_cli(
         &t.sdk,
-        &["--queue-url", &t.stack.queue_url, "--ledger-table", &table, "console", "--listen", "0.0.0.0:0"],
+        &[
+            "--queue-url",
+            &t.stack.queue_url,
+            "--ledger-table",
+            &table,
+            "console",
+            "--listen",
+            "0.0.0.0:0",
+        ],
     )
     .await;
     assert_eq!(refused.code, 2, "{refused:?}");

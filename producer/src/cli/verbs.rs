@@ -271,9 +271,10 @@ pub(super) async fn console(
         Err(e) => return Err(CliError::Output(e)),
     };
     let addr = listener.local_addr()?;
-    out.item(&serde_json::json!({ "console": format!("http://{addr}/") }), |w| {
-        writeln!(w, "Shoal console: http://{addr}/ (Ctrl-C stops it)")
-    })?;
+    out.item(
+        &serde_json::json!({ "console": format!("http://{addr}/") }),
+        |w| writeln!(w, "Shoal console: http://{addr}/ (Ctrl-C stops it)"),
+    )?;
     out.io.out.flush()?;
     let config = crate::console::ConsoleConfig {
         producer,

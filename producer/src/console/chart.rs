@@ -139,7 +139,10 @@ mod tests {
         assert_eq!(minutes[58], [0, 1, 0]);
         assert_eq!(minutes[0], [0, 0, 1]);
         let total: u32 = minutes.iter().flatten().sum();
-        assert_eq!(total, 4, "the one over an hour ago and the running one are left out");
+        assert_eq!(
+            total, 4,
+            "the one over an hour ago and the running one are left out"
+        );
         let svg = draw(&minutes, now).into_string();
         assert_eq!(svg.matches("class=\"bar s-succeeded\"").count(), 1);
         assert_eq!(svg.matches("class=\"bar s-failed\"").count(), 1);

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{State};
+use axum::extract::State;
 use axum::http::Uri;
 use axum::response::Html;
 use chrono::{DateTime, Utc};

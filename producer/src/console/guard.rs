@@ -77,7 +77,10 @@ fn refusal(console: &Console, request: &Request) -> Option<Response> {
         .and_then(|h| h.to_str().ok())
         .unwrap_or_default();
     if let Some(hosts) = &console.hosts {
-        if !hosts.iter().any(|allowed| allowed.eq_ignore_ascii_case(host)) {
+        if !hosts
+            .iter()
+            .any(|allowed| allowed.eq_ignore_ascii_case(host))
+        {
             return Some(
                 PageError::new(
                     StatusCode::MISDIRECTED_REQUEST,
@@ -162,7 +165,10 @@ fn login_page(console: &Console, refused: Option<&str>) -> Response {
 }
 
 /// `POST /login`: the right token sets the session cookie.
-pub(super) async fn login(State(console): State<Arc<Console>>, body: axum::body::Bytes) -> Response {
+pub(super) async fn login(
+    State(console): State<Arc<Console>>,
+    body: axum::body::Bytes,
+) -> Response {
     let Some(token) = &console.auth_token else {
         return Redirect::to("/").into_response();
     };
@@ -199,12 +205,21 @@ mod tests {
     fn only_the_consoles_own_origin_may_post() {
         let mut headers = HeaderMap::new();
         assert!(!same_origin(&headers, "127.0.0.1:8080"), "no Origin");
-        headers.insert(header::ORIGIN, HeaderValue::from_static("http://127.0.0.1:8080"));
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://127.0.0.1:8080"),
+        );
         assert!(same_origin(&headers, "127.0.0.1:8080"));
         assert!(!same_origin(&headers, "localhost:8080"));
         headers.insert(header::ORIGIN, HeaderValue::from_static("null"));
-        assert!(!same_origin(&headers, "127.0.0.1:8080"), "a sandboxed frame");
-        headers.insert(header::ORIGIN, HeaderValue::from_static("http://evil.example"));
+        assert!(
+            !same_origin(&headers, "127.0.0.1:8080"),
+            "a sandboxed frame"
+        );
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://evil.example"),
+        );
         assert!(!same_origin(&headers, "evil.example.127.0.0.1:8080"));
     }
 

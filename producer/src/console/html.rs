@@ -240,7 +240,8 @@ mod tests {
 
     #[test]
     fn what_a_sender_wrote_is_text() {
-        let markup = html! { (json(&serde_json::json!({"name": "</pre><script>alert(1)</script>"}))) };
+        let markup =
+            html! { (json(&serde_json::json!({"name": "</pre><script>alert(1)</script>"}))) };
         let page = markup.into_string();
         assert!(!page.contains("<script>"), "{page}");
         assert!(page.contains("&lt;script&gt;"), "{page}");

@@ -49,7 +49,10 @@ pub(super) async fn list(
     let mut statuses = Vec::new();
     for name in query.all("status") {
         statuses.push(Status::parse(&name).ok_or_else(|| {
-            PageError::new(StatusCode::BAD_REQUEST, format!("status: `{name}` is not a status"))
+            PageError::new(
+                StatusCode::BAD_REQUEST,
+                format!("status: `{name}` is not a status"),
+            )
         })?);
     }
     let chosen = statuses.clone();
@@ -125,7 +128,12 @@ fn row(console: &Console, record: &Record, now: DateTime<Utc>) -> Markup {
     let selectable = !console.read_only
         && matches!(
             record.status,
-            Status::Failed | Status::Cancelled | Status::Queued | Status::Scheduled | Status::Open | Status::Running
+            Status::Failed
+                | Status::Cancelled
+                | Status::Queued
+                | Status::Scheduled
+                | Status::Open
+                | Status::Running
         );
     html! {
         tr {
@@ -155,9 +163,8 @@ pub(super) async fn one(
     State(console): State<Arc<Console>>,
     Path(id): Path<String>,
 ) -> Result<Html<String>, PageError> {
-    let job_id = JobId::parse(&id).map_err(|why| {
-        PageError::new(StatusCode::BAD_REQUEST, format!("job_id: `{id}` {why}"))
-    })?;
+    let job_id = JobId::parse(&id)
+        .map_err(|why| PageError::new(StatusCode::BAD_REQUEST, format!("job_id: `{id}` {why}")))?;
     let report = JobReport::read(console.ledger()?, &job_id).await?;
     let Some(record) = &report.record else {
         return Err(PageError::new(
@@ -219,7 +226,12 @@ pub(super) async fn one(
             }
         }
     };
-    Ok(layout(&console, &record.job_id, !record.status.is_finished(), body))
+    Ok(layout(
+        &console,
+        &record.job_id,
+        !record.status.is_finished(),
+        body,
+    ))
 }
 
 /// The verbs this job's status allows.
@@ -368,7 +380,12 @@ fn tree(steps: &[Record], current: &str) -> Markup {
     html! { ul.tree { @for root in roots { (branch(root, &children, current, 0)) } } }
 }
 
-fn branch(step: &Record, children: &BTreeMap<&str, Vec<&Record>>, current: &str, depth: usize) -> Markup {
+fn branch(
+    step: &Record,
+    children: &BTreeMap<&str, Vec<&Record>>,
+    current: &str,
+    depth: usize,
+) -> Markup {
     html! {
         li.here[step.job_id == current] {
             (status(step.status.as_str())) " " (job_link(&step.job_id)) " "

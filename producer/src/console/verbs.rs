@@ -41,7 +41,12 @@ pub(super) async fn act(
         "retry" => {
             let ids = job_ids(&form)?;
             if ids.len() > 1 && !confirmed {
-                return Ok(confirm(&console, &form, &format!("Retry {} jobs?", ids.len()), &ids));
+                return Ok(confirm(
+                    &console,
+                    &form,
+                    &format!("Retry {} jobs?", ids.len()),
+                    &ids,
+                ));
             }
             let report = console.producer.retry(&ids).await?;
             let body = html! {
@@ -55,7 +60,10 @@ pub(super) async fn act(
             let chain = form.is("chain", "yes");
             if (ids.len() > 1 || chain) && !confirmed {
                 let question = match chain {
-                    true => format!("Cancel {} job(s) and every unfinished step of their chains?", ids.len()),
+                    true => format!(
+                        "Cancel {} job(s) and every unfinished step of their chains?",
+                        ids.len()
+                    ),
                     false => format!("Cancel {} jobs?", ids.len()),
                 };
                 return Ok(confirm(&console, &form, &question, &ids));
@@ -74,10 +82,21 @@ pub(super) async fn act(
             let pause = name == "pause";
             let kinds = kinds(&form)?;
             if !all && kinds.is_empty() {
-                return Err(PageError::new(StatusCode::BAD_REQUEST, "kind: name a kind, or all"));
+                return Err(PageError::new(
+                    StatusCode::BAD_REQUEST,
+                    "kind: name a kind, or all",
+                ));
             }
             if (all || kinds.len() > 1) && !confirmed {
-                let what = if all { "every kind".to_owned() } else { kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ") };
+                let what = if all {
+                    "every kind".to_owned()
+                } else {
+                    kinds
+                        .iter()
+                        .map(|k| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
                 let question = format!("{} {what}?", if pause { "Pause" } else { "Resume" });
                 return Ok(confirm(&console, &form, &question, &[]));
             }
@@ -96,7 +115,12 @@ pub(super) async fn act(
                     @else { (paused.kinds.iter().cloned().collect::<Vec<_>>().join(", ")) } "." }
                 p { a href="/" { "Back to the overview" } }
             };
-            Ok(layout(&console, if pause { "Pause" } else { "Resume" }, false, body))
+            Ok(layout(
+                &console,
+                if pause { "Pause" } else { "Resume" },
+                false,
+                body,
+            ))
         }
         "redrive" => {
             let ids = match form.one("one") {
@@ -118,10 +142,21 @@ pub(super) async fn act(
                 ledger: console.producer.ledger(),
             };
             let filter = RedriveFilter {
-                job_ids: if all { Vec::new() } else { ids.iter().map(|i| i.to_string()).collect() },
+                job_ids: if all {
+                    Vec::new()
+                } else {
+                    ids.iter().map(|i| i.to_string()).collect()
+                },
                 kinds: Vec::new(),
             };
-            let report = operate::redrive(at, &filter, operate::DEFAULT_HOLD, None, std::future::pending()).await?;
+            let report = operate::redrive(
+                at,
+                &filter,
+                operate::DEFAULT_HOLD,
+                None,
+                std::future::pending(),
+            )
+            .await?;
             let body = html! {
                 p.notice.good { "Moved " (report.moved.len()) " job(s) to the job queue." }
                 ul { @for letter in &report.moved {
@@ -137,7 +172,10 @@ pub(super) async fn act(
             };
             Ok(layout(&console, "Redrive", false, body))
         }
-        other => Err(PageError::new(StatusCode::NOT_FOUND, format!("no verb `{other}`"))),
+        other => Err(PageError::new(
+            StatusCode::NOT_FOUND,
+            format!("no verb `{other}`"),
+        )),
     }
 }
 
@@ -154,7 +192,10 @@ fn job_ids(form: &Fields) -> Result<Vec<JobId>, PageError> {
         .map(|id| parse_id(id))
         .collect::<Result<Vec<_>, _>>()?;
     if ids.is_empty() {
-        return Err(PageError::new(StatusCode::BAD_REQUEST, "job: select at least one job"));
+        return Err(PageError::new(
+            StatusCode::BAD_REQUEST,
+            "job: select at least one job",
+        ));
     }
     Ok(ids)
 }
@@ -164,7 +205,10 @@ fn kinds(form: &Fields) -> Result<Vec<JobKind>, PageError> {
         .iter()
         .map(|name| {
             JobKind::parse(name).ok_or_else(|| {
-                PageError::new(StatusCode::BAD_REQUEST, format!("kind: `{name}` is not a kind this console knows"))
+                PageError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("kind: `{name}` is not a kind this console knows"),
+                )
             })
         })
         .collect()
