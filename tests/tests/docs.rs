@@ -159,7 +159,7 @@ fn every_flag_of_both_binaries_is_documented() {
     let mut all = Vec::new();
     flags(&shoal_worker::cli::Cli::command(), "", &mut all);
     let worker_flags = all.len();
-    flags(&shoal_producer::cli::Cli::command(), "", &mut all);
+    flags(&shoal_producer::cli::command(), "", &mut all);
     assert!(
         worker_flags > 20 && all.len() > worker_flags + 20,
         "{all:?}"

@@ -248,9 +248,9 @@ async fn a_control_character_that_xml_cannot_carry_is_refused_naming_the_field()
         &[
             "--queue-url",
             &t.stack.queue_url,
+            "run-instances",
             "--tag-rules",
             "portable",
-            "run-instances",
             "--image-id",
             "ami-12345678",
             "--instance-type",

@@ -234,14 +234,14 @@ async fn a_finished_job_resubmitted_runs_nothing_and_is_answered_from_its_record
         &t.sdk,
         &[
             &ledger[..],
+            &["--topic-arn", &t.stack.topic_arn, "--json"],
             &[
-                "--topic-arn",
-                &t.stack.topic_arn,
+                "follow",
+                "resubmit-canary",
+                "resubmit-image",
                 "--timeout",
                 "30s",
-                "--json",
             ],
-            &["follow", "resubmit-canary", "resubmit-image"],
         ]
         .concat(),
     )

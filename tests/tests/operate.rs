@@ -397,3 +397,79 @@ async fn events_count_consumes_exactly_what_it_prints() {
         "the seven not printed stay on the queue, visible"
     );
 }
+
+/// What can never run leaves the dead-letter queue by `dlq delete` or `dlq purge`: a body with
+/// no job id by its message id, a job by its id; an id on no letter is said (exit 1) and the
+/// letters not named stay. Purge is refused without `--yes` (exit 2), then empties the queue.
+#[tokio::test]
+async fn dead_letters_are_deleted_by_message_or_job_id_and_purged_with_yes() {
+    let t = TestStack::new("dlq-delete").await;
+    dead_letter(
+        &t,
+        &[canary("doomed-1"), canary("doomed-2")],
+        &["not a job at all"],
+    )
+    .await;
+    let queue = ["--queue-url", t.stack.queue_url.as_str()];
+    let listed = producer_cli(&t.sdk, &[&queue[..], &["--json", "dlq", "list"]].concat()).await;
+    let letters: Vec<serde_json::Value> = listed
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(letters.len(), 3, "{listed:?}");
+    let nameless = letters
+        .iter()
+        .find(|l| l["job_id"].is_null())
+        .and_then(|l| l["message_id"].as_str())
+        .expect("the body without a job id")
+        .to_owned();
+
+    let deleted = producer_cli(
+        &t.sdk,
+        &[
+            &queue[..],
+            &["dlq", "delete", &nameless, "doomed-1", "never-there"],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(deleted.code, 1, "one id was on no letter: {deleted:?}");
+    assert_eq!(deleted.stdout.lines().count(), 2, "{deleted:?}");
+    assert!(deleted.stdout.contains(&nameless), "{deleted:?}");
+    assert!(deleted.stdout.contains("doomed-1"), "{deleted:?}");
+    assert!(
+        deleted
+            .stderr
+            .contains("not on the dead-letter queue: never-there"),
+        "{deleted:?}"
+    );
+    assert!(
+        eventually(WAIT, || async { visible(&t, &t.stack.dlq_url).await == 1 }).await,
+        "the one not named is back, visible"
+    );
+
+    let refused = producer_cli(&t.sdk, &[&queue[..], &["dlq", "purge"]].concat()).await;
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused.stderr.contains("--yes") && refused.stderr.contains("about 1"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        visible(&t, &t.stack.dlq_url).await,
+        1,
+        "nothing purged without --yes"
+    );
+    let purged = producer_cli(&t.sdk, &[&queue[..], &["dlq", "purge", "--yes"]].concat()).await;
+    assert_eq!(purged.code, 0, "{purged:?}");
+    assert!(purged.stdout.contains("about 1 message"), "{purged:?}");
+    assert!(
+        eventually(WAIT, || async {
+            let a = QueueAttributes::fetch(&t.clients.sqs, &t.stack.dlq_url)
+                .await
+                .expect("attributes");
+            a.visible + a.in_flight == 0
+        })
+        .await
+    );
+}

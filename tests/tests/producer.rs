@@ -402,9 +402,9 @@ async fn each_invalid_input_is_refused_naming_the_field_and_nothing_is_sent() {
             "params.instance_ids[0]",
         ),
         (vec!["canary", "--sleep-ms", "43200001"], "params.sleep_ms"),
-        (vec!["--job-id", "has space", "canary"], "job_id"),
+        (vec!["canary", "--job-id", "has space"], "job_id"),
         // Beyond SQS's 900 s a delay is a schedule, at most a year ahead.
-        (vec!["--delay", "40000000", "canary"], "not_before"),
+        (vec!["canary", "--delay", "40000000"], "not_before"),
     ];
     let mut tags_case = run_instances(&[]);
     for tag in &too_many_tags {
@@ -595,7 +595,7 @@ async fn a_queue_can_be_named_instead_of_given_by_url_and_a_delay_holds_the_mess
         .next()
         .expect("queue name")
         .to_owned();
-    let run = producer_cli(&t.sdk, &["--queue-name", &name, "--delay", "30", "canary"]).await;
+    let run = producer_cli(&t.sdk, &["--queue-name", &name, "canary", "--delay", "30"]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(
         JobId::parse(run.stdout.trim()).is_ok(),
@@ -752,4 +752,80 @@ async fn submit_sent_again_with_its_seed_sends_the_same_ids_and_reports_an_unrea
     for f in [file, edited, broken] {
         std::fs::remove_file(&f.0).ok();
     }
+}
+
+/// Each subcommand shows and takes only the options it uses: sending options on the commands
+/// that send (a job id only where there is one job), none elsewhere, where they are refused
+/// as unknown (exit 2) rather than ignored.
+#[test]
+fn each_subcommand_takes_only_its_own_options() {
+    let command = shoal_producer::cli::command();
+    let longs = |path: &[&str]| -> Vec<String> {
+        let mut sub = &command;
+        for name in path {
+            sub = sub
+                .get_subcommands()
+                .find(|s| s.get_name() == *name)
+                .unwrap_or_else(|| panic!("no subcommand {name}"));
+        }
+        sub.get_arguments()
+            .filter_map(|a| a.get_long().map(str::to_owned))
+            .collect()
+    };
+    let has = |path: &[&str], flag: &str| longs(path).iter().any(|l| l == flag);
+    for flag in [
+        "job-id",
+        "delay",
+        "at",
+        "group-id",
+        "tag-rules",
+        "follow",
+        "timeout",
+    ] {
+        assert!(has(&["canary"], flag), "canary --{flag}");
+        assert!(has(&["send"], flag), "send --{flag}");
+        assert!(!has(&["jobs"], flag), "jobs --{flag}");
+        assert!(!has(&["stack", "create"], flag), "stack create --{flag}");
+        assert!(!has(&["dlq", "list"], flag), "dlq list --{flag}");
+    }
+    assert!(has(&["submit"], "delay") && has(&["submit"], "follow"));
+    assert!(
+        !has(&["submit"], "job-id"),
+        "each line names its own job id"
+    );
+    assert!(has(&["follow"], "timeout") && !has(&["follow"], "delay"));
+
+    for argv in [
+        vec![
+            "stack", "create", "--follow", "--delay", "5", "--job-id", "z",
+        ],
+        vec!["jobs", "--timeout", "1m"],
+        vec!["submit", "jobs.jsonl", "--job-id", "z"],
+        vec!["status", "--at", "2026-12-06T18:00:00Z"],
+    ] {
+        let err = shoal_producer::cli::parse(std::iter::once("shoal-producer").chain(argv.clone()))
+            .expect_err(&format!("{argv:?} is refused"));
+        assert_eq!(
+            err.kind(),
+            clap::error::ErrorKind::UnknownArgument,
+            "{argv:?}: {err}"
+        );
+        assert_eq!(err.exit_code(), 2);
+    }
+    let cli = shoal_producer::cli::parse([
+        "shoal-producer",
+        "canary",
+        "--job-id",
+        "j-1",
+        "--delay",
+        "5",
+        "--follow",
+        "--timeout",
+        "2m",
+    ])
+    .expect("a sending command takes them");
+    assert_eq!(cli.job_id.job_id.as_deref(), Some("j-1"));
+    assert_eq!(cli.send.delay, Some(5));
+    assert!(cli.follow.follow);
+    assert_eq!(cli.follow.timeout, Duration::from_secs(120));
 }

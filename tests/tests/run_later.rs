@@ -105,13 +105,13 @@ async fn a_scheduled_job_cancelled_before_its_time_never_runs() {
         &[
             &stack[..],
             &[
+                "snapshot",
+                "--volume-name",
+                "later",
                 "--job-id",
                 "later-cancelled",
                 "--at",
                 &at,
-                "snapshot",
-                "--volume-name",
-                "later",
             ],
         ]
         .concat(),
@@ -145,7 +145,7 @@ async fn schedules_beyond_sqs_delay_are_taken_and_past_a_year_refused() {
         &t.sdk,
         &[
             &stack[..],
-            &["--job-id", "in-two-hours", "--delay", "7200", "canary"],
+            &["canary", "--job-id", "in-two-hours", "--delay", "7200"],
         ]
         .concat(),
     )
@@ -169,7 +169,7 @@ async fn schedules_beyond_sqs_delay_are_taken_and_past_a_year_refused() {
     let too_far = (Utc::now() + chrono::Duration::days(367)).to_rfc3339();
     let refused = producer_cli(
         &t.sdk,
-        &[&stack[..], &["--at", &too_far, "canary"]].concat(),
+        &[&stack[..], &["canary", "--at", &too_far]].concat(),
     )
     .await;
     assert_ne!(refused.code, 0, "{refused:?}");

@@ -325,9 +325,9 @@ async fn both_binaries_export_one_trace_over_otlp_http() {
         .args([
             "--queue-url",
             &t.stack.queue_url,
+            "canary",
             "--job-id",
             "otlp-1",
-            "canary",
         ])
         .envs(shoal_tests::aws_env(&moto().endpoint))
         .envs(&otel)

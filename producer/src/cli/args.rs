@@ -1,5 +1,8 @@
 //! The command line's arguments: the subcommands (one per job kind, derived from
-//! [`shoal_common::Job`]) and their options.
+//! [`shoal_common::Job`]) and their options. Where queues, topic and ledger are is global (every
+//! command may need it); how a job is sent ([`SendArgs`], [`JobIdArg`]) and followed
+//! ([`FollowArgs`]) belongs to the commands that send, and [`command`] attaches it to them
+//! alone, so `stack create --delay 5` is refused rather than ignored.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,9 +18,15 @@ use shoal_common::validate::TagRules;
 pub struct Cli {
     #[command(flatten)]
     pub queue: QueueArgs,
-    #[command(flatten)]
+    /// The completion topic (for --follow, `follow` and `stack gc`).
+    #[arg(long, global = true, env = "SHOAL_TOPIC_ARN")]
+    pub topic_arn: Option<String>,
+    /// Filled from the sending command's own options by [`command`]'s parse.
+    #[arg(skip)]
+    pub job_id: JobIdArg,
+    #[arg(skip)]
     pub send: SendArgs,
-    #[command(flatten)]
+    #[arg(skip)]
     pub follow: FollowArgs,
     /// The job ledger's DynamoDB table: `job` and `jobs` read it, and following answers a
     /// job that already finished from it.
@@ -182,21 +191,75 @@ fn parse_rerunnable(s: &str) -> Result<shoal_common::ledger::Status, String> {
     }
 }
 
-/// Following jobs to their completion events.
+/// Following jobs to their completion events, after sending them.
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Following")]
 pub struct FollowArgs {
     /// After sending, wait for the job's completion event (for a chain, every job's) and
     /// print each as it arrives; exit 0 when all succeeded, 1 when one failed, 124 on
     /// --timeout.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub follow: bool,
     /// How long to follow before giving up (exit 124).
-    #[arg(long, global = true, default_value = "30m", value_parser = parse_duration)]
+    #[arg(long, default_value = "30m", value_parser = parse_duration)]
     pub timeout: Duration,
-    /// The completion topic (for --follow, `follow` and `stack gc`).
-    #[arg(long, global = true, env = "SHOAL_TOPIC_ARN")]
-    pub topic_arn: Option<String>,
+}
+
+impl Default for FollowArgs {
+    fn default() -> Self {
+        FollowArgs {
+            follow: false,
+            timeout: DEFAULT_FOLLOW,
+        }
+    }
+}
+
+const DEFAULT_FOLLOW: Duration = Duration::from_secs(30 * 60);
+
+/// The id of a job given on the command line.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Sending")]
+pub struct JobIdArg {
+    /// Job id (idempotency key); generated when not given.
+    #[arg(long)]
+    pub job_id: Option<String>,
+}
+
+/// The command line: [`Cli`]'s, with the sending options attached to the commands that send
+/// (one per kind, `send`: a job id too; `submit`).
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let mut command = Cli::command();
+    let names: Vec<String> = command
+        .get_subcommands()
+        .map(|sub| sub.get_name().to_owned())
+        .filter(|name| sends(name).is_some())
+        .collect();
+    for name in names {
+        command = command.mut_subcommand(&name, |sub| {
+            let sub = SendArgs::augment_args(FollowArgs::augment_args(sub));
+            match sends(sub.get_name()) {
+                Some(Sends::One) => JobIdArg::augment_args(sub),
+                _ => sub,
+            }
+        });
+    }
+    command
+}
+
+pub(crate) enum Sends {
+    One,
+    Many,
+}
+
+/// Whether the subcommand `name` sends one job (a kind's, `send`) or many (`submit`).
+pub(crate) fn sends(name: &str) -> Option<Sends> {
+    match name {
+        "send" => Some(Sends::One),
+        "submit" => Some(Sends::Many),
+        kind if shoal_common::JobKind::parse(kind).is_some() => Some(Sends::One),
+        _ => None,
+    }
 }
 
 #[derive(Debug, Args)]
@@ -211,6 +274,9 @@ pub struct FollowJobs {
     /// The jobs to follow, by id.
     #[arg(required = true, value_name = "JOB_ID")]
     pub job_ids: Vec<String>,
+    /// How long to follow before giving up (exit 124).
+    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -292,6 +358,24 @@ pub enum DlqCommand {
         #[arg(long)]
         limit: Option<usize>,
     },
+    /// Delete dead letters for good, by message id (as `dlq list` shows it: the only handle
+    /// of a message that carries no job id) or by job id. Exit 1 when one was not found.
+    Delete {
+        #[command(flatten)]
+        dlq: DlqArgs,
+        /// Message ids or job ids.
+        #[arg(value_name = "ID", required = true)]
+        ids: Vec<String>,
+    },
+    /// Delete every dead letter for good (SQS's PurgeQueue: within a minute, once a minute at
+    /// most). Refused without --yes.
+    Purge {
+        #[command(flatten)]
+        dlq: DlqArgs,
+        /// Yes, delete them all.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// A duration as `90s`, `30m`, `1h`, `2d` or `1h30m`; anything else is refused saying so
@@ -334,24 +418,21 @@ pub struct SendKind {
 #[derive(Debug, Clone, Default, Args)]
 #[command(next_help_heading = "Sending")]
 pub struct SendArgs {
-    /// Job id (idempotency key); generated when not given. Single-job commands only.
-    #[arg(long, global = true)]
-    pub job_id: Option<String>,
     /// Delay the job by this many seconds (standard queues only): up to 900 by SQS's own
     /// delay, beyond that (up to a year) by waiting on the queue in hops.
-    #[arg(long, global = true, value_name = "SECONDS", conflicts_with = "at")]
+    #[arg(long, value_name = "SECONDS", conflicts_with = "at")]
     pub delay: Option<u32>,
     /// Run the job no earlier than this time (RFC 3339, e.g. 2026-12-06T18:00:00Z; up to a
     /// year ahead; standard queues only). It waits on the queue in hops of at most 15
     /// minutes, spending no attempt, and can be cancelled meanwhile.
-    #[arg(long, global = true, value_name = "TIME", value_parser = parse_time)]
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub at: Option<chrono::DateTime<chrono::Utc>>,
     /// FIFO message group id (default: the job's kind).
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub group_id: Option<String>,
     /// Tag rules beyond EC2's: `portable` (AWS's generally allowed set) or
     /// `instance-metadata` (also keys instance metadata can expose).
-    #[arg(long, global = true, env = "SHOAL_TAG_RULES", value_enum, default_value_t = TagRules::Ec2)]
+    #[arg(long, env = "SHOAL_TAG_RULES", value_enum, default_value_t = TagRules::Ec2)]
     pub tag_rules: TagRules,
 }
 

@@ -218,18 +218,28 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    use clap::{CommandFactory, FromArgMatches};
+    use clap::FromArgMatches;
     let argv: Vec<std::ffi::OsString> = argv.into_iter().map(Into::into).collect();
     if let Some(path) = kinds_schema_arg(&argv) {
         if let Err(e) = shoal_common::job::learn_kinds_from_file(&path) {
-            return Err(Cli::command().error(
+            return Err(command().error(
                 clap::error::ErrorKind::InvalidValue,
                 format!("--kinds-schema: {e}"),
             ));
         }
     }
-    let matches = Cli::command().try_get_matches_from(argv)?;
-    Cli::from_arg_matches(&matches)
+    let matches = command().try_get_matches_from(argv)?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    if let Some((name, sub)) = matches.subcommand() {
+        if let Some(sends) = args::sends(name) {
+            cli.send = SendArgs::from_arg_matches(sub)?;
+            cli.follow = FollowArgs::from_arg_matches(sub)?;
+            if let args::Sends::One = sends {
+                cli.job_id = JobIdArg::from_arg_matches(sub)?;
+            }
+        }
+    }
+    Ok(cli)
 }
 
 /// The `--kinds-schema` file named in `argv` (either spelling), else `SHOAL_KINDS_SCHEMA`.
@@ -324,12 +334,13 @@ async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<
             Ok(Done::All)
         }
         Command::Job(job) => {
-            let envelope = job_envelope(job.into(), send.job_id.as_deref())?;
+            let envelope = job_envelope(job.into(), cli.job_id.job_id.as_deref())?;
             {
                 let target = Target {
                     queue: &cli.queue,
                     ledger_table: &cli.ledger_table,
                     follow: &cli.follow,
+                    topic_arn: &cli.topic_arn,
                 };
                 send_one(target, sdk, &clients, envelope, &options, out).await
             }
@@ -343,7 +354,7 @@ async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<
             let mut request = serde_json::Map::new();
             request.insert("kind".into(), args.kind.clone().into());
             request.insert("params".into(), params);
-            if let Some(id) = &send.job_id {
+            if let Some(id) = &cli.job_id.job_id {
                 request.insert("job_id".into(), id.clone().into());
             }
             let request = serde_json::Value::Object(request);
@@ -354,12 +365,13 @@ async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<
                     queue: &cli.queue,
                     ledger_table: &cli.ledger_table,
                     follow: &cli.follow,
+                    topic_arn: &cli.topic_arn,
                 };
                 send_one(target, sdk, &clients, envelope, &options, out).await
             }
         }
         Command::Follow(args) => {
-            let topic = follow::topic(&cli.follow.topic_arn)?;
+            let topic = follow::topic(&cli.topic_arn)?;
             let ids = args
                 .job_ids
                 .iter()
@@ -367,7 +379,7 @@ async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<
                     JobId::parse(id).map_err(|m| CliError::Refused(format!("job_id: `{id}` {m}")))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let mut follower = crate::Follower::start(&clients, topic, &ids, cli.follow.timeout)
+            let mut follower = crate::Follower::start(&clients, topic, &ids, args.timeout)
                 .await
                 .map_err(follow_error)?;
             match ledger(&cli.ledger_table, &clients) {
@@ -400,7 +412,7 @@ async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<
                     }
                 }
             }
-            follow::follow(follower, cli.follow.timeout, out).await
+            follow::follow(follower, args.timeout, out).await
         }
         Command::Lookup(args) => {
             lookup::job(&needed(&cli.ledger_table, &clients)?, &args, out).await
@@ -409,18 +421,13 @@ async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<
             lookup::jobs(&needed(&cli.ledger_table, &clients)?, &args, out).await
         }
         Command::Submit(args) => {
-            if send.job_id.is_some() {
-                return Err(CliError::Usage(
-                    "job_id: --job-id is for single jobs; give each line its own `job_id`".into(),
-                ));
-            }
             if args.check {
                 return submit::check(&args, &options, out);
             }
             let follow = match cli.follow.follow {
                 true => Some(submit::Following {
                     clients: &clients,
-                    topic_arn: follow::topic(&cli.follow.topic_arn)?,
+                    topic_arn: follow::topic(&cli.topic_arn)?,
                     timeout: cli.follow.timeout,
                 }),
                 false => None,
@@ -429,12 +436,9 @@ async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<
             submit::submit(&producer, &args, &options, follow, out).await
         }
         Command::Stack(StackCommand::Gc { older_than }) => {
-            let collected = crate::operate::collect_followers(
-                &clients,
-                cli.follow.topic_arn.as_deref(),
-                older_than,
-            )
-            .await?;
+            let collected =
+                crate::operate::collect_followers(&clients, cli.topic_arn.as_deref(), older_than)
+                    .await?;
             out.document(&collected, |w| {
                 writeln!(
                     w,
@@ -496,6 +500,7 @@ struct Target<'a> {
     queue: &'a shoal_common::config::QueueArgs,
     ledger_table: &'a Option<String>,
     follow: &'a args::FollowArgs,
+    topic_arn: &'a Option<String>,
 }
 
 /// Checks one job given on the command line (refused, naming its field, before any AWS setup
@@ -513,7 +518,7 @@ async fn send_one(
     let following = cli.follow;
     let topic = following
         .follow
-        .then(|| follow::topic(&following.topic_arn))
+        .then(|| follow::topic(cli.topic_arn))
         .transpose()?;
     let producer = connect(cli.queue, cli.ledger_table, clients).await?;
     let (enqueued, follower) = match topic {

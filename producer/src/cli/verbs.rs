@@ -20,7 +20,10 @@ pub(super) async fn dlq(
     out: &mut Output<'_, '_>,
 ) -> Result<Done, CliError> {
     let given = match &command {
-        DlqCommand::List { dlq, .. } | DlqCommand::Redrive { dlq, .. } => dlq.dlq_url.clone(),
+        DlqCommand::List { dlq, .. }
+        | DlqCommand::Redrive { dlq, .. }
+        | DlqCommand::Delete { dlq, .. }
+        | DlqCommand::Purge { dlq, .. } => dlq.dlq_url.clone(),
     };
     dlq_commands(queue, clients, ledger, command, out)
         .await
@@ -134,6 +137,58 @@ async fn dlq_commands(
                 return Ok(Done::Interrupted);
             }
             Ok(Done::when(report.failed.is_empty()))
+        }
+        DlqCommand::Delete { dlq, ids } => {
+            let url = dlq_url(queue, clients, &dlq).await?;
+            let report =
+                operate::delete_dead_letters(&clients.sqs, &url, &ids, operate::DEFAULT_HOLD)
+                    .await?;
+            out.item(&report, |w| {
+                for letter in &report.deleted {
+                    writeln!(
+                        w,
+                        "deleted {} {}",
+                        letter.message_id,
+                        letter.job_id.as_deref().unwrap_or("(no job id)")
+                    )?;
+                }
+                Ok(())
+            })?;
+            for id in &report.not_found {
+                out.note(format_args!(
+                    "not on the dead-letter queue: {id} (neither a message id nor a job id there)"
+                ))?;
+            }
+            for (id, why) in &report.failed {
+                out.note(format_args!("not deleted: message {id}: {why}"))?;
+            }
+            Ok(Done::when(
+                report.not_found.is_empty() && report.failed.is_empty(),
+            ))
+        }
+        DlqCommand::Purge { dlq, yes } => {
+            let url = dlq_url(queue, clients, &dlq).await?;
+            if !yes {
+                let now = shoal_common::queue::QueueAttributes::fetch(&clients.sqs, &url).await?;
+                return Err(CliError::Refused(format!(
+                    "yes: purge deletes every message on {} (about {} now), for good; give --yes \
+                     to do it, or `dlq delete ID...` for some",
+                    shoal_common::queue::name_from_url(&url),
+                    now.visible + now.in_flight + now.delayed
+                )));
+            }
+            let gone = operate::purge_dead_letters(&clients.sqs, &url).await?;
+            let name = shoal_common::queue::name_from_url(&url);
+            out.item(
+                &serde_json::json!({ "purged": name, "messages": gone }),
+                |w| {
+                    writeln!(
+                        w,
+                        "purged {name}: about {gone} message(s), gone within a minute"
+                    )
+                },
+            )?;
+            Ok(Done::All)
         }
     }
 }

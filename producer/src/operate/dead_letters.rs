@@ -50,7 +50,7 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    fn from_message(msg: &Message) -> Self {
+    pub(super) fn from_message(msg: &Message) -> Self {
         let attribute = |name: &str| {
             msg.message_attributes()
                 .and_then(|a| a.get(name))
@@ -141,7 +141,7 @@ pub const DEFAULT_HOLD: Duration = Duration::from_secs(60);
 
 /// Reads a queue page by page, each message once, hiding each page for `hold` so the next
 /// receive gets other messages.
-struct Pager<'a> {
+pub(super) struct Pager<'a> {
     sqs: &'a SqsClient,
     url: &'a str,
     hold: Duration,
@@ -152,7 +152,12 @@ struct Pager<'a> {
 }
 
 impl<'a> Pager<'a> {
-    fn new(sqs: &'a SqsClient, url: &'a str, hold: Duration, limit: Option<usize>) -> Self {
+    pub(super) fn new(
+        sqs: &'a SqsClient,
+        url: &'a str,
+        hold: Duration,
+        limit: Option<usize>,
+    ) -> Self {
         Pager {
             sqs,
             url,
@@ -165,7 +170,7 @@ impl<'a> Pager<'a> {
     }
 
     /// The next page of messages not seen before; `None` at the end.
-    async fn next_page(&mut self) -> Result<Option<Vec<Message>>, Error> {
+    pub(super) async fn next_page(&mut self) -> Result<Option<Vec<Message>>, Error> {
         // SQS answers a receive from a sample of its servers: an empty answer is only
         // believed twice in a row.
         while self.empty_in_a_row < 2 && self.limit.is_none_or(|l| self.taken < l) {
@@ -201,12 +206,12 @@ impl<'a> Pager<'a> {
     }
 }
 
-fn receipt(msg: &Message) -> String {
+pub(super) fn receipt(msg: &Message) -> String {
     msg.receipt_handle().unwrap_or_default().to_owned()
 }
 
 /// Makes `receipts` visible again at once.
-async fn release(sqs: &SqsClient, url: &str, receipts: &[String]) -> Result<(), Error> {
+pub(super) async fn release(sqs: &SqsClient, url: &str, receipts: &[String]) -> Result<(), Error> {
     for chunk in receipts.chunks(10) {
         let entries = chunk
             .iter()

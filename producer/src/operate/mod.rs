@@ -1,7 +1,8 @@
 //! What an operator asks of a running Shoal: how full are the job queue and its dead-letter
 //! queue ([`status`], in this file), what was dead-lettered and why
 //! ([`list_dead_letters`]), and putting dead-lettered jobs back on the job queue
-//! ([`redrive`]); the last two are in [`dead_letters`]. Failed jobs are run again under their
+//! ([`redrive`]); the last two are in [`dead_letters`]. Dead letters that will never run are
+//! deleted by id or purged ([`delete_dead_letters`], [`purge_dead_letters`], in `discard.rs`). Failed jobs are run again under their
 //! own ids by [`Producer::retry`](crate::Producer::retry), in `rerun.rs`, and cancelled by
 //! [`Producer::cancel`](crate::Producer::cancel), in `cancel.rs`; kinds are paused and
 //! resumed by [`Producer::pause`](crate::Producer::pause), in `pause.rs`. [`collect_followers`] removes what
@@ -9,6 +10,7 @@
 
 mod cancel;
 mod dead_letters;
+mod discard;
 mod followers;
 mod pause;
 mod rerun;
@@ -17,6 +19,8 @@ pub use cancel::CancelReport;
 pub use rerun::RetryReport;
 
 pub use followers::{collect_followers, Collected};
+
+pub use discard::{delete_dead_letters, purge_dead_letters, Deleted};
 
 pub use dead_letters::{
     list_dead_letters, redrive, DeadLetter, Redrive, RedriveFilter, RedriveReport, DEFAULT_HOLD,
