@@ -181,6 +181,27 @@ async fn the_demo_chain_appears_and_a_failed_job_is_retried_from_its_page() {
     assert!(!bars.is_empty(), "the chart has bars");
     browser.screenshot("overview").await;
 
+    // The jobs, by status: the failed one alone.
+    browser
+        .goto(&console.url("/jobs?status=failed&since=1h"))
+        .await;
+    let listed = browser.text().await;
+    assert!(
+        listed.contains(failing) && !listed.contains(root),
+        "{listed}"
+    );
+    browser.goto(&console.url("/jobs")).await;
+    let listed = browser.text().await;
+    assert!(
+        listed.contains(failing) && listed.contains(root),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("6 job(s)"),
+        "the chain's five, the failed one: {listed}"
+    );
+    browser.screenshot("jobs").await;
+
     // The failed job: what the sender wrote is shown as text, never run as script.
     let failed_page = console.url(&format!("/jobs/{failing}"));
     browser.goto(&failed_page).await;
@@ -234,6 +255,27 @@ async fn the_demo_chain_appears_and_a_failed_job_is_retried_from_its_page() {
         "the failed run is kept beside the second: {text}"
     );
     browser.screenshot("job-retried").await;
+
+    // Its dead letter is left over (a retry runs the job from its record): deleted from the
+    // dead letters' page, after a confirmation.
+    browser.goto(&console.url("/dead-letters")).await;
+    browser.click_button("table.letters", "Delete").await;
+    assert!(browser
+        .text()
+        .await
+        .contains("Delete 1 dead letter(s) for good?"));
+    assert_eq!(
+        t.depth(&t.stack.dlq_url).await,
+        1,
+        "not before it is confirmed"
+    );
+    browser.click_button("form.confirm", "Yes, do it").await;
+    let said = browser.text().await;
+    assert!(said.contains("Deleted") && said.contains(failing), "{said}");
+    assert!(
+        eventually(WAIT, || async { t.depth(&t.stack.dlq_url).await == 0 }).await,
+        "the dead letter is gone"
+    );
     browser.close().await;
 }
 

@@ -73,9 +73,14 @@ pub(super) async fn page(
                                     span.reason { (letter.error.as_deref().unwrap_or("moved by the queue's redrive policy: no worker finished it")) }
                                     details { summary { "body" } pre.json { (letter.body) } }
                                 }
-                                td { @if let (Some(id), false) = (&letter.job_id, console.read_only) {
-                                    button type="submit" name="one" value=(id) { "Redrive" }
-                                } }
+                                td.verbs {
+                                    @if let (Some(id), false) = (&letter.job_id, console.read_only) {
+                                        button.go type="submit" name="one" value=(id) { "Redrive" }
+                                    }
+                                    @if !console.read_only {
+                                        button.stop type="submit" formaction="/actions/delete" name="message" value=(letter.message_id) { "Delete" }
+                                    }
+                                }
                             }
                         }
                     }

@@ -76,22 +76,17 @@ fn refusal(console: &Console, request: &Request) -> Option<Response> {
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or_default();
-    if let Some(hosts) = &console.hosts {
-        if !hosts
-            .iter()
-            .any(|allowed| allowed.eq_ignore_ascii_case(host))
-        {
-            return Some(
-                PageError::new(
-                    StatusCode::MISDIRECTED_REQUEST,
-                    format!(
-                        "this console answers to {} only (the request named host `{host}`)",
-                        hosts.join(", ")
-                    ),
-                )
-                .into_response(),
-            );
-        }
+    if console.loopback_names_only && !is_loopback_name(host) {
+        return Some(
+            PageError::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!(
+                    "this console answers to 127.0.0.1, localhost and [::1] only (the request \
+                     named host `{host}`); to reach it by another name, give it --auth-token"
+                ),
+            )
+            .into_response(),
+        );
     }
     if request.method() == Method::POST && !same_origin(headers, host) {
         return Some(
@@ -110,6 +105,19 @@ fn refusal(console: &Console, request: &Request) -> Option<Response> {
     Some(match request.method() {
         &Method::GET => Redirect::to("/login").into_response(),
         _ => PageError::new(StatusCode::UNAUTHORIZED, "sign in at /login first").into_response(),
+    })
+}
+
+/// Whether `host` (a `Host` header: name, then maybe a port) names this machine's loopback.
+fn is_loopback_name(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().map(|inner| format!("[{inner}]")),
+        None => host.split(':').next().map(str::to_owned),
+    };
+    name.is_some_and(|n| {
+        ["127.0.0.1", "localhost", "[::1]"]
+            .iter()
+            .any(|l| n.eq_ignore_ascii_case(l))
     })
 }
 
@@ -221,6 +229,27 @@ mod tests {
             HeaderValue::from_static("http://evil.example"),
         );
         assert!(!same_origin(&headers, "evil.example.127.0.0.1:8080"));
+    }
+
+    #[test]
+    fn only_loopback_names_on_any_port() {
+        for ok in [
+            "127.0.0.1:8080",
+            "localhost:9000",
+            "LOCALHOST",
+            "[::1]:8080",
+        ] {
+            assert!(is_loopback_name(ok), "{ok}");
+        }
+        for refused in [
+            "evil.example:8080",
+            "127.0.0.1.evil.example",
+            "",
+            "[::2]:80",
+            "localhost.evil:1",
+        ] {
+            assert!(!is_loopback_name(refused), "{refused}");
+        }
     }
 
     #[test]

@@ -60,9 +60,10 @@ pub(crate) struct Console {
     /// The cookie a visitor gets for the right token.
     session: String,
     auth_token: Option<String>,
-    /// The `Host` names the console answers to: its loopback names, unless a token guards it
-    /// (a page of another site that rebinds its name to 127.0.0.1 is then still refused).
-    hosts: Option<Vec<String>>,
+    /// Answer only to loopback names in `Host` (any port: a tunnel or a port-forward may
+    /// reach it on another): so a page of another site that rebinds its own name to
+    /// 127.0.0.1 is refused. Off when a token guards the console.
+    loopback_names_only: bool,
 }
 
 impl Console {
@@ -113,15 +114,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     check_listen(&addr, config.auth_token.as_deref()).map_err(std::io::Error::other)?;
-    let hosts = match (&config.auth_token, addr.ip().is_loopback()) {
-        (None, true) => Some(
-            ["127.0.0.1", "localhost", "[::1]"]
-                .iter()
-                .map(|host| format!("{host}:{}", addr.port()))
-                .collect(),
-        ),
-        _ => None,
-    };
+    let loopback_names_only = config.auth_token.is_none() && addr.ip().is_loopback();
     let console = Arc::new(Console {
         producer: config.producer,
         clients: config.clients,
@@ -132,7 +125,7 @@ pub async fn serve(
         csrf: guard::random_token(),
         session: guard::random_token(),
         auth_token: config.auth_token,
-        hosts,
+        loopback_names_only,
     });
     axum::serve(listener, router(console))
         .with_graceful_shutdown(shutdown)

@@ -45,7 +45,7 @@ pub(super) async fn act(
                     &console,
                     &form,
                     &format!("Retry {} jobs?", ids.len()),
-                    &ids,
+                    listed(&ids),
                 ));
             }
             let report = console.producer.retry(&ids).await?;
@@ -66,7 +66,7 @@ pub(super) async fn act(
                     ),
                     false => format!("Cancel {} jobs?", ids.len()),
                 };
-                return Ok(confirm(&console, &form, &question, &ids));
+                return Ok(confirm(&console, &form, &question, listed(&ids)));
             }
             let report = console.producer.cancel(&ids, chain, &console.by).await?;
             let body = html! {
@@ -98,7 +98,7 @@ pub(super) async fn act(
                         .join(", ")
                 };
                 let question = format!("{} {what}?", if pause { "Pause" } else { "Resume" });
-                return Ok(confirm(&console, &form, &question, &[]));
+                return Ok(confirm(&console, &form, &question, html! {}));
             }
             let paused = match pause {
                 true => console.producer.pause(&kinds, all, &console.by).await?,
@@ -132,7 +132,7 @@ pub(super) async fn act(
                     true => "Redrive every dead letter to the job queue?".to_owned(),
                     false => format!("Redrive {} dead-lettered jobs?", ids.len()),
                 };
-                return Ok(confirm(&console, &form, &question, &ids));
+                return Ok(confirm(&console, &form, &question, listed(&ids)));
             }
             let dlq_url = console.dlq_url().await?;
             let at = Redrive {
@@ -171,6 +171,38 @@ pub(super) async fn act(
                 p { a href="/dead-letters" { "Back to the dead letters" } }
             };
             Ok(layout(&console, "Redrive", false, body))
+        }
+        "delete" => {
+            let messages = form.all("message");
+            if messages.is_empty() {
+                return Err(PageError::new(
+                    StatusCode::BAD_REQUEST,
+                    "message: choose a dead letter to delete",
+                ));
+            }
+            // Deleting is for good: always asked first, one letter or many.
+            if !confirmed {
+                let question = format!("Delete {} dead letter(s) for good?", messages.len());
+                let chosen = html! { ul.chosen { @for m in &messages { li { code { (m) } } } } };
+                return Ok(confirm(&console, &form, &question, chosen));
+            }
+            let dlq_url = console.dlq_url().await?;
+            let report = operate::delete_dead_letters(
+                &console.clients.sqs,
+                &dlq_url,
+                &messages,
+                operate::DEFAULT_HOLD,
+            )
+            .await?;
+            let body = html! {
+                @for letter in &report.deleted {
+                    p.notice.good { "Deleted " code { (letter.message_id) } @if let Some(id) = &letter.job_id { " (" (job_link(id)) ")" } "." }
+                }
+                @for id in &report.not_found { p.notice.bad { code { (id) } " is not on the dead-letter queue (deleted or redriven already?)." } }
+                @for (id, why) in &report.failed { p.notice.bad { code { (id) } " not deleted: " (why) } }
+                p { a href="/dead-letters" { "Back to the dead letters" } }
+            };
+            Ok(layout(&console, "Delete", false, body))
         }
         other => Err(PageError::new(
             StatusCode::NOT_FOUND,
@@ -214,16 +246,19 @@ fn kinds(form: &Fields) -> Result<Vec<JobKind>, PageError> {
         .collect()
 }
 
+/// The jobs a verb would act on, each a link.
+fn listed(ids: &[JobId]) -> Markup {
+    html! { ul.chosen { @for id in ids { li { (job_link(id.as_str())) } } } }
+}
+
 /// The page that asks before a verb acts on many: the same form again, confirmed.
-fn confirm(console: &Console, form: &Fields, question: &str, ids: &[JobId]) -> Html<String> {
+fn confirm(console: &Console, form: &Fields, question: &str, chosen: Markup) -> Html<String> {
     let carried = form
         .pairs()
         .iter()
         .filter(|(name, _)| name != "csrf" && name != "confirm");
     let body: Markup = html! {
-        @if !ids.is_empty() {
-            ul.chosen { @for id in ids { li { (job_link(id.as_str())) } } }
-        }
+        (chosen)
         form.confirm method="post" {
             (csrf(console))
             @for (name, value) in carried { input type="hidden" name=(name) value=(value); }
