@@ -422,6 +422,12 @@ async fn http(
     (status, head.to_ascii_lowercase(), body.to_owned())
 }
 
+/// POSTs `body` to `path` as the console's own page would: from its origin.
+async fn post(addr: std::net::SocketAddr, path: &str, body: &str) -> (u16, String, String) {
+    let origin = format!("http://{addr}");
+    http(addr, "POST", path, &[("Origin", origin.as_str())], body).await
+}
+
 /// The form token a page carries.
 fn csrf_of(page: &str) -> String {
     let marker = "name=\"csrf\" value=\"";
@@ -468,14 +474,7 @@ async fn the_console_acts_only_for_its_own_pages_and_shows_no_verb_when_read_onl
         assert_eq!(code, 403, "{headers:?} {body}: {said}");
     }
     assert!(ledger.paused().await.expect("read").is_empty());
-    let (code, _, said) = http(
-        console.addr,
-        "POST",
-        "/actions/pause",
-        &[("Origin", origin.as_str())],
-        &pause,
-    )
-    .await;
+    let (code, _, said) = post(console.addr, "/actions/pause", &pause).await;
     assert_eq!(code, 200, "{said}");
     assert!(ledger
         .paused()
@@ -484,11 +483,9 @@ async fn the_console_acts_only_for_its_own_pages_and_shows_no_verb_when_read_onl
         .kinds
         .contains("canary"));
     // A kind the console does not know is refused by name.
-    let (code, _, said) = http(
+    let (code, _, said) = post(
         console.addr,
-        "POST",
         "/actions/pause",
-        &[("Origin", origin.as_str())],
         &format!("kind=%3Cb%3E&csrf={token}"),
     )
     .await;
@@ -503,15 +500,7 @@ async fn the_console_acts_only_for_its_own_pages_and_shows_no_verb_when_read_onl
         page.contains("read-only") && !page.contains("/actions/"),
         "{page}"
     );
-    let ro_origin = format!("http://{}", read_only.addr);
-    let (code, _, _) = http(
-        read_only.addr,
-        "POST",
-        "/actions/resume",
-        &[("Origin", ro_origin.as_str())],
-        "kind=canary&csrf=x",
-    )
-    .await;
+    let (code, _, _) = post(read_only.addr, "/actions/resume", "kind=canary&csrf=x").await;
     assert_eq!(code, 403);
     assert!(ledger
         .paused()
@@ -523,27 +512,12 @@ async fn the_console_acts_only_for_its_own_pages_and_shows_no_verb_when_read_onl
     // With a token: the pages ask for it; the right one sets a strict, script-proof cookie.
     let secret = "a-token-of-sixteen-or-more";
     let guarded = RunningConsole::with(&t, |c| c.auth_token = Some(secret.into())).await;
-    let g_origin = format!("http://{}", guarded.addr);
     let (code, head, _) = http(guarded.addr, "GET", "/", &[], "").await;
     assert_eq!(code, 303);
     assert!(head.contains("location: /login"), "{head}");
-    let (code, _, _) = http(
-        guarded.addr,
-        "POST",
-        "/login",
-        &[("Origin", g_origin.as_str())],
-        "token=wrong",
-    )
-    .await;
+    let (code, _, _) = post(guarded.addr, "/login", "token=wrong").await;
     assert_eq!(code, 401);
-    let (code, head, _) = http(
-        guarded.addr,
-        "POST",
-        "/login",
-        &[("Origin", g_origin.as_str())],
-        &format!("token={secret}"),
-    )
-    .await;
+    let (code, head, _) = post(guarded.addr, "/login", &format!("token={secret}")).await;
     assert_eq!(code, 303, "{head}");
     let cookie = head
         .lines()

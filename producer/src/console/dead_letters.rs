@@ -73,7 +73,7 @@ pub(super) async fn page(
                                     span.reason { (letter.error.as_deref().unwrap_or("moved by the queue's redrive policy: no worker finished it")) }
                                     details { summary { "body" } pre.json { (letter.body) } }
                                 }
-                                td.verbs {
+                                td.actions {
                                     @if let (Some(id), false) = (&letter.job_id, console.read_only) {
                                         button.go type="submit" name="one" value=(id) { "Redrive" }
                                     }

@@ -14,6 +14,37 @@ use super::Console;
 pub(super) fn layout(console: &Console, title: &str, refresh: bool, body: Markup) -> Html<String> {
     let queue = &console.producer.queue().url;
     let queue_name = shoal_common::queue::name_from_url(queue);
+    let refresh = refresh.then(|| console.refresh.as_secs().max(1));
+    let header = html! {
+        nav {
+            a href="/" { "Overview" }
+            a href="/jobs" { "Jobs" }
+            a href="/dead-letters" { "Dead letters" }
+        }
+        form.search method="get" action="/jobs" {
+            input type="search" name="id" placeholder="job id" aria-label="Find a job by id";
+            button type="submit" { "Find" }
+        }
+        span.queue title=(queue) { (queue_name) }
+        @if console.read_only { span.badge { "read-only" } }
+    };
+    document(title, refresh, header, html! { h1 { (title) } (body) })
+}
+
+/// The page for a request the console could not answer.
+pub(super) fn error_page(status: StatusCode, message: &str) -> Html<String> {
+    let title = format!(
+        "{} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("error")
+    );
+    let header = html! { nav { a href="/" { "Overview" } } };
+    let main = html! { h1 { (title) } p.notice.bad { (message) } };
+    document(&title, None, header, main)
+}
+
+/// The HTML document every page is: its head, the bar along the top, and `main`.
+fn document(title: &str, refresh: Option<u64>, header: Markup, main: Markup) -> Html<String> {
     Html(
         html! {
             (DOCTYPE)
@@ -21,55 +52,13 @@ pub(super) fn layout(console: &Console, title: &str, refresh: bool, body: Markup
                 head {
                     meta charset="utf-8";
                     meta name="viewport" content="width=device-width, initial-scale=1";
-                    @if refresh {
-                        meta http-equiv="refresh" content=(console.refresh.as_secs().max(1));
-                    }
+                    @if let Some(secs) = refresh { meta http-equiv="refresh" content=(secs); }
                     title { (title) " · Shoal" }
                     link rel="stylesheet" href="/assets/console.css";
                 }
                 body {
-                    header.top {
-                        a.brand href="/" { "Shoal" }
-                        nav {
-                            a href="/" { "Overview" }
-                            a href="/jobs" { "Jobs" }
-                            a href="/dead-letters" { "Dead letters" }
-                        }
-                        form.search method="get" action="/jobs" {
-                            input type="search" name="id" placeholder="job id" aria-label="Find a job by id";
-                            button type="submit" { "Find" }
-                        }
-                        span.queue title=(queue) { (queue_name) }
-                        @if console.read_only { span.badge { "read-only" } }
-                    }
-                    main {
-                        h1 { (title) }
-                        (body)
-                    }
-                }
-            }
-        }
-        .into_string(),
-    )
-}
-
-/// The page for a request the console could not answer.
-pub(super) fn error_page(status: StatusCode, message: &str) -> Html<String> {
-    Html(
-        html! {
-            (DOCTYPE)
-            html lang="en" {
-                head {
-                    meta charset="utf-8";
-                    title { (status.as_u16()) " · Shoal" }
-                    link rel="stylesheet" href="/assets/console.css";
-                }
-                body {
-                    header.top { a.brand href="/" { "Shoal" } nav { a href="/" { "Overview" } } }
-                    main {
-                        h1 { (status.as_u16()) " " (status.canonical_reason().unwrap_or("error")) }
-                        p.notice.bad { (message) }
-                    }
+                    header.top { a.brand href="/" { "Shoal" } (header) }
+                    main { (main) }
                 }
             }
         }
