@@ -564,3 +564,101 @@ async fn the_console_acts_only_for_its_own_pages_and_shows_no_verb_when_read_onl
     assert_eq!(refused.code, 2, "{refused:?}");
     assert!(refused.stderr.contains("--auth-token"), "{refused:?}");
 }
+
+/// AWS's bad days reach the console as pages that say what failed, and no verb claims more
+/// than it did: with the ledger's queries down the overview answers 502 naming the call, and
+/// recovers when they do; a retry whose send fails says the job was opened but not sent, and
+/// the same button pressed again once SQS is back sends it, and it runs once, as run 2.
+#[tokio::test]
+async fn on_a_bad_day_the_console_says_what_failed_and_a_retry_not_sent_is_sent_again() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use shoal_tests::fault_proxy::{AwsFault, Rule, Service};
+    use shoal_worker::{JobError, Outcome, Registry};
+
+    let (proxy, t) = TestStack::behind_proxy(StackSpec::new(unique("console-bad-day"))).await;
+    // The worker, watching as an observer, meets no fault; its snapshot (a kind that takes a
+    // lease) fails for good once.
+    let first = Arc::new(AtomicBool::new(true));
+    let mut registry = Registry::new();
+    registry.register_fn(move |_, _: shoal_common::job::Snapshot| {
+        let fail = first.swap(false, Ordering::SeqCst);
+        async move {
+            match fail {
+                true => Err(JobError::permanent("Boom", "broken the first time")),
+                false => Ok(Outcome::Done(json!({"ran": "again"}))),
+            }
+        }
+    });
+    let table = t.stack.ledger_table.clone().expect("a ledger");
+    let mut config = t.worker_config("bad-day-worker");
+    config.ledger = Some(t.ledger_named(&t.sdk, &table));
+    let _worker = t.start_worker(config, registry).await;
+    let job = "console-bad-day-snapshot";
+    producer(&t)
+        .enqueue(
+            &JobEnvelope::new(Job::new(shoal_tests::snapshot_of_volume_named("any")))
+                .with_job_id(shoal_common::JobId::parse(job).expect("id")),
+            &SendOptions::default(),
+        )
+        .await
+        .expect("enqueue");
+    let failed = t.one_event(WAIT).await;
+    assert_eq!(failed.status, JobStatus::Failed, "{failed:?}");
+    assert!(
+        eventually(WAIT, || async {
+            status_of(&t, job).await == Some(Status::Failed)
+        })
+        .await
+    );
+
+    // The console reaches AWS through the proxy, and meets its faults.
+    let sdk = proxy.sdk().await;
+    let clients = shoal_common::aws::AwsClients::new(&sdk);
+    let console = RunningConsole::with(&t, |c| {
+        c.producer = Producer::new(clients.sqs.clone(), QueueTarget::new(&t.stack.queue_url))
+            .with_ledger(t.ledger_named(&sdk, &table));
+        c.clients = clients.clone();
+    })
+    .await;
+    proxy.add(Rule::outage(
+        Service::DynamoDb,
+        &["Query"],
+        AwsFault::ServiceUnavailable,
+        Duration::from_secs(3600),
+    ));
+    let (code, _, page) = http(console.addr, "GET", "/", &[], "").await;
+    assert_eq!(code, 502, "{page}");
+    assert!(page.contains("Query"), "the page names the call: {page}");
+    proxy.heal();
+    let (code, _, page) = http(console.addr, "GET", "/", &[], "").await;
+    assert_eq!(code, 200, "{page}");
+
+    let (_, _, job_page) = http(console.addr, "GET", &format!("/jobs/{job}"), &[], "").await;
+    let retry = format!("job={job}&csrf={}", csrf_of(&job_page));
+    proxy.add(Rule::outage(
+        Service::Sqs,
+        &["SendMessageBatch"],
+        AwsFault::ServiceUnavailable,
+        Duration::from_secs(3600),
+    ));
+    let (code, _, said) = post(console.addr, "/actions/retry", &retry).await;
+    assert_eq!(code, 200, "{said}");
+    assert!(
+        said.contains("opened for its next run, but not sent"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("queued"),
+        "nothing claims it was sent: {said}"
+    );
+    proxy.heal();
+    let (_, _, said) = post(console.addr, "/actions/retry", &retry).await;
+    assert!(said.contains(&format!("{job}</a> run 2 queued")), "{said}");
+    let event = t.one_event(WAIT).await;
+    assert_eq!(event.job_id.as_deref(), Some(job));
+    assert_eq!(event.status, JobStatus::Succeeded, "{event:?}");
+    let record = t.ledger_named(&t.sdk, &table).get(job).await.expect("read");
+    assert_eq!(event.run, 2, "{event:?} {record:?}");
+}
