@@ -304,3 +304,50 @@ async fn two_retries_at_the_same_instant_open_one_run() {
     assert_eq!(record.map(|r| r.run), Some(2));
     worker.stop().await;
 }
+
+/// A kind that takes no lease (a canary, `terminate-instances`) writes its outcome as a whole
+/// record; a rerun's record holds its run and its earlier failures, which that put would drop.
+/// Rerun by `retry`, such a job is announced as run 2 and its record keeps run 1's failure.
+#[tokio::test]
+async fn a_rerun_of_a_kind_without_a_lease_is_run_two_and_keeps_its_failure() {
+    let t = TestStack::new("rerun-leaseless").await;
+    let failed_once = Arc::new(AtomicUsize::new(0));
+    let mut registry = Registry::new();
+    let calls = failed_once.clone();
+    registry.register_fn(move |_: JobContext, _: shoal_common::job::Canary| {
+        let first = calls.fetch_add(1, Ordering::SeqCst) == 0;
+        async move {
+            match first {
+                true => Err(JobError::permanent("Boom", "broken the first time")),
+                false => Ok(Outcome::Done(json!({"ran": "again"}))),
+            }
+        }
+    });
+    let table = t.stack.ledger_table.clone().expect("a ledger");
+    let mut config = t.worker_config("w");
+    config.ledger = Some(t.ledger_named(&t.sdk, &table));
+    let _worker = t.start_worker(config, registry).await;
+    let id = "leaseless-rerun";
+    t.enqueue_job(&Job::new(shoal_common::job::Canary::default()), id)
+        .await;
+    let first = t.one_event(WAIT).await;
+    assert_eq!(first.status, JobStatus::Failed, "{first:?}");
+
+    let stack = ["--queue-url", &t.stack.queue_url, "--ledger-table", &table];
+    let retried = producer_cli(&t.sdk, &[&stack[..], &["retry", id]].concat()).await;
+    assert_eq!(retried.stdout.trim(), format!("{id} run 2"), "{retried:?}");
+    let second = t.one_event(WAIT).await;
+    assert_eq!(second.status, JobStatus::Succeeded, "{second:?}");
+    assert_eq!(second.run, 2, "announced as the second run: {second:?}");
+    let record = t
+        .ledger_named(&t.sdk, &table)
+        .get(id)
+        .await
+        .expect("read")
+        .expect("a record");
+    assert_eq!(record.status, Status::Succeeded);
+    assert_eq!(record.run, 2, "{record:?}");
+    assert_eq!(record.earlier_failures.len(), 1, "run 1's failure is kept: {record:?}");
+    assert_eq!(record.outcome.map(|o| o.run), Some(2));
+    assert_eq!(failed_once.load(Ordering::SeqCst), 2, "ran twice in all");
+}

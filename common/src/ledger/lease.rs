@@ -2,7 +2,8 @@
 //! ([`Ledger::claim`] takes the lease): extending it (which is also where a run learns that an
 //! operator asked it to stop), recording progress, giving the lease back, and recording the
 //! outcome. A run whose fence is no longer the record's writes nothing
-//! ([`LedgerError::LeaseLost`]).
+//! ([`LedgerError::LeaseLost`]). Beside them, the one outcome written without a lease that
+//! must keep what the record holds: a rerun's ([`Ledger::finish_rerun`]).
 
 use std::time::Duration;
 
@@ -10,7 +11,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::Utc;
 use serde_json::{Map, Value};
 
-use super::{attr, is_condition_failure, ms, n, s, Extended, Lease, Ledger, LedgerError, Status};
+use super::{
+    attr, is_condition_failure, ms, n, s, Extended, Lease, Ledger, LedgerError, Record, Status,
+};
 use crate::error::{classify_sdk_error, Error, ErrorClass};
 use crate::event::JobEvent;
 
@@ -163,5 +166,62 @@ impl Ledger {
             ],
         )
         .await
+    }
+
+    /// Records the outcome of a rerun (its `record` read as unfinished, with a run number) of
+    /// a kind that takes no lease, keeping its run and earlier failures; `event` is announced
+    /// as that run. `false` when the record changed since it was read (another delivery
+    /// finished it, an operator cancelled it): nothing is written.
+    pub async fn finish_rerun(&self, record: &Record, event: &JobEvent) -> Result<bool, Error> {
+        let outcome = serde_json::to_string(event).map_err(|e| Error {
+            class: ErrorClass::Permanent,
+            code: None,
+            operation: Some("UpdateItem"),
+            message: format!("the outcome does not serialize: {e}"),
+        })?;
+        let now = Utc::now();
+        let first = event
+            .timings
+            .first_started_at
+            .unwrap_or(event.timings.started_at);
+        let sent = self
+            .update(&record.job_id)
+            .condition_expression(
+                "#updated = :seen AND NOT #status IN (:succeeded, :failed, :cancelled)",
+            )
+            .update_expression(
+                "SET #status = :status, #outcome = :outcome, #attempt = :attempt, \
+                 #lease = :zero, #holder = :holder, #finished = :finished, \
+                 #first = if_not_exists(#first, :first), #updated = :now, #expires = :expires",
+            )
+            .expression_attribute_names("#status", attr::STATUS)
+            .expression_attribute_names("#outcome", attr::OUTCOME)
+            .expression_attribute_names("#attempt", attr::ATTEMPT)
+            .expression_attribute_names("#lease", attr::LEASE_UNTIL)
+            .expression_attribute_names("#holder", attr::HOLDER)
+            .expression_attribute_names("#finished", attr::FINISHED_AT)
+            .expression_attribute_names("#first", attr::FIRST_STARTED_AT)
+            .expression_attribute_names("#updated", attr::UPDATED_AT)
+            .expression_attribute_names("#expires", attr::EXPIRES_AT)
+            .expression_attribute_values(":seen", record.updated_at.map_or(n(0), ms))
+            .expression_attribute_values(":succeeded", s(Status::Succeeded.as_str()))
+            .expression_attribute_values(":failed", s(Status::Failed.as_str()))
+            .expression_attribute_values(":cancelled", s(Status::Cancelled.as_str()))
+            .expression_attribute_values(":status", s(Status::of(event.status).as_str()))
+            .expression_attribute_values(":outcome", s(outcome))
+            .expression_attribute_values(":attempt", n(u64::from(event.attempts)))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":holder", s(event.worker_id.as_str()))
+            .expression_attribute_values(":finished", ms(event.timings.finished_at))
+            .expression_attribute_values(":first", ms(first))
+            .expression_attribute_values(":now", ms(now))
+            .expression_attribute_values(":expires", self.expires_at(now))
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(classify_sdk_error("UpdateItem", &e)),
+        }
     }
 }

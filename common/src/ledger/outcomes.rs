@@ -166,11 +166,16 @@ impl Ledger {
         let put = if item.only_new {
             put.condition_expression("attribute_not_exists(#id) OR #expires < :now_s")
         } else {
+            // A rerun's record (it has a run number) keeps its run and earlier failures, which
+            // a whole-item put would drop: it is refused here, and finished by
+            // `Ledger::finish_rerun` instead.
             put.condition_expression(
                 "attribute_not_exists(#id) OR #expires < :now_s \
                  OR (#kind = :kind AND #digest = :digest \
-                     AND NOT #status IN (:succeeded, :failed, :cancelled))",
+                     AND NOT #status IN (:succeeded, :failed, :cancelled) \
+                     AND attribute_not_exists(#run))",
             )
+            .expression_attribute_names("#run", attr::RUN)
             .expression_attribute_names("#kind", attr::KIND)
             .expression_attribute_names("#digest", attr::DIGEST)
             .expression_attribute_names("#status", attr::STATUS)

@@ -66,9 +66,10 @@ pub(super) async fn apply(
             if let Some(c) = &claim {
                 event.run = c.run();
             }
-            if let Err(instead) = record_outcome(shared, msg, attempt, claim.as_ref(), &event).await
-            {
-                return instead;
+            match record_outcome(shared, msg, attempt, claim.as_ref(), &event).await {
+                Err(instead) => return instead,
+                Ok(Recorded::AsRun(run)) => event.run = run,
+                Ok(Recorded::AsIs) => {}
             }
             // Counted once the success is final: one the ledger would not take runs again.
             metrics.jobs_succeeded.with_label_values(&[k]).inc();
@@ -138,10 +139,10 @@ pub(super) async fn apply(
             }
             // A refused message is not the job its id names: nothing of it is recorded.
             if !reason.is_refusal() {
-                if let Err(instead) =
-                    record_outcome(shared, msg, attempt, claim.as_ref(), &event).await
-                {
-                    return instead;
+                match record_outcome(shared, msg, attempt, claim.as_ref(), &event).await {
+                    Err(instead) => return instead,
+                    Ok(Recorded::AsRun(run)) => event.run = run,
+                    Ok(Recorded::AsIs) => {}
                 }
             }
             dead_letter_or_carry(shared, msg, attempt, failure, event).await
@@ -158,6 +159,10 @@ pub(super) async fn apply(
 /// own finished record (a run again after its announcement) is announced as recorded; another
 /// job's refuses this message as reusing its id, the record untouched.
 ///
+/// A lease-less rerun's outcome (the record has a run number, and earlier failures a
+/// whole-item put would drop) is written over the record it read instead, keeping them, and
+/// announced as that run ([`Recorded::AsRun`]).
+///
 /// When it cannot be written, what became of the message instead: left alone when another
 /// run holds the job now (it reports it); otherwise (the ledger did not take it while the
 /// message was held) the outcome is not announced, since it is not on record, and the job
@@ -169,18 +174,18 @@ async fn record_outcome(
     attempt: &Attempt<'_>,
     claim: Option<&JobClaim>,
     event: &JobEvent,
-) -> Result<(), Disposition> {
+) -> Result<Recorded, Disposition> {
     let written = match (claim, &shared.outcomes, &shared.config.ledger) {
         (Some(claim), _, _) => claim.finish(shared, event).await,
         (None, Some(outcomes), Some(ledger)) => {
             let Some(envelope) = attempt.envelope.filter(|e| !e.kind().takes_lease()) else {
-                return Ok(());
+                return Ok(Recorded::AsIs);
             };
             let item = match ledger.outcome_item(event, envelope) {
                 Ok(item) => item,
                 Err(e) => {
                     tracing::error!(error = %e, "the outcome cannot be made a ledger record; announced without one");
-                    return Ok(());
+                    return Ok(Recorded::AsIs);
                 }
             };
             let put = calls::while_held(shared, "write the outcome to the ledger", || {
@@ -189,15 +194,15 @@ async fn record_outcome(
             .await;
             match put {
                 Err(e) if e.code.as_deref() == Some(RECORD_EXISTS) => {
-                    return Err(on_record_already(shared, msg, envelope, ledger).await)
+                    return on_record_already(shared, msg, envelope, ledger, event).await
                 }
                 other => other.map_err(Unrecorded::NotTaken),
             }
         }
-        _ => return Ok(()),
+        _ => return Ok(Recorded::AsIs),
     };
     match written {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(Recorded::AsIs),
         Err(Unrecorded::Lost) => {
             shared.metrics.ledger_leases_lost.inc();
             tracing::warn!("the job's claim was lost to another run before its outcome was recorded; that run reports it");
@@ -213,35 +218,61 @@ async fn record_outcome(
     }
 }
 
+/// How an outcome went on record.
+pub(super) enum Recorded {
+    /// As the event says.
+    AsIs,
+    /// As this run of the job (a rerun's): the event is announced with it.
+    AsRun(u32),
+}
+
 /// A lease-less job whose outcome the ledger would not take because its id is on record:
-/// its own finished record is announced as recorded (the job ran again after announcing,
-/// say, a worker killed before its delete); another job's refuses this message. A ledger
-/// that cannot be read now sends the job round again on a copy, as an outcome not taken.
+/// its own unfinished rerun's record is finished keeping its run and earlier failures; its own
+/// finished record is announced as recorded (the job ran again after announcing, say, a
+/// worker killed before its delete); another job's refuses this message. A ledger that cannot
+/// be read or written now (or a record that changed meanwhile) sends the job round again on a
+/// copy, as an outcome not taken.
 async fn on_record_already(
     shared: &Shared,
     msg: &Delivery,
     envelope: &JobEnvelope,
     ledger: &Ledger,
-) -> Disposition {
+    event: &JobEvent,
+) -> Result<Recorded, Disposition> {
     let record = calls::while_held(shared, "read the job's record", || {
         ledger.get(envelope.job_id.as_str())
     })
     .await;
-    match record {
-        // Boxed: announcing a record can refuse the message, which is carrying out again.
-        Ok(Some(record)) => Box::pin(announce_recorded(shared, msg, envelope, record)).await,
-        other => {
-            let why = match other {
+    let rerun = |r: &Record| {
+        r.is_of(envelope.kind().as_str(), &envelope.digest())
+            && !r.status.is_finished()
+            && r.run > 1
+    };
+    let why = match record {
+        Ok(Some(record)) if rerun(&record) => {
+            let mut event = event.clone();
+            event.run = record.run;
+            let finished = calls::while_held(shared, "record the rerun's outcome", || {
+                ledger.finish_rerun(&record, &event)
+            })
+            .await;
+            match finished {
+                Ok(true) => return Ok(Recorded::AsRun(record.run)),
+                Ok(false) => "the rerun's record changed while its outcome was written".to_owned(),
                 Err(e) => e.message,
-                _ => "the record refused the write, then was gone".to_owned(),
-            };
-            let attempt = Attempt::of(msg, Some(envelope));
-            let delay =
-                carry_forward_delay(msg.carried.copies, shared.config.fifo, shared.policy());
-            tracing::warn!(error = %why, "cannot read the record that refused the outcome; the job comes back");
-            copy_or_return(shared, msg, delay, &same_attempt_again(msg, &attempt)).await
+            }
         }
-    }
+        // Boxed: announcing a record can refuse the message, which is carrying out again.
+        Ok(Some(record)) => {
+            return Err(Box::pin(announce_recorded(shared, msg, envelope, record)).await)
+        }
+        Err(e) => e.message,
+        Ok(None) => "the record refused the write, then was gone".to_owned(),
+    };
+    let attempt = Attempt::of(msg, Some(envelope));
+    let delay = carry_forward_delay(msg.carried.copies, shared.config.fifo, shared.policy());
+    tracing::warn!(error = %why, "the outcome is not on record; the job comes back to be reported then");
+    Err(copy_or_return(shared, msg, delay, &same_attempt_again(msg, &attempt)).await)
 }
 
 /// A run an operator cancelled (`claim`'s request, read at its claim or a lease extension):
@@ -268,8 +299,10 @@ pub(super) async fn cancelled(
     if let Some(c) = &claim {
         event.run = c.run();
     }
-    if let Err(instead) = record_outcome(shared, msg, attempt, claim.as_ref(), &event).await {
-        return instead;
+    match record_outcome(shared, msg, attempt, claim.as_ref(), &event).await {
+        Err(instead) => return instead,
+        Ok(Recorded::AsRun(run)) => event.run = run,
+        Ok(Recorded::AsIs) => {}
     }
     let k = attempt
         .envelope
