@@ -2,12 +2,13 @@
 //! [`shoal_common::Job`], so a new kind appears here by itself), bulk `submit` from JSON
 //! Lines, `schema` for other languages' teams, `stack create` for a development stack,
 //! `peek` and `events` to look at the queues, `job` and `jobs` to look jobs up in the
-//! ledger, and the operator's `status` and `dlq list|redrive`.
+//! ledger, the operator's `status`, `dlq list|redrive|delete|purge`, `retry`, `cancel`,
+//! `pause`, `resume`, and `console` (the web console, [`crate::console`]).
 //!
 //! The arguments are in [`args`]; this file holds the dispatch, the exit statuses and the
-//! one output helper; each command's printing is in a file of its own ([`submit`],
-//! [`watch`] for peek/events/status, [`dlq`]), and the SQS work they print is in the library
-//! ([`crate::inspect`], [`crate::operate`]). It lives in the library
+//! one output helper; each command's printing is in a file of its own (`submit`, `watch`
+//! for peek/events/status, `verbs` for the operator's, `lookup`, `follow`), and the AWS work
+//! they print is in the library ([`crate::inspect`], [`crate::operate`], [`crate::lookup`]). It lives in the library
 //! so tests can run it in-process against the emulator; `main.rs` only parses arguments and
 //! loads the AWS configuration.
 

@@ -1,6 +1,7 @@
-//! The operator's verbs: `shoal-producer dlq list|redrive`, `retry`, `cancel`, `pause` and
-//! `resume`, printing what [`crate::operate`] finds on, and moves off, the dead-letter queue,
-//! the failed jobs it runs again, the jobs it cancels and the kinds it pauses.
+//! The operator's verbs: `shoal-producer dlq list|redrive|delete|purge`, `retry`, `cancel`,
+//! `pause`, `resume` and `console`, printing what [`crate::operate`] finds on, moves off and
+//! deletes from the dead-letter queue, the failed jobs it runs again, the jobs it cancels and
+//! the kinds it pauses; and starting the web console ([`crate::console`]).
 
 use shoal_common::aws::AwsClients;
 use shoal_common::config::QueueArgs;
