@@ -662,3 +662,76 @@ async fn on_a_bad_day_the_console_says_what_failed_and_a_retry_not_sent_is_sent_
     let record = t.ledger_named(&t.sdk, &table).get(job).await.expect("read");
     assert_eq!(event.run, 2, "{event:?} {record:?}");
 }
+
+/// The `console` command as an operator starts it: the binary prints its address (port 0:
+/// any free one) and serves the overview there; a second console on that address is refused
+/// with exit 2, naming `--listen`; without a ledger it says which setting is missing.
+#[tokio::test]
+async fn the_console_command_prints_its_address_and_a_taken_port_is_refused() {
+    use tokio::io::AsyncBufReadExt;
+
+    const PRODUCER: &str = env!("CARGO_BIN_EXE_shoal-producer-for-tests");
+    let t = TestStack::new("console-cli").await;
+    let table = t.stack.ledger_table.clone().expect("a ledger");
+    let env = shoal_tests::aws_env(&shoal_tests::moto().endpoint);
+    let mut console = tokio::process::Command::new(PRODUCER)
+        .args(["--queue-url", &t.stack.queue_url, "--ledger-table", &table])
+        .args(["console", "--listen", "127.0.0.1:0"])
+        .envs(env.clone())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the console");
+    let stdout = console.stdout.take().expect("its output");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .expect("a line within the wait")
+        .expect("read")
+        .expect("the address line");
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://127.0.0.1:"))
+        .unwrap_or_else(|| panic!("an address in {line:?}"));
+    let addr: std::net::SocketAddr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("host:port");
+    let (code, _, page) = http(addr, "GET", "/", &[], "").await;
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("Overview"), "{page}");
+
+    let taken = tokio::process::Command::new(PRODUCER)
+        .args(["--queue-url", &t.stack.queue_url, "--ledger-table", &table])
+        .args(["console", "--listen", &addr.to_string()])
+        .envs(env.clone())
+        .output()
+        .await
+        .expect("run a second console");
+    let said = String::from_utf8_lossy(&taken.stderr);
+    assert_eq!(taken.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("is in use") && said.contains("--listen"),
+        "{said}"
+    );
+
+    let no_ledger = tokio::process::Command::new(PRODUCER)
+        .args([
+            "--queue-url",
+            &t.stack.queue_url,
+            "console",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .envs(env)
+        .env_remove("SHOAL_LEDGER_TABLE")
+        .output()
+        .await
+        .expect("run a console without a ledger");
+    let said = String::from_utf8_lossy(&no_ledger.stderr);
+    assert_eq!(no_ledger.status.code(), Some(2), "{said}");
+    assert!(said.contains("SHOAL_LEDGER_TABLE"), "{said}");
+    console.kill().await.expect("stop the console");
+}

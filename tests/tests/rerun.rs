@@ -347,7 +347,11 @@ async fn a_rerun_of_a_kind_without_a_lease_is_run_two_and_keeps_its_failure() {
         .expect("a record");
     assert_eq!(record.status, Status::Succeeded);
     assert_eq!(record.run, 2, "{record:?}");
-    assert_eq!(record.earlier_failures.len(), 1, "run 1's failure is kept: {record:?}");
+    assert_eq!(
+        record.earlier_failures.len(),
+        1,
+        "run 1's failure is kept: {record:?}"
+    );
     assert_eq!(record.outcome.map(|o| o.run), Some(2));
     assert_eq!(failed_once.load(Ordering::SeqCst), 2, "ran twice in all");
 }
