@@ -138,7 +138,7 @@ fn kinds(console: &Console, records: &[Record], paused: &Paused) -> Markup {
                 @for name in &names {
                     @let is_paused = paused.all || paused.kinds.contains(name);
                     tr id={ "kind-" (name) } {
-                        td { a href={ "/jobs?kind=" (name) } { (name) } }
+                        td { a href={ "/jobs?kind=" (form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>()) } { (name) } }
                         td { @if is_paused { (status("paused")) } @else { (status("active")) } }
                         @for n in counts.get(name).copied().unwrap_or_default() {
                             td.n { @if n > 0 { (n) } @else { span.none { "·" } } }
