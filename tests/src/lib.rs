@@ -511,6 +511,15 @@ impl TestStack {
         }
     }
 
+    /// [`TestStack::worker_config`] with this stack's job ledger (it must have one).
+    pub fn worker_config_with_ledger(&self, worker_id: &str) -> WorkerConfig {
+        let table = self.stack.ledger_table.as_deref().expect("a ledger");
+        WorkerConfig {
+            ledger: Some(self.ledger_named(&self.sdk, table)),
+            ..self.worker_config(worker_id)
+        }
+    }
+
     /// Starts a worker in this process with `registry`, serving metrics on a free port.
     pub async fn start_worker(&self, config: WorkerConfig, registry: Registry) -> RunningWorker {
         let sdk = self.sdk.clone();
@@ -860,4 +869,30 @@ pub async fn new_snapshot(
         .snapshot_id()
         .expect("snapshot id")
         .to_owned()
+}
+
+/// A registry whose only handler, for `K`, fails for good on its first call ("Boom") and
+/// succeeds with `{"ran": "again"}` on every later one: a job whose cause is then fixed. The
+/// counter says how many times it ran.
+pub fn failing_once<K: shoal_common::job::Kind>() -> (Registry, Arc<std::sync::atomic::AtomicUsize>)
+{
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let mut registry = Registry::new();
+    registry.register_fn(move |_, _: K| {
+        let first = counted.fetch_add(1, Ordering::SeqCst) == 0;
+        async move {
+            match first {
+                true => Err(shoal_worker::JobError::permanent(
+                    "Boom",
+                    "broken the first time",
+                )),
+                false => Ok(shoal_worker::Outcome::Done(
+                    serde_json::json!({"ran": "again"}),
+                )),
+            }
+        }
+    });
+    (registry, calls)
 }

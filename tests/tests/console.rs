@@ -35,9 +35,7 @@ fn producer(t: &TestStack) -> Producer {
 }
 
 async fn worker(t: &TestStack) -> RunningWorker {
-    let table = t.stack.ledger_table.as_deref().expect("a ledger");
-    let mut config = t.worker_config("console-worker");
-    config.ledger = Some(t.ledger_named(&t.sdk, table));
+    let config = t.worker_config_with_ledger("console-worker");
     t.start_worker(config, registry_with(Ec2Settings::default()))
         .await
 }
@@ -571,29 +569,14 @@ async fn the_console_acts_only_for_its_own_pages_and_shows_no_verb_when_read_onl
 /// the same button pressed again once SQS is back sends it, and it runs once, as run 2.
 #[tokio::test]
 async fn on_a_bad_day_the_console_says_what_failed_and_a_retry_not_sent_is_sent_again() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-
     use shoal_tests::fault_proxy::{AwsFault, Rule, Service};
-    use shoal_worker::{JobError, Outcome, Registry};
 
     let (proxy, t) = TestStack::behind_proxy(StackSpec::new(unique("console-bad-day"))).await;
     // The worker, watching as an observer, meets no fault; its snapshot (a kind that takes a
     // lease) fails for good once.
-    let first = Arc::new(AtomicBool::new(true));
-    let mut registry = Registry::new();
-    registry.register_fn(move |_, _: shoal_common::job::Snapshot| {
-        let fail = first.swap(false, Ordering::SeqCst);
-        async move {
-            match fail {
-                true => Err(JobError::permanent("Boom", "broken the first time")),
-                false => Ok(Outcome::Done(json!({"ran": "again"}))),
-            }
-        }
-    });
+    let (registry, _) = shoal_tests::failing_once::<shoal_common::job::Snapshot>();
     let table = t.stack.ledger_table.clone().expect("a ledger");
-    let mut config = t.worker_config("bad-day-worker");
-    config.ledger = Some(t.ledger_named(&t.sdk, &table));
+    let config = t.worker_config_with_ledger("bad-day-worker");
     let _worker = t.start_worker(config, registry).await;
     let job = "console-bad-day-snapshot";
     producer(&t)

@@ -311,21 +311,9 @@ async fn two_retries_at_the_same_instant_open_one_run() {
 #[tokio::test]
 async fn a_rerun_of_a_kind_without_a_lease_is_run_two_and_keeps_its_failure() {
     let t = TestStack::new("rerun-leaseless").await;
-    let failed_once = Arc::new(AtomicUsize::new(0));
-    let mut registry = Registry::new();
-    let calls = failed_once.clone();
-    registry.register_fn(move |_: JobContext, _: shoal_common::job::Canary| {
-        let first = calls.fetch_add(1, Ordering::SeqCst) == 0;
-        async move {
-            match first {
-                true => Err(JobError::permanent("Boom", "broken the first time")),
-                false => Ok(Outcome::Done(json!({"ran": "again"}))),
-            }
-        }
-    });
+    let (registry, ran) = shoal_tests::failing_once::<shoal_common::job::Canary>();
     let table = t.stack.ledger_table.clone().expect("a ledger");
-    let mut config = t.worker_config("w");
-    config.ledger = Some(t.ledger_named(&t.sdk, &table));
+    let config = t.worker_config_with_ledger("w");
     let _worker = t.start_worker(config, registry).await;
     let id = "leaseless-rerun";
     t.enqueue_job(&Job::new(shoal_common::job::Canary::default()), id)
@@ -353,5 +341,5 @@ async fn a_rerun_of_a_kind_without_a_lease_is_run_two_and_keeps_its_failure() {
         "run 1's failure is kept: {record:?}"
     );
     assert_eq!(record.outcome.map(|o| o.run), Some(2));
-    assert_eq!(failed_once.load(Ordering::SeqCst), 2, "ran twice in all");
+    assert_eq!(ran.load(Ordering::SeqCst), 2, "ran twice in all");
 }
