@@ -300,6 +300,13 @@ async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<
         shoal_common::aws::check_setup(sdk).await?;
     }
     let clients = AwsClients::new(sdk);
+    // Where a job given on the command line goes (`Job`, `Send`): fields the match leaves be.
+    let target = Target {
+        queue: &cli.queue,
+        ledger_table: &cli.ledger_table,
+        follow: &cli.follow,
+        topic_arn: &cli.topic_arn,
+    };
     match cli.command {
         Command::Schema(args) => {
             let schema = if args.event {
@@ -336,15 +343,7 @@ async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<
         }
         Command::Job(job) => {
             let envelope = job_envelope(job.into(), cli.job_id.job_id.as_deref())?;
-            {
-                let target = Target {
-                    queue: &cli.queue,
-                    ledger_table: &cli.ledger_table,
-                    follow: &cli.follow,
-                    topic_arn: &cli.topic_arn,
-                };
-                send_one(target, sdk, &clients, envelope, &options, out).await
-            }
+            send_one(target, sdk, &clients, envelope, &options, out).await
         }
         Command::Send(args) => {
             let params: serde_json::Value = match &args.params {
@@ -361,15 +360,7 @@ async fn execute(cli: Cli, sdk: &SdkConfig, out: &mut Output<'_, '_>) -> Result<
             let request = serde_json::Value::Object(request);
             let envelope =
                 JobEnvelope::from_request(request).map_err(|e| CliError::Refused(e.to_string()))?;
-            {
-                let target = Target {
-                    queue: &cli.queue,
-                    ledger_table: &cli.ledger_table,
-                    follow: &cli.follow,
-                    topic_arn: &cli.topic_arn,
-                };
-                send_one(target, sdk, &clients, envelope, &options, out).await
-            }
+            send_one(target, sdk, &clients, envelope, &options, out).await
         }
         Command::Follow(args) => {
             let topic = follow::topic(&cli.topic_arn)?;

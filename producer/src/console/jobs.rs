@@ -125,16 +125,8 @@ pub(super) async fn list(
 }
 
 fn row(console: &Console, record: &Record, now: DateTime<Utc>) -> Markup {
-    let selectable = !console.read_only
-        && matches!(
-            record.status,
-            Status::Failed
-                | Status::Cancelled
-                | Status::Queued
-                | Status::Scheduled
-                | Status::Open
-                | Status::Running
-        );
+    // Every job that is not done for good can be retried (failed, cancelled) or cancelled.
+    let selectable = !console.read_only && record.status != Status::Succeeded;
     html! {
         tr {
             td { @if selectable { input type="checkbox" name="job" value=(record.job_id) aria-label={ "select " (record.job_id) }; } }
